@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+// SwiftVMM: a small virtual machine monitor for Linux x86_64 on KVM.
+// Layers (one direction of dependencies, see STYLE in README.md):
+//   CShim -> HostSys -> GuestMemory | KVM -> Devices -> Boot -> VMM -> swiftvmm
+import PackageDescription
+
+let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "SwiftVMM",
+    products: [
+        .executable(name: "swiftvmm", targets: ["swiftvmm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // uAPI headers, ioctl numbers, offsetof values and layout asserts.
+        .target(name: "CShim"),
+        // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty.
+        .target(name: "HostSys", dependencies: ["CShim"], swiftSettings: v5),
+        // Guest physical memory: addresses, regions, checked reads and writes.
+        .target(name: "GuestMemory", dependencies: ["HostSys"], swiftSettings: v5),
+        // KVM: System -> VirtualMachine -> VCPU, exit decoding.
+        .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
+        // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
+        .target(name: "Devices", dependencies: ["GuestMemory"], swiftSettings: v5),
+        // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
+        .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: v5),
+        // Config model: TOML parsing, validation with key paths, no kernel access.
+        .target(name: "VMConfig", dependencies: [
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ], swiftSettings: v5),
+        // Machine builder, run loop, lifecycle.
+        .target(name: "VMM", dependencies: [
+            "HostSys", "GuestMemory", "KVM", "Devices", "Boot", "VMConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: v5),
+        .executableTarget(name: "swiftvmm", dependencies: [
+            "VMM",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: v5),
+
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
+        .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),
+    ]
+)

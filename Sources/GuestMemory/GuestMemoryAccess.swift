@@ -1,0 +1,50 @@
+/// Checked access to guest physical memory. Parsers and devices take this
+/// protocol, so tests run them on `ArrayGuestMemory` (with holes) and fuzzers
+/// feed them random bytes. A range must be wholly inside one region.
+public protocol GuestMemoryAccess: AnyObject {
+    /// Copies `buffer.count` bytes from guest memory at `address`.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws
+    /// Copies `bytes` into guest memory at `address`.
+    func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws
+    /// True when `[address, address+length)` is backed by guest RAM.
+    func contains(_ address: GuestAddress, length: UInt64) -> Bool
+}
+
+extension GuestMemoryAccess {
+    public func readBytes(at address: GuestAddress, count: Int) throws -> [UInt8] {
+        guard count >= 0 else { throw GuestMemoryError.outOfRange(address: address.raw, length: 0) }
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try read(into: $0, at: address) }
+        return out
+    }
+
+    public func writeBytes(_ bytes: [UInt8], at address: GuestAddress) throws {
+        try bytes.withUnsafeBytes { try write($0, at: address) }
+    }
+
+    /// Reads a little-endian integer (x86 guests are little-endian).
+    public func readInteger<T: FixedWidthInteger>(_: T.Type, at address: GuestAddress) throws -> T {
+        var value: T = 0
+        try withUnsafeMutableBytes(of: &value) { try read(into: $0, at: address) }
+        return T(littleEndian: value)
+    }
+
+    public func writeInteger<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws {
+        var le = value.littleEndian
+        try withUnsafeBytes(of: &le) { try write($0, at: address) }
+    }
+
+    /// Fills `[address, address+length)` with zero bytes.
+    public func zero(at address: GuestAddress, length: UInt64) throws {
+        guard contains(address, length: length) else {
+            throw GuestMemoryError.outOfRange(address: address.raw, length: length)
+        }
+        let chunk = [UInt8](repeating: 0, count: 65536)
+        var done: UInt64 = 0
+        while done < length {
+            let n = min(UInt64(chunk.count), length - done)
+            try chunk.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)]), at: address.checkedAdding(done)) }
+            done += n
+        }
+    }
+}
