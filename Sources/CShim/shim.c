@@ -1,0 +1,59 @@
+#define _GNU_SOURCE
+#include "cshim.h"
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <string.h>
+
+// Layouts SwiftVMM relies on (linux/kvm.h, x86_64). A changed uAPI fails the build.
+_Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs");
+_Static_assert(sizeof(struct kvm_sregs) == 312, "kvm_sregs");
+_Static_assert(sizeof(struct kvm_segment) == 24, "kvm_segment");
+_Static_assert(sizeof(struct kvm_fpu) == 416, "kvm_fpu");
+_Static_assert(sizeof(struct kvm_lapic_state) == 1024, "kvm_lapic_state");
+_Static_assert(sizeof(struct kvm_cpuid_entry2) == 40, "kvm_cpuid_entry2");
+_Static_assert(sizeof(struct kvm_cpuid2) == 8, "kvm_cpuid2");
+_Static_assert(sizeof(struct kvm_msr_entry) == 16, "kvm_msr_entry");
+_Static_assert(sizeof(struct kvm_msrs) == 8, "kvm_msrs");
+_Static_assert(sizeof(struct kvm_userspace_memory_region) == 32, "kvm_userspace_memory_region");
+_Static_assert(sizeof(struct kvm_irq_level) == 8, "kvm_irq_level");
+_Static_assert(sizeof(struct kvm_irqfd) == 32, "kvm_irqfd");
+_Static_assert(sizeof(struct kvm_pit_config) == 64, "kvm_pit_config");
+_Static_assert(sizeof(struct kvm_irq_routing_entry) == 48, "kvm_irq_routing_entry");
+_Static_assert(offsetof(struct kvm_run, exit_reason) == 8, "kvm_run.exit_reason");
+_Static_assert(offsetof(struct kvm_run, io) == 32, "kvm_run union at 32");
+_Static_assert(offsetof(struct kvm_run, mmio.data) == 40, "kvm_run.mmio.data");
+
+struct kvm_cpuid2 *shim_cpuid2_alloc(uint32_t n) {
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)n * sizeof(struct kvm_cpuid_entry2));
+    if (c) c->nent = n;
+    return c;
+}
+
+struct kvm_msrs *shim_msrs_alloc(uint32_t n) {
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + (size_t)n * sizeof(struct kvm_msr_entry));
+    if (m) m->nmsrs = n;
+    return m;
+}
+
+struct kvm_irq_routing *shim_irq_routing_alloc(uint32_t n) {
+    struct kvm_irq_routing *r = calloc(1, sizeof(*r) + (size_t)n * sizeof(struct kvm_irq_routing_entry));
+    if (r) r->nr = n;
+    return r;
+}
+
+int shim_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+int shim_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int shim_errno(void) { return errno; }
+
+static void noop_handler(int signo) { (void)signo; }
+
+int shim_install_noop_handler(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = noop_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; // no SA_RESTART: KVM_RUN must return EINTR
+    return sigaction(signo, &sa, NULL);
+}
+
+int shim_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }

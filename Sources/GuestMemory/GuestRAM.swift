@@ -1,0 +1,58 @@
+import HostSys
+
+/// Guest RAM: one memfd-backed shared mapping per region of a
+/// `GuestMemoryMap`. The only place that turns guest addresses into host
+/// pointers; every access is range-checked first.
+public final class GuestRAM: GuestMemoryAccess, @unchecked Sendable {
+    public struct Slot {
+        public let guestBase: UInt64
+        public let size: UInt64
+        public let mapping: SharedMemoryMapping
+        public var hostAddress: UInt64 { UInt64(UInt(bitPattern: mapping.pointer)) }
+    }
+
+    public let map: GuestMemoryMap
+    public let slots: [Slot]
+
+    public init(map: GuestMemoryMap) throws {
+        self.map = map
+        var slots: [Slot] = []
+        for (i, r) in map.regions.enumerated() {
+            guard let size = Int(exactly: r.size) else { throw GuestMemoryError.badLayout("region too large") }
+            let m = try SharedMemoryMapping(name: "swiftvmm-ram\(i)", size: size)
+            slots.append(Slot(guestBase: r.base, size: r.size, mapping: m))
+        }
+        self.slots = slots
+    }
+
+    /// The host pointer for `[address, address+length)`, if wholly inside one slot.
+    private func hostPointer(_ address: GuestAddress, _ length: UInt64) -> UnsafeMutableRawPointer? {
+        for s in slots where address.raw >= s.guestBase {
+            let off = address.raw - s.guestBase
+            guard off <= s.size, length <= s.size - off else { continue }
+            // SAFETY: off + length <= s.size, the size of this mapping.
+            return s.mapping.pointer + Int(off)
+        }
+        return nil
+    }
+
+    public func contains(_ address: GuestAddress, length: UInt64) -> Bool { hostPointer(address, length) != nil }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws {
+        guard let p = hostPointer(address, UInt64(buffer.count)) else {
+            throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(buffer.count))
+        }
+        guard let dst = buffer.baseAddress, buffer.count > 0 else { return }
+        // SAFETY: p has buffer.count bytes inside guest RAM (checked above).
+        dst.copyMemory(from: p, byteCount: buffer.count)
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws {
+        guard let p = hostPointer(address, UInt64(bytes.count)) else {
+            throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(bytes.count))
+        }
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        // SAFETY: p has bytes.count bytes inside guest RAM (checked above).
+        p.copyMemory(from: src, byteCount: bytes.count)
+    }
+}

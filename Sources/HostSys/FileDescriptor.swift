@@ -1,0 +1,102 @@
+import CShim
+import Glibc
+
+/// An owned file descriptor: closed when the last reference goes away.
+public final class FileDescriptor: @unchecked Sendable {
+    public let raw: Int32
+    private var closed = false
+
+    public init(adopting raw: Int32) { self.raw = raw }
+
+    deinit { if !closed { _ = Glibc.close(raw) } }
+
+    /// Opens `path`. `O_CLOEXEC` is always added.
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws -> FileDescriptor {
+        let fd = retryingEINTR { Int(Glibc.open(path, flags | O_CLOEXEC, mode)) }
+        guard fd >= 0 else { throw SysError.last("open \(path)") }
+        return FileDescriptor(adopting: Int32(fd))
+    }
+
+    public func close() {
+        if !closed { closed = true; _ = Glibc.close(raw) }
+    }
+
+    /// ioctl with an integer argument; returns the non-negative result.
+    @discardableResult
+    public func ioctl(_ request: UInt, _ arg: UInt = 0, _ name: String) throws -> Int32 {
+        let r = retryingEINTR { Int(shim_ioctl_int(raw, request, arg)) }
+        guard r >= 0 else { throw SysError.last(name) }
+        return Int32(r)
+    }
+
+    /// ioctl with a pointer argument; returns the non-negative result.
+    @discardableResult
+    public func ioctl(_ request: UInt, pointer: UnsafeMutableRawPointer?, _ name: String) throws -> Int32 {
+        let r = retryingEINTR { Int(shim_ioctl_ptr(raw, request, pointer)) }
+        guard r >= 0 else { throw SysError.last(name) }
+        return Int32(r)
+    }
+
+    /// ioctl with a pointer to `value`.
+    @discardableResult
+    public func ioctl<T>(_ request: UInt, value: inout T, _ name: String) throws -> Int32 {
+        try withUnsafeMutableBytes(of: &value) { try ioctl(request, pointer: $0.baseAddress, name) }
+    }
+
+    /// One ioctl attempt, no EINTR retry: the raw result and errno.
+    public func ioctlOnce(_ request: UInt, _ arg: UInt = 0) -> (Int32, Int32) {
+        let r = shim_ioctl_int(raw, request, arg)
+        return (r, r < 0 ? shim_errno() : 0)
+    }
+
+    /// Reads up to `count` bytes; an empty array is end of file.
+    public func read(upTo count: Int) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: count)
+        let n = buf.withUnsafeMutableBytes { b in retryingEINTR { Glibc.read(raw, b.baseAddress, count) } }
+        guard n >= 0 else { throw SysError.last("read") }
+        buf.removeSubrange(n...)
+        return buf
+    }
+
+    /// Writes all of `bytes`.
+    public func writeAll(_ bytes: [UInt8]) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { b in
+                retryingEINTR { Glibc.write(raw, b.baseAddress! + done, bytes.count - done) }
+            }
+            guard n > 0 else { throw SysError.last("write") }
+            done += n
+        }
+    }
+
+    public func fsync() throws {
+        guard retryingEINTR({ Int(Glibc.fsync(raw)) }) == 0 else { throw SysError.last("fsync") }
+    }
+
+    public var isTerminal: Bool { isatty(raw) == 1 }
+}
+
+/// Host file helpers.
+public enum HostFiles {
+    /// Reads a whole regular file, refusing anything over `limit` bytes.
+    public static func readAll(_ path: String, limit: Int = 1 << 30) throws -> [UInt8] {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+        var st = stat()
+        guard fstat(fd.raw, &st) == 0 else { throw SysError.last("stat \(path)") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SysError(errno: EINVAL, operation: "\(path) is not a regular file") }
+        guard st.st_size <= limit else { throw SysError(errno: EFBIG, operation: "\(path) is larger than \(limit) bytes") }
+        var out = [UInt8]()
+        out.reserveCapacity(Int(st.st_size))
+        while true {
+            let chunk = try fd.read(upTo: 1 << 20)
+            if chunk.isEmpty { break }
+            out.append(contentsOf: chunk)
+            if out.count > limit { throw SysError(errno: EFBIG, operation: "\(path) is larger than \(limit) bytes") }
+        }
+        return out
+    }
+
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+    public static func isReadWritable(_ path: String) -> Bool { access(path, R_OK | W_OK) == 0 }
+}

@@ -1,0 +1,88 @@
+import CShim
+import Glibc
+import Foundation
+
+/// The signal used to kick a vCPU thread out of KVM_RUN (no-op handler,
+/// no SA_RESTART, so the ioctl returns EINTR).
+public let vcpuKickSignal: Int32 = SIGUSR1
+
+public enum HostThreads {
+    /// Installs the kick signal's no-op handler. Call once before vCPUs start.
+    public static func installKickHandler() throws {
+        guard shim_install_noop_handler(vcpuKickSignal) == 0 else { throw SysError.last("sigaction(SIGUSR1)") }
+    }
+
+    /// The calling thread's handle.
+    public static func current() -> pthread_t { pthread_self() }
+
+    /// Sends the kick signal to `thread`.
+    public static func kick(_ thread: pthread_t) { _ = pthread_kill(thread, vcpuKickSignal) }
+}
+
+/// A thread whose pthread handle is known once it runs, so it can be kicked.
+public final class KickableThread: @unchecked Sendable {
+    private let lock = NSLock()
+    private var handle: pthread_t?
+    private var finished = false
+    private let done = DispatchSemaphore(value: 0)
+
+    public init(name: String, body: @escaping @Sendable () -> Void) {
+        let t = Thread { [self] in
+            self.lock.lock(); self.handle = pthread_self(); self.lock.unlock()
+            body()
+            self.lock.lock(); self.finished = true; self.lock.unlock()
+            self.done.signal()
+        }
+        t.name = name
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    /// Kicks the thread (no-op until it has started, or after it ended).
+    public func kick() {
+        lock.lock(); defer { lock.unlock() }
+        if let h = handle, !finished { HostThreads.kick(h) }
+    }
+
+    /// Waits for the thread's body to return.
+    public func join() { done.wait(); done.signal() }
+}
+
+/// Signals delivered to the process (SIGTERM, SIGINT) turned into callbacks.
+public final class SignalWatcher {
+    private var sources: [DispatchSourceSignal] = []
+
+    public init() {}
+
+    public func on(_ signo: Int32, _ handler: @escaping () -> Void) {
+        signal(signo, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+        s.setEventHandler(handler: handler)
+        s.resume()
+        sources.append(s)
+    }
+}
+
+/// Puts a terminal into raw mode and restores it.
+public final class RawTerminal {
+    private let fd: Int32
+    private var saved = termios()
+    private var active = false
+
+    public init?(fd: Int32) {
+        guard isatty(fd) == 1 else { return nil }
+        self.fd = fd
+        guard tcgetattr(fd, &saved) == 0 else { return nil }
+        var raw = saved
+        cfmakeraw(&raw)
+        raw.c_oflag |= tcflag_t(OPOST | ONLCR) // keep "\n" -> "\r\n" on output
+        guard tcsetattr(fd, TCSANOW, &raw) == 0 else { return nil }
+        active = true
+    }
+
+    public func restore() {
+        if active { _ = tcsetattr(fd, TCSANOW, &saved); active = false }
+    }
+
+    deinit { restore() }
+}

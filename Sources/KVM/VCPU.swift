@@ -1,0 +1,169 @@
+import CShim
+import Glibc
+import HostSys
+
+/// Segment register state (struct kvm_segment), as plain values.
+public struct SegmentState: Equatable, Sendable {
+    public var base: UInt64, limit: UInt32, selector: UInt16
+    public var type: UInt8, present: UInt8, dpl: UInt8, db: UInt8, s: UInt8, l: UInt8, g: UInt8, avl: UInt8
+    public var unusable: UInt8
+
+    public init(base: UInt64, limit: UInt32, selector: UInt16, type: UInt8, present: UInt8, dpl: UInt8, db: UInt8, s: UInt8, l: UInt8, g: UInt8, avl: UInt8, unusable: UInt8 = 0) {
+        self.base = base; self.limit = limit; self.selector = selector; self.type = type; self.present = present
+        self.dpl = dpl; self.db = db; self.s = s; self.l = l; self.g = g; self.avl = avl; self.unusable = unusable
+    }
+
+    var kvm: kvm_segment {
+        var k = kvm_segment()
+        k.base = base; k.limit = limit; k.selector = selector; k.type = type; k.present = present
+        k.dpl = dpl; k.db = db; k.s = s; k.l = l; k.g = g; k.avl = avl; k.unusable = unusable
+        return k
+    }
+}
+
+/// The special registers SwiftVMM sets at boot.
+public struct SpecialRegisters: Equatable, Sendable {
+    public var cs, ds, es, fs, gs, ss, tr, ldt: SegmentState
+    public var gdtBase: UInt64, gdtLimit: UInt16
+    public var idtBase: UInt64, idtLimit: UInt16
+    public var cr0, cr3, cr4, efer: UInt64
+
+    public init(cs: SegmentState, ds: SegmentState, es: SegmentState, fs: SegmentState, gs: SegmentState, ss: SegmentState, tr: SegmentState, ldt: SegmentState, gdtBase: UInt64, gdtLimit: UInt16, idtBase: UInt64, idtLimit: UInt16, cr0: UInt64, cr3: UInt64, cr4: UInt64, efer: UInt64) {
+        self.cs = cs; self.ds = ds; self.es = es; self.fs = fs; self.gs = gs; self.ss = ss; self.tr = tr; self.ldt = ldt
+        self.gdtBase = gdtBase; self.gdtLimit = gdtLimit; self.idtBase = idtBase; self.idtLimit = idtLimit
+        self.cr0 = cr0; self.cr3 = cr3; self.cr4 = cr4; self.efer = efer
+    }
+}
+
+/// General registers SwiftVMM sets at boot.
+public struct GeneralRegisters: Equatable, Sendable {
+    public var rip: UInt64 = 0, rsp: UInt64 = 0, rbp: UInt64 = 0, rsi: UInt64 = 0, rbx: UInt64 = 0
+    public var rflags: UInt64 = 0x2
+    public init() {}
+}
+
+/// A virtual CPU (the fd returned by KVM_CREATE_VCPU) and its kvm_run page.
+public final class VCPU: @unchecked Sendable {
+    public let id: UInt32
+    public let fd: FileDescriptor
+    let runMapping: FileMapping
+
+    init(id: UInt32, fd: FileDescriptor, run: FileMapping) {
+        self.id = id
+        self.fd = fd
+        self.runMapping = run
+    }
+
+    /// The shared kvm_run page (exit information, PIO data).
+    public var runPage: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: runMapping.pointer, count: runMapping.size)
+    }
+
+    /// Makes the next (or current, after a kick) KVM_RUN return EINTR at once.
+    public func setImmediateExit(_ on: Bool) {
+        // SAFETY: the offset is inside struct kvm_run, whose size the mapping exceeds (checked at creation).
+        runMapping.pointer.storeBytes(of: on ? UInt8(1) : 0, toByteOffset: SHIM_RUN_IMMEDIATE_EXIT, as: UInt8.self)
+    }
+
+    /// Runs the vCPU until the next exit and decodes it. EINTR is not retried:
+    /// it means the vCPU was kicked, and is reported as `.interrupted`.
+    /// The corresponding ioctl is `KVM_RUN`.
+    public func run() throws -> VCPUExit {
+        let (r, err) = fd.ioctlOnce(SHIM_KVM_RUN)
+        if r < 0 {
+            if err == EINTR || err == EAGAIN { return .interrupted }
+            throw KVMError.ioctl(SysError(errno: err, operation: "KVM_RUN on vCPU \(id)"))
+        }
+        return VCPUExit.decode(UnsafeRawBufferPointer(runPage))
+    }
+
+    /// The corresponding ioctl is `KVM_SET_CPUID2`.
+    public func setCPUID(_ entries: [CPUIDEntry]) throws {
+        guard let c = shim_cpuid2_alloc(UInt32(entries.count)) else { throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_cpuid2")) }
+        defer { free(c) }
+        // SAFETY: allocated with room for entries.count entries after the header.
+        let p = UnsafeMutableRawPointer(c).advanced(by: MemoryLayout<kvm_cpuid2>.size)
+            .bindMemory(to: kvm_cpuid_entry2.self, capacity: entries.count)
+        for (i, e) in entries.enumerated() {
+            var k = kvm_cpuid_entry2()
+            k.function = e.function; k.index = e.index; k.flags = e.flags
+            k.eax = e.eax; k.ebx = e.ebx; k.ecx = e.ecx; k.edx = e.edx
+            p[i] = k
+        }
+        try kvmCall { try fd.ioctl(SHIM_KVM_SET_CPUID2, pointer: UnsafeMutableRawPointer(c), "KVM_SET_CPUID2 on vCPU \(id)") }
+    }
+
+    /// Sets model-specific registers. The corresponding ioctl is `KVM_SET_MSRS`.
+    public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws {
+        guard !msrs.isEmpty else { return }
+        guard let m = shim_msrs_alloc(UInt32(msrs.count)) else { throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_msrs")) }
+        defer { free(m) }
+        // SAFETY: allocated with room for msrs.count entries after the header.
+        let p = UnsafeMutableRawPointer(m).advanced(by: MemoryLayout<kvm_msrs>.size)
+            .bindMemory(to: kvm_msr_entry.self, capacity: msrs.count)
+        for (i, e) in msrs.enumerated() {
+            var k = kvm_msr_entry()
+            k.index = e.index
+            k.data = e.value
+            p[i] = k
+        }
+        let n = try kvmCall { try fd.ioctl(SHIM_KVM_SET_MSRS, pointer: UnsafeMutableRawPointer(m), "KVM_SET_MSRS on vCPU \(id)") }
+        if Int(n) != msrs.count {
+            let failed = msrs[Int(n)].index
+            throw KVMError.ioctl(SysError(errno: EINVAL, operation: "KVM_SET_MSRS on vCPU \(id): MSR 0x\(String(failed, radix: 16)) rejected"))
+        }
+    }
+
+    /// The corresponding ioctls are `KVM_GET_REGS` / `KVM_SET_REGS`.
+    public func setRegisters(_ g: GeneralRegisters) throws {
+        var r = kvm_regs()
+        r.rip = g.rip; r.rsp = g.rsp; r.rbp = g.rbp; r.rsi = g.rsi; r.rbx = g.rbx; r.rflags = g.rflags
+        try kvmCall { try fd.ioctl(SHIM_KVM_SET_REGS, value: &r, "KVM_SET_REGS") }
+    }
+
+    public func getRegisters() throws -> kvm_regs {
+        var r = kvm_regs()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_REGS, value: &r, "KVM_GET_REGS") }
+        return r
+    }
+
+    /// Reads the current special registers, applies `s`, writes them back.
+    /// The corresponding ioctls are `KVM_GET_SREGS` / `KVM_SET_SREGS`.
+    public func setSpecialRegisters(_ s: SpecialRegisters) throws {
+        var k = kvm_sregs()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_SREGS, value: &k, "KVM_GET_SREGS") }
+        k.cs = s.cs.kvm; k.ds = s.ds.kvm; k.es = s.es.kvm; k.fs = s.fs.kvm; k.gs = s.gs.kvm; k.ss = s.ss.kvm
+        k.tr = s.tr.kvm; k.ldt = s.ldt.kvm
+        k.gdt.base = s.gdtBase; k.gdt.limit = s.gdtLimit
+        k.idt.base = s.idtBase; k.idt.limit = s.idtLimit
+        k.cr0 = s.cr0; k.cr3 = s.cr3; k.cr4 = s.cr4; k.efer = s.efer
+        try kvmCall { try fd.ioctl(SHIM_KVM_SET_SREGS, value: &k, "KVM_SET_SREGS") }
+    }
+
+    /// x87/SSE defaults. The corresponding ioctl is `KVM_SET_FPU`.
+    public func setFPU(fcw: UInt16, mxcsr: UInt32) throws {
+        var f = kvm_fpu()
+        f.fcw = fcw
+        f.mxcsr = mxcsr
+        try kvmCall { try fd.ioctl(SHIM_KVM_SET_FPU, value: &f, "KVM_SET_FPU") }
+    }
+
+    /// Sets LINT0 to ExtINT and LINT1 to NMI in the local APIC, as a PC's BIOS
+    /// does (Intel MP spec 1.4, virtual wire mode; SDM vol. 3 10.5.1).
+    /// The corresponding ioctls are `KVM_GET_LAPIC` / `KVM_SET_LAPIC`.
+    public func setupLocalInterrupts() throws {
+        var l = kvm_lapic_state()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_LAPIC, value: &l, "KVM_GET_LAPIC") }
+        withUnsafeMutableBytes(of: &l.regs) { regs in
+            func setMode(_ off: Int, _ mode: UInt32) {
+                // SAFETY: off + 4 <= 1024, the size of the register page.
+                var v = regs.loadUnaligned(fromByteOffset: off, as: UInt32.self)
+                v = (v & ~UInt32(0x700)) | (mode << 8)
+                regs.storeBytes(of: v, toByteOffset: off, as: UInt32.self)
+            }
+            setMode(SHIM_APIC_LVT0, 0x7) // ExtINT
+            setMode(SHIM_APIC_LVT1, 0x4) // NMI
+        }
+        try kvmCall { try fd.ioctl(SHIM_KVM_SET_LAPIC, value: &l, "KVM_SET_LAPIC") }
+    }
+}
