@@ -1,0 +1,55 @@
+import Devices
+import Foundation
+import Glibc
+import HostSys
+import KVM
+
+/// An ISA interrupt line of the in-kernel irqchip, as devices see it.
+final class KVMIRQLine: InterruptLine {
+    private let vm: VirtualMachine
+    let irq: UInt32
+    private let onError: (String) -> Void
+
+    init(vm: VirtualMachine, irq: UInt32, onError: @escaping (String) -> Void) {
+        self.vm = vm
+        self.irq = irq
+        self.onError = onError
+    }
+
+    func setLevel(_ high: Bool) {
+        do { try vm.setIRQLine(irq, level: high) } catch { onError("IRQ \(irq): \(error)") }
+    }
+}
+
+/// Console output to a file descriptor (the terminal, or a log file).
+final class FDConsoleOutput: ConsoleOutput {
+    private let fd: FileDescriptor
+    init(fd: FileDescriptor) { self.fd = fd }
+    func write(_ bytes: [UInt8]) { try? fd.writeAll(bytes) }
+}
+
+/// Console output that goes nowhere.
+final class NullConsoleOutput: ConsoleOutput {
+    func write(_ bytes: [UInt8]) {}
+}
+
+/// Fans console output out to several sinks (terminal, log file, matchers).
+final class TeeConsoleOutput: ConsoleOutput {
+    private let sinks: [ConsoleOutput]
+    init(_ sinks: [ConsoleOutput]) { self.sinks = sinks }
+    func write(_ bytes: [UInt8]) { for s in sinks { s.write(bytes) } }
+}
+
+/// Calls a closure for each console chunk.
+final class ClosureConsoleOutput: ConsoleOutput {
+    private let body: ([UInt8]) -> Void
+    init(_ body: @escaping ([UInt8]) -> Void) { self.body = body }
+    func write(_ bytes: [UInt8]) { body(bytes) }
+}
+
+/// Forwards machine events from devices to a closure.
+final class ClosureEventSink: MachineEventSink {
+    private let body: (MachineEvent) -> Void
+    init(_ body: @escaping (MachineEvent) -> Void) { self.body = body }
+    func machineEvent(_ event: MachineEvent) { body(event) }
+}
