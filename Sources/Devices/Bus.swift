@@ -54,10 +54,10 @@ public final class Bus: @unchecked Sendable {
             let mid = (lo + hi) / 2
             if entries[mid].base <= address { lo = mid + 1 } else { hi = mid }
         }
-        guard lo > 0 else { return nil }
+        guard lo > 0, let width = UInt64(exactly: size) else { return nil }
         let e = entries[lo - 1]
         let off = address - e.base
-        guard off < e.length, UInt64(size) <= e.length - off else { return nil }
+        guard off < e.length, width <= e.length - off else { return nil }
         return (e.device, off)
     }
 
