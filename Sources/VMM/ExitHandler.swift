@@ -45,16 +45,16 @@ public func handleExit(_ exit: VCPUExit, vcpu: UInt32, runPage: UnsafeMutableRaw
         // the guest halted for good (e.g. `poweroff` without ACPI).
         return .stop(.guestHalted(vcpu: vcpu))
     case .shutdown:
-        return .stop(.tripleFault(vcpu: vcpu))
+        return .stop(.tripleFault(vcpu: vcpu, rip: nil))
     case let .failEntry(reason, cpu):
         return .stop(.vmmError("KVM could not enter vCPU \(vcpu) (hardware entry failure reason 0x\(String(reason, radix: 16)) on host CPU \(cpu))"))
     case let .internalError(sub, data):
-        return .stop(.kvmInternalError(vcpu: vcpu, suberror: sub, data: data))
+        return .stop(.kvmInternalError(vcpu: vcpu, suberror: sub, data: data, rip: nil))
     case let .systemEvent(type):
         switch type {
         case SystemEventType.reset: return .stop(.reset)
         case SystemEventType.shutdown: return .stop(.powerOff)
-        case SystemEventType.crash: return .stop(.tripleFault(vcpu: vcpu))
+        case SystemEventType.crash: return .stop(.tripleFault(vcpu: vcpu, rip: nil))
         default: return .stop(.vmmError("unexpected KVM system event \(type) on vCPU \(vcpu)"))
         }
     case let .exception(n, code):

@@ -1,4 +1,5 @@
 import CShim
+import Glibc
 
 /// KVM system event types (linux/kvm.h KVM_SYSTEM_EVENT_*).
 enum SystemEventType {
@@ -17,8 +18,8 @@ public enum StopReason: Equatable, Sendable {
     case guestVerdict(UInt8)
     case guestPanic
     case guestHalted(vcpu: UInt32)
-    case tripleFault(vcpu: UInt32)
-    case kvmInternalError(vcpu: UInt32, suberror: UInt32, data: [UInt64])
+    case tripleFault(vcpu: UInt32, rip: UInt64?)
+    case kvmInternalError(vcpu: UInt32, suberror: UInt32, data: [UInt64], rip: UInt64?)
     case timeout(seconds: Double)
     case expectMatched(String)
     case failPatternMatched(String)
@@ -49,6 +50,40 @@ public enum ExitStatus {
         case .failPatternMatched: return failPattern
         case let .signal(s): return 128 + s
         case .vmmError: return vmmError
+        }
+    }
+}
+
+extension StopReason: CustomStringConvertible {
+    /// One line for the user.
+    public var description: String {
+        func hex(_ v: UInt64?) -> String { v.map { " at RIP 0x" + String($0, radix: 16) } ?? "" }
+        switch self {
+        case .powerOff: return "guest powered off"
+        case .reset: return "guest rebooted"
+        case let .guestVerdict(v): return "guest reported exit status \(v)"
+        case .guestPanic: return "guest kernel panicked (pvpanic)"
+        case let .guestHalted(v): return "guest halted vCPU \(v) for good"
+        case let .tripleFault(v, rip): return "guest triple fault on vCPU \(v)\(hex(rip)) (KVM_EXIT_SHUTDOWN)"
+        case let .kvmInternalError(v, sub, data, rip):
+            let what = sub == SHIM_KVM_INTERNAL_ERROR_EMULATION ? "KVM emulation failure" : "KVM internal error \(sub)"
+            let extra = data.isEmpty ? "" : " [" + data.map { "0x" + String($0, radix: 16) }.joined(separator: " ") + "]"
+            return "\(what) on vCPU \(v)\(hex(rip))\(extra)"
+        case let .timeout(s): return "timeout: guest still running after \(s) s"
+        case let .expectMatched(p): return "console matched expectation /\(p)/"
+        case let .failPatternMatched(p): return "console matched failure pattern /\(p)/"
+        case let .signal(s): return "stopped by signal \(s == SIGTERM ? "SIGTERM" : s == SIGINT ? "SIGINT" : String(s))"
+        case .userQuit: return "stopped by the user (Ctrl-A x)"
+        case let .vmmError(m): return m
+        }
+    }
+
+    /// Fills in the guest RIP of crash reasons.
+    func withRIP(_ rip: UInt64) -> StopReason {
+        switch self {
+        case let .tripleFault(v, _): return .tripleFault(vcpu: v, rip: rip)
+        case let .kvmInternalError(v, s, d, _): return .kvmInternalError(vcpu: v, suberror: s, data: d, rip: rip)
+        default: return self
         }
     }
 }

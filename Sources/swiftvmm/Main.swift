@@ -1,1 +1,117 @@
-@main struct Main { static func main() {} }
+import ArgumentParser
+import Foundation
+import Glibc
+import HostSys
+import Logging
+import VMConfig
+import VMM
+
+let startNanos = ProcessStats.monotonicNanos
+
+@main
+struct SwiftVMM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftvmm",
+        abstract: "A small virtual machine monitor for Linux guests on KVM.",
+        discussion: """
+            Examples:
+              swiftvmm check configs/smoke.toml
+              swiftvmm run configs/smoke.toml
+              swiftvmm run configs/smoke.toml --timeout 60s --cmdline "console=ttyS0 quiet"
+            Exit statuses of `run`: 0 guest powered off or rebooted; N the guest's verdict;
+            64 usage; 65 bad config or kernel; 69 host cannot run guests; 70 VMM error;
+            121 guest panic; 122 guest crash; 123 failure pattern; 124 timeout.
+            """,
+        version: SwiftVMMVersion.string,
+        subcommands: [Run.self, Check.self]
+    )
+}
+
+enum SwiftVMMVersion {
+    static let string = "0.1.0"
+}
+
+func makeLogger(verbose: Bool) -> Logger {
+    LoggingSystem.bootstrap { VMMLogHandler(label: "swiftvmm", level: verbose ? .debug : .info) }
+    return Logger(label: "swiftvmm")
+}
+
+/// Options shared by `run` and `check` that override the config file.
+struct Overrides: ParsableArguments {
+    @Option(help: "Kernel image (bzImage or ELF vmlinux with a PVH note), overriding kernel.path.")
+    var kernel: String?
+    @Option(help: "Initramfs, overriding kernel.initramfs.")
+    var initramfs: String?
+    @Option(help: "Kernel command line, overriding kernel.cmdline.")
+    var cmdline: String?
+    @Option(help: "Guest memory (e.g. 512M, 2G), overriding machine.memory.")
+    var memory: String?
+    @Option(help: "Number of vCPUs, overriding machine.vcpus.")
+    var vcpus: String?
+
+    var configOverrides: ConfigOverrides {
+        ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus)
+    }
+}
+
+func loadConfig(_ path: String, _ o: Overrides) -> Result<VMConfig, ConfigError> {
+    let cwd = FileManager.default.currentDirectoryPath
+    switch ConfigLoader.loadResult(path: path) {
+    case let .failure(e): return .failure(e)
+    case let .success(c): return c.applying(o.configOverrides, relativeTo: cwd)
+    }
+}
+
+func printIssues(_ e: ConfigError) {
+    FileHandle.standardError.write(Data("swiftvmm: invalid configuration:\n".utf8))
+    for i in e.issues { FileHandle.standardError.write(Data("  \(i)\n".utf8)) }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate a VM config without booting; list every problem.")
+    @Argument(help: "The VM config file (TOML).") var config: String
+    @OptionGroup var overrides: Overrides
+
+    func run() throws {
+        switch loadConfig(config, overrides) {
+        case let .failure(e):
+            printIssues(e)
+            throw ExitCode(ExitStatus.badConfig)
+        case let .success(c):
+            print("\(config): ok (\(c.vcpus) vCPU, \(c.memoryBytes >> 20) MiB, kernel \(c.kernelPath))")
+        }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Boot the VM described by a config file; the serial console is this terminal.")
+    @Argument(help: "The VM config file (TOML).") var config: String
+    @OptionGroup var overrides: Overrides
+    @Option(help: "Stop the guest after this long (e.g. 90s, 5m); exit status 124.") var timeout: String?
+    @Flag(help: "Try to run even on KVM-PVM hosts, which cannot run stock Linux guests.") var allowPvm = false
+    @Flag(name: .shortAndLong, help: "Log debug details.") var verbose = false
+
+    func run() throws {
+        let logger = makeLogger(verbose: verbose)
+        let cfg: VMConfig
+        switch loadConfig(config, overrides) {
+        case let .failure(e):
+            printIssues(e)
+            throw ExitCode(ExitStatus.badConfig)
+        case let .success(c): cfg = c
+        }
+        var options = RunOptions()
+        options.allowPVM = allowPvm
+        if let t = timeout {
+            guard let s = ConfigLoader.parseDuration(t) else {
+                FileHandle.standardError.write(Data("swiftvmm: --timeout: \"\(t)\" is not a duration (use e.g. 90s, 5m)\n".utf8))
+                throw ExitCode(ExitStatus.usage)
+            }
+            options.timeoutSeconds = s
+        }
+        let outcome = VMMRunner.run(config: cfg, options: options, clock: RunClock(startNanos: startNanos), logger: logger)
+        let line = "\(outcome.reason) (exit status \(outcome.exitStatus), \(String(format: "%.2f", outcome.wallSeconds)) s)"
+        if outcome.exitStatus == 0 { logger.info("\(line)") } else { logger.error("\(line)") }
+        throw ExitCode(outcome.exitStatus)
+    }
+}

@@ -1,0 +1,13 @@
+import Devices
+
+/// The PC legacy devices SwiftVMM puts on the port-I/O bus, besides COM1.
+enum LegacyDevices {
+    static func install(on pio: Bus, events: MachineEventSink) throws {
+        try pio.insert(I8042(events: events), base: I8042.base, length: I8042.length)
+        try pio.insert(BootCompletePort(events: events), base: BootCompletePort.port, length: BootCompletePort.length)
+        try pio.insert(DebugExitPort(events: events), base: DebugExitPort.port, length: DebugExitPort.length)
+        try pio.insert(PVPanicPort(events: events), base: PVPanicPort.port, length: PVPanicPort.length)
+        // POST codes (0x80): written by Linux's io_delay; absorbed without a log line.
+        try pio.insert(IgnoredPorts(), base: IgnoredPorts.postCodePort, length: 1)
+    }
+}

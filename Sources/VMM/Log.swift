@@ -1,0 +1,25 @@
+import Foundation
+import Logging
+
+/// Log lines on stderr as `swiftvmm: <level>: message`, readable next to a
+/// guest console on the same terminal.
+public struct VMMLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    private let label: String
+
+    public init(label: String, level: Logger.Level = .info) {
+        self.label = label
+        self.logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        let text = "\(label): \(level): \(message)\n"
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}

@@ -1,0 +1,136 @@
+import Boot
+import Devices
+import Foundation
+import GuestMemory
+import HostSys
+import KVM
+import Logging
+import VMConfig
+
+/// Errors found while building a machine, before any guest code runs.
+public enum MachineError: Error, CustomStringConvertible {
+    case hostUnsupported(String)
+    case kernel(String)
+    case setup(String)
+
+    public var description: String {
+        switch self {
+        case let .hostUnsupported(s): return s
+        case let .kernel(s): return s
+        case let .setup(s): return s
+        }
+    }
+}
+
+/// The x86 machine: KVM VM, guest RAM, in-kernel irqchip and PIT, legacy
+/// devices on the port-I/O bus, vCPUs set up for the kernel's entry.
+final class Machine {
+    /// Addresses KVM needs for Intel's real-mode TSS (3 pages) and EPT identity
+    /// map (1 page), inside the MMIO hole below the IOAPIC (as QEMU and
+    /// Firecracker place them: linux/Documentation/virt/kvm/api.rst).
+    static let identityMapAddress: UInt64 = 0xFFFB_C000
+    static let tssAddress: UInt64 = 0xFFFB_D000
+
+    let config: VMConfig
+    let logger: Logger
+    let kvm: KVMSystem
+    let vm: VirtualMachine
+    let ram: GuestRAM
+    let pio = Bus()
+    let mmio = Bus()
+    let serial: Serial16550
+    let vcpus: [VCPU]
+    let boot: BootResult
+    let latch: StopLatch
+    let clock: RunClock
+
+    init(config: VMConfig, console: ConsoleOutput, latch: StopLatch, clock: RunClock, options: RunOptions, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        self.latch = latch
+        self.clock = clock
+
+        // Read and parse the kernel first: a bad image fails before KVM is touched.
+        let kernelBytes: [UInt8]
+        do { kernelBytes = try HostFiles.readAll(config.kernelPath) } catch {
+            throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
+        }
+        let image: KernelImage
+        do { image = try KernelImage.parse(kernelBytes) } catch {
+            throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
+        }
+        var initrd: [UInt8]?
+        if let p = config.initramfsPath {
+            do { initrd = try HostFiles.readAll(p) } catch { throw MachineError.kernel("initramfs \(p): \(error)") }
+        }
+
+        kvm = try KVMSystem()
+        let backend = KVMSystem.hostBackend()
+        if backend == .pvm && !options.allowPVM {
+            throw MachineError.hostUnsupported("""
+                this host's KVM is \(backend.rawValue): it creates VMs but cannot run a stock Linux guest \
+                (it dies in the decompressor with an emulation failure). Run SwiftVMM on a host with \
+                VT-x or AMD-V, or inside the project's lab: scripts/lab run -- swiftvmm run CONFIG \
+                (--allow-pvm tries anyway)
+                """)
+        }
+        let maxCPUs = kvm.maxVCPUs()
+        guard config.vcpus <= maxCPUs else {
+            throw MachineError.setup("machine.vcpus: \(config.vcpus) vCPUs requested, KVM on this host allows \(maxCPUs)")
+        }
+
+        vm = try kvm.createVM()
+        try vm.setIdentityMapAddress(Self.identityMapAddress)
+        try vm.setTSSAddress(Self.tssAddress)
+        try vm.createIRQChip()
+        try vm.createPIT()
+
+        let map = GuestMemoryMap(ramBytes: config.memoryBytes)
+        do { ram = try GuestRAM(map: map) } catch {
+            throw MachineError.setup("cannot allocate \(config.memoryBytes >> 20) MiB of guest RAM: \(error)")
+        }
+        for (i, s) in ram.slots.enumerated() {
+            try vm.setUserMemoryRegion(slot: UInt32(i), guestAddress: s.guestBase, size: s.size, hostAddress: s.hostAddress)
+        }
+
+        // Legacy devices (port I/O).
+        let events = ClosureEventSink { [latch, clock, logger] event in
+            switch event {
+            case .reset: latch.stop(.reset)
+            case .powerOff: latch.stop(.powerOff)
+            case let .guestVerdict(v): latch.stop(.guestVerdict(v))
+            case .guestPanic: latch.stop(.guestPanic)
+            case .bootComplete:
+                if let t = clock.markBootComplete() {
+                    logger.info("guest boot complete \(String(format: "%.1f", t * 1000)) ms after VMM start")
+                }
+            }
+        }
+        let irq4 = KVMIRQLine(vm: vm, irq: Serial16550.com1IRQ) { logger.error("\($0)") }
+        serial = Serial16550(interrupt: irq4, console: console)
+        try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
+        try LegacyDevices.install(on: pio, events: events)
+
+        // Kernel, initrd, boot structures.
+        do {
+            boot = try LinuxLoader.load(kernel: image, initrd: initrd, cmdline: config.cmdline,
+                                        vcpus: config.vcpus, memoryMap: map, into: ram)
+        } catch {
+            throw MachineError.kernel("cannot load kernel \(config.kernelPath): \(error)")
+        }
+
+        let supported = try kvm.supportedCPUID()
+        var vcpus: [VCPU] = []
+        for i in 0..<config.vcpus {
+            let v = try vm.createVCPU(id: UInt32(i))
+            try v.setCPUID(CPUIDPolicy.guestCPUID(supported: supported, apicID: UInt32(i), vcpuCount: UInt32(config.vcpus)))
+            try v.setMSRs(boot.cpu.msrs.map { (index: $0.index, value: $0.value) })
+            try v.setupLocalInterrupts()
+            if i == 0 {
+                try BootStateAdapter.apply(boot.cpu, to: v)
+            }
+            vcpus.append(v)
+        }
+        self.vcpus = vcpus
+    }
+}

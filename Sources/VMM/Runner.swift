@@ -1,0 +1,167 @@
+import Devices
+import Foundation
+import Glibc
+import HostSys
+import KVM
+import Logging
+import VMConfig
+
+/// The result of `swiftvmm run`.
+public struct RunOutcome {
+    public let reason: StopReason
+    public let exitStatus: Int32
+    public let wallSeconds: Double
+    public let bootCompleteSeconds: Double?
+    public let firstRunSeconds: Double?
+    public let peakRSSBytes: UInt64
+    public let consoleTail: [UInt8]
+}
+
+/// Builds a machine from a config, runs it to the end and tears it down.
+public enum VMMRunner {
+    /// Runs the VM described by `config`. Never throws: every failure becomes an outcome.
+    public static func run(config: VMConfig, options: RunOptions, clock: RunClock, logger: Logger) -> RunOutcome {
+        let latch = StopLatch()
+        var sinks: [ConsoleOutput] = []
+        switch config.serial {
+        case .terminal: sinks.append(FDConsoleOutput(fd: FileDescriptor(adopting: dup(STDOUT_FILENO))))
+        case let .file(path):
+            do {
+                let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+                sinks.append(FDConsoleOutput(fd: fd))
+            } catch {
+                return failed(.vmmError("serial.path: cannot open \(path): \(error)"), clock: clock, tail: [], status: ExitStatus.badConfig)
+            }
+        case .off: break
+        }
+        let console = TeeConsoleOutput(sinks)
+
+        let machine: Machine
+        do {
+            machine = try Machine(config: config, console: console, latch: latch, clock: clock, options: options, logger: logger)
+        } catch let e as MachineError {
+            let status: Int32
+            switch e {
+            case .hostUnsupported: status = ExitStatus.hostUnsupported
+            case .kernel: status = ExitStatus.badConfig
+            case .setup: status = ExitStatus.vmmError
+            }
+            return failed(.vmmError(e.description), clock: clock, tail: [], status: status)
+        } catch let e as KVMError {
+            let status: Int32
+            switch e {
+            case .deviceMissing, .permissionDenied, .apiVersion, .missingCapability: status = ExitStatus.hostUnsupported
+            default: status = ExitStatus.vmmError
+            }
+            return failed(.vmmError(e.description), clock: clock, tail: [], status: status)
+        } catch {
+            return failed(.vmmError("\(error)"), clock: clock, tail: [], status: ExitStatus.vmmError)
+        }
+        logger.info("\(machine.boot.summary)")
+
+        // Stop on SIGINT/SIGTERM.
+        let signals = SignalWatcher()
+        signals.on(SIGTERM) { latch.stop(.signal(SIGTERM)) }
+        signals.on(SIGINT) { latch.stop(.signal(SIGINT)) }
+
+        // Timeout.
+        if let t = options.timeoutSeconds ?? config.timeoutSeconds {
+            DispatchQueue.global().asyncAfter(deadline: .now() + t) { latch.stop(.timeout(seconds: t)) }
+        }
+
+        // Terminal input.
+        let interactive = options.interactive ?? (isatty(STDIN_FILENO) == 1)
+        var terminal: RawTerminal?
+        if interactive, case .terminal = config.serial {
+            terminal = RawTerminal(fd: STDIN_FILENO)
+            if terminal != nil { logger.info("console: type Ctrl-A x to quit") }
+            startInputThread(serial: machine.serial, latch: latch)
+        }
+
+        // vCPU threads.
+        do { try HostThreads.installKickHandler() } catch {
+            terminal?.restore()
+            return failed(.vmmError("\(error)"), clock: clock, tail: [], status: ExitStatus.vmmError)
+        }
+        var threads: [KickableThread] = []
+        for v in machine.vcpus {
+            threads.append(KickableThread(name: "vcpu\(v.id)") {
+                vcpuLoop(v, machine: machine, latch: latch, clock: clock, logger: logger)
+            })
+        }
+
+        let reason = latch.wait()
+        for v in machine.vcpus { v.setImmediateExit(true) }
+        for t in threads { t.kick() }
+        for t in threads { t.join() }
+        terminal?.restore()
+
+        let outcome = RunOutcome(reason: reason, exitStatus: ExitStatus.of(reason), wallSeconds: clock.elapsed,
+                                 bootCompleteSeconds: clock.bootCompleteSeconds, firstRunSeconds: clock.firstRunSeconds,
+                                 peakRSSBytes: ProcessStats.peakRSSBytes, consoleTail: machine.serial.recentOutput)
+        return outcome
+    }
+
+    static func failed(_ r: StopReason, clock: RunClock, tail: [UInt8], status: Int32) -> RunOutcome {
+        RunOutcome(reason: r, exitStatus: status, wallSeconds: clock.elapsed, bootCompleteSeconds: nil,
+                   firstRunSeconds: nil, peakRSSBytes: ProcessStats.peakRSSBytes, consoleTail: tail)
+    }
+
+    /// One vCPU's KVM_RUN loop.
+    static func vcpuLoop(_ v: VCPU, machine: Machine, latch: StopLatch, clock: RunClock, logger: Logger) {
+        if v.id == 0, let t = clock.markFirstRun() {
+            logger.debug("first KVM_RUN \(String(format: "%.1f", t * 1000)) ms after VMM start")
+        }
+        while !latch.isStopped {
+            let exit: VCPUExit
+            do { exit = try v.run() } catch {
+                latch.stop(.vmmError("\(error)"))
+                return
+            }
+            switch handleExit(exit, vcpu: v.id, runPage: v.runPage, pio: machine.pio, mmio: machine.mmio) {
+            case .resume: continue
+            case let .stop(reason):
+                latch.stop(enrich(reason, vcpu: v))
+                return
+            }
+        }
+    }
+
+    /// Adds the guest's RIP to crash reasons.
+    static func enrich(_ r: StopReason, vcpu: VCPU) -> StopReason {
+        switch r {
+        case .tripleFault, .kvmInternalError:
+            guard let regs = try? vcpu.getRegisters() else { return r }
+            return r.withRIP(regs.rip)
+        default: return r
+        }
+    }
+
+    /// Reads the terminal and feeds the UART; Ctrl-A x quits.
+    static func startInputThread(serial: Serial16550, latch: StopLatch) {
+        let t = Thread {
+            let stdin = FileDescriptor(adopting: dup(STDIN_FILENO))
+            var sawCtrlA = false
+            while !latch.isStopped {
+                guard let chunk = try? stdin.read(upTo: 64), !chunk.isEmpty else { return }
+                var pending: [UInt8] = []
+                for b in chunk {
+                    if sawCtrlA {
+                        sawCtrlA = false
+                        if b == UInt8(ascii: "x") { latch.stop(.userQuit); return }
+                        pending.append(0x01)
+                        if b == 0x01 { continue }
+                    } else if b == 0x01 { sawCtrlA = true; continue }
+                    pending.append(b)
+                }
+                while !pending.isEmpty && !latch.isStopped {
+                    let n = serial.enqueueInput(pending)
+                    pending.removeFirst(n)
+                    if !pending.isEmpty { usleep(2000) }
+                }
+            }
+        }
+        t.name = "console-input"
+        t.start()
+    }
+}
