@@ -79,3 +79,18 @@ public enum ProcessStats {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }
+
+extension ProcessStats {
+    /// Resident memory of this process that is not shared memory (guest RAM is
+    /// a memfd, counted in RssShmem): RssAnon + RssFile from /proc/self/status.
+    public static var rssExcludingSharedBytes: UInt64 {
+        guard let bytes = try? HostFiles.readAll("/proc/self/status", limit: 1 << 16) else { return 0 }
+        var total: UInt64 = 0
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        where line.hasPrefix("RssAnon:") || line.hasPrefix("RssFile:") {
+            let kb = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { UInt64($0) } ?? 0
+            total += kb * 1024
+        }
+        return total
+    }
+}

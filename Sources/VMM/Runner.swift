@@ -14,7 +14,28 @@ public struct RunOutcome {
     public let bootCompleteSeconds: Double?
     public let firstRunSeconds: Double?
     public let peakRSSBytes: UInt64
+    /// Peak of RssAnon + RssFile, sampled every 50 ms: the VMM without guest RAM.
+    public let peakVMMRSSBytes: UInt64
     public let consoleTail: [UInt8]
+}
+
+extension RunOutcome {
+    /// Failures where the console tail helps the user (timeouts, panics, crashes).
+    public var showsConsoleTail: Bool {
+        switch reason {
+        case .timeout, .guestPanic, .tripleFault, .kvmInternalError, .guestHalted, .failPatternMatched: return true
+        default: return false
+        }
+    }
+
+    public func report(config: VMConfig, version: String) -> RunReport {
+        RunReport(exitReason: reason.description, exitReasonKind: reason.kind, exitStatus: exitStatus,
+                  bootCompleteSeconds: bootCompleteSeconds, firstKVMRunSeconds: firstRunSeconds,
+                  wallSeconds: wallSeconds, vmmPeakRSSBytes: peakVMMRSSBytes, totalPeakRSSBytes: peakRSSBytes, kernel: config.kernelPath,
+                  initramfs: config.initramfsPath, cmdline: config.cmdline, config: config.configPath,
+                  vcpus: config.vcpus, memoryBytes: config.memoryBytes,
+                  consoleTail: String(decoding: consoleTail.suffix(4096), as: UTF8.self), swiftvmmVersion: version)
+    }
 }
 
 /// Builds a machine from a config, runs it to the end and tears it down.
@@ -33,6 +54,21 @@ public enum VMMRunner {
                 return failed(.vmmError("serial.path: cannot open \(path): \(error)"), clock: clock, tail: [], status: ExitStatus.badConfig)
             }
         case .off: break
+        }
+        if let log = options.consoleLog {
+            do { sinks.append(FDConsoleOutput(fd: try FileDescriptor.open(log, flags: O_WRONLY | O_CREAT | O_TRUNC))) } catch {
+                return failed(.vmmError("--console-log: cannot open \(log): \(error)"), clock: clock, tail: [], status: ExitStatus.usage)
+            }
+        }
+        let matcher: ConsoleMatcher
+        do { matcher = try ConsoleMatcher(expect: options.expect, failOn: options.failOn) } catch {
+            return failed(.vmmError("\(error)"), clock: clock, tail: [], status: ExitStatus.usage)
+        }
+        if !matcher.isEmpty {
+            sinks.append(ClosureConsoleOutput { chunk in
+                guard let m = matcher.feed(chunk) else { return }
+                latch.stop(m.kind == .expect ? .expectMatched(m.pattern) : .failPatternMatched(m.pattern))
+            })
         }
         let console = TeeConsoleOutput(sinks)
 
@@ -90,6 +126,9 @@ public enum VMMRunner {
             })
         }
 
+        // Sample the VMM's own memory (excluding guest RAM) while the guest runs.
+        let rss = RSSSampler()
+        rss.start(until: latch)
         let reason = latch.wait()
         for v in machine.vcpus { v.setImmediateExit(true) }
         for t in threads { t.kick() }
@@ -98,13 +137,15 @@ public enum VMMRunner {
 
         let outcome = RunOutcome(reason: reason, exitStatus: ExitStatus.of(reason), wallSeconds: clock.elapsed,
                                  bootCompleteSeconds: clock.bootCompleteSeconds, firstRunSeconds: clock.firstRunSeconds,
-                                 peakRSSBytes: ProcessStats.peakRSSBytes, consoleTail: machine.serial.recentOutput)
+                                 peakRSSBytes: ProcessStats.peakRSSBytes, peakVMMRSSBytes: rss.peak,
+                                 consoleTail: machine.serial.recentOutput)
         return outcome
     }
 
     static func failed(_ r: StopReason, clock: RunClock, tail: [UInt8], status: Int32) -> RunOutcome {
         RunOutcome(reason: r, exitStatus: status, wallSeconds: clock.elapsed, bootCompleteSeconds: nil,
-                   firstRunSeconds: nil, peakRSSBytes: ProcessStats.peakRSSBytes, consoleTail: tail)
+                   firstRunSeconds: nil, peakRSSBytes: ProcessStats.peakRSSBytes,
+                   peakVMMRSSBytes: ProcessStats.rssExcludingSharedBytes, consoleTail: tail)
     }
 
     /// One vCPU's KVM_RUN loop.
@@ -162,6 +203,30 @@ public enum VMMRunner {
             }
         }
         t.name = "console-input"
+        t.start()
+    }
+}
+
+/// Samples RssAnon + RssFile until the VM stops.
+final class RSSSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var maxBytes: UInt64 = ProcessStats.rssExcludingSharedBytes
+
+    var peak: UInt64 {
+        let now = ProcessStats.rssExcludingSharedBytes
+        lock.lock(); defer { lock.unlock() }
+        maxBytes = max(maxBytes, now)
+        return maxBytes
+    }
+
+    func start(until latch: StopLatch) {
+        let t = Thread { [self] in
+            while !latch.isStopped {
+                _ = self.peak
+                usleep(50_000)
+            }
+        }
+        t.name = "rss-sampler"
         t.start()
     }
 }

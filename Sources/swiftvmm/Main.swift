@@ -88,6 +88,14 @@ struct Run: ParsableCommand {
     @Argument(help: "The VM config file (TOML).") var config: String
     @OptionGroup var overrides: Overrides
     @Option(help: "Stop the guest after this long (e.g. 90s, 5m); exit status 124.") var timeout: String?
+    @Option(name: .customLong("expect"), help: "Finish with success (0) as soon as the console matches this regex (repeatable).")
+    var expect: [String] = []
+    @Option(name: .customLong("fail-on"), help: "Finish with failure (123) as soon as the console matches this regex (repeatable), e.g. 'Kernel panic|BUG:|Call Trace'.")
+    var failOn: [String] = []
+    @Option(name: .customLong("console-log"), help: "Keep the full console output in this file.") var consoleLog: String?
+    @Option(help: "Write a JSON summary of the run to this file.") var report: String?
+    @Flag(inversion: .prefixedNo, help: "Forward terminal input to the guest (default: when stdin is a terminal).")
+    var interactive: Bool?
     @Flag(help: "Try to run even on KVM-PVM hosts, which cannot run stock Linux guests.") var allowPvm = false
     @Flag(name: .shortAndLong, help: "Log debug details.") var verbose = false
 
@@ -102,6 +110,11 @@ struct Run: ParsableCommand {
         }
         var options = RunOptions()
         options.allowPVM = allowPvm
+        options.expect = expect
+        options.failOn = failOn
+        options.consoleLog = consoleLog
+        options.reportPath = report
+        options.interactive = interactive
         if let t = timeout {
             guard let s = ConfigLoader.parseDuration(t) else {
                 FileHandle.standardError.write(Data("swiftvmm: --timeout: \"\(t)\" is not a duration (use e.g. 90s, 5m)\n".utf8))
@@ -110,8 +123,21 @@ struct Run: ParsableCommand {
             options.timeoutSeconds = s
         }
         let outcome = VMMRunner.run(config: cfg, options: options, clock: RunClock(startNanos: startNanos), logger: logger)
-        let line = "\(outcome.reason) (exit status \(outcome.exitStatus), \(String(format: "%.2f", outcome.wallSeconds)) s)"
+        let line = "\(outcome.reason) (exit status \(outcome.exitStatus), ran \(String(format: "%.2f", outcome.wallSeconds)) s)"
         if outcome.exitStatus == 0 { logger.info("\(line)") } else { logger.error("\(line)") }
+        if outcome.showsConsoleTail && !outcome.consoleTail.isEmpty {
+            let lines = String(decoding: outcome.consoleTail, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+                .split(separator: "\n", omittingEmptySubsequences: false).suffix(20)
+            FileHandle.standardError.write(Data(("swiftvmm: last console lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n") + "\n").utf8))
+        }
+        if let path = report {
+            do {
+                try outcome.report(config: cfg, version: SwiftVMMVersion.string).json().write(to: URL(fileURLWithPath: path))
+            } catch {
+                logger.error("--report: cannot write \(path): \(error)")
+                throw ExitCode(outcome.exitStatus == 0 ? ExitStatus.vmmError : outcome.exitStatus)
+            }
+        }
         throw ExitCode(outcome.exitStatus)
     }
 }

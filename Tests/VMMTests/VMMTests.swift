@@ -1,1 +1,153 @@
+import CShim
+import Devices
+import KVM
 import XCTest
+@testable import VMM
+
+/// Records bus accesses and answers reads with a fixed byte.
+final class RecordingDevice: BusDevice {
+    var writes: [(UInt64, [UInt8])] = []
+    var reads: [UInt64] = []
+    let answer: UInt8
+    init(answer: UInt8 = 0x42) { self.answer = answer }
+    func read(offset: UInt64, data: UnsafeMutableRawBufferPointer) {
+        reads.append(offset)
+        for i in 0..<data.count { data[i] = answer }
+    }
+    func write(offset: UInt64, data: UnsafeRawBufferPointer) { writes.append((offset, Array(data))) }
+}
+
+final class ExitHandlerTests: XCTestCase {
+    var page = [UInt8](repeating: 0, count: 3 * 4096)
+
+    func run(_ exit: VCPUExit, pio: Bus = Bus(), mmio: Bus = Bus()) -> ExitAction {
+        page.withUnsafeMutableBytes { handleExit(exit, vcpu: 0, runPage: $0, pio: pio, mmio: mmio) }
+    }
+
+    func testPortOutReachesDeviceAtOffset() throws {
+        let d = RecordingDevice()
+        let pio = Bus()
+        try pio.insert(d, base: 0x3F8, length: 8)
+        page[0x1000] = 0x41
+        XCTAssertEqual(run(.io(.init(isOut: true, port: 0x3F9, size: 1, count: 1, dataOffset: 0x1000)), pio: pio), .resume)
+        XCTAssertEqual(d.writes.count, 1)
+        XCTAssertEqual(d.writes[0].0, 1)
+        XCTAssertEqual(d.writes[0].1, [0x41])
+    }
+
+    func testRepInsFillsEachElement() throws {
+        let d = RecordingDevice(answer: 0x17)
+        let pio = Bus()
+        try pio.insert(d, base: 0x60, length: 1)
+        _ = run(.io(.init(isOut: false, port: 0x60, size: 1, count: 3, dataOffset: 0x1000)), pio: pio)
+        XCTAssertEqual(Array(page[0x1000..<0x1003]), [0x17, 0x17, 0x17])
+        XCTAssertEqual(d.reads.count, 3)
+    }
+
+    func testUnclaimedPortReadsAllOnes() {
+        _ = run(.io(.init(isOut: false, port: 0x2F8, size: 4, count: 1, dataOffset: 0x1000)))
+        XCTAssertEqual(Array(page[0x1000..<0x1004]), [0xFF, 0xFF, 0xFF, 0xFF])
+        // A write to nothing is dropped and the guest continues.
+        XCTAssertEqual(run(.io(.init(isOut: true, port: 0x2F8, size: 1, count: 1, dataOffset: 0x1000))), .resume)
+    }
+
+    func testAccessStraddlingDeviceEndIsUnclaimed() throws {
+        let d = RecordingDevice()
+        let pio = Bus()
+        try pio.insert(d, base: 0x3F8, length: 8)
+        _ = run(.io(.init(isOut: false, port: 0x3FE, size: 4, count: 1, dataOffset: 0x1000)), pio: pio)
+        XCTAssertEqual(d.reads.count, 0)
+        XCTAssertEqual(Array(page[0x1000..<0x1004]), [0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    func testMMIOReadAndWrite() throws {
+        let d = RecordingDevice(answer: 0x99)
+        let mmio = Bus()
+        try mmio.insert(d, base: 0xD000_0000, length: 0x1000)
+        XCTAssertEqual(run(.mmio(address: 0xD000_0010, length: 4, isWrite: true, data: [1, 2, 3, 4]), mmio: mmio), .resume)
+        XCTAssertEqual(d.writes.first?.0, 0x10)
+        XCTAssertEqual(d.writes.first?.1, [1, 2, 3, 4])
+        _ = run(.mmio(address: 0xD000_0020, length: 2, isWrite: false, data: []), mmio: mmio)
+        XCTAssertEqual(Array(page[SHIM_RUN_MMIO_DATA..<(SHIM_RUN_MMIO_DATA + 2)]), [0x99, 0x99])
+        _ = run(.mmio(address: 0xE000_0000, length: 8, isWrite: false, data: []), mmio: mmio)
+        XCTAssertEqual(Array(page[SHIM_RUN_MMIO_DATA..<(SHIM_RUN_MMIO_DATA + 8)]), [UInt8](repeating: 0xFF, count: 8))
+    }
+
+    func testCrashExitsStopWithReasons() {
+        XCTAssertEqual(run(.shutdown), .stop(.tripleFault(vcpu: 0, rip: nil)))
+        XCTAssertEqual(run(.internalError(suberror: 1, data: [7])), .stop(.kvmInternalError(vcpu: 0, suberror: 1, data: [7], rip: nil)))
+        XCTAssertEqual(run(.systemEvent(type: SHIM_KVM_SYSTEM_EVENT_RESET)), .stop(.reset))
+        XCTAssertEqual(run(.systemEvent(type: SHIM_KVM_SYSTEM_EVENT_SHUTDOWN)), .stop(.powerOff))
+        XCTAssertEqual(run(.interrupted), .resume)
+        if case .stop(.vmmError) = run(.unknown(reason: 1234)) {} else { XCTFail("unknown exit must stop with an error") }
+        if case .stop(.vmmError) = run(.failEntry(reason: 0x80000021, cpu: 1)) {} else { XCTFail("fail entry must stop") }
+    }
+
+    func testCrashDescriptionsNameRIP() {
+        let r = StopReason.kvmInternalError(vcpu: 0, suberror: SHIM_KVM_INTERNAL_ERROR_EMULATION, data: [], rip: nil).withRIP(0xFFFF_FFFF_8100_0000)
+        XCTAssertEqual(r.description, "KVM emulation failure on vCPU 0 at RIP 0xffffffff81000000")
+        XCTAssertEqual(StopReason.tripleFault(vcpu: 1, rip: 0x1000).description, "guest triple fault on vCPU 1 at RIP 0x1000 (KVM_EXIT_SHUTDOWN)")
+    }
+
+    func testExitStatusTable() {
+        XCTAssertEqual(ExitStatus.of(.powerOff), 0)
+        XCTAssertEqual(ExitStatus.of(.reset), 0)
+        XCTAssertEqual(ExitStatus.of(.guestVerdict(3)), 3)
+        XCTAssertEqual(ExitStatus.of(.guestPanic), 121)
+        XCTAssertEqual(ExitStatus.of(.tripleFault(vcpu: 0, rip: nil)), 122)
+        XCTAssertEqual(ExitStatus.of(.failPatternMatched("BUG:")), 123)
+        XCTAssertEqual(ExitStatus.of(.timeout(seconds: 1)), 124)
+        XCTAssertEqual(ExitStatus.of(.vmmError("x")), 70)
+        XCTAssertEqual(ExitStatus.of(.signal(15)), 143)
+    }
+
+    func testStopLatchFirstReasonWins() {
+        let l = StopLatch()
+        var hooked = 0
+        l.whenStopped { hooked += 1 }
+        XCTAssertTrue(l.stop(.reset))
+        XCTAssertFalse(l.stop(.powerOff))
+        XCTAssertEqual(l.wait(), .reset)
+        XCTAssertEqual(hooked, 1)
+    }
+}
+
+final class ConsoleMatcherTests: XCTestCase {
+    func testPatternSplitAcrossChunksMatches() throws {
+        let m = try ConsoleMatcher(expect: ["login: ready"], failOn: [])
+        XCTAssertNil(m.feed(Array("booting...\r\nlog".utf8)))
+        XCTAssertNil(m.feed(Array("in: re".utf8)))
+        XCTAssertEqual(m.feed(Array("ady".utf8)), .init(kind: .expect, pattern: "login: ready"))
+        XCTAssertNil(m.feed(Array("login: ready\n".utf8)), "a matcher reports once")
+    }
+
+    func testBytewiseFeedAcrossLines() throws {
+        let m = try ConsoleMatcher(expect: [], failOn: ["Kernel panic - not syncing"])
+        var hit: ConsoleMatcher.Match?
+        for b in Array("ok\r\nKernel panic - not syncing: VFS\r\n".utf8) where hit == nil { hit = m.feed([b]) }
+        XCTAssertEqual(hit, .init(kind: .failOn, pattern: "Kernel panic - not syncing"))
+    }
+
+    func testMultiLinePatternMatchesOnNewline() throws {
+        let m = try ConsoleMatcher(expect: ["first\\nsecond"], failOn: [])
+        XCTAssertNil(m.feed(Array("first\r\n".utf8)))
+        XCTAssertNil(m.feed(Array("seco".utf8)))
+        XCTAssertEqual(m.feed(Array("nd\r\n".utf8))?.kind, .expect)
+    }
+
+    func testFailureWinsOverExpectInSameChunk() throws {
+        let m = try ConsoleMatcher(expect: ["done"], failOn: ["BUG:"])
+        XCTAssertEqual(m.feed(Array("BUG: bad\ndone\n".utf8))?.kind, .failOn)
+    }
+
+    func testInvalidPatternNamesOption() {
+        XCTAssertThrowsError(try ConsoleMatcher(expect: ["("], failOn: [])) { e in
+            XCTAssertTrue("\(e)".hasPrefix("--expect: \"(\" is not a valid regular expression"), "\(e)")
+        }
+    }
+
+    func testWindowBoundsMemory() throws {
+        let m = try ConsoleMatcher(expect: ["never"], failOn: [], window: 64)
+        for _ in 0..<1000 { XCTAssertNil(m.feed(Array("0123456789\n".utf8))) }
+    }
+}

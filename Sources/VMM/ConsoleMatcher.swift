@@ -1,0 +1,61 @@
+import Foundation
+
+/// Watches console output for `--expect` and `--fail-on` patterns. Output
+/// arrives in arbitrary chunks, so matching runs on a window that keeps the
+/// tail of earlier output: a pattern split across two chunks still matches,
+/// as long as the text it spans is at most `window` bytes.
+public final class ConsoleMatcher: @unchecked Sendable {
+    public enum Kind: Equatable { case expect, failOn }
+    public struct Match: Equatable { public let kind: Kind; public let pattern: String }
+
+    public enum PatternError: Error, CustomStringConvertible {
+        case invalid(option: String, pattern: String, reason: String)
+        public var description: String {
+            switch self {
+            case let .invalid(o, p, r): return "\(o): \"\(p)\" is not a valid regular expression: \(r)"
+            }
+        }
+    }
+
+    private let lock = NSLock()
+    private var buffer: [UInt8] = []
+    private let window: Int
+    private let patterns: [(Kind, String, NSRegularExpression)]
+    private var matched = false
+
+    public init(expect: [String], failOn: [String], window: Int = 8192) throws {
+        var ps: [(Kind, String, NSRegularExpression)] = []
+        // Failure patterns are checked first: a chunk holding both a panic and the
+        // expected text is a failure.
+        for (kind, option, list) in [(Kind.failOn, "--fail-on", failOn), (.expect, "--expect", expect)] {
+            for p in list {
+                do { ps.append((kind, p, try NSRegularExpression(pattern: p, options: [.anchorsMatchLines]))) } catch {
+                    throw PatternError.invalid(option: option, pattern: p, reason: "\(error.localizedDescription)")
+                }
+            }
+        }
+        patterns = ps
+        self.window = window
+    }
+
+    public var isEmpty: Bool { patterns.isEmpty }
+
+    /// Feeds a chunk; returns the first match, once.
+    public func feed(_ chunk: [UInt8]) -> Match? {
+        lock.lock(); defer { lock.unlock() }
+        guard !matched, !patterns.isEmpty else { return nil }
+        buffer.append(contentsOf: chunk)
+        if buffer.count > window { buffer.removeFirst(buffer.count - window) }
+        // Output often arrives a byte at a time: without a new line in the chunk
+        // only the current partial line can have changed, so match just that.
+        var slice = buffer[...]
+        if !chunk.contains(0x0A), let nl = buffer.lastIndex(of: 0x0A) { slice = buffer[(nl + 1)...] }
+        let text = String(decoding: slice, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+        let range = NSRange(text.startIndex..., in: text)
+        for (kind, p, re) in patterns where re.firstMatch(in: text, options: [], range: range) != nil {
+            matched = true
+            return Match(kind: kind, pattern: p)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 2 lab tests: real boots of the Debian 6.12 guest by swiftvmm inside the lab host.
+source "$(dirname "$0")/lib.sh"
+cd "$REPO"
+SMOKE=configs/smoke.toml
+BASE="console=ttyS0 reboot=k panic=-1"
+
+# 1. Boot to init: the guest's init prints its marker on the serial console.
+vmm boot-init 180 run "$SMOKE" --cmdline "$BASE swiftvmm.test=reboot"
+if has "SWIFTVMM-GUEST-INIT: up" && has "guest boot complete"; then pass boot-to-init "${SECS}s"; else fail boot-to-init "no init marker (status $STATUS)" "$LOG"; fi
+
+# 2. Guest `reboot` ends swiftvmm with status 0.
+if [ "$STATUS" -eq 0 ] && has "guest rebooted"; then pass reboot-exits-0; else fail reboot-exits-0 "status $STATUS" "$LOG"; fi
+
+# 3. Two vCPUs: the guest reports 2 CPUs online.
+vmm smp2 180 run "$SMOKE" --vcpus 2 --cmdline "$BASE swiftvmm.test=reboot"
+if has "nproc=2 online=0-1"; then pass smp-2-vcpus "${SECS}s"; else fail smp-2-vcpus "guest did not report 2 CPUs (status $STATUS)" "$LOG"; fi
+
+# 4. A corrupt kernel image fails with a clear message and the bad-kernel status, fast.
+bad=$(mktemp /tmp/corrupt-kernel.XXXXXX)
+head -c 600 "$CACHE/guest/vmlinuz" >"$bad"   # truncated inside the setup header area
+vmm corrupt-kernel 30 run "$SMOKE" --kernel "$bad"
+if [ "$STATUS" -eq 65 ] && has "kernel $bad"; then pass corrupt-kernel-rejected "status 65"; else fail corrupt-kernel-rejected "status $STATUS" "$LOG"; fi
+head -c 4096 /dev/urandom >"$bad"
+vmm garbage-kernel 30 run "$SMOKE" --kernel "$bad"
+if [ "$STATUS" -eq 65 ] && has "not a kernel|no bzImage"; then pass garbage-kernel-rejected "status 65"; else fail garbage-kernel-rejected "status $STATUS" "$LOG"; fi
+rm -f "$bad"
+
+# 5. Memory too small for the kernel and initramfs is refused before boot.
+vmm tiny-memory 30 run "$SMOKE" --memory 16M
+if [ "$STATUS" -eq 65 ] && has "too small|does not fit"; then pass memory-too-small "status 65"; else fail memory-too-small "status $STATUS" "$LOG"; fi
+
+summary
