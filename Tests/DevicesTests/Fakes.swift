@@ -1,0 +1,46 @@
+import Devices
+import Foundation
+
+/// Records every level the device drives, in order.
+final class RecordingLine: InterruptLine, @unchecked Sendable {
+    private let lock = NSLock()
+    private var _levels: [Bool] = []
+    var levels: [Bool] { lock.withLock { _levels } }
+    var level: Bool { lock.withLock { _levels.last ?? false } }
+    func setLevel(_ high: Bool) { lock.withLock { _levels.append(high) } }
+}
+
+final class RecordingConsole: ConsoleOutput, @unchecked Sendable {
+    private let lock = NSLock()
+    private var _bytes: [UInt8] = []
+    var bytes: [UInt8] { lock.withLock { _bytes } }
+    func write(_ bytes: [UInt8]) { lock.withLock { _bytes += bytes } }
+}
+
+final class RecordingSink: MachineEventSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var _events: [MachineEvent] = []
+    var events: [MachineEvent] { lock.withLock { _events } }
+    func machineEvent(_ event: MachineEvent) { lock.withLock { _events.append(event) } }
+}
+
+final class NullDevice: BusDevice {
+    func read(offset: UInt64, data: UnsafeMutableRawBufferPointer) {}
+    func write(offset: UInt64, data: UnsafeRawBufferPointer) {}
+}
+
+extension BusDevice {
+    func read(_ offset: UInt64, width: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0xAB, count: width)
+        bytes.withUnsafeMutableBytes { read(offset: offset, data: $0) }
+        return bytes
+    }
+
+    func readByte(_ offset: UInt64) -> UInt8 { read(offset, width: 1)[0] }
+
+    func write(_ offset: UInt64, _ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write(offset: offset, data: $0) }
+    }
+
+    func writeByte(_ offset: UInt64, _ value: UInt8) { write(offset, [value]) }
+}
