@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Host CLI tests: the real swiftvmm binary on this machine, no guest boot.
+# Needs the guest assets (scripts/assets guest initramfs) for the valid configs.
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+BIN=${SWIFTVMM:-$REPO/.build/debug/swiftvmm}
+CACHE=${SWIFTVMM_CACHE:-$REPO/.cache}
+P=0; F=0
+pass() { P=$((P + 1)); echo "cli: PASS $1"; }
+fail() { F=$((F + 1)); echo "cli: FAIL $1: $2"; [ -n "${OUT:-}" ] && echo "$OUT" | tail -n 20 | sed 's/^/  | /'; }
+run() { OUT=$(timeout 60 "$BIN" "$@" </dev/null 2>&1); ST=$?; }
+tmp=$(mktemp -d /tmp/swiftvmm-cli.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+run --version
+[ $ST -eq 0 ] && echo "$OUT" | grep -qE '^[0-9]+\.[0-9]+\.[0-9]+' && pass version || fail version "status $ST"
+
+run --help
+[ $ST -eq 0 ] && echo "$OUT" | grep -q "swiftvmm run configs/smoke.toml" && pass help-has-example || fail help-has-example "status $ST"
+
+run check configs/smoke.toml
+[ $ST -eq 0 ] && pass check-smoke-config || fail check-smoke-config "status $ST"
+
+# Every mistake is listed with its key path, and check exits non-zero.
+cat >"$tmp/bad.toml" <<'TOML'
+[machine]
+vcpus = 0
+memory = "12Q"
+colour = "blue"
+[kernel]
+initramfs = "does-not-exist.img"
+[serial]
+mode = "file"
+TOML
+run check "$tmp/bad.toml"
+if [ $ST -eq 65 ] && echo "$OUT" | grep -q 'machine.memory: "12Q" is not a size' \
+    && echo "$OUT" | grep -q 'machine.vcpus' && echo "$OUT" | grep -q 'machine.colour' \
+    && echo "$OUT" | grep -q 'kernel.path' && echo "$OUT" | grep -q 'kernel.initramfs' \
+    && echo "$OUT" | grep -q 'serial.path'; then pass check-lists-every-error; else fail check-lists-every-error "status $ST"; fi
+
+run run "$tmp/bad.toml"
+[ $ST -eq 65 ] && echo "$OUT" | grep -q 'machine.memory' && pass run-validates-first || fail run-validates-first "status $ST"
+
+run check "$tmp/missing.toml"
+[ $ST -eq 65 ] && echo "$OUT" | grep -q "missing.toml" && pass missing-config-named || fail missing-config-named "status $ST"
+
+printf '[machine\nvcpus = 1\n' >"$tmp/syntax.toml"
+run check "$tmp/syntax.toml"
+[ $ST -eq 65 ] && echo "$OUT" | grep -qi "line" && pass toml-syntax-error-has-line || fail toml-syntax-error-has-line "status $ST"
+
+# A bad kernel image is refused before KVM is touched, on any host.
+head -c 4096 /dev/urandom >"$tmp/garbage"
+run run configs/smoke.toml --kernel "$tmp/garbage"
+[ $ST -eq 65 ] && echo "$OUT" | grep -q "$tmp/garbage" && pass garbage-kernel-refused || fail garbage-kernel-refused "status $ST"
+: >"$tmp/empty"
+run run configs/smoke.toml --kernel "$tmp/empty"
+[ $ST -eq 65 ] && echo "$OUT" | grep -qi "empty" && pass empty-kernel-refused || fail empty-kernel-refused "status $ST"
+
+# On KVM-PVM hosts (ours) run must fail fast with an explanation, not hang.
+if [ -d /sys/module/kvm_pvm ] && [ ! -d /sys/module/kvm_intel ] && [ ! -d /sys/module/kvm_amd ]; then
+    t0=$(date +%s%N)
+    run run configs/smoke.toml
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    if [ $ST -eq 69 ] && echo "$OUT" | grep -q "kvm_pvm" && [ $ms -lt 10000 ]; then pass "pvm-host-fails-fast (${ms} ms)"; else fail pvm-host-fails-fast "status $ST after ${ms} ms"; fi
+elif [ ! -e /dev/kvm ]; then
+    run run configs/smoke.toml
+    [ $ST -eq 69 ] && echo "$OUT" | grep -q "/dev/kvm" && pass no-kvm-explained || fail no-kvm-explained "status $ST"
+else
+    echo "cli: SKIP pvm-host-fails-fast: this host's KVM is not KVM-PVM (guests are booted by the lab tests and can be booted here too)"
+fi
+
+echo "cli: $P passed, $F failed"
+[ $F -eq 0 ]
