@@ -1,0 +1,43 @@
+/// A kernel the loader can boot: a bzImage (64-bit Linux boot protocol) or an
+/// ELF vmlinux with a PVH entry note.
+public enum KernelImage: Equatable, Sendable {
+    case bzImage(BzImage)
+    case elf(ELFKernel)
+
+    /// "MZ": the PE/COFF DOS header that EFI-stub bzImages start with (PE
+    /// format spec, "MS-DOS Stub"); used only to call a short file a truncated
+    /// bzImage rather than "not a kernel".
+    static let dosMagic: [UInt8] = [0x4D, 0x5A]
+
+    /// Detects and validates a kernel image. Never traps on malformed input;
+    /// every problem is a `BootError` naming what is wrong.
+    public static func parse(_ bytes: [UInt8]) throws -> KernelImage {
+        guard !bytes.isEmpty else { throw BootError.emptyImage }
+        let r = ByteReader(bytes)
+        if ELFKernel.hasMagic(r) { return .elf(try ELFKernel(parsing: r)) }
+        if BzImage.hasSignature(r) { return .bzImage(try BzImage(parsing: r)) }
+
+        let signatureEnd = BzImage.Offset.header + 4
+        if r.count < signatureEnd {
+            let bootFlag = r.u16(BzImage.Offset.bootFlag)
+            if bytes.starts(with: dosMagic) || bootFlag == BzImage.bootFlagMagic {
+                throw BootError.truncated(what: "bzImage boot_flag and \"HdrS\" signature", offset: BzImage.Offset.bootFlag,
+                                          length: signatureEnd - BzImage.Offset.bootFlag, fileSize: r.count)
+            }
+            throw BootError.notAKernel(detail: "the file is only \(bytes.count) bytes; a bzImage header needs "
+                + "\(signatureEnd)")
+        }
+        let bootFlag = r.u16(BzImage.Offset.bootFlag) ?? 0
+        let header = r.u32(BzImage.Offset.header) ?? 0
+        throw BootError.notAKernel(detail: "boot_flag at 0x1fe is \(hex(UInt64(bootFlag))) (want 0xaa55), "
+            + "header at 0x202 is \(hex(UInt64(header))) (want 0x53726448 \"HdrS\")")
+    }
+
+    /// Bytes the image puts into guest memory (payload or PT_LOAD file bytes).
+    public var loadedBytes: UInt64 {
+        switch self {
+        case let .bzImage(image): return image.payloadSize
+        case let .elf(elf): return elf.segments.reduce(0) { $0 &+ $1.fileSize }
+        }
+    }
+}
