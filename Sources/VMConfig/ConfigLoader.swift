@@ -1,0 +1,125 @@
+import Foundation
+import TOMLKit
+
+/// Loads and validates VM configs (schema: `configs/README.md`).
+///
+/// Every problem is reported, each with its key path, in schema order; a
+/// config is returned only when there are none. Relative paths in a file are
+/// relative to the file's directory; relative paths in overrides are relative
+/// to `relativeTo` (the current directory by default).
+public enum ConfigLoader {
+    /// Config files larger than this are refused unread: a config is a few
+    /// hundred bytes, and a device node (e.g. /dev/zero) must not be slurped.
+    static let maxConfigBytes = 1 << 20
+
+    /// Loads, validates and applies `overrides`; throws every problem at once.
+    public static func load(path: String,
+                            overrides: ConfigOverrides = ConfigOverrides(),
+                            relativeTo cwd: String = FileManager.default.currentDirectoryPath,
+                            checkFiles: Bool = true) throws(ConfigError) -> VMConfig {
+        switch loadResult(path: path, overrides: overrides, relativeTo: cwd, checkFiles: checkFiles) {
+        case let .success(c): return c
+        case let .failure(e): throw e
+        }
+    }
+
+    /// `load` as a `Result`. Overrides replace config values before the
+    /// required-key and file checks, so `--kernel x` works with a config
+    /// whose own kernel is missing or not built yet.
+    public static func loadResult(path: String,
+                                  overrides: ConfigOverrides = ConfigOverrides(),
+                                  relativeTo cwd: String = FileManager.default.currentDirectoryPath,
+                                  checkFiles: Bool = true) -> Result<VMConfig, ConfigError> {
+        let absolute = Paths.absolute(path, relativeTo: cwd)
+        switch readConfigFile(absolute) {
+        case let .failure(message):
+            return .failure(ConfigError(issues: [ConfigIssue(keyPath: "", message: message.text)], configPath: absolute))
+        case let .success(text):
+            return parse(text, baseDirectory: Paths.directory(of: absolute), configPath: absolute,
+                         overrides: overrides, overridesRelativeTo: cwd, checkFiles: checkFiles)
+        }
+    }
+
+    /// Parses and validates config text. Relative paths are resolved against
+    /// `baseDirectory`; with `checkFiles` false, files are not looked at.
+    public static func parse(_ text: String, baseDirectory: String, checkFiles: Bool = true) -> Result<VMConfig, ConfigError> {
+        parse(text, baseDirectory: baseDirectory, configPath: "", overrides: ConfigOverrides(),
+              overridesRelativeTo: baseDirectory, checkFiles: checkFiles)
+    }
+
+    /// `parse` with command-line overrides (key paths `--kernel` etc.).
+    public static func parse(_ text: String, baseDirectory: String, configPath: String = "",
+                             overrides: ConfigOverrides, overridesRelativeTo: String,
+                             checkFiles: Bool = true) -> Result<VMConfig, ConfigError> {
+        let base = Paths.absolute(".", relativeTo: baseDirectory)
+        let errorPath = configPath.isEmpty ? nil : configPath
+        if let problem = textProblem(text) {
+            return .failure(ConfigError(issues: [ConfigIssue(keyPath: "", message: problem)], configPath: errorPath))
+        }
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            let at = e.source.begin
+            let issue = ConfigIssue(keyPath: "", message: "TOML syntax error at line \(at.line), column \(at.column): \(e.description)")
+            return .failure(ConfigError(issues: [issue], configPath: errorPath))
+        } catch {
+            return .failure(ConfigError(issues: [ConfigIssue(keyPath: "", message: "TOML syntax error: \(error)")], configPath: errorPath))
+        }
+
+        var b = Builder(base: base)
+        b.readFile(root)
+        b.apply(overrides, relativeTo: Paths.absolute(".", relativeTo: overridesRelativeTo))
+        return b.finish(configPath: configPath, checkFiles: checkFiles)
+    }
+
+    private struct ReadFailure: Error { let text: String }
+
+    private static func readConfigFile(_ path: String) -> Result<String, ReadFailure> {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return .failure(ReadFailure(text: "\(path): no such file")) }
+        if isDir.boolValue { return .failure(ReadFailure(text: "\(path): is a directory, not a config file")) }
+        guard fm.isReadableFile(atPath: path), let handle = FileHandle(forReadingAtPath: path) else {
+            return .failure(ReadFailure(text: "\(path): not readable (permission denied)"))
+        }
+        defer { try? handle.close() }
+        let data: Data
+        do {
+            data = try handle.read(upToCount: maxConfigBytes + 1) ?? Data()
+        } catch {
+            return .failure(ReadFailure(text: "\(path): cannot read: \(error.localizedDescription)"))
+        }
+        guard data.count <= maxConfigBytes else {
+            return .failure(ReadFailure(text: "\(path): larger than \(Units.formatSize(UInt64(maxConfigBytes))), not a config file"))
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            return .failure(ReadFailure(text: "\(path): not UTF-8 text"))
+        }
+        return .success(text)
+    }
+
+    /// TOMLKit hands the text to toml++ as a C string and gets strings back
+    /// the same way, so a NUL would silently cut the document or a value
+    /// short. Refuse NULs, raw or escaped.
+    static func textProblem(_ text: String) -> String? {
+        var line = 1
+        var previous: Character = " "
+        let escapes = ["\\u0000", "\\U00000000"]
+        var index = text.startIndex
+        while index < text.endIndex {
+            let c = text[index]
+            if c == "\0" { return "line \(line): the file contains a NUL byte" }
+            if c == "\\" && previous != "\\" {
+                let rest = text[index...]
+                if escapes.contains(where: { rest.hasPrefix($0) }) {
+                    return "line \(line): NUL characters (\\u0000) are not supported"
+                }
+            }
+            if c == "\n" || c == "\r\n" { line += 1 }
+            previous = (c == "\\" && previous == "\\") ? " " : c
+            index = text.index(after: index)
+        }
+        return nil
+    }
+}

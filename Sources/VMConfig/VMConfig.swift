@@ -1,0 +1,85 @@
+/// A validated VM description: what `ConfigLoader` makes of a TOML file plus
+/// command-line overrides. Paths are absolute; every value is in range.
+/// The schema is documented in `configs/README.md`.
+public struct VMConfig: Equatable, Sendable {
+    /// Number of vCPUs, 1...254.
+    public var vcpus: Int
+    /// Guest RAM in bytes, a multiple of 4 KiB in 16 MiB...1 TiB.
+    public var memoryBytes: UInt64
+    /// Absolute path of the kernel (bzImage, or ELF vmlinux with a PVH note).
+    public var kernelPath: String
+    /// Absolute path of the initramfs, if any.
+    public var initramfsPath: String?
+    /// The kernel command line.
+    public var cmdline: String
+    /// Where the serial console goes.
+    public var serial: SerialConfig
+    /// Stop the guest after this many seconds; nil for no limit.
+    public var timeoutSeconds: Double?
+    /// Absolute path of the config file this came from ("" if none).
+    public var configPath: String
+
+    public static let defaultVCPUs = 1
+    public static let defaultMemoryBytes: UInt64 = 512 << 20
+    public static let defaultCmdline = "console=ttyS0 reboot=k panic=-1"
+
+    public init(vcpus: Int = VMConfig.defaultVCPUs,
+                memoryBytes: UInt64 = VMConfig.defaultMemoryBytes,
+                kernelPath: String,
+                initramfsPath: String? = nil,
+                cmdline: String = VMConfig.defaultCmdline,
+                serial: SerialConfig = .terminal,
+                timeoutSeconds: Double? = nil,
+                configPath: String = "") {
+        self.vcpus = vcpus
+        self.memoryBytes = memoryBytes
+        self.kernelPath = kernelPath
+        self.initramfsPath = initramfsPath
+        self.cmdline = cmdline
+        self.serial = serial
+        self.timeoutSeconds = timeoutSeconds
+        self.configPath = configPath
+    }
+
+    /// `timeoutSeconds` as a `Duration` (to the millisecond; nil if unset or
+    /// not finite, clamped if beyond what a `Duration` of milliseconds holds).
+    public var timeout: Duration? {
+        guard let s = timeoutSeconds, s.isFinite else { return nil }
+        let ms = (s * 1000).rounded()
+        guard let whole = Int64(exactly: ms) else { return ms > 0 ? .milliseconds(Int64.max) : .zero }
+        return .milliseconds(whole)
+    }
+}
+
+/// Where the guest's serial console (COM1) goes.
+public enum SerialConfig: Equatable, Sendable {
+    /// The VMM's terminal (stdout; stdin is forwarded when it is a terminal).
+    case terminal
+    /// Written to the file at this absolute path (truncated first).
+    case file(String)
+    /// Discarded (the UART still exists, so the guest sees no difference).
+    case off
+}
+
+/// Values from the command line that replace config keys. Strings, so that
+/// "--vcpus x" gets the same checks and messages as `vcpus = "x"`.
+public struct ConfigOverrides: Equatable, Sendable {
+    public var kernel: String?
+    public var initramfs: String?
+    public var cmdline: String?
+    public var memory: String?
+    public var vcpus: String?
+
+    public init(kernel: String? = nil, initramfs: String? = nil, cmdline: String? = nil,
+                memory: String? = nil, vcpus: String? = nil) {
+        self.kernel = kernel
+        self.initramfs = initramfs
+        self.cmdline = cmdline
+        self.memory = memory
+        self.vcpus = vcpus
+    }
+
+    public var isEmpty: Bool {
+        kernel == nil && initramfs == nil && cmdline == nil && memory == nil && vcpus == nil
+    }
+}
