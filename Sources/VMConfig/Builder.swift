@@ -236,9 +236,8 @@ struct Builder {
             issue("kernel.path", "required")
         }
         if checkFiles {
-            for f in [kernel, initramfs].compactMap({ $0 }) {
-                if let m = Paths.inputFileProblem(f.path) { issue(f.keyPath, m) }
-            }
+            if let k = kernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { issue(k.keyPath, m) }
+            if let i = initramfs, let m = Paths.inputFileProblem(i.path) { issue(i.keyPath, m) }
             if case let .file(p) = serial, let m = Paths.outputFileProblem(p) { issue("serial.path", m) }
         }
         guard issues.isEmpty, let k = kernel else {
@@ -267,9 +266,8 @@ extension VMConfig {
         let newKernel = b.kernel
         let newInitramfs = b.initramfs
         if checkFiles {
-            for f in [newKernel, newInitramfs].compactMap({ $0 }) {
-                if let m = Paths.inputFileProblem(f.path) { b.issue(f.keyPath, m) }
-            }
+            if let k = newKernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { b.issue(k.keyPath, m) }
+            if let i = newInitramfs, let m = Paths.inputFileProblem(i.path) { b.issue(i.keyPath, m) }
         }
         guard b.issues.isEmpty else {
             return .failure(ConfigError(issues: b.issues, configPath: configPath.isEmpty ? nil : configPath))

@@ -32,17 +32,20 @@ enum Paths {
     }
 
     /// Why `path` cannot be read as an input file, or nil if it can.
-    static func inputFileProblem(_ path: String) -> String? {
+    static func inputFileProblem(_ path: String, allowEmpty: Bool = true) -> String? {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return "\(path): no such file" }
         if isDir.boolValue { return "\(path): is a directory, not a file" }
         let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-        if let type = (try? fm.attributesOfItem(atPath: resolved))?[.type] as? FileAttributeType,
-           type != .typeRegular {
+        let attributes = try? fm.attributesOfItem(atPath: resolved)
+        if let type = attributes?[.type] as? FileAttributeType, type != .typeRegular {
             return "\(path): not a regular file"
         }
         guard fm.isReadableFile(atPath: path) else { return "\(path): not readable (permission denied)" }
+        if !allowEmpty, let size = attributes?[.size] as? NSNumber, size.int64Value == 0 {
+            return "\(path): is empty"
+        }
         return nil
     }
 

@@ -18,8 +18,8 @@ public struct VMMLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        let text = "\(label): \(level): \(message)\n"
+    public func log(event: LogEvent) {
+        let text = "\(label): \(event.level): \(event.message)\n"
         FileHandle.standardError.write(Data(text.utf8))
     }
 }

@@ -32,7 +32,7 @@ enum SwiftVMMVersion {
 }
 
 func makeLogger(verbose: Bool) -> Logger {
-    LoggingSystem.bootstrap { VMMLogHandler(label: "swiftvmm", level: verbose ? .debug : .info) }
+    LoggingSystem.bootstrap { _ in VMMLogHandler(label: "swiftvmm", level: verbose ? .debug : .info) }
     return Logger(label: "swiftvmm")
 }
 
