@@ -26,9 +26,9 @@ let package = Package(
         // KVM: System -> VirtualMachine -> VCPU, exit decoding.
         .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
         // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
-        .target(name: "Devices", dependencies: ["GuestMemory"], swiftSettings: v5),
+        .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
-        .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: v5),
+        .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Config model: TOML parsing, validation with key paths, no kernel access.
         .target(name: "VMConfig", dependencies: [
             .product(name: "TOMLKit", package: "TOMLKit"),

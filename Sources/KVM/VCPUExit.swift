@@ -25,6 +25,10 @@ public enum VCPUExit: Equatable, Sendable {
         public let size: Int
         public let count: Int
         public let dataOffset: Int
+
+        public init(isOut: Bool, port: UInt16, size: Int, count: Int, dataOffset: Int) {
+            self.isOut = isOut; self.port = port; self.size = size; self.count = count; self.dataOffset = dataOffset
+        }
     }
 
     /// Decodes a kvm_run page. Values are bounded so a bad page cannot make
