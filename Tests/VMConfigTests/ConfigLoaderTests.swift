@@ -135,7 +135,7 @@ final class ConfigLoaderTests: XCTestCase {
         XCTAssertEqual(issues(kernelOnly + "[machine.extra]\nx = 1\n"), ["machine.extra: unknown key"])
         XCTAssertEqual(issues(kernelOnly + "[machine]\n\"a.b\" = 1\n"), ["machine.\"a.b\": unknown key"])
         XCTAssertEqual(issues(kernelOnly + "[machine]\n\"\" = 1\n"), ["machine.\"\": unknown key"])
-        XCTAssertEqual(issues(kernelOnly + "\"my table\" = {}\n"), ["\"my table\": unknown table"])
+        XCTAssertEqual(issues("\"my table\" = {}\n" + kernelOnly), ["\"my table\": unknown table"])
     }
 
     // MARK: Types
@@ -159,7 +159,7 @@ final class ConfigLoaderTests: XCTestCase {
     }
 
     func testSectionsThatAreNotTables() {
-        XCTAssertEqual(issues(kernelOnly + "machine = 5\n"), ["machine: expected a table, got an integer"])
+        XCTAssertEqual(issues("machine = 5\n" + kernelOnly), ["machine: expected a table, got an integer"])
         XCTAssertEqual(issues(kernelOnly + "[[run]]\ntimeout = \"1s\"\n"), ["run: expected a table, got an array"])
         XCTAssertEqual(issues("kernel = \"vmlinuz\"\n"), ["kernel: expected a table, got a string", "kernel.path: required"])
     }

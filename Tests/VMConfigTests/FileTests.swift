@@ -220,13 +220,15 @@ final class FileTests: XCTestCase {
     }
 
     func testOverrideRanges() throws {
+        try tmp.file("vmlinuz", "kernel")
         let cfg = try tmp.file("vm.toml", kernelOnly)
-        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(vcpus: "0")).last, "--vcpus: 0 is out of range (1 to 254)")
-        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(vcpus: "99999999999999999999")).last,
-                       "--vcpus: \"99999999999999999999\" is not an integer")
-        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(memory: "99999999999999999999G")).last,
-                       "--memory: \"99999999999999999999G\" is more than the maximum 1T")
-        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(kernel: "")).first, "--kernel: must not be empty")
+        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(vcpus: "0")), ["--vcpus: 0 is out of range (1 to 254)"])
+        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(vcpus: "99999999999999999999")),
+                       ["--vcpus: \"99999999999999999999\" is not an integer"])
+        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(memory: "99999999999999999999G")),
+                       ["--memory: \"99999999999999999999G\" is more than the maximum 1T"])
+        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(kernel: "")), ["--kernel: must not be empty"])
+        XCTAssertEqual(loadIssues(cfg, overrides: ConfigOverrides(memory: "1T", vcpus: "254")), [])
     }
 
     func testApplyingToABuiltConfig() throws {
