@@ -7,6 +7,7 @@ enum LegacyDevices {
         try pio.insert(BootCompletePort(events: events), base: BootCompletePort.port, length: BootCompletePort.length)
         try pio.insert(DebugExitPort(events: events), base: DebugExitPort.port, length: DebugExitPort.length)
         try pio.insert(PVPanicPort(events: events), base: PVPanicPort.port, length: PVPanicPort.length)
+        try pio.insert(CMOSRTC(), base: CMOSRTC.base, length: CMOSRTC.length)
         // POST codes (0x80): written by Linux's io_delay; absorbed without a log line.
         try pio.insert(IgnoredPorts(), base: IgnoredPorts.postCodePort, length: 1)
     }
