@@ -35,6 +35,7 @@ let package = Package(
         ], swiftSettings: v5),
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
+            "CShim",
             "HostSys", "GuestMemory", "KVM", "Devices", "Boot", "VMConfig",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),

@@ -32,10 +32,15 @@ public struct CPUIDEntry: Equatable, Sendable {
 public enum CPUIDPolicy {
     /// Filters `supported` for vCPU `apicID` of `vcpuCount`:
     /// - leaf 1: EBX[31:24] = initial APIC ID, EBX[23:16] = logical processors,
-    ///   ECX bit 31 = running under a hypervisor, EDX bit 28 (HTT) when > 1 CPU;
+    ///   ECX bit 31 = running under a hypervisor, EDX bit 28 (HTT) when > 1 CPU,
+    ///   ECX bit 24 (TSC-deadline timer) when the in-kernel LAPIC emulates it
+    ///   (KVM_CAP_TSC_DEADLINE_TIMER; KVM_GET_SUPPORTED_CPUID leaves it to
+    ///   userspace, api.rst). Without it Linux calibrates the LAPIC timer
+    ///   against the PIT, which fails under nested emulation and leaves the
+    ///   guest on slow PIT broadcast ticks;
     /// - leaves 0xB and 0x1F: EDX = x2APIC ID;
     /// - leaf 6 ECX bit 3 (performance-energy bias) cleared: no such MSR is emulated.
-    public static func guestCPUID(supported: [CPUIDEntry], apicID: UInt32, vcpuCount: UInt32) -> [CPUIDEntry] {
+    public static func guestCPUID(supported: [CPUIDEntry], apicID: UInt32, vcpuCount: UInt32, tscDeadline: Bool = false) -> [CPUIDEntry] {
         supported.map { e in
             var e = e
             switch e.function {
@@ -43,6 +48,7 @@ public enum CPUIDPolicy {
                 e.ebx = (e.ebx & 0x0000_FFFF) | ((apicID & 0xFF) << 24) | ((min(vcpuCount, 255) & 0xFF) << 16)
                 e.ecx |= 1 << 31
                 if vcpuCount > 1 { e.edx |= 1 << 28 }
+                if tscDeadline { e.ecx |= 1 << 24 }
             case 0xB, 0x1F:
                 e.edx = apicID
             case 6:

@@ -1,4 +1,5 @@
 import Boot
+import CShim
 import Devices
 import Foundation
 import GuestMemory
@@ -120,10 +121,11 @@ final class Machine {
         }
 
         let supported = try kvm.supportedCPUID()
+        let tscDeadline = ((try? kvm.checkExtension(SHIM_KVM_CAP_TSC_DEADLINE_TIMER)) ?? 0) > 0
         var vcpus: [VCPU] = []
         for i in 0..<config.vcpus {
             let v = try vm.createVCPU(id: UInt32(i))
-            try v.setCPUID(CPUIDPolicy.guestCPUID(supported: supported, apicID: UInt32(i), vcpuCount: UInt32(config.vcpus)))
+            try v.setCPUID(CPUIDPolicy.guestCPUID(supported: supported, apicID: UInt32(i), vcpuCount: UInt32(config.vcpus), tscDeadline: tscDeadline))
             try v.setMSRs(boot.cpu.msrs.map { (index: $0.index, value: $0.value) })
             try v.setupLocalInterrupts()
             if i == 0 {

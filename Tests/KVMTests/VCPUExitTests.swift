@@ -88,6 +88,9 @@ final class VCPUExitTests: XCTestCase {
         XCTAssertEqual(g[2].ecx, 0x7)
         let one = CPUIDPolicy.guestCPUID(supported: supported, apicID: 0, vcpuCount: 1)
         XCTAssertEqual(one[0].edx & (1 << 28), 0)
+        XCTAssertEqual(one[0].ecx & (1 << 24), 0)
+        let deadline = CPUIDPolicy.guestCPUID(supported: supported, apicID: 0, vcpuCount: 1, tscDeadline: true)
+        XCTAssertEqual(deadline[0].ecx & (1 << 24), 1 << 24)
     }
 
     func testHostBackendFromFakeSysModule() throws {
