@@ -55,11 +55,9 @@ struct Overrides: ParsableArguments {
 }
 
 func loadConfig(_ path: String, _ o: Overrides) -> Result<VMConfig, ConfigError> {
-    let cwd = FileManager.default.currentDirectoryPath
-    switch ConfigLoader.loadResult(path: path) {
-    case let .failure(e): return .failure(e)
-    case let .success(c): return c.applying(o.configOverrides, relativeTo: cwd)
-    }
+    // Overrides replace config values before the file checks, so `--kernel X`
+    // works with a config whose own kernel is not built yet.
+    ConfigLoader.loadResult(path: path, overrides: o.configOverrides)
 }
 
 func printIssues(_ e: ConfigError) {
