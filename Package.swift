@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
+        .target(name: "ACPI", dependencies: ["GuestMemory"], swiftSettings: v5),
         // Config model: TOML parsing, validation with key paths, no kernel access.
         .target(name: "VMConfig", dependencies: [
             .product(name: "TOMLKit", package: "TOMLKit"),
@@ -36,7 +38,7 @@ let package = Package(
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
             "CShim",
-            "HostSys", "GuestMemory", "KVM", "Devices", "Boot", "VMConfig",
+            "HostSys", "GuestMemory", "KVM", "Devices", "Boot", "ACPI", "VMConfig",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
         .executableTarget(name: "swiftvmm", dependencies: [
@@ -49,6 +51,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),
     ]
