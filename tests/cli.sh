@@ -57,6 +57,12 @@ run run configs/smoke.toml --kernel "$tmp/garbage"
 run run configs/smoke.toml --kernel "$tmp/empty"
 [ $ST -eq 65 ] && echo "$OUT" | grep -qi "empty" && pass empty-kernel-refused || fail empty-kernel-refused "status $ST"
 
+# A guest that triple-faults is reported as a crash with its RIP, not left hanging.
+# (The tiny ELF/PVH kernel runs UD2 with an empty IDT; KVM-PVM can run that much.)
+python3 tests/lab/make-crash-kernel.py "$tmp/crash.elf"
+run run configs/smoke.toml --kernel "$tmp/crash.elf" --allow-pvm --timeout 20s
+[ $ST -eq 122 ] && echo "$OUT" | grep -q "triple fault on vCPU 0 at RIP 0x200000" && pass triple-fault-reported || fail triple-fault-reported "status $ST"
+
 # On KVM-PVM hosts (ours) run must fail fast with an explanation, not hang.
 if [ -d /sys/module/kvm_pvm ] && [ ! -d /sys/module/kvm_intel ] && [ ! -d /sys/module/kvm_amd ]; then
     t0=$(date +%s%N)

@@ -93,7 +93,7 @@ public enum VMMRunner {
         } catch {
             return failed(.vmmError("\(error)"), clock: clock, tail: [], status: ExitStatus.vmmError)
         }
-        logger.info("\(machine.boot.summary)")
+        for line in machine.boot.summary.split(separator: "\n") { logger.info("\(line)") }
 
         // Stop on SIGINT/SIGTERM.
         let signals = SignalWatcher()

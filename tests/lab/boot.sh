@@ -30,4 +30,15 @@ rm -f "$bad"
 vmm tiny-memory 30 run "$SMOKE" --memory 16M
 if [ "$STATUS" -eq 65 ] && has "too small|does not fit"; then pass memory-too-small "status 65"; else fail memory-too-small "status $STATUS" "$LOG"; fi
 
+# 6. ELF vmlinux through the PVH entry, with 2 vCPUs.
+vmm pvh 180 run configs/pvh-vmlinux.toml --cmdline "$BASE swiftvmm.test=reboot"
+if [ "$STATUS" -eq 0 ] && has "boot protocol: PVH" && has "nproc=2 online=0-1"; then pass pvh-elf-boot "${SECS}s"; else fail pvh-elf-boot "status $STATUS" "$LOG"; fi
+
+# 7. A guest that triple-faults ends the run with the crash status and its RIP.
+crash=$(mktemp /tmp/crash-kernel.XXXXXX)
+python3 tests/lab/make-crash-kernel.py "$crash"
+vmm triple-fault 60 run "$SMOKE" --kernel "$crash"
+if [ "$STATUS" -eq 122 ] && has "triple fault on vCPU 0 at RIP 0x200000"; then pass triple-fault-reported "${SECS}s"; else fail triple-fault-reported "status $STATUS" "$LOG"; fi
+rm -f "$crash"
+
 summary

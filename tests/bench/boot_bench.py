@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Boot benchmark, run inside the lab host (scripts/bench): boots the same kernel and
+initramfs N times with SwiftVMM and with QEMU (q35 and microvm, direct kernel boot) and
+prints medians and ratios. A benchmark, not a test: it asserts nothing.
+
+Per run it measures
+  exec->init     wall time from exec to the guest's "SWIFTVMM-GUEST-INIT: up" line
+  exec->KVM_RUN  VMM-side time from exec to the first KVM_RUN ioctl (strace, separate runs)
+  VMM RSS        peak RssAnon+RssFile of the VMM process, sampled every 20 ms; guest RAM
+                 is a memfd for both VMMs (RssShmem), so this excludes guest RAM
+"""
+import os, re, statistics, subprocess, sys, threading, time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.environ.get("SWIFTVMM_CACHE", os.path.join(REPO, ".cache"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+SWIFTVMM = os.environ.get("SWIFTVMM", os.path.join(REPO, ".build/release/swiftvmm"))
+KERNEL = os.path.join(CACHE, "guest/vmlinuz")
+VMLINUX = os.path.join(CACHE, "guest/vmlinux")
+INITRD = os.path.join(CACHE, "guest/initramfs.cpio.gz")
+CMDLINE = "console=ttyS0 reboot=k panic=-1 quiet swiftvmm.test=reboot"
+MEM = "512M"
+MARKER = b"SWIFTVMM-GUEST-INIT: up"
+
+
+def qemu(machine):
+    return ["qemu-system-x86_64", "-accel", "kvm", "-M", machine + ",memory-backend=ram", "-cpu", "host",
+            "-object", "memory-backend-memfd,id=ram,size=" + MEM, "-m", MEM, "-smp", "1",
+            "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
+            "-kernel", KERNEL, "-initrd", INITRD, "-append", CMDLINE]
+
+
+def swiftvmm(kernel):
+    return [SWIFTVMM, "run", os.path.join(REPO, "configs/smoke.toml"), "--kernel", kernel,
+            "--memory", MEM, "--vcpus", "1", "--cmdline", CMDLINE]
+
+
+VMMS = [
+    ("swiftvmm (bzImage)", swiftvmm(KERNEL)),
+    ("swiftvmm (PVH vmlinux)", swiftvmm(VMLINUX)),
+    ("qemu -M q35", qemu("q35")),
+    ("qemu -M microvm", qemu("microvm")),
+]
+
+
+def rss_no_shmem(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            kb = 0
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    kb += int(line.split()[1])
+            return kb * 1024
+    except OSError:
+        return 0
+
+
+def one_boot(cmd):
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_no_shmem(p.pid))
+            time.sleep(0.02)
+    threading.Thread(target=sample, daemon=True).start()
+    t_init = None
+    for line in p.stdout:
+        if t_init is None and MARKER in line:
+            t_init = time.monotonic() - t0
+    p.wait()
+    done.set()
+    return t_init, peak[0], p.returncode
+
+
+def first_kvm_run(cmd):
+    """Seconds from exec to the first KVM_RUN, from strace -ttt; kills the VMM then."""
+    t0 = time.time()
+    p = subprocess.Popen(["strace", "-f", "-ttt", "-e", "trace=ioctl", "-o", "/dev/stderr"] + cmd,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t = None
+    for line in p.stderr:
+        if b"KVM_RUN" in line:
+            m = re.match(rb"\s*(?:\d+\s+)?(\d+\.\d+)", line)
+            if m:
+                t = float(m.group(1)) - t0
+            break
+    p.kill()
+    p.wait()
+    return t
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, unit):
+    if x is None:
+        return "n/a"
+    return f"{x:.2f} s" if unit == "s" else f"{x / 2**20:.1f} MiB"
+
+
+def main():
+    have_strace = subprocess.run(["which", "strace"], capture_output=True).returncode == 0
+    results = {}
+    for name, cmd in VMMS:
+        inits, rsss, statuses = [], [], []
+        for i in range(RUNS):
+            t, rss, st = one_boot(cmd)
+            inits.append(t); rsss.append(rss); statuses.append(st)
+            print(f"bench: {name} run {i + 1}: exec->init {fmt(t, 's')}, VMM RSS {fmt(rss, 'b')}, status {st}", flush=True)
+        kvm = [first_kvm_run(cmd) for _ in range(min(RUNS, 3))] if have_strace else []
+        results[name] = (med(inits), med(kvm), med(rsss))
+    print()
+    print(f"bench: medians over {RUNS} boots (first KVM_RUN over {min(RUNS, 3)} straced runs), kernel {os.path.basename(os.path.realpath(KERNEL))}, {MEM}, 1 vCPU, cmdline \"{CMDLINE}\"")
+    print(f"{'VMM':26} {'exec->init':>11} {'exec->KVM_RUN':>14} {'VMM RSS':>10}")
+    for name, (i, k, r) in results.items():
+        print(f"{name:26} {fmt(i, 's'):>11} {fmt(k, 's'):>14} {fmt(r, 'b'):>10}")
+    q = results.get("qemu -M q35")
+    print()
+    for name, (i, k, r) in results.items():
+        if name.startswith("swiftvmm") and q:
+            parts = []
+            for label, a, b in (("exec->init", i, q[0]), ("exec->KVM_RUN", k, q[1]), ("VMM RSS", r, q[2])):
+                parts.append(f"{label} {a / b:.2f}x" if a and b else f"{label} n/a")
+            print(f"bench: {name} vs qemu q35: " + ", ".join(parts))
+    m = results.get("qemu -M microvm")
+    for name, (i, k, r) in results.items():
+        if name.startswith("swiftvmm") and m and i and m[0]:
+            print(f"bench: {name} vs qemu microvm: exec->init {i / m[0]:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
