@@ -5,7 +5,7 @@ import Foundation
 /// tail of earlier output: a pattern split across two chunks still matches,
 /// as long as the text it spans is at most `window` bytes.
 public final class ConsoleMatcher: @unchecked Sendable {
-    public enum Kind: Equatable { case expect, failOn }
+    public enum Kind: Equatable { case expect, failOn, panic }
     public struct Match: Equatable { public let kind: Kind; public let pattern: String }
 
     public enum PatternError: Error, CustomStringConvertible {
@@ -23,8 +23,15 @@ public final class ConsoleMatcher: @unchecked Sendable {
     private let patterns: [(Kind, String, NSRegularExpression)]
     private var matched = false
 
-    public init(expect: [String], failOn: [String], window: Int = 8192) throws {
+    /// What Linux prints when it panics (kernel/panic.c). Seen on the console it
+    /// means a guest panic even when the guest has no pvpanic driver.
+    public static let linuxPanic = "Kernel panic - not syncing"
+
+    public init(expect: [String], failOn: [String], panic: [String] = [], window: Int = 8192) throws {
         var ps: [(Kind, String, NSRegularExpression)] = []
+        for p in panic {
+            ps.append((.panic, p, try NSRegularExpression(pattern: NSRegularExpression.escapedPattern(for: p))))
+        }
         // Failure patterns are checked first: a chunk holding both a panic and the
         // expected text is a failure.
         for (kind, option, list) in [(Kind.failOn, "--fail-on", failOn), (.expect, "--expect", expect)] {

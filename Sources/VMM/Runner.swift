@@ -61,13 +61,20 @@ public enum VMMRunner {
             }
         }
         let matcher: ConsoleMatcher
-        do { matcher = try ConsoleMatcher(expect: options.expect, failOn: options.failOn) } catch {
+        do { matcher = try ConsoleMatcher(expect: options.expect, failOn: options.failOn, panic: [ConsoleMatcher.linuxPanic]) } catch {
             return failed(.vmmError("\(error)"), clock: clock, tail: [], status: ExitStatus.usage)
         }
         if !matcher.isEmpty {
             sinks.append(ClosureConsoleOutput { chunk in
                 guard let m = matcher.feed(chunk) else { return }
-                latch.stop(m.kind == .expect ? .expectMatched(m.pattern) : .failPatternMatched(m.pattern))
+                switch m.kind {
+                case .expect: latch.stop(.expectMatched(m.pattern))
+                case .failOn: latch.stop(.failPatternMatched(m.pattern))
+                case .panic:
+                    // Give pvpanic (the guest's own report) and the panic's own
+                    // lines a moment to arrive, then stop whatever happens.
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 1.0) { latch.stop(.guestPanic) }
+                }
             })
         }
         let console = TeeConsoleOutput(sinks)

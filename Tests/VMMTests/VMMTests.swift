@@ -140,6 +140,11 @@ final class ConsoleMatcherTests: XCTestCase {
         XCTAssertEqual(m.feed(Array("BUG: bad\ndone\n".utf8))?.kind, .failOn)
     }
 
+    func testLinuxPanicIsRecognisedLiterally() throws {
+        let m = try ConsoleMatcher(expect: ["Kernel"], failOn: [], panic: [ConsoleMatcher.linuxPanic])
+        XCTAssertEqual(m.feed(Array("[ 1.0] Kernel panic - not syncing: sysrq triggered crash\n".utf8))?.kind, .panic)
+    }
+
     func testInvalidPatternNamesOption() {
         XCTAssertThrowsError(try ConsoleMatcher(expect: ["("], failOn: [])) { e in
             XCTAssertTrue("\(e)".hasPrefix("--expect: \"(\" is not a valid regular expression"), "\(e)")
