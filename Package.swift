@@ -27,6 +27,10 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
         // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
         .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
+        .target(name: "PCI", dependencies: ["Devices", "GuestMemory"], swiftSettings: v5),
+        // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
+        .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
@@ -38,7 +42,7 @@ let package = Package(
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
             "CShim",
-            "HostSys", "GuestMemory", "KVM", "Devices", "Boot", "ACPI", "VMConfig",
+            "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
         .executableTarget(name: "swiftvmm", dependencies: [
@@ -51,6 +55,8 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "PCITests", dependencies: ["PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),
