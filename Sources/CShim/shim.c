@@ -19,6 +19,8 @@ _Static_assert(sizeof(struct kvm_irq_level) == 8, "kvm_irq_level");
 _Static_assert(sizeof(struct kvm_irqfd) == 32, "kvm_irqfd");
 _Static_assert(sizeof(struct kvm_pit_config) == 64, "kvm_pit_config");
 _Static_assert(sizeof(struct kvm_irq_routing_entry) == 48, "kvm_irq_routing_entry");
+_Static_assert(sizeof(struct kvm_ioeventfd) == 64, "kvm_ioeventfd");
+_Static_assert(sizeof(struct kvm_irq_routing) == 8, "kvm_irq_routing");
 _Static_assert(offsetof(struct kvm_run, exit_reason) == 8, "kvm_run.exit_reason");
 _Static_assert(offsetof(struct kvm_run, io) == 32, "kvm_run union at 32");
 _Static_assert(offsetof(struct kvm_run, mmio.data) == 40, "kvm_run.mmio.data");

@@ -102,3 +102,24 @@ final class VCPUExitTests: XCTestCase {
         XCTAssertEqual(KVMSystem.hostBackend(sysModule: dir), .amdSVM)
     }
 }
+
+final class GSIRouteTests: XCTestCase {
+    func testDefaultRoutingMatchesKVMsOwn() {
+        let r = GSIRoute.defaultX86
+        XCTAssertEqual(r.count, 16 * 2 + 8)
+        XCTAssertEqual(r[0], .irqchip(gsi: 0, chip: 2, pin: 0))
+        XCTAssertEqual(r[1], .irqchip(gsi: 0, chip: 0, pin: 0))
+        XCTAssertEqual(r[19], .irqchip(gsi: 9, chip: 1, pin: 1))
+        XCTAssertEqual(r.last, .irqchip(gsi: 23, chip: 2, pin: 23))
+    }
+
+    func testMSIRouteEncoding() {
+        let e = GSIRoute.msi(gsi: 24, address: 0x1_FEE0_1000, data: 0x4041).kvm
+        XCTAssertEqual(e.gsi, 24)
+        XCTAssertEqual(e.type, SHIM_KVM_IRQ_ROUTING_MSI)
+        XCTAssertEqual(e.u.msi.address_lo, 0xFEE0_1000)
+        XCTAssertEqual(e.u.msi.address_hi, 1)
+        XCTAssertEqual(e.u.msi.data, 0x4041)
+        XCTAssertEqual(MemoryLayout<kvm_irq_routing_entry>.size, 48)
+    }
+}
