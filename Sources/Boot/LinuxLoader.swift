@@ -65,8 +65,11 @@ public enum LinuxLoader {
 
     /// Validates everything first, then writes, so a failed load leaves the
     /// reason in the error and not a half-built guest behind.
+    /// - Parameter rsdpAddress: where the VMM put the ACPI RSDP (0: no ACPI);
+    ///   given to Linux in boot_params.acpi_rsdp_addr or hvm_start_info.rsdp_paddr.
     public static func load(kernel: KernelImage, initrd: [UInt8]?, cmdline: String, vcpus: Int,
-                            memoryMap: GuestMemoryMap, into memory: GuestMemoryAccess) throws -> BootResult {
+                            memoryMap: GuestMemoryMap, rsdpAddress: UInt64 = 0,
+                            into memory: GuestMemoryAccess) throws -> BootResult {
         guard vcpus >= 1, vcpus <= MPTable.maxVCPUs else { throw BootError.invalidVCPUCount(vcpus) }
         let lowRAMEnd = memoryMap.lowRAMEnd
         // The boot structures, the EBDA and the MP table all live below 1 MiB.
@@ -89,7 +92,7 @@ public enum LinuxLoader {
             let ceiling = min(UInt64(image.initrdAddrMax) + 1, lowRAMEnd)
             let initrdRange = try placeInitrd(initrdBytes, floor: memoryEnd, ceiling: ceiling)
             let zeroPage = ZeroPage.build(image: image, cmdline: BootLayout.cmdlineAddress, initrd: initrdRange,
-                                          e820: e820)
+                                          e820: e820, rsdp: rsdpAddress)
 
             try writeCommon(mpTable: mpTable, cmdline: cmd, into: memory)
             try write(PageTables.bytes, at: BootLayout.pml4Address, "boot page tables", into: memory)
@@ -118,7 +121,8 @@ public enum LinuxLoader {
             // One zeroed page holds start info, module list and memory map.
             var page = ByteWriter(zeros: Int(BootLayout.pageSize))
             page.set(bytes: PVHStartInfo.startInfo(cmdline: BootLayout.cmdlineAddress,
-                                                   modules: initrdRange == nil ? 0 : 1, memmapEntries: e820.count),
+                                                   modules: initrdRange == nil ? 0 : 1, memmapEntries: e820.count,
+                                                   rsdp: rsdpAddress),
                      at: 0)
             if let range = initrdRange {
                 page.set(bytes: PVHStartInfo.module(range),

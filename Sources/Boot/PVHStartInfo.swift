@@ -11,7 +11,7 @@ enum PVHStartInfo {
 
     /// hvm_start_info: magic, version, flags, nr_modules, modlist_paddr,
     /// cmdline_paddr, rsdp_paddr (0: no ACPI), memmap_paddr, memmap_entries, reserved.
-    static func startInfo(cmdline: UInt64, modules: Int, memmapEntries: Int) -> [UInt8] {
+    static func startInfo(cmdline: UInt64, modules: Int, memmapEntries: Int, rsdp: UInt64 = 0) -> [UInt8] {
         var w = ByteWriter()
         w.append(magic)
         w.append(version)
@@ -19,7 +19,7 @@ enum PVHStartInfo {
         w.append(UInt32(truncatingIfNeeded: modules))
         w.append(modules > 0 ? BootLayout.pvhModlistAddress : 0)
         w.append(cmdline)
-        w.append(UInt64(0))                                            // rsdp_paddr
+        w.append(rsdp)                                                 // rsdp_paddr (0: no ACPI)
         w.append(BootLayout.pvhMemmapAddress)
         w.append(UInt32(truncatingIfNeeded: memmapEntries))
         w.append(UInt32(0))                                            // reserved

@@ -21,8 +21,13 @@ enum ZeroPage {
 
     /// The zero page for `image`: the image's setup header plus what the
     /// loader fills in (boot.rst "64-bit Boot Protocol").
-    static func build(image: BzImage, cmdline: UInt64, initrd: Range<UInt64>?, e820: [E820Entry]) -> [UInt8] {
+    /// struct boot_params.acpi_rsdp_addr (arch/x86/include/uapi/asm/bootparam.h,
+    /// offset 0x070; boot protocol 2.14): where the RSDP is, so Linux need not scan.
+    static let acpiRSDPAddr = 0x070
+
+    static func build(image: BzImage, cmdline: UInt64, initrd: Range<UInt64>?, e820: [E820Entry], rsdp: UInt64 = 0) -> [UInt8] {
         var w = ByteWriter(zeros: size)
+        w.set(rsdp, at: acpiRSDPAddr)
         w.set(bytes: image.setupHeader, at: setupHeader)
         w.set(loaderUndefined, at: Int(BzImage.Offset.typeOfLoader))
         w.set(image.loadFlags | BzImage.canUseHeap, at: Int(BzImage.Offset.loadflags))

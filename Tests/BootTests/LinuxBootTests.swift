@@ -269,3 +269,30 @@ final class LinuxBootTests: XCTestCase {
         XCTAssertEqual(try memory.bytes(0x9_FC00, 4), Array("_MP_".utf8))
     }
 }
+
+final class RSDPHandoffTests: XCTestCase {
+    let mib = TestMemory.mib
+
+    func testZeroPageCarriesRSDPAddress() throws {
+        let memory = TestMemory.flat(8 * mib)
+        _ = try LinuxLoader.load(kernel: try KernelImage.parse(BzImageBuilder().build()), initrd: nil, cmdline: "",
+                                 vcpus: 1, memoryMap: GuestMemoryMap(ramBytes: 8 * mib), rsdpAddress: 0xE0000,
+                                 into: memory)
+        XCTAssertEqual(try memory.u64(0x7000 + 0x70), 0xE0000)   // boot_params.acpi_rsdp_addr
+    }
+
+    func testPVHStartInfoCarriesRSDPAddress() throws {
+        let memory = TestMemory.flat(24 * mib)
+        _ = try LinuxLoader.load(kernel: try KernelImage.parse(ELFBuilder().build()), initrd: nil, cmdline: "",
+                                 vcpus: 1, memoryMap: GuestMemoryMap(ramBytes: 24 * mib), rsdpAddress: 0xE0000,
+                                 into: memory)
+        XCTAssertEqual(try memory.u64(0x6000 + 32), 0xE0000)     // hvm_start_info.rsdp_paddr
+    }
+
+    func testWithoutACPIBothAreZero() throws {
+        let memory = TestMemory.flat(8 * mib)
+        _ = try LinuxLoader.load(kernel: try KernelImage.parse(BzImageBuilder().build()), initrd: nil, cmdline: "",
+                                 vcpus: 1, memoryMap: GuestMemoryMap(ramBytes: 8 * mib), into: memory)
+        XCTAssertEqual(try memory.u64(0x7000 + 0x70), 0)
+    }
+}

@@ -123,3 +123,24 @@ final class GSIRouteTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<kvm_irq_routing_entry>.size, 48)
     }
 }
+
+final class KVMSystemErrorTests: XCTestCase {
+    func testMissingDeviceIsExplained() {
+        XCTAssertThrowsError(try KVMSystem(path: "/nonexistent/kvm")) { e in
+            XCTAssertEqual(e as? KVMError, .deviceMissing(path: "/nonexistent/kvm"))
+            XCTAssertTrue("\(e)".contains("KVM is not available on this host"), "\(e)")
+        }
+    }
+
+    func testNotAKVMDeviceIsRefused() {
+        // /dev/null opens, but KVM_GET_API_VERSION fails on it: an ioctl error naming the call.
+        XCTAssertThrowsError(try KVMSystem(path: "/dev/null")) { e in
+            XCTAssertTrue("\(e)".contains("KVM_GET_API_VERSION"), "\(e)")
+        }
+    }
+
+    func testPermissionMessageSaysWhatToDo() {
+        XCTAssertTrue(KVMError.permissionDenied(path: "/dev/kvm").description.contains("'kvm' group"))
+        XCTAssertTrue(KVMError.missingCapability("KVM_CAP_IRQFD").description.contains("KVM_CAP_IRQFD"))
+    }
+}
