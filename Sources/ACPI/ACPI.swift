@@ -1,1 +1,0 @@
-// ACPI tables and AML.

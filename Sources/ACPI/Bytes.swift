@@ -1,0 +1,49 @@
+/// Little-endian byte helpers for the structures this module emits. Every
+/// offset passed to them is one of this module's constants, never a value
+/// from the guest.
+extension Array where Element == UInt8 {
+    /// Appends `value` in little-endian byte order (ACPI 6.5 §5.2: all
+    /// multi-byte fields are little-endian).
+    mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
+        for i in 0..<(T.bitWidth / 8) {
+            append(UInt8(truncatingIfNeeded: value >> (8 * i)))
+        }
+    }
+
+    /// Overwrites `[offset, offset + size of T)` with `value`, little-endian.
+    mutating func setLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        let size = T.bitWidth / 8
+        precondition(offset >= 0 && offset <= count - size, "setLE outside the structure")
+        for i in 0..<size {
+            self[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i))
+        }
+    }
+
+    /// Overwrites `[offset, offset + other.count)` with `other`.
+    mutating func set(_ other: [UInt8], at offset: Int) {
+        precondition(offset >= 0 && other.count <= count - offset, "set outside the structure")
+        replaceSubrange(offset..<(offset + other.count), with: other)
+    }
+}
+
+/// The ASCII bytes of a fixed-width table field (signatures, OEM IDs):
+/// `text` cut or space-padded to exactly `width` bytes. Only used with this
+/// module's own constants.
+func asciiField(_ text: String, width: Int) -> [UInt8] {
+    var field = Array(text.utf8.prefix(width))
+    field.append(contentsOf: [UInt8](repeating: 0x20, count: width - field.count))
+    return field
+}
+
+/// Sum of all bytes modulo 256. ACPI checksums make this zero over the
+/// checksummed range (ACPI 6.5 §5.2.5.3, §5.2.6).
+func byteSum<S: Sequence>(_ bytes: S) -> UInt8 where S.Element == UInt8 {
+    bytes.reduce(0, &+)
+}
+
+/// `value` rounded up to a multiple of `alignment` (a power of two), or nil on overflow.
+func alignUp(_ value: UInt64, _ alignment: UInt64) -> UInt64? {
+    guard alignment > 0, alignment.nonzeroBitCount == 1 else { return nil }
+    let (sum, overflow) = value.addingReportingOverflow(alignment - 1)
+    return overflow ? nil : sum & ~(alignment - 1)
+}
