@@ -55,9 +55,6 @@ public enum FADT {
         public static let powerButton: UInt32 = 1 << 4
         /// Bit 5, SLP_BUTTON: 1 = no fixed-feature sleep button.
         public static let sleepButton: UInt32 = 1 << 5
-        /// Bit 10, RESET_REG_SUP: left clear, RESET_REG is unused; Linux's
-        /// ACPI reboot then falls through to the keyboard controller.
-        public static let resetRegisterSupported: UInt32 = 1 << 10
         /// Bit 20, HW_REDUCED_ACPI.
         public static let hardwareReduced: UInt32 = 1 << 20
     }
@@ -83,7 +80,9 @@ public enum FADT {
         }
         table.setLE(bootArch, at: Offset.iapcBootArch)
         table.setLE(Flags.wbinvd | Flags.powerButton | Flags.sleepButton | Flags.hardwareReduced, at: Offset.flags)
-        // RESET_REG (116) stays an all-zero GAS and RESET_VALUE (128) 0.
+        // RESET_REG (116) stays an all-zero GAS, RESET_VALUE (128) 0 and
+        // RESET_REG_SUP (flags bit 10) clear: Linux's ACPI reboot step then
+        // does nothing and it goes on to the 8042 reset pulse.
         table[Offset.minorVersion] = minorVersion
         table.setLE(dsdtAddress, at: Offset.xDSDT)
         table.set(GenericAddress.ioPort8(machine.sleepControlPort).bytes, at: Offset.sleepControlRegister)

@@ -115,6 +115,7 @@ final class TableTests: XCTestCase {
         for (vcpus, length) in [(1, 70), (2, 78), (8, 126)] {
             let madt = try MADT.build(vcpus: vcpus)
             XCTAssertEqual(madt.count, length)
+            XCTAssertEqual(MADT.length(vcpus: vcpus), length)
             XCTAssertEqual(madt.u32(at: 4), UInt32(length))
             assertSumsToZero(madt[...], "MADT \(vcpus)")
             let list = entries(madt)
