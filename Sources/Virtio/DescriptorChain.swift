@@ -76,6 +76,7 @@ public struct DescriptorChain: Equatable, Sendable {
             let room = limit - out.count
             guard room > 0 else { break }
             let n = min(Int(s.length), room)
+            guard n > 0 else { continue } // zero-length segments are never checked against memory
             do {
                 out += try memory.readBytes(at: s.address, count: n)
             } catch {
@@ -93,6 +94,7 @@ public struct DescriptorChain: Equatable, Sendable {
         for s in segments where s.isWritable {
             guard done < bytes.count else { break }
             let n = min(Int(s.length), bytes.count - done)
+            guard n > 0 else { continue }
             do {
                 try memory.writeBytes(Array(bytes[done..<(done + n)]), at: s.address)
             } catch {

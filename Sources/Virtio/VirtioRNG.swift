@@ -71,10 +71,14 @@ public final class VirtioRNG: VirtioDevice, @unchecked Sendable {
 
     public func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {}
 
+    /// Also serves any buffers posted before DRIVER_OK.
     public func activate(memory: GuestMemoryAccess, features: UInt64, queues: [SplitVirtqueue],
                          interrupt: VirtioInterrupt) throws {
         guard queues.count == 1 else { throw VirtqueueError.device("entropy device needs exactly 1 queue") }
-        state.withLock { $0 = Active(memory: memory, queue: queues[0], interrupt: interrupt) }
+        state.withLock { active in
+            active = Active(memory: memory, queue: queues[0], interrupt: interrupt)
+            process(&active)
+        }
     }
 
     public func reset() {
@@ -87,24 +91,26 @@ public final class VirtioRNG: VirtioDevice, @unchecked Sendable {
 
     public func queueNotified(_ index: Int) {
         guard index == Self.requestQueue else { return }
-        state.withLock { active in
-            guard var a = active, !a.broken else { return }
-            do {
-                while let chain = try a.queue.popAvailable(memory: a.memory) {
-                    try chain.requireWritableOnly()
-                    let n = Int(min(chain.writableLength, UInt64(maxBytesPerRequest)))
-                    let written = try chain.writeWritable(source.randomBytes(count: n), memory: a.memory)
-                    try a.queue.addUsed(head: chain.head, len: UInt32(clamping: written), memory: a.memory)
-                    counter.withLock { $0 &+= UInt64(written) }
-                }
-                if try a.queue.needsNotification(memory: a.memory) {
-                    a.interrupt.signalUsedQueue(Self.requestQueue)
-                }
-            } catch {
-                a.broken = true
-                a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+        state.withLock { process(&$0) }
+    }
+
+    private func process(_ active: inout Active?) {
+        guard var a = active, !a.broken else { return }
+        do {
+            while let chain = try a.queue.popAvailable(memory: a.memory) {
+                try chain.requireWritableOnly()
+                let n = Int(min(chain.writableLength, UInt64(maxBytesPerRequest)))
+                let written = try chain.writeWritable(source.randomBytes(count: n), memory: a.memory)
+                try a.queue.addUsed(head: chain.head, len: UInt32(clamping: written), memory: a.memory)
+                counter.withLock { $0 &+= UInt64(written) }
             }
-            active = a
+            if try a.queue.needsNotification(memory: a.memory) {
+                a.interrupt.signalUsedQueue(Self.requestQueue)
+            }
+        } catch {
+            a.broken = true
+            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
         }
+        active = a
     }
 }

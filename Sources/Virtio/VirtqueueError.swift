@@ -50,6 +50,8 @@ public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
     case memory(String)
     /// A device-specific protocol error, described by the device.
     case device(String)
+    /// A transport protocol error (e.g. DRIVER_OK without FEATURES_OK, §3.1.1).
+    case transport(String)
 
     public enum RingPart: String, Equatable, Sendable {
         case descriptorTable = "descriptor table"
@@ -95,7 +97,7 @@ public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
             return "queue used before it was enabled"
         case let .memory(s):
             return "guest memory: \(s)"
-        case let .device(s):
+        case let .device(s), let .transport(s):
             return s
         }
     }

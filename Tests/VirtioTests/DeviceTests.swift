@@ -133,6 +133,7 @@ final class VirtioConsoleTests: XCTestCase {
     }
 
     private func rig(features: UInt64 = VirtioSpec.Feature.version1, inputCapacity: Int = 64) throws -> Rig {
+        try memory.zero(at: GuestAddress(0x1000), length: 0x8000) // fresh rings
         let out = RecordingConsole()
         let console = VirtioConsole(output: out, cols: 80, rows: 25, inputCapacity: inputCapacity)
         let rx = FakeDriver(memory: memory, size: 8, base: 0x1000)
