@@ -5,10 +5,15 @@ import Synchronization
 /// 0xCF8 and CONFIG_DATA at 0xCFC-0xCFF. Insert at 0xCF8 with length 8.
 ///
 /// - CONFIG_ADDRESS is latched only by a 4-byte write at 0xCF8 and read back
-///   only by a 4-byte read there (other widths are ordinary I/O to other
-///   devices on a PC, e.g. 0xCF9 reset control, which is not modelled: such
-///   writes are ignored, reads return all ones). Bits: 31 enable, 23:16 bus,
-///   15:11 device, 10:8 function, 7:2 register; 30:24 and 1:0 read 0.
+///   only by a 4-byte read there (narrower accesses are ordinary I/O to
+///   other registers on a PC; they read all ones and are ignored, except the
+///   one below). Bits: 31 enable, 23:16 bus, 15:11 device, 10:8 function,
+///   7:2 register; 30:24 and 1:0 read 0.
+/// - 0xCF9 (byte access) is the chipset's Reset Control register (Intel ICH
+///   datasheets, RST_CNT: bit 1 SYS_RST, bit 2 RST_CPU, bit 3 FULL_RST);
+///   Linux's `reboot=pci` writes it (arch/x86/kernel/reboot.c,
+///   BOOT_CF9_FORCE). Bits 1-3 read back; a write with RST_CPU set calls
+///   `onReset`.
 /// - CONFIG_DATA: an access at 0xCFC + n reaches register (CONFIG_ADDRESS &
 ///   0xFC) + n, at any width that stays inside the DWORD. With the enable
 ///   bit clear, or for a function that does not exist, reads return all
@@ -19,18 +24,33 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
     public static let addressMask: UInt32 = 0x80FF_FFFC
     public static let enableBit: UInt32 = 0x8000_0000
 
+    /// Port offset and bits of the Reset Control register (0xCF9).
+    public static let resetControlOffset: UInt64 = 1
+    public static let resetControlMask: UInt8 = 0x0E // SYS_RST | RST_CPU | FULL_RST
+    public static let resetCPU: UInt8 = 0x04         // RST_CPU
+
     weak var bus: PCIRootBus?
     private let address = Mutex<UInt32>(0)
+    private let resetControl = Mutex<UInt8>(0)
+    private let resetHandler = Mutex<(() -> Void)?>(nil)
 
     init() {}
 
     /// The latched CONFIG_ADDRESS value.
     public var configAddress: UInt32 { address.withLock { $0 } }
 
+    /// Called (with no lock held) when the guest writes RST_CPU to 0xCF9.
+    public var onReset: (() -> Void)? {
+        get { resetHandler.withLock { $0 } }
+        set { resetHandler.withLock { $0 = newValue } }
+    }
+
     public func read(offset: UInt64, data: UnsafeMutableRawBufferPointer) {
         if offset < 4 {
             if offset == 0, data.count == 4 {
                 LE.store(UInt64(configAddress), data)
+            } else if offset == Self.resetControlOffset, data.count == 1 {
+                data[0] = resetControl.withLock { $0 }
             } else {
                 LE.fillOnes(data)
             }
@@ -49,6 +69,10 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
             if offset == 0, data.count == 4 {
                 let v = UInt32(truncatingIfNeeded: LE.load(data)) & Self.addressMask
                 address.withLock { $0 = v }
+            } else if offset == Self.resetControlOffset, data.count == 1 {
+                let v = data[0] & Self.resetControlMask
+                resetControl.withLock { $0 = v }
+                if v & Self.resetCPU != 0 { onReset?() }
             }
             return
         }

@@ -28,7 +28,7 @@ final class ConfigAccessTests: XCTestCase {
         write(io, 1, 0x00, 2)
         XCTAssertEqual(read(io, 0, 4), 0x80FF_FFFC)
         XCTAssertEqual(read(io, 0, 2), 0xFFFF)
-        XCTAssertEqual(read(io, 1, 1), 0xFF)
+        XCTAssertEqual(read(io, 2, 1), 0xFF)
         XCTAssertEqual(read(io, 1, 4), 0xFFFF_FFFF)
     }
 
@@ -74,6 +74,24 @@ final class ConfigAccessTests: XCTestCase {
         XCTAssertEqual(read(io, 6, 2), 0x0000)
         write(io, 4, 0x0002_0002, 4)
         XCTAssertEqual(read(io, 4, 4), 0x0000_0002)
+    }
+
+    func testResetControlRegister() {
+        let io = bus.configIO
+        var resets = 0
+        io.onReset = { resets += 1 }
+        XCTAssertEqual(read(io, 1, 1), 0x00)
+        // Linux's BOOT_CF9_FORCE: cf9 = inb(0xcf9) & ~6; outb(cf9|2); outb(cf9|6).
+        write(io, 1, 0x02, 1)
+        XCTAssertEqual(resets, 0)
+        XCTAssertEqual(read(io, 1, 1), 0x02)
+        write(io, 1, 0x06, 1)
+        XCTAssertEqual(resets, 1)
+        write(io, 1, 0xF1, 1)
+        XCTAssertEqual(read(io, 1, 1), 0x00, "only bits 1-3 are kept")
+        write(io, 1, 0x0404, 2)
+        XCTAssertEqual(resets, 1, "only byte writes reach RST_CNT")
+        XCTAssertEqual(read(io, 0, 4), 0, "CONFIG_ADDRESS untouched")
     }
 
     func testDisabledEnableBitReadsOnes() {
