@@ -2,6 +2,8 @@
 /// have any length (including 0 and more than 8 bytes) because the guest
 /// chooses the access width.
 enum LE {
+    // SAFETY (all helpers): buffer indices run over 0..<data.count only.
+
     /// The first up-to-8 bytes of `data` as a little-endian integer.
     static func load(_ data: UnsafeRawBufferPointer) -> UInt64 {
         var v: UInt64 = 0

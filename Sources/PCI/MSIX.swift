@@ -115,12 +115,15 @@ public final class MSIXTable: @unchecked Sendable {
     }
 
     public let configuration: MSIXConfiguration
-    public var vectorCount: Int { configuration.vectors }
+    /// Number of vectors (the configuration's, clamped to 0...2048).
+    public var vectorCount: Int { min(max(configuration.vectors, 0), MSIXConfiguration.maxVectors) }
     private let state: Mutex<State>
 
     public init(configuration: MSIXConfiguration) {
         self.configuration = configuration
-        let n = max(configuration.vectors, 0)
+        // Clamped so a bad configuration cannot make the arrays overflow;
+        // PCIFunction validates it before getting here.
+        let n = min(max(configuration.vectors, 0), MSIXConfiguration.maxVectors)
         var table = [UInt8](repeating: 0, count: n * Int(MSIXConfiguration.entrySize))
         for v in 0..<n { table[v * 16 + Self.vectorControl] = Self.maskBit }
         state = Mutex(State(table: table, pending: Array(repeating: 0, count: (n + 63) / 64),
@@ -158,6 +161,8 @@ public final class MSIXTable: @unchecked Sendable {
 
     // MARK: Guest access (offsets relative to the table / PBA start)
 
+    // SAFETY (these four): `data` is indexed over 0..<data.count; table and
+    // PBA indices are checked against their arrays before use.
     public func readTable(offset: UInt64, data: UnsafeMutableRawBufferPointer) {
         state.withLock { s in
             for i in 0..<data.count {

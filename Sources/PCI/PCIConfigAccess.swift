@@ -50,6 +50,7 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
             if offset == 0, data.count == 4 {
                 LE.store(UInt64(configAddress), data)
             } else if offset == Self.resetControlOffset, data.count == 1 {
+                // SAFETY: data.count == 1.
                 data[0] = resetControl.withLock { $0 }
             } else {
                 LE.fillOnes(data)
@@ -70,6 +71,7 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
                 let v = UInt32(truncatingIfNeeded: LE.load(data)) & Self.addressMask
                 address.withLock { $0 = v }
             } else if offset == Self.resetControlOffset, data.count == 1 {
+                // SAFETY: data.count == 1.
                 let v = data[0] & Self.resetControlMask
                 resetControl.withLock { $0 = v }
                 if v & Self.resetCPU != 0 { onReset?() }

@@ -90,6 +90,7 @@ public struct PCIConfigSpace: Sendable {
 
     /// Reads `data.count` bytes at `offset`; bytes outside the space read 0xFF.
     public func read(offset: Int, data: UnsafeMutableRawBufferPointer) {
+        // SAFETY: i < data.count; `o` is checked against the space before use.
         for i in 0..<data.count {
             let (o, overflow) = offset.addingReportingOverflow(i)
             data[i] = !overflow && o >= 0 && o < bytes.count ? bytes[o] : 0xFF
@@ -100,6 +101,7 @@ public struct PCIConfigSpace: Sendable {
     /// value, RW1C bits written as 1 clear, other bits keep their value.
     /// Bytes outside the space are dropped.
     public mutating func write(offset: Int, data: UnsafeRawBufferPointer) {
+        // SAFETY: i < data.count; `o` is checked against the space before use.
         for i in 0..<data.count {
             let (o, overflow) = offset.addingReportingOverflow(i)
             guard !overflow, o >= 0, o < bytes.count else { continue }
@@ -113,6 +115,7 @@ public struct PCIConfigSpace: Sendable {
     /// Guest-style write of an integer (`width` bytes, little-endian).
     public mutating func write(offset: Int, value: UInt32, width: Int = 4) {
         let b = LE.bytes(UInt64(value), count: max(0, min(width, 4)))
+        // SAFETY: the buffer is `b` itself, valid for the closure.
         b.withUnsafeBytes { write(offset: offset, data: $0) }
     }
 

@@ -323,6 +323,8 @@ public final class PCIRootBus: @unchecked Sendable {
         return out
     }
 
+    // SAFETY (these six): each buffer is a local value or array, valid for
+    // its closure; the device sees exactly its count.
     static func read8(_ d: PCIDevice, _ offset: Int) -> UInt8 {
         var b: UInt8 = 0xFF
         withUnsafeMutableBytes(of: &b) { d.readConfig(offset: offset, data: $0) }
