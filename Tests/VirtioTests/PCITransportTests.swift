@@ -1,4 +1,5 @@
 import Devices
+import Foundation
 import GuestMemory
 import PCI
 @testable import Virtio
@@ -57,12 +58,18 @@ final class PCIDriver {
 
     init(_ device: VirtioDevice, memory: GuestMemoryAccess) throws {
         let box = ErrorBox()
-        dev = try VirtioPCIDevice(device: device, memory: memory) { box.errors.append($0) }
+        dev = try VirtioPCIDevice(device: device, memory: memory) { box.append($0) }
         self.box = box
         dev.attached(PCIAttachContext(address: PCIAddress(device: 3), msiRouter: router, intx: line, intxGSI: 19))
     }
 
-    final class ErrorBox { var errors: [VirtqueueError] = [] }
+    /// Guest errors may be reported from any thread.
+    final class ErrorBox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var list: [VirtqueueError] = []
+        var errors: [VirtqueueError] { lock.lock(); defer { lock.unlock() }; return list }
+        func append(_ e: VirtqueueError) { lock.lock(); list.append(e); lock.unlock() }
+    }
     private let box: ErrorBox
     var guestErrors: [VirtqueueError] { box.errors }
 
