@@ -1,3 +1,4 @@
+import ACPI
 import Boot
 import CShim
 import Devices
@@ -100,7 +101,7 @@ final class Machine {
             case .reset: latch.stop(.reset)
             case .powerOff: latch.stop(.powerOff)
             case let .guestVerdict(v): latch.stop(.guestVerdict(v))
-            case .guestPanic: latch.stop(.guestPanic)
+            case .guestPanic: latch.stop(.guestPanic(viaPVPanic: true))
             case .bootComplete:
                 if let t = clock.markBootComplete() {
                     logger.info("guest boot complete \(String(format: "%.1f", t * 1000)) ms after VMM start")
@@ -112,10 +113,21 @@ final class Machine {
         try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
         try LegacyDevices.install(on: pio, events: events)
 
+        // ACPI: HW-reduced FADT with sleep registers (poweroff), MADT, DSDT with
+        // COM1, RTC, i8042 and the pvpanic device (QEMU0001).
+        let acpi: ACPILayout
+        do {
+            acpi = try ACPITables.build(config: ACPIMachine(vcpus: config.vcpus))
+            try acpi.write(into: ram)
+        } catch {
+            throw MachineError.setup("cannot build ACPI tables: \(error)")
+        }
+        try pio.insert(ACPISleepPort(events: events), base: UInt64(ACPISleep.controlPort), length: ACPISleepPort.length)
+
         // Kernel, initrd, boot structures.
         do {
             boot = try LinuxLoader.load(kernel: image, initrd: initrd, cmdline: config.cmdline,
-                                        vcpus: config.vcpus, memoryMap: map, into: ram)
+                                        vcpus: config.vcpus, memoryMap: map, rsdpAddress: acpi.rsdpAddress, into: ram)
         } catch {
             throw MachineError.kernel("cannot load kernel \(config.kernelPath): \(error)")
         }

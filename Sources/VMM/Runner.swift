@@ -73,7 +73,7 @@ public enum VMMRunner {
                 case .panic:
                     // Give pvpanic (the guest's own report) and the panic's own
                     // lines a moment to arrive, then stop whatever happens.
-                    DispatchQueue.global().asyncAfter(deadline: .now() + 1.0) { latch.stop(.guestPanic) }
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 1.0) { latch.stop(.guestPanic(viaPVPanic: false)) }
                 }
             })
         }

@@ -16,7 +16,8 @@ public enum StopReason: Equatable, Sendable {
     case powerOff
     case reset
     case guestVerdict(UInt8)
-    case guestPanic
+    /// The guest kernel panicked; `viaPVPanic` false: seen only on the console.
+    case guestPanic(viaPVPanic: Bool)
     case guestHalted(vcpu: UInt32)
     case tripleFault(vcpu: UInt32, rip: UInt64?)
     case kvmInternalError(vcpu: UInt32, suberror: UInt32, data: [UInt64], rip: UInt64?)
@@ -62,7 +63,7 @@ extension StopReason: CustomStringConvertible {
         case .powerOff: return "guest powered off"
         case .reset: return "guest rebooted"
         case let .guestVerdict(v): return "guest reported exit status \(v)"
-        case .guestPanic: return "guest kernel panicked (pvpanic)"
+        case let .guestPanic(pv): return pv ? "guest kernel panicked (reported through pvpanic)" : "guest kernel panicked (seen on the console; the guest has no pvpanic driver)"
         case let .guestHalted(v): return "guest halted vCPU \(v) for good"
         case let .tripleFault(v, rip): return "guest triple fault on vCPU \(v)\(hex(rip)) (KVM_EXIT_SHUTDOWN)"
         case let .kvmInternalError(v, sub, data, rip):

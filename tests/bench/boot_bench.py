@@ -75,20 +75,33 @@ def one_boot(cmd):
     return t_init, peak[0], p.returncode
 
 
-def first_kvm_run(cmd):
-    """Seconds from exec to the first KVM_RUN, from strace -ttt; kills the VMM then."""
+def first_kvm_run(cmd, limit=120.0):
+    """Seconds from exec to the first KVM_RUN ioctl, from strace -ttt. The VMM
+    and strace are killed (process group) as soon as it is seen."""
+    import signal, tempfile
+    out = tempfile.NamedTemporaryFile(prefix="bench-strace-", delete=False).name
     t0 = time.time()
-    p = subprocess.Popen(["strace", "-f", "-ttt", "-e", "trace=ioctl", "-o", "/dev/stderr"] + cmd,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(["strace", "-f", "-ttt", "-e", "trace=ioctl", "-o", out] + cmd,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
     t = None
-    for line in p.stderr:
-        if b"KVM_RUN" in line:
-            m = re.match(rb"\s*(?:\d+\s+)?(\d+\.\d+)", line)
-            if m:
-                t = float(m.group(1)) - t0
-            break
-    p.kill()
-    p.wait()
+    try:
+        while t is None and time.time() - t0 < limit and p.poll() is None:
+            time.sleep(0.05)
+            with open(out, "rb") as f:
+                for line in f:
+                    if b"KVM_RUN" in line:
+                        m = re.match(rb"\s*(?:\d+\s+)?(\d+\.\d+)", line)
+                        if m:
+                            t = float(m.group(1)) - t0
+                        break
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+        os.unlink(out)
     return t
 
 
@@ -105,15 +118,21 @@ def fmt(x, unit):
 
 def main():
     have_strace = subprocess.run(["which", "strace"], capture_output=True).returncode == 0
-    results = {}
-    for name, cmd in VMMS:
-        inits, rsss, statuses = [], [], []
-        for i in range(RUNS):
+    # Runs are interleaved (one boot of each VMM per round) so that load on the
+    # machine during the benchmark spreads over all VMMs alike.
+    inits = {n: [] for n, _ in VMMS}
+    rsss = {n: [] for n, _ in VMMS}
+    for i in range(RUNS):
+        for name, cmd in VMMS:
             t, rss, st = one_boot(cmd)
-            inits.append(t); rsss.append(rss); statuses.append(st)
-            print(f"bench: {name} run {i + 1}: exec->init {fmt(t, 's')}, VMM RSS {fmt(rss, 'b')}, status {st}", flush=True)
-        kvm = [first_kvm_run(cmd) for _ in range(min(RUNS, 3))] if have_strace else []
-        results[name] = (med(inits), med(kvm), med(rsss))
+            inits[name].append(t); rsss[name].append(rss)
+            print(f"bench: round {i + 1} {name}: exec->init {fmt(t, 's')}, VMM RSS {fmt(rss, 'b')}, status {st}", flush=True)
+    kvm = {n: [] for n, _ in VMMS}
+    if have_strace:
+        for _ in range(min(RUNS, 3)):
+            for name, cmd in VMMS:
+                kvm[name].append(first_kvm_run(cmd))
+    results = {n: (med(inits[n]), med(kvm[n]), med(rsss[n])) for n, _ in VMMS}
     print()
     print(f"bench: medians over {RUNS} boots (first KVM_RUN over {min(RUNS, 3)} straced runs), kernel {os.path.basename(os.path.realpath(KERNEL))}, {MEM}, 1 vCPU, cmdline \"{CMDLINE}\"")
     print(f"{'VMM':26} {'exec->init':>11} {'exec->KVM_RUN':>14} {'VMM RSS':>10}")

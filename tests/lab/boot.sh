@@ -12,6 +12,10 @@ if has "SWIFTVMM-GUEST-INIT: up" && has "guest boot complete"; then pass boot-to
 # 2. Guest `reboot` ends swiftvmm with status 0.
 if [ "$STATUS" -eq 0 ] && has "guest rebooted"; then pass reboot-exits-0; else fail reboot-exits-0 "status $STATUS" "$LOG"; fi
 
+# 2b. Guest `poweroff` (ACPI S5 through the HW-reduced sleep control register) ends swiftvmm with 0.
+vmm poweroff 180 run "$SMOKE" --cmdline "$BASE swiftvmm.test=poweroff"
+if [ "$STATUS" -eq 0 ] && has "guest powered off" && has "ACPI: PM: Preparing to enter system sleep state S5"; then pass poweroff-exits-0 "${SECS}s"; else fail poweroff-exits-0 "status $STATUS" "$LOG"; fi
+
 # 3. Two vCPUs: the guest reports 2 CPUs online.
 vmm smp2 180 run "$SMOKE" --vcpus 2 --cmdline "$BASE swiftvmm.test=reboot"
 if has "nproc=2 online=0-1"; then pass smp-2-vcpus "${SECS}s"; else fail smp-2-vcpus "guest did not report 2 CPUs (status $STATUS)" "$LOG"; fi
