@@ -143,6 +143,11 @@ public struct SplitVirtqueue: Sendable {
         if eventIndex && notificationsEnabled {
             // "Notify me when you make entry nextAvail available" (§2.7.10.2).
             try write16(nextAvail, availEventAddress, memory)
+            // The next pop reads avail.idx: a store then a load of another
+            // field, the pattern the driver mirrors (idx store, avail_event
+            // load). Without a full fence both could see stale values and the
+            // driver's kick would be lost.
+            MemoryOrdering.full()
         }
         return chain
     }
