@@ -21,6 +21,7 @@ INITRD = os.path.join(CACHE, "guest/initramfs.cpio.gz")
 CMDLINE = "console=ttyS0 reboot=k panic=-1 quiet swiftvmm.test=reboot"
 MEM = "512M"
 MARKER = b"SWIFTVMM-GUEST-INIT: up"
+BOOT_LIMIT = float(os.environ.get("BENCH_BOOT_LIMIT", "180"))
 
 
 def qemu(machine):
@@ -66,11 +67,15 @@ def one_boot(cmd):
             peak[0] = max(peak[0], rss_no_shmem(p.pid))
             time.sleep(0.02)
     threading.Thread(target=sample, daemon=True).start()
+    # A boot that has not ended after BOOT_LIMIT seconds is killed and counted as failed.
+    killer = threading.Timer(BOOT_LIMIT, p.kill)
+    killer.start()
     t_init = None
     for line in p.stdout:
         if t_init is None and MARKER in line:
             t_init = time.monotonic() - t0
     p.wait()
+    killer.cancel()
     done.set()
     return t_init, peak[0], p.returncode
 
