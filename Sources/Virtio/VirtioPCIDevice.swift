@@ -64,7 +64,15 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
     /// The PCI class code for a device type, as QEMU assigns them: console
     /// "communication, other" 0x078000; everything else "unclassified" 0xFF0000.
     public static func classCode(forDeviceType type: UInt16) -> UInt32 {
-        type == VirtioSpec.DeviceType.console ? 0x07_80_00 : 0xFF_00_00
+        // The classes QEMU's virtio-*-pci devices report (hw/virtio/virtio-*-pci.c),
+        // so guests and tools see what they expect: block = mass storage (SCSI),
+        // net = Ethernet, console = other communication, the rest = unassigned.
+        switch type {
+        case VirtioSpec.DeviceType.block: return 0x01_00_00
+        case VirtioSpec.DeviceType.network: return 0x02_00_00
+        case VirtioSpec.DeviceType.console: return 0x07_80_00
+        default: return 0xFF_00_00
+        }
     }
 
     private struct State {

@@ -3,6 +3,8 @@
 public enum VirtioSpec {
     /// §5 "Device Types": the virtio device IDs this package implements.
     public enum DeviceType {
+        public static let network: UInt16 = 1  // §5.1.1
+        public static let block: UInt16 = 2    // §5.2.1
         public static let console: UInt16 = 3  // §5.3.1
         public static let entropy: UInt16 = 4  // §5.4.1
     }

@@ -581,3 +581,12 @@ final class VirtioPCIDeviceTests: XCTestCase {
         XCTAssertEqual(d.cfgRead(0, 2), 0x1AF4, "still a virtio device")
     }
 }
+
+final class VirtioClassCodeTests: XCTestCase {
+    func testClassCodesMatchWhatGuestsExpect() {
+        XCTAssertEqual(VirtioPCIDevice.classCode(forDeviceType: 1), 0x02_00_00) // Ethernet
+        XCTAssertEqual(VirtioPCIDevice.classCode(forDeviceType: 2), 0x01_00_00) // mass storage
+        XCTAssertEqual(VirtioPCIDevice.classCode(forDeviceType: 3), 0x07_80_00) // communication, other
+        XCTAssertEqual(VirtioPCIDevice.classCode(forDeviceType: 4), 0xFF_00_00) // unassigned
+    }
+}

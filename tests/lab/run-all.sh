@@ -2,7 +2,7 @@
 # Runs every lab suite inside the lab host and prints one summary line.
 cd "$(dirname "$0")"
 total_p=0; total_f=0
-for suite in boot.sh ci.sh; do
+for suite in boot.sh ci.sh devices.sh; do
     [ -f "$suite" ] || continue
     echo "== lab suite $suite"
     out=$(bash "$suite" 2>&1); echo "$out"

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Issue 3 lab tests: PCI, virtio devices, ACPI power-off, inside the lab host.
+source "$(dirname "$0")/lib.sh"
+cd "$REPO"
+BASE="console=ttyS0 reboot=k panic=-1 quiet"
+MODS=$CACHE/guest/initramfs-modules.cpio.gz
+work=$(mktemp -d /tmp/swiftvmm-devices.XXXXXX)
+
+# A config with every device kind; images live in $work.
+truncate -s 64M "$work/disk.img"
+printf 'READONLY-DISK-CONTENT' | dd of="$work/ro.img" bs=1M count=0 seek=16 2>/dev/null
+printf 'READONLY-DISK-CONTENT' | dd of="$work/ro.img" conv=notrunc 2>/dev/null
+cat >"$work/vm.toml" <<TOML
+[machine]
+vcpus = 1
+memory = "512M"
+[kernel]
+path = "$CACHE/guest/vmlinuz"
+initramfs = "$MODS"
+cmdline = "$BASE"
+[serial]
+mode = "terminal"
+[[disk]]
+path = "disk.img"
+[[disk]]
+path = "ro.img"
+read_only = true
+[[net]]
+tap = "swtap0"
+mac = "52:54:00:aa:bb:01"
+[console]
+mode = "file"
+path = "hvc0.log"
+[rng]
+enabled = true
+TOML
+ip tuntap add dev swtap0 mode tap && ip addr add 10.0.2.1/24 dev swtap0 && ip link set swtap0 up
+
+# 1. The guest sees the host bridge and each virtio device with its IDs, bound to virtio-pci, with MSI-X.
+vmm pci 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk,virtio_net,virtio-rng swiftvmm.test=pci"
+if has "SWIFTVMM-PCI: 0000:00:00.0 0x8086 0x0d57 0x060000" \
+    && has "SWIFTVMM-PCI: 0000:00:01.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
+    && has "SWIFTVMM-PCI: 0000:00:02.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
+    && has "SWIFTVMM-PCI: 0000:00:03.0 0x1af4 0x1041 0x020000 .*driver=virtio-pci" \
+    && has "SWIFTVMM-PCI: 0000:00:04.0 0x1af4 0x1043 0x078000 .*driver=virtio-pci" \
+    && has "SWIFTVMM-PCI: 0000:00:05.0 0x1af4 0x1044 0xff0000 .*driver=virtio-pci" \
+    && has "SWIFTVMM-IRQ: .*PCI-MSI"; then pass pci-devices-listed "${SECS}s"; else fail pci-devices-listed "status $STATUS" "$LOG"; fi
+
+# 2. virtio-rng feeds /dev/hwrng.
+vmm rng 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio-rng swiftvmm.test=rng"
+if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-rng "${SECS}s"; else fail virtio-rng "status $STATUS" "$LOG"; fi
+
+# 3. The guest writes a pattern to the virtio disk, flushes, powers off; the image holds it.
+vmm disk 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=LAB-$$"
+if [ "$STATUS" -eq 0 ] && has "vda write ok" && python3 - "$work/disk.img" "LAB-$$" <<'PY'
+import sys
+img, pat = sys.argv[1], sys.argv[2]
+want = "".join(f"{pat}-{i};" for i in range(64)).encode()
+with open(img, "rb") as f:
+    f.seek(1 << 20)
+    got = f.read(len(want))
+sys.exit(0 if got == want else 1)
+PY
+then pass disk-write-reaches-image "${SECS}s"; else fail disk-write-reaches-image "status $STATUS" "$LOG"; fi
+
+# 4. The read-only disk is read-only in the guest and refuses writes.
+if has "vdb ro=1" && has "vdb write refused" && has "READONLY-DISK-CONTENT" ; then pass read-only-disk; else fail read-only-disk "see log" "$LOG"; fi
+
+# 5. virtio-net: the guest pings the lab host through the TAP.
+vmm net 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
+if has "ping 10.0.2.1 ok" && has "eth0 52:54:00:aa:bb:01 driver=virtio_net"; then pass virtio-net-ping "${SECS}s"; else fail virtio-net-ping "status $STATUS" "$LOG"; fi
+
+# 6. virtio-console: hvc0 output reaches its file.
+if grep -q . "$work/hvc0.log" 2>/dev/null || true; then :; fi
+vmm hvc 240 run "$work/vm.toml" --cmdline "console=hvc0 reboot=k panic=-1 swiftvmm.test=reboot"
+if grep -q "SWIFTVMM-GUEST-INIT: up" "$work/hvc0.log"; then pass virtio-console-hvc0 "${SECS}s"; else LOG=$work/hvc0.log; fail virtio-console-hvc0 "no init marker in hvc0.log (status $STATUS)" "$LOG"; fi
+
+# 7. SIGTERM asks the guest to power off (ACPI power button) and swiftvmm exits 0 when it has.
+"$SWIFTVMM" run "$work/vm.toml" --cmdline "$BASE swiftvmm.test=shell" </dev/null >"$LOGDIR/sigterm.log" 2>&1 & pid=$!
+for _ in $(seq 1 120); do grep -q "SWIFTVMM-GUEST-INIT: up" "$LOGDIR/sigterm.log" && break; sleep 1; done
+sleep 2; kill -TERM $pid
+t0=$(date +%s); wait $pid; st=$?; LOG=$LOGDIR/sigterm.log
+if [ $st -eq 0 ] && has "guest powered off"; then pass sigterm-powers-off "$(( $(date +%s) - t0 ))s after SIGTERM"; else fail sigterm-powers-off "status $st" "$LOG"; fi
+
+ip link del swtap0 2>/dev/null
+rm -rf "$work"
+summary
