@@ -1,41 +1,17 @@
 import Foundation
 import TOMLKit
 
-/// The schema: tables and their keys, in the order issues are reported.
-enum Schema {
-    static let tables: [(name: String, keys: [String])] = [
-        ("machine", ["vcpus", "memory"]),
-        ("kernel", ["path", "initramfs", "cmdline"]),
-        ("serial", ["mode", "path"]),
-        ("run", ["timeout"]),
-    ]
-
-    static func keys(of table: String) -> [String] {
-        tables.first { $0.name == table }?.keys ?? []
-    }
-
-    /// vCPUs: xAPIC IDs are 8 bits and 0xFF is the broadcast ID (Intel SDM
-    /// Vol. 3A, "Local APIC ID"), so 0...254 are usable.
-    static let vcpuRange = 1...254
-    /// Below 16 MiB a kernel with an initramfs does not come up; above 1 TiB
-    /// is beyond what this VMM's memory map is meant for.
-    static let minMemory: UInt64 = 16 << 20
-    static let maxMemory: UInt64 = 1 << 40
-    /// KVM_SET_USER_MEMORY_REGION needs page-multiple sizes
-    /// (Documentation/virt/kvm/api.rst); x86 pages are 4 KiB.
-    static let pageSize: UInt64 = 4096
-    /// Linux x86 COMMAND_LINE_SIZE is 2048 including the NUL
-    /// (arch/x86/include/asm/setup.h).
-    static let maxCmdlineBytes = 2047
-    static let serialModes = ["terminal", "file", "off"]
-}
-
 /// Collects values and issues while walking a parsed TOML table, then
 /// applies overrides and checks files on the final values.
 struct Builder {
     struct Located {
         var path: String    // absolute
         var keyPath: String // where it came from, for messages
+    }
+
+    struct Disk {
+        var image: Located
+        var readOnly: Bool
     }
 
     let base: String
@@ -47,6 +23,13 @@ struct Builder {
     var cmdline = VMConfig.defaultCmdline
     var serial: SerialConfig = .terminal
     var timeoutSeconds: Double?
+    var disks: [Disk] = []
+    var nets: [NetConfig] = []
+    var virtioConsole: SerialConfig = .off
+    var rng = false
+    /// For duplicate checks across `[[net]]` entries.
+    var seenTaps: [(name: String, index: Int)] = []
+    var seenMACs: [(mac: [UInt8], index: Int, explicit: Bool)] = []
 
     init(base: String) {
         self.base = base
@@ -60,25 +43,53 @@ struct Builder {
 
     mutating func readFile(_ root: TOMLTable) {
         let known = Set(Schema.tables.map(\.name))
-        for (name, keys) in Schema.tables {
+        for (name, shape, keys) in Schema.tables {
             guard let value = root[name] else { continue }
-            guard value.type == .table, let table = value.table else {
-                issue(KeyPath.quote(name), "expected a table, got \(Self.describe(value.type))")
-                continue
-            }
-            switch name {
-            case "machine": readMachine(table)
-            case "kernel": readKernel(table)
-            case "serial": readSerial(table)
-            default: readRun(table)
-            }
-            for key in Self.keys(of: table) where !keys.contains(key) {
-                issue(KeyPath.join(name, key), "unknown key" + Suggest.forKey(key, inTable: name))
+            switch shape {
+            case .table:
+                guard value.type == .table, let table = value.table else {
+                    issue(KeyPath.quote(name), "expected a table, got \(Self.describe(value.type))")
+                    continue
+                }
+                switch name {
+                case "machine": readMachine(table)
+                case "kernel": readKernel(table)
+                case "serial": serial = readOutput(table, name: "serial", defaultMode: "terminal") ?? serial
+                case "console": virtioConsole = readOutput(table, name: "console", defaultMode: "off") ?? virtioConsole
+                case "rng": readRNG(table)
+                default: readRun(table)
+                }
+                unknownKeys(table, keys: keys, table: name, keyPath: KeyPath.quote(name))
+            case .arrayOfTables:
+                guard value.type == .array, let array = value.array else {
+                    issue(KeyPath.quote(name), "expected an array of tables ([[\(name)]])")
+                    continue
+                }
+                for index in array.indices {
+                    let element = array[index]
+                    let keyPath = "\(KeyPath.quote(name))[\(index)]"
+                    guard element.type == .table, let table = element.table else {
+                        issue(keyPath, "expected a table, got \(Self.describe(element.type))")
+                        continue
+                    }
+                    switch name {
+                    case "disk": readDisk(table, keyPath: keyPath)
+                    default: readNet(table, index: index, keyPath: keyPath)
+                    }
+                    unknownKeys(table, keys: keys, table: name, keyPath: keyPath)
+                }
             }
         }
         for key in Self.keys(of: root) where !known.contains(key) {
-            let isTable = root[key]?.type == .table
+            let v = root[key]
+            let isTable = v?.type == .table || (v?.array.map { !$0.isEmpty && $0.allSatisfy { $0.type == .table } } ?? false)
             issue(KeyPath.quote(key), (isTable ? "unknown table" : "unknown key") + Suggest.forRootKey(key))
+        }
+    }
+
+    private mutating func unknownKeys(_ t: TOMLTable, keys: [String], table: String, keyPath: String) {
+        for key in Self.keys(of: t) where !keys.contains(key) {
+            issue(keyPath + "." + KeyPath.quote(key), "unknown key" + Suggest.forKey(key, inTable: table))
         }
     }
 
@@ -122,33 +133,39 @@ struct Builder {
         }
     }
 
-    private mutating func readSerial(_ t: TOMLTable) {
-        var mode: String? = "terminal"
-        if let s = string(t, "mode", "serial.mode") {
-            if Schema.serialModes.contains(s) {
+    /// `[serial]` or `[console]`: the destination, or nil after an issue.
+    private mutating func readOutput(_ t: TOMLTable, name: String, defaultMode: String) -> SerialConfig? {
+        let modePath = KeyPath.join(name, "mode")
+        let pathPath = KeyPath.join(name, "path")
+        var mode: String? = defaultMode
+        if let s = string(t, "mode", modePath) {
+            if Schema.outputModes.contains(s) {
                 mode = s
             } else {
-                issue("serial.mode", "\(KeyPath.quoteValue(s)) is not one of \(Schema.serialModes.joined(separator: ", "))")
+                issue(modePath, "\(KeyPath.quoteValue(s)) is not one of \(Schema.outputModes.joined(separator: ", "))")
                 mode = nil
             }
         } else if t["mode"] != nil {
             mode = nil // wrong type, reported
         }
         let pathValue = t["path"]
-        let path = string(t, "path", "serial.path")
+        let path = string(t, "path", pathPath)
         switch mode {
         case "file":
             guard let p = path else {
-                if pathValue == nil { issue("serial.path", "required when mode = \"file\"") }
-                return
+                if pathValue == nil { issue(pathPath, "required when mode = \"file\"") }
+                return nil
             }
-            if let m = Check.nonEmptyPath(p) { issue("serial.path", m); return }
-            serial = .file(Paths.absolute(p, relativeTo: base))
+            if let m = Check.nonEmptyPath(p) { issue(pathPath, m); return nil }
+            return .file(Paths.absolute(p, relativeTo: base))
         case let m?:
-            serial = m == "off" ? .off : .terminal
-            if pathValue != nil { issue("serial.path", "only used with mode = \"file\" (mode is \"\(m)\")") }
+            if pathValue != nil {
+                issue(pathPath, "only used with mode = \"file\" (mode is \"\(m)\")")
+                return nil
+            }
+            return m == "off" ? .off : .terminal
         case nil:
-            break
+            return nil
         }
     }
 
@@ -169,7 +186,7 @@ struct Builder {
     }
 
     /// The string at `key`, or nil if absent or not a string (reported).
-    private mutating func string(_ t: TOMLTable, _ key: String, _ keyPath: String) -> String? {
+    mutating func string(_ t: TOMLTable, _ key: String, _ keyPath: String) -> String? {
         guard let v = t[key] else { return nil }
         guard v.type == .string, let s = v.string else {
             issue(keyPath, "expected a string, got \(Self.describe(v.type))")
@@ -235,17 +252,25 @@ struct Builder {
         if kernel == nil && !issues.contains(where: { $0.keyPath == "kernel.path" || $0.keyPath == "--kernel" }) {
             issue("kernel.path", "required")
         }
+        checkSharedFiles(checkFiles: checkFiles)
         if checkFiles {
             if let k = kernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { issue(k.keyPath, m) }
             if let i = initramfs, let m = Paths.inputFileProblem(i.path) { issue(i.keyPath, m) }
             if case let .file(p) = serial, let m = Paths.outputFileProblem(p) { issue("serial.path", m) }
+            if case let .file(p) = virtioConsole, let m = Paths.outputFileProblem(p) { issue("console.path", m) }
+            for d in disks {
+                if let m = Paths.diskImageProblem(d.image.path, readOnly: d.readOnly) { issue(d.image.keyPath, m) }
+            }
         }
         guard issues.isEmpty, let k = kernel else {
             return .failure(ConfigError(issues: issues, configPath: configPath.isEmpty ? nil : configPath))
         }
         return .success(VMConfig(vcpus: vcpus, memoryBytes: memoryBytes, kernelPath: k.path,
                                  initramfsPath: initramfs?.path, cmdline: cmdline, serial: serial,
-                                 timeoutSeconds: timeoutSeconds, configPath: configPath))
+                                 timeoutSeconds: timeoutSeconds,
+                                 disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly) },
+                                 nets: nets, virtioConsole: virtioConsole, rng: rng,
+                                 configPath: configPath))
     }
 }
 

@@ -91,6 +91,46 @@ enum Check {
     }
 }
 
+extension Check {
+    /// A TAP interface name as Linux takes it: 1...15 bytes (IFNAMSIZ is 16
+    /// with the NUL, include/uapi/linux/if.h), not "." or ".." (dev_valid_name
+    /// in net/core/dev.c). Linux also refuses "/", ":" and white space; this
+    /// keeps to the portable set A-Z a-z 0-9 _ . - (no "%d" templates either:
+    /// the device is opened by name, not created under a generated one).
+    static func interfaceName(_ s: String) -> String? {
+        if s.isEmpty { return "must not be empty" }
+        if let bad = s.unicodeScalars.first(where: { !isInterfaceNameScalar($0) }) {
+            return "\(KeyPath.quoteValue(s)) contains \(KeyPath.quoteValue(String(bad))); "
+                + "interface names use only A-Z, a-z, 0-9, _, . and -"
+        }
+        let n = s.utf8.count
+        if n > Schema.maxInterfaceNameBytes {
+            return "\(KeyPath.quoteValue(s)) is \(n) characters long; interface names have at most "
+                + "\(Schema.maxInterfaceNameBytes) (IFNAMSIZ is 16 with the NUL)"
+        }
+        if s == "." || s == ".." { return "\(KeyPath.quoteValue(s)) is not a valid interface name" }
+        return nil
+    }
+
+    private static func isInterfaceNameScalar(_ u: Unicode.Scalar) -> Bool {
+        (u >= "a" && u <= "z") || (u >= "A" && u <= "Z") || (u >= "0" && u <= "9") || u == "_" || u == "." || u == "-"
+    }
+
+    /// A guest MAC: six hex pairs, unicast and not zero, as Linux's
+    /// is_valid_ether_addr wants (include/linux/etherdevice.h); virtio-net
+    /// drivers fall back to a random address for anything else.
+    static func mac(_ text: String) -> Result<[UInt8], Failure> {
+        let shown = KeyPath.quoteValue(text)
+        guard let bytes = MAC.parse(text) else {
+            return .failure(Failure("\(shown) is not a MAC address (six hex pairs separated by colons, "
+                + "e.g. \"52:54:00:12:34:56\")"))
+        }
+        if MAC.isMulticast(bytes) { return .failure(Failure("\(shown) is a multicast address")) }
+        if MAC.isZero(bytes) { return .failure(Failure("\(shown) is the all-zero address")) }
+        return .success(bytes)
+    }
+}
+
 /// Key paths as TOML writes them: bare keys joined with dots, other keys quoted.
 enum KeyPath {
     static func join(_ parts: String...) -> String {
@@ -129,11 +169,15 @@ enum KeyPath {
 /// "did you mean ...?" for unknown keys.
 enum Suggest {
     /// For an unknown key in `table`: a close key of that table, else the
-    /// same key in another table (`machine.path` -> `kernel.path`).
+    /// same key in another table (`machine.path` -> `kernel.path`). Entries
+    /// of `[[disk]]`/`[[net]]` only get other array tables suggested.
     static func forKey(_ key: String, inTable table: String) -> String {
         if let near = nearest(key, among: Schema.keys(of: table)) { return " (did you mean \(near)?)" }
-        if let other = Schema.tables.first(where: { $0.name != table && $0.keys.contains(key.lowercased()) }) {
-            return " (did you mean \(other.name).\(key.lowercased())?)"
+        let fromArray = Schema.shape(of: table) == .arrayOfTables
+        if let other = Schema.tables.first(where: {
+            $0.name != table && $0.keys.contains(key.lowercased()) && (!fromArray || $0.shape == .arrayOfTables)
+        }) {
+            return " (did you mean \(place(key.lowercased(), in: other.name))?)"
         }
         return ""
     }
@@ -141,11 +185,16 @@ enum Suggest {
     /// For an unknown top-level key: a close table name, else a table that
     /// has this key (`vcpus = 2` at the top -> `machine.vcpus`).
     static func forRootKey(_ key: String) -> String {
-        if let near = nearest(key, among: Schema.tables.map(\.name)) { return " (did you mean [\(near)]?)" }
+        if let near = nearest(key, among: Schema.tables.map(\.name)) { return " (did you mean \(Schema.header(near))?)" }
         if let owner = Schema.tables.first(where: { $0.keys.contains(key.lowercased()) }) {
-            return " (did you mean \(owner.name).\(key.lowercased())?)"
+            return " (did you mean \(place(key.lowercased(), in: owner.name))?)"
         }
         return ""
+    }
+
+    /// `kernel.path`, or `tap in [[net]]` for array tables.
+    private static func place(_ key: String, in table: String) -> String {
+        Schema.shape(of: table) == .arrayOfTables ? "\(key) in \(Schema.header(table))" : "\(table).\(key)"
     }
 
     /// The candidate closest to `key` by edit distance, if close enough:

@@ -65,4 +65,27 @@ enum Paths {
         guard fm.isWritableFile(atPath: dir) else { return "\(dir): not writable (permission denied)" }
         return nil
     }
+
+    /// Why `path` cannot back a `[[disk]]`, or nil: it must be a readable,
+    /// non-empty regular file (symlinks followed), and writable unless
+    /// `readOnly`.
+    static func diskImageProblem(_ path: String, readOnly: Bool) -> String? {
+        if let m = inputFileProblem(path, allowEmpty: false) { return m }
+        guard !readOnly else { return nil }
+        // access(2) rather than the mode bits: as root it passes any mode,
+        // but still fails with EROFS on a read-only mount.
+        if access(path, W_OK) == 0 { return nil }
+        return notWritable(path, errno: errno)
+    }
+
+    static func notWritable(_ path: String, errno e: Int32) -> String {
+        let why: String
+        switch e {
+        case EROFS: why = "on a read-only file system"
+        case EACCES, EPERM: why = "permission denied"
+        case ETXTBSY: why = "in use as a running program"
+        default: why = String(cString: strerror(e))
+        }
+        return "\(path): not writable (\(why)); set read_only = true to use it read-only"
+    }
 }

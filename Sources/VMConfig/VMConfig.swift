@@ -16,6 +16,16 @@ public struct VMConfig: Equatable, Sendable {
     public var serial: SerialConfig
     /// Stop the guest after this many seconds; nil for no limit.
     public var timeoutSeconds: Double?
+    /// virtio-blk disks in file order, which is their order on the PCI bus
+    /// (so the guest names them /dev/vda, /dev/vdb, ...).
+    public var disks: [DiskConfig]
+    /// virtio-net devices in file order (also their order on the PCI bus).
+    public var nets: [NetConfig]
+    /// Where the virtio console (the guest's hvc0) goes; `.off` for no
+    /// virtio-console device at all.
+    public var virtioConsole: SerialConfig
+    /// Whether there is a virtio-rng device.
+    public var rng: Bool
     /// Absolute path of the config file this came from ("" if none).
     public var configPath: String
 
@@ -30,6 +40,10 @@ public struct VMConfig: Equatable, Sendable {
                 cmdline: String = VMConfig.defaultCmdline,
                 serial: SerialConfig = .terminal,
                 timeoutSeconds: Double? = nil,
+                disks: [DiskConfig] = [],
+                nets: [NetConfig] = [],
+                virtioConsole: SerialConfig = .off,
+                rng: Bool = false,
                 configPath: String = "") {
         self.vcpus = vcpus
         self.memoryBytes = memoryBytes
@@ -38,6 +52,10 @@ public struct VMConfig: Equatable, Sendable {
         self.cmdline = cmdline
         self.serial = serial
         self.timeoutSeconds = timeoutSeconds
+        self.disks = disks
+        self.nets = nets
+        self.virtioConsole = virtioConsole
+        self.rng = rng
         self.configPath = configPath
     }
 
@@ -51,13 +69,15 @@ public struct VMConfig: Equatable, Sendable {
     }
 }
 
-/// Where the guest's serial console (COM1) goes.
+/// Where a guest console goes: the serial port (COM1, `VMConfig.serial`)
+/// or the virtio console (hvc0, `VMConfig.virtioConsole`).
 public enum SerialConfig: Equatable, Sendable {
     /// The VMM's terminal (stdout; stdin is forwarded when it is a terminal).
     case terminal
     /// Written to the file at this absolute path (truncated first).
     case file(String)
-    /// Discarded (the UART still exists, so the guest sees no difference).
+    /// For the serial port: discarded (the UART still exists, so the guest
+    /// sees no difference). For the virtio console: no device.
     case off
 }
 

@@ -1,0 +1,126 @@
+import Foundation
+import TOMLKit
+
+/// `[[disk]]`, `[[net]]`, `[rng]`, and the checks between entries.
+extension Builder {
+    mutating func readDisk(_ t: TOMLTable, keyPath: String) {
+        let pathPath = keyPath + ".path"
+        var image: Located?
+        if let s = string(t, "path", pathPath) {
+            if let m = Check.nonEmptyPath(s) { issue(pathPath, m) } else {
+                image = Located(path: Paths.absolute(s, relativeTo: base), keyPath: pathPath)
+            }
+        } else if t["path"] == nil {
+            issue(pathPath, "required")
+        }
+        var readOnly: Bool? = false
+        if t["read_only"] != nil { readOnly = bool(t, "read_only", keyPath + ".read_only") }
+        if let image, let readOnly {
+            disks.append(Disk(image: image, readOnly: readOnly))
+        }
+    }
+
+    mutating func readNet(_ t: TOMLTable, index: Int, keyPath: String) {
+        let tapPath = keyPath + ".tap"
+        let macPath = keyPath + ".mac"
+        var tap: String?
+        if let s = string(t, "tap", tapPath) {
+            if let m = Check.interfaceName(s) {
+                issue(tapPath, m)
+            } else if let earlier = seenTaps.first(where: { $0.name == s }) {
+                issue(tapPath, "duplicate of net[\(earlier.index)].tap")
+            } else {
+                seenTaps.append((s, index))
+                tap = s
+            }
+        } else if t["tap"] == nil {
+            issue(tapPath, "required")
+        }
+
+        var mac: [UInt8]?
+        let explicit = t["mac"] != nil
+        if let s = string(t, "mac", macPath) {
+            switch Check.mac(s) {
+            case let .success(bytes): mac = bytes
+            case let .failure(f): issue(macPath, f.message)
+            }
+        } else if !explicit {
+            mac = MAC.defaultAddress(index: index)
+        }
+        if let bytes = mac, let earlier = seenMACs.first(where: { $0.mac == bytes }) {
+            let shown = MAC.format(bytes)
+            switch (explicit, earlier.explicit) {
+            case (true, true):
+                issue(macPath, "duplicate of net[\(earlier.index)].mac")
+            case (true, false):
+                issue(macPath, "\(shown) is the default MAC of net[\(earlier.index)] (set net[\(earlier.index)].mac to use it here)")
+            default:
+                issue(macPath, "the default \(shown) is a duplicate of net[\(earlier.index)].mac; set this one")
+            }
+            mac = nil
+        } else if let bytes = mac {
+            seenMACs.append((bytes, index, explicit))
+        }
+
+        if let tap, let mac {
+            nets.append(NetConfig(tap: tap, mac: mac))
+        }
+    }
+
+    mutating func readRNG(_ t: TOMLTable) {
+        if let b = bool(t, "enabled", "rng.enabled") { rng = b }
+    }
+
+    /// The boolean at `key`, or nil if absent or not a boolean (reported).
+    mutating func bool(_ t: TOMLTable, _ key: String, _ keyPath: String) -> Bool? {
+        guard let v = t[key] else { return nil }
+        guard v.type == .bool, let b = v.bool else {
+            issue(keyPath, "expected a boolean, got \(Self.describe(v.type))")
+            return nil
+        }
+        return b
+    }
+
+    // MARK: Files used twice
+
+    /// Refuses a writable disk image used twice (two virtio-blk devices
+    /// caching the same blocks corrupt it), two console outputs into one
+    /// file, and an output file that is an input (it would be truncated).
+    /// Paths are compared as written (made absolute); with `checkFiles`,
+    /// existing files are compared by device and inode, which also catches
+    /// symlinks and hard links.
+    mutating func checkSharedFiles(checkFiles: Bool) {
+        let ids = disks.map { Self.identity($0.image.path, checkFiles: checkFiles) }
+        for i in disks.indices {
+            guard let j = (0..<i).first(where: { ids[$0] == ids[i] }) else { continue }
+            if !disks[i].readOnly || !disks[j].readOnly {
+                issue(disks[i].image.keyPath, "same image as \(disks[j].image.keyPath); a disk that is written "
+                    + "must not be shared (read_only = true on both to share it)")
+            }
+        }
+
+        var outputs: [Located] = []
+        if case let .file(p) = serial { outputs.append(Located(path: p, keyPath: "serial.path")) }
+        if case let .file(p) = virtioConsole { outputs.append(Located(path: p, keyPath: "console.path")) }
+        let inputs = [kernel, initramfs].compactMap { $0 } + disks.map(\.image)
+        let inputIDs = inputs.map { Self.identity($0.path, checkFiles: checkFiles) }
+        for (n, out) in outputs.enumerated() {
+            let id = Self.identity(out.path, checkFiles: checkFiles)
+            if let k = inputIDs.firstIndex(of: id) {
+                issue(out.keyPath, "same file as \(inputs[k].keyPath), which would be truncated")
+            } else if let earlier = outputs[..<n].first(where: { Self.identity($0.path, checkFiles: checkFiles) == id }) {
+                issue(out.keyPath, "same file as \(earlier.keyPath)")
+            }
+        }
+    }
+
+    /// "dev:ino" of an existing file when `checkFiles`, else the path.
+    private static func identity(_ path: String, checkFiles: Bool) -> String {
+        guard checkFiles else { return path }
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        guard let a = try? FileManager.default.attributesOfItem(atPath: resolved),
+              let dev = a[.systemNumber] as? NSNumber, let ino = a[.systemFileNumber] as? NSNumber
+        else { return path }
+        return "\(dev.uint64Value):\(ino.uint64Value)"
+    }
+}

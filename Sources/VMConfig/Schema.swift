@@ -1,0 +1,52 @@
+/// The schema: top-level tables and their keys, in the order issues are
+/// reported. Documented for users in `configs/README.md`.
+enum Schema {
+    /// `[name]` once, or `[[name]]` zero or more times.
+    enum Shape: Equatable {
+        case table
+        case arrayOfTables
+    }
+
+    static let tables: [(name: String, shape: Shape, keys: [String])] = [
+        ("machine", .table, ["vcpus", "memory"]),
+        ("kernel", .table, ["path", "initramfs", "cmdline"]),
+        ("serial", .table, ["mode", "path"]),
+        ("console", .table, ["mode", "path"]),
+        ("disk", .arrayOfTables, ["path", "read_only"]),
+        ("net", .arrayOfTables, ["tap", "mac"]),
+        ("rng", .table, ["enabled"]),
+        ("run", .table, ["timeout"]),
+    ]
+
+    static func keys(of table: String) -> [String] {
+        tables.first { $0.name == table }?.keys ?? []
+    }
+
+    static func shape(of table: String) -> Shape {
+        tables.first { $0.name == table }?.shape ?? .table
+    }
+
+    /// How a table is written in a file: `[machine]`, `[[disk]]`.
+    static func header(_ table: String) -> String {
+        shape(of: table) == .arrayOfTables ? "[[\(table)]]" : "[\(table)]"
+    }
+
+    /// vCPUs: xAPIC IDs are 8 bits and 0xFF is the broadcast ID (Intel SDM
+    /// Vol. 3A, "Local APIC ID"), so 0...254 are usable.
+    static let vcpuRange = 1...254
+    /// Below 16 MiB a kernel with an initramfs does not come up; above 1 TiB
+    /// is beyond what this VMM's memory map is meant for.
+    static let minMemory: UInt64 = 16 << 20
+    static let maxMemory: UInt64 = 1 << 40
+    /// KVM_SET_USER_MEMORY_REGION needs page-multiple sizes
+    /// (Documentation/virt/kvm/api.rst); x86 pages are 4 KiB.
+    static let pageSize: UInt64 = 4096
+    /// Linux x86 COMMAND_LINE_SIZE is 2048 including the NUL
+    /// (arch/x86/include/asm/setup.h).
+    static let maxCmdlineBytes = 2047
+    /// `[serial]` and `[console]` modes.
+    static let outputModes = ["terminal", "file", "off"]
+    /// IFNAMSIZ is 16 including the terminating NUL (include/uapi/linux/if.h),
+    /// so a TAP name has at most 15 bytes.
+    static let maxInterfaceNameBytes = 15
+}
