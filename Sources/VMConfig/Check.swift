@@ -169,17 +169,18 @@ enum KeyPath {
 /// "did you mean ...?" for unknown keys.
 enum Suggest {
     /// For an unknown key in `table`: a close key of that table, else the
-    /// same key in another table (`machine.path` -> `kernel.path`). Entries
-    /// of `[[disk]]`/`[[net]]` only get other array tables suggested.
+    /// same key in another table (`machine.path` -> `kernel.path`). From a
+    /// `[[disk]]`/`[[net]]` entry only the other array table is suggested,
+    /// and only if the key is its own (`disk[0].tap` -> `tap in [[net]]`,
+    /// but nothing for `net[0].path`).
     static func forKey(_ key: String, inTable table: String) -> String {
         if let near = nearest(key, among: Schema.keys(of: table)) { return " (did you mean \(near)?)" }
-        let fromArray = Schema.shape(of: table) == .arrayOfTables
-        if let other = Schema.tables.first(where: {
-            $0.name != table && $0.keys.contains(key.lowercased()) && (!fromArray || $0.shape == .arrayOfTables)
-        }) {
-            return " (did you mean \(place(key.lowercased(), in: other.name))?)"
+        let owners = Schema.tables.filter { $0.name != table && $0.keys.contains(key.lowercased()) }
+        guard let other = owners.first else { return "" }
+        if Schema.shape(of: table) == .arrayOfTables && (owners.count > 1 || other.shape != .arrayOfTables) {
+            return ""
         }
-        return ""
+        return " (did you mean \(place(key.lowercased(), in: other.name))?)"
     }
 
     /// For an unknown top-level key: a close table name, else a table that

@@ -39,4 +39,29 @@ final class ConfigsDirectoryTests: XCTestCase {
         XCTAssertEqual(c.serial, .terminal)
         XCTAssertNil(c.timeoutSeconds)
     }
+
+    func testDiskAndNetConfig() throws {
+        // checkFiles: false, since the images under .cache/images/ are made by hand (see the file).
+        let c = try ConfigLoader.load(path: Self.configsDir + "/disk-and-net.toml", checkFiles: false)
+        let repo = (Self.configsDir as NSString).deletingLastPathComponent
+        XCTAssertEqual(c.disks, [DiskConfig(path: repo + "/.cache/images/root.img", readOnly: false),
+                                 DiskConfig(path: repo + "/.cache/images/data.img", readOnly: true)])
+        XCTAssertEqual(c.nets, [NetConfig(tap: "tap0", mac: [0x52, 0x54, 0x00, 0xA0, 0x00, 0x01])])
+        XCTAssertEqual(c.virtioConsole, .file(repo + "/.cache/hvc0.log"))
+        XCTAssertEqual(c.serial, .terminal)
+        XCTAssertTrue(c.rng)
+        XCTAssertTrue(c.cmdline.contains("console=hvc0"), c.cmdline)
+    }
+
+    /// Each example exists for a feature; the device example must keep
+    /// every device kind in it.
+    func testEveryDeviceKindHasAnExample() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: Self.configsDir).filter { $0.hasSuffix(".toml") }
+        let configs = try names.map { try ConfigLoader.load(path: Self.configsDir + "/" + $0, checkFiles: false) }
+        XCTAssertTrue(configs.contains { $0.disks.contains { $0.readOnly } })
+        XCTAssertTrue(configs.contains { $0.disks.contains { !$0.readOnly } })
+        XCTAssertTrue(configs.contains { !$0.nets.isEmpty })
+        XCTAssertTrue(configs.contains { $0.rng })
+        XCTAssertTrue(configs.contains { if case .file = $0.virtioConsole { return true } else { return false } })
+    }
 }
