@@ -1,0 +1,177 @@
+import CShim
+import Glibc
+
+/// The TUN/TAP uAPI SwiftVMM uses. The request number and flags are macros in
+/// `linux/if_tun.h` that Swift cannot import (and the C shim does not export),
+/// so they are spelled out here; `NetTests` checks each against its literal.
+public enum TunUAPI {
+    /// `#define TUNSETIFF _IOW('T', 202, int)` (linux/if_tun.h):
+    /// dir write (1) << 30 | sizeof(int) (4) << 16 | 'T' (0x54) << 8 | 202.
+    public static let TUNSETIFF: UInt = 0x4004_54CA
+    /// `#define IFF_TAP 0x0002` (linux/if_tun.h): Ethernet frames, not IP packets.
+    public static let IFF_TAP: UInt16 = 0x0002
+    /// `#define IFF_NO_PI 0x1000` (linux/if_tun.h): no 4-byte packet-info
+    /// prefix. IFF_VNET_HDR (0x4000) is not set: the virtio-net device strips
+    /// and prepends its own header, and the tap carries bare frames.
+    public static let IFF_NO_PI: UInt16 = 0x1000
+    /// `#define IFNAMSIZ 16` (linux/if.h): interface names are at most 15
+    /// bytes plus a NUL.
+    public static let IFNAMSIZ = 16
+    /// `sizeof(struct ifreq)` on x86_64 (linux/if.h): `ifr_name[IFNAMSIZ]`
+    /// then a 24-byte union (its largest member is `struct ifmap`), in which
+    /// `ifr_flags` (a short) is at offset 0.
+    public static let ifreqSize = 40
+    public static let ifreqFlagsOffset = 16
+}
+
+/// A TAP interface: the host end of a virtio-net device. Frames are bare
+/// Ethernet frames (IFF_TAP | IFF_NO_PI, no vnet header), one per `read` or
+/// `write`.
+///
+/// The VMM's receive thread loops on `readFrame()` (blocking) and hands each
+/// frame to `VirtioNet.receive(frame:)`; the device's transmit path calls
+/// `writeFrame` through `NetBackend`. The interface is not persistent: it
+/// disappears when the descriptor closes, unless it was created beforehand
+/// (`ip tuntap add NAME mode tap user $USER`), which is also how an
+/// unprivileged user gets one.
+public final class TapDevice: @unchecked Sendable {
+    public static let controlPath = "/dev/net/tun"
+    /// Largest frame `readFrame` returns: 64 KiB covers any MTU a tap accepts
+    /// (the virtio-net device caps frames at the same size).
+    public static let maxFrameLength = 65536
+
+    /// The interface name, as the kernel reports it (the one it chose when
+    /// none was given).
+    public let name: String
+    /// The tap's descriptor, for the VMM's poll loop.
+    public let fd: FileDescriptor
+
+    /// Attaches to the tap interface `name`, creating it when it does not
+    /// exist (that needs CAP_NET_ADMIN); `nil` or "" lets the kernel choose a
+    /// name (`tapN`). Errors say what to do: load the tun module, get
+    /// CAP_NET_ADMIN or a tap owned by this user, free a busy tap.
+    public convenience init(name: String? = nil) throws {
+        try self.init(name: name, controlPath: Self.controlPath)
+    }
+
+    /// `controlPath` replaces /dev/net/tun, so tests can make the open fail.
+    init(name: String?, controlPath: String) throws {
+        let requested = name ?? ""
+        if !requested.isEmpty {
+            guard Self.isValidName(requested) else {
+                throw SysError(errno: EINVAL, operation:
+                    "tap name \"\(requested)\" is invalid: 1-\(TunUAPI.IFNAMSIZ - 1) bytes, no '/', ':' or whitespace")
+            }
+        }
+        let raw = retryingEINTR { Int(Glibc.open(controlPath, O_RDWR | O_CLOEXEC)) }
+        guard raw >= 0 else {
+            let e = shim_errno()
+            throw SysError(errno: e, operation: Self.openFailure(path: controlPath, errno: e))
+        }
+        let fd = FileDescriptor(adopting: Int32(raw))
+
+        var request = Self.ifreq(name: requested, flags: TunUAPI.IFF_TAP | TunUAPI.IFF_NO_PI)
+        let r = request.withUnsafeMutableBytes { b in
+            // SAFETY: `b` is the 40-byte ifreq the kernel reads and writes back
+            // (TUNSETIFF copies exactly sizeof(struct ifreq)).
+            retryingEINTR { Int(shim_ioctl_ptr(fd.raw, TunUAPI.TUNSETIFF, b.baseAddress)) }
+        }
+        guard r >= 0 else {
+            let e = shim_errno()
+            throw SysError(errno: e, operation: Self.setIffFailure(name: requested, errno: e))
+        }
+        self.name = Self.name(fromIfreq: request)
+        self.fd = fd
+    }
+
+    /// What the kernel's `dev_valid_name` accepts: 1 to IFNAMSIZ-1 bytes,
+    /// not "." or "..", no '/', ':', NUL or whitespace.
+    static func isValidName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty, bytes.count < TunUAPI.IFNAMSIZ, name != ".", name != ".." else { return false }
+        let forbidden: Set<UInt8> = [0, UInt8(ascii: "/"), UInt8(ascii: ":"), UInt8(ascii: " "),
+                                     UInt8(ascii: "\t"), UInt8(ascii: "\n"), 0x0B, 0x0C, UInt8(ascii: "\r")]
+        return !bytes.contains(where: forbidden.contains)
+    }
+
+    /// A `struct ifreq` as bytes: the name (NUL-padded) then `ifr_flags`.
+    static func ifreq(name: String, flags: UInt16) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: TunUAPI.ifreqSize)
+        for (i, c) in name.utf8.prefix(TunUAPI.IFNAMSIZ - 1).enumerated() { b[i] = c }
+        b[TunUAPI.ifreqFlagsOffset] = UInt8(truncatingIfNeeded: flags)
+        b[TunUAPI.ifreqFlagsOffset + 1] = UInt8(truncatingIfNeeded: flags >> 8)
+        return b
+    }
+
+    /// The NUL-terminated name at the start of an ifreq.
+    static func name(fromIfreq b: [UInt8]) -> String {
+        let bytes = b.prefix(TunUAPI.IFNAMSIZ - 1).prefix { $0 != 0 }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The message for a failed open of the tun control device.
+    static func openFailure(path: String, errno e: Int32) -> String {
+        switch e {
+        case ENOENT, ENODEV, ENXIO:
+            return "\(path) missing: modprobe tun"
+        case EACCES, EPERM:
+            return "\(path): no permission (needs read-write access to it; run as root or grant access with a udev rule)"
+        default:
+            return "open \(path)"
+        }
+    }
+
+    /// The message for a failed TUNSETIFF on `name` ("" = kernel-chosen).
+    static func setIffFailure(name: String, errno e: Int32) -> String {
+        let shown = name.isEmpty ? "(kernel-chosen name)" : name
+        let example = name.isEmpty ? "tap0" : name
+        switch e {
+        case EPERM, EACCES:
+            return "tap \(shown): no permission (needs CAP_NET_ADMIN or a tap owned by your user: ip tuntap add \(example) mode tap user $USER)"
+        case EBUSY:
+            return "tap \(shown) is busy: another process has it open, or it was created with other flags (multi_queue, vnet_hdr)"
+        case EINVAL:
+            return "tap \(shown): the name belongs to an interface that is not a tap"
+        default:
+            return "tap \(shown): TUNSETIFF"
+        }
+    }
+
+    /// Reads one frame; blocks until one arrives (unless `setNonBlocking`,
+    /// then an empty tap throws a `SysError` with errno EAGAIN). A frame
+    /// longer than `maxLength` is truncated by the kernel; the default is
+    /// `maxFrameLength`.
+    public func readFrame(maxLength: Int = TapDevice.maxFrameLength) throws -> [UInt8] {
+        let capacity = max(1, maxLength)
+        var failure: Int32 = 0
+        let frame = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            // SAFETY: read(2) writes at most `capacity` bytes into the
+            // array's uninitialized storage of that size; `count` is set to
+            // what it wrote.
+            let n = retryingEINTR { Glibc.read(fd.raw, buffer.baseAddress, capacity) }
+            if n < 0 { failure = shim_errno(); count = 0 } else { count = n }
+        }
+        if failure != 0 { throw SysError(errno: failure, operation: "tap \(name): read") }
+        guard !frame.isEmpty else { throw SysError(errno: EIO, operation: "tap \(name): read returned end of file") }
+        return frame
+    }
+
+    /// Writes one frame. A tap whose interface is down refuses it (EIO).
+    public func writeFrame(_ frame: [UInt8]) throws {
+        let n = frame.withUnsafeBytes { b in retryingEINTR { Glibc.write(fd.raw, b.baseAddress, b.count) } }
+        guard n >= 0 else { throw SysError.last("tap \(name): write") }
+        guard n == frame.count else {
+            throw SysError(errno: EIO, operation: "tap \(name): wrote \(n) of \(frame.count) bytes")
+        }
+    }
+
+    /// Sets or clears O_NONBLOCK on the tap descriptor.
+    public func setNonBlocking(_ nonBlocking: Bool = true) throws {
+        let flags = fcntl(fd.raw, F_GETFL)
+        guard flags >= 0 else { throw SysError.last("tap \(name): fcntl(F_GETFL)") }
+        let wanted = nonBlocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
+        guard wanted == flags || fcntl(fd.raw, F_SETFL, wanted) == 0 else {
+            throw SysError.last("tap \(name): fcntl(F_SETFL)")
+        }
+    }
+}

@@ -1,0 +1,351 @@
+import GuestMemory
+import Synchronization
+
+/// virtio block device (virtio 1.2 §5.2): one request queue; sectors come
+/// from a `BlockBackend` (`BlockFile` in the VMM).
+///
+/// Offers VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH and,
+/// for a read-only backend, VIRTIO_BLK_F_RO (§5.2.3). Serves
+/// VIRTIO_BLK_T_IN, _OUT, _FLUSH and _GET_ID; every other type gets
+/// VIRTIO_BLK_S_UNSUPP (§5.2.6).
+///
+/// A request (§5.2.6) is read as two byte streams, whatever the descriptor
+/// boundaries (§2.6.4): the device-readable bytes are the 16-byte header
+/// (le32 type, le32 reserved, le64 sector) then, for OUT, the data; the
+/// device-writable bytes are, for IN and GET_ID, the data, then the status
+/// byte, which is always the last writable byte. The used length is what the
+/// device wrote: the data it read into the driver's buffers plus 1.
+///
+/// What the guest gets for a bad request:
+/// - A chain with no complete header (fewer than 16 readable bytes), no
+///   writable byte for the status, or a readable buffer after a writable one
+///   (§2.7.4.2) cannot be answered within the protocol: the device stops and
+///   asks for DEVICE_NEEDS_RESET (`VirtioInterrupt.deviceNeedsReset`), which
+///   is also how the VMM gets to log "guest error: ..." for it.
+/// - Anything else that is wrong is answered with VIRTIO_BLK_S_IOERR and the
+///   device goes on: data in the wrong direction for the type (readable data
+///   for IN or GET_ID, writable data besides the status for OUT), a length
+///   that is not a multiple of 512 (§5.2.6.1), `sector * 512 + length` that
+///   overflows or ends past the capacity, a write to a read-only device
+///   (§5.2.6.2: IOERR and no data written), a GET_ID buffer shorter than 20
+///   bytes, and any error from the backend. FLUSH ignores its sector and any
+///   data (§5.2.6.1 asks the driver for 0 and none).
+///
+/// I/O is synchronous, on the thread that delivered the notification, with
+/// the device lock held; requests complete in ring order. Data moves through
+/// a bounce buffer of at most `ioChunk` bytes, so a guest cannot make the VMM
+/// allocate the 4 GiB a chain may describe.
+public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
+    /// §5.2.1 "Device ID".
+    public static let deviceTypeID: UInt16 = 2
+    /// §5.2.2 "Virtqueues": requestq.
+    public static let requestQueue = 0
+    public static let defaultQueueSize: UInt16 = 256
+    /// §5.2.4: `capacity` counts 512-byte sectors, and `sector` in a request
+    /// is an offset in 512-byte units (§5.2.6), whatever `blk_size` says.
+    public static let sectorSize: UInt64 = 512
+    /// VIRTIO_BLK_ID_BYTES (§5.2.6, linux/virtio_blk.h): GET_ID returns 20
+    /// bytes, NUL-padded, no terminator when all 20 are used.
+    public static let idBytes = 20
+    /// Bounce buffer size for IN/OUT data.
+    static let ioChunk = 128 * 1024
+
+    /// §5.2.3 "Feature bits" (bit numbers from the spec, as masks).
+    public enum Feature {
+        public static let sizeMax: UInt64 = 1 << 1  // VIRTIO_BLK_F_SIZE_MAX (not offered: any segment size)
+        public static let segMax: UInt64 = 1 << 2   // VIRTIO_BLK_F_SEG_MAX
+        public static let readOnly: UInt64 = 1 << 5 // VIRTIO_BLK_F_RO
+        public static let blockSize: UInt64 = 1 << 6 // VIRTIO_BLK_F_BLK_SIZE
+        public static let flush: UInt64 = 1 << 9    // VIRTIO_BLK_F_FLUSH
+    }
+
+    /// §5.2.6 request types (`type` field).
+    public enum RequestType {
+        public static let `in`: UInt32 = 0     // VIRTIO_BLK_T_IN
+        public static let out: UInt32 = 1      // VIRTIO_BLK_T_OUT
+        public static let flush: UInt32 = 4    // VIRTIO_BLK_T_FLUSH
+        public static let getID: UInt32 = 8    // VIRTIO_BLK_T_GET_ID
+    }
+
+    /// §5.2.6 status values (the last byte of the request).
+    public enum Status {
+        public static let ok: UInt8 = 0     // VIRTIO_BLK_S_OK
+        public static let ioError: UInt8 = 1 // VIRTIO_BLK_S_IOERR
+        public static let unsupported: UInt8 = 2 // VIRTIO_BLK_S_UNSUPP
+    }
+
+    /// §5.2.4 `struct virtio_blk_config`: offsets of the fields the offered
+    /// features make valid. The device configuration ends after `blk_size`:
+    /// Linux reads only fields whose feature was negotiated, and must not
+    /// read past the end (virtio_pci_modern's `vp_get` checks `device_len`).
+    public enum ConfigOffset {
+        public static let capacity = 0  // le64, 512-byte sectors
+        public static let sizeMax = 8   // le32 (VIRTIO_BLK_F_SIZE_MAX; reads 0)
+        public static let segMax = 12   // le32 (VIRTIO_BLK_F_SEG_MAX)
+        public static let geometry = 16 // le16 cylinders, u8 heads, u8 sectors (reads 0)
+        public static let blockSize = 20 // le32 (VIRTIO_BLK_F_BLK_SIZE)
+        public static let size = 24
+    }
+
+    /// §5.2.6 request header: le32 type, le32 reserved, le64 sector.
+    static let headerSize: UInt64 = 16
+
+    /// Counters, for tests and the VMM's statistics.
+    public struct Statistics: Equatable, Sendable {
+        public var reads: UInt64 = 0
+        public var writes: UInt64 = 0
+        public var flushes: UInt64 = 0
+        public var bytesRead: UInt64 = 0
+        public var bytesWritten: UInt64 = 0
+        /// Requests answered VIRTIO_BLK_S_IOERR because the request was
+        /// invalid (range, length, direction, read-only).
+        public var invalidRequests: UInt64 = 0
+        /// Requests answered VIRTIO_BLK_S_IOERR because the backend failed.
+        public var backendErrors: UInt64 = 0
+        /// Requests answered VIRTIO_BLK_S_UNSUPP.
+        public var unsupportedRequests: UInt64 = 0
+        public init() {}
+    }
+
+    private struct Active {
+        let memory: GuestMemoryAccess
+        var queue: SplitVirtqueue
+        let interrupt: VirtioInterrupt
+        var broken = false
+    }
+
+    private struct State {
+        var active: Active?
+        var statistics = Statistics()
+    }
+
+    private let backend: BlockBackend
+    private let queueSize: UInt16
+    private let readOnly: Bool
+    /// Whole sectors of the backend, fixed at creation.
+    public let capacitySectors: UInt64
+    private let serial: [UInt8]
+    private let config: [UInt8]
+    private let state = Mutex(State())
+
+    /// `serial` is what GET_ID returns (ASCII; its first 20 bytes are used,
+    /// NUL-padded). `queueSize` is the request queue's maximum (a power of 2).
+    public init(backend: BlockBackend, serial: String = "", queueSize: UInt16 = VirtioBlock.defaultQueueSize) {
+        self.backend = backend
+        self.queueSize = queueSize
+        readOnly = backend.isReadOnly
+        capacitySectors = backend.capacity / Self.sectorSize
+        var id = [UInt8](repeating: 0, count: Self.idBytes)
+        for (i, b) in serial.utf8.prefix(Self.idBytes).enumerated() { id[i] = b }
+        self.serial = id
+
+        var c = [UInt8](repeating: 0, count: ConfigOffset.size)
+        Self.put(capacitySectors, into: &c, at: ConfigOffset.capacity, width: 8)
+        // seg_max: data segments per request. The header and the status take
+        // a descriptor each, so at most queueSize - 2 are left for data when
+        // the chain is direct (QEMU offers the same).
+        Self.put(UInt64(max(Int(queueSize) - 2, 1)), into: &c, at: ConfigOffset.segMax, width: 4)
+        Self.put(Self.sectorSize, into: &c, at: ConfigOffset.blockSize, width: 4)
+        config = c
+    }
+
+    private static func put(_ v: UInt64, into b: inout [UInt8], at offset: Int, width: Int) {
+        for k in 0..<width { b[offset + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(k))) }
+    }
+
+    public var deviceType: UInt16 { Self.deviceTypeID }
+    public var deviceFeatures: UInt64 {
+        Feature.segMax | Feature.blockSize | Feature.flush | (readOnly ? Feature.readOnly : 0)
+    }
+    public var queueMaxSizes: [UInt16] { [queueSize] }
+    public var configSize: Int { ConfigOffset.size }
+
+    public func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
+        copyConfig(config, offset: offset, into: data)
+    }
+
+    /// The configuration is read-only for this device (`writeback` needs
+    /// VIRTIO_BLK_F_CONFIG_WCE, not offered): writes are ignored.
+    public func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {}
+
+    /// Also serves any requests posted before DRIVER_OK.
+    public func activate(memory: GuestMemoryAccess, features: UInt64, queues: [SplitVirtqueue],
+                         interrupt: VirtioInterrupt) throws {
+        guard queues.count == 1 else { throw VirtqueueError.device("block device needs exactly 1 queue") }
+        state.withLock { s in
+            s.active = Active(memory: memory, queue: queues[0], interrupt: interrupt)
+            process(&s)
+        }
+    }
+
+    public func reset() {
+        state.withLock { $0.active = nil }
+    }
+
+    public func queueNotified(_ index: Int) {
+        guard index == Self.requestQueue else { return }
+        state.withLock { process(&$0) }
+    }
+
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    private func process(_ s: inout State) {
+        guard var a = s.active, !a.broken else { return }
+        do {
+            var completed = false
+            while let chain = try a.queue.popAvailable(memory: a.memory) {
+                let written = try handle(chain, memory: a.memory, statistics: &s.statistics)
+                try a.queue.addUsed(head: chain.head, len: written, memory: a.memory)
+                completed = true
+            }
+            if completed, try a.queue.needsNotification(memory: a.memory) {
+                a.interrupt.signalUsedQueue(Self.requestQueue)
+            }
+        } catch {
+            a.broken = true
+            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+        }
+        s.active = a
+    }
+
+    /// Serves one request; returns the used length. Throws (and the device
+    /// goes to DEVICE_NEEDS_RESET) only when the chain cannot carry an
+    /// answer or guest memory fails.
+    private func handle(_ chain: DescriptorChain, memory: GuestMemoryAccess,
+                        statistics: inout Statistics) throws -> UInt32 {
+        try chain.requireReadableBeforeWritable()
+        var readable = BlockSegmentCursor(chain.readableSegments)
+        var writable = BlockSegmentCursor(chain.writableSegments)
+        guard readable.remaining >= Self.headerSize else {
+            throw VirtqueueError.device("virtio-blk request at head \(chain.head): \(readable.remaining)-byte header, "
+                                        + "§5.2.6 needs \(Self.headerSize) device-readable bytes")
+        }
+        guard writable.remaining >= 1 else {
+            throw VirtqueueError.device("virtio-blk request at head \(chain.head): no device-writable status byte (§5.2.6)")
+        }
+        var header = [UInt8](repeating: 0, count: Int(Self.headerSize))
+        try header.withUnsafeMutableBytes { try readable.read(into: $0, memory: memory) }
+        let type = Self.le(header, 0, 4)
+        let sector = Self.le(header, 8, 8)
+        // Data the driver gave the device (OUT), and room it gave for data
+        // (IN, GET_ID): everything but the header and the status byte.
+        let dataOut = readable.remaining
+        let dataIn = writable.remaining - 1
+
+        var written: UInt64 = 0
+        let status: UInt8
+        switch UInt32(truncatingIfNeeded: type) {
+        case RequestType.in:
+            if dataOut == 0, let offset = byteOffset(sector: sector, length: dataIn) {
+                status = try readIn(offset: offset, length: dataIn, to: &writable, memory: memory,
+                                    written: &written, statistics: &statistics)
+            } else {
+                status = Status.ioError
+                statistics.invalidRequests += 1
+            }
+        case RequestType.out:
+            if dataIn == 0, !readOnly, let offset = byteOffset(sector: sector, length: dataOut) {
+                status = try writeOut(offset: offset, length: dataOut, from: &readable, memory: memory,
+                                      statistics: &statistics)
+            } else {
+                status = Status.ioError
+                statistics.invalidRequests += 1
+            }
+        case RequestType.flush:
+            do {
+                try backend.flush()
+                statistics.flushes += 1
+                status = Status.ok
+            } catch {
+                statistics.backendErrors += 1
+                status = Status.ioError
+            }
+        case RequestType.getID:
+            if dataOut == 0, dataIn >= UInt64(Self.idBytes) {
+                try serial.withUnsafeBytes { try writable.write($0, memory: memory) }
+                written = UInt64(Self.idBytes)
+                status = Status.ok
+            } else {
+                status = Status.ioError
+                statistics.invalidRequests += 1
+            }
+        default:
+            status = Status.unsupported
+            statistics.unsupportedRequests += 1
+        }
+
+        // The status is the last writable byte, whatever data came before it.
+        writable.skip(writable.remaining - 1)
+        try [status].withUnsafeBytes { try writable.write($0, memory: memory) }
+        return UInt32(clamping: written + 1)
+    }
+
+    /// `sector * 512` when `[sector * 512, + length)` is a whole number of
+    /// sectors inside the capacity, computed without overflow; nil otherwise.
+    private func byteOffset(sector: UInt64, length: UInt64) -> UInt64? {
+        guard length % Self.sectorSize == 0 else { return nil }
+        let (start, o1) = sector.multipliedReportingOverflow(by: Self.sectorSize)
+        let (end, o2) = start.addingReportingOverflow(length)
+        // capacitySectors * 512 <= backend.capacity: no overflow.
+        guard !o1, !o2, end <= capacitySectors * Self.sectorSize else { return nil }
+        return start
+    }
+
+    /// IN: backend -> guest, in chunks; counts what reached guest memory.
+    private func readIn(offset: UInt64, length: UInt64, to writable: inout BlockSegmentCursor,
+                        memory: GuestMemoryAccess, written: inout UInt64,
+                        statistics: inout Statistics) throws -> UInt8 {
+        var chunk = [UInt8](repeating: 0, count: Int(min(length, UInt64(Self.ioChunk))))
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(length - done, UInt64(chunk.count)))
+            do {
+                // offset + done <= offset + length, checked by byteOffset.
+                try chunk.withUnsafeMutableBytes {
+                    try backend.read(at: offset + done, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]))
+                }
+            } catch {
+                statistics.backendErrors += 1
+                return Status.ioError
+            }
+            try chunk.withUnsafeBytes { try writable.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), memory: memory) }
+            done += UInt64(n)
+            written = done
+        }
+        statistics.reads += 1
+        statistics.bytesRead += length
+        return Status.ok
+    }
+
+    /// OUT: guest -> backend, in chunks.
+    private func writeOut(offset: UInt64, length: UInt64, from readable: inout BlockSegmentCursor,
+                          memory: GuestMemoryAccess, statistics: inout Statistics) throws -> UInt8 {
+        var chunk = [UInt8](repeating: 0, count: Int(min(length, UInt64(Self.ioChunk))))
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(length - done, UInt64(chunk.count)))
+            try chunk.withUnsafeMutableBytes {
+                try readable.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), memory: memory)
+            }
+            do {
+                try chunk.withUnsafeBytes {
+                    try backend.write(at: offset + done, from: UnsafeRawBufferPointer(rebasing: $0[0..<n]))
+                }
+            } catch {
+                statistics.backendErrors += 1
+                return Status.ioError
+            }
+            done += UInt64(n)
+        }
+        statistics.writes += 1
+        statistics.bytesWritten += length
+        return Status.ok
+    }
+
+    /// The little-endian integer of `width` bytes at `offset` of `b`.
+    private static func le(_ b: [UInt8], _ offset: Int, _ width: Int) -> UInt64 {
+        var v: UInt64 = 0
+        for k in 0..<width { v |= UInt64(b[offset + k]) << (8 * UInt64(k)) }
+        return v
+    }
+}
