@@ -27,10 +27,10 @@ extension Builder {
         if let s = string(t, "tap", tapPath) {
             if let m = Check.interfaceName(s) {
                 issue(tapPath, m)
-            } else if let earlier = seenTaps.first(where: { $0.name == s }) {
-                issue(tapPath, "duplicate of net[\(earlier.index)].tap")
+            } else if let earlier = seenTaps[s] {
+                issue(tapPath, "duplicate of net[\(earlier)].tap")
             } else {
-                seenTaps.append((s, index))
+                seenTaps[s] = index
                 tap = s
             }
         } else if t["tap"] == nil {
@@ -47,7 +47,7 @@ extension Builder {
         } else if !explicit {
             mac = MAC.defaultAddress(index: index)
         }
-        if let bytes = mac, let earlier = seenMACs.first(where: { $0.mac == bytes }) {
+        if let bytes = mac, let earlier = seenMACs[bytes] {
             let shown = MAC.format(bytes)
             switch (explicit, earlier.explicit) {
             case (true, true):
@@ -59,7 +59,7 @@ extension Builder {
             }
             mac = nil
         } else if let bytes = mac {
-            seenMACs.append((bytes, index, explicit))
+            seenMACs[bytes] = (index, explicit)
         }
 
         if let tap, let mac {
@@ -81,6 +81,38 @@ extension Builder {
         return b
     }
 
+    // MARK: Limits across entries
+
+    /// Every virtio device is a PCI function 0 on bus 0, and the root bus
+    /// hands out slots 1...31 (Sources/PCI/README.md, "Slots"). Reported once,
+    /// on the first entry (disks, then nets, then console, then rng) that
+    /// does not fit.
+    mutating func checkPCISlots() {
+        let nDisks = entryCounts["disk"] ?? 0
+        let nNets = entryCounts["net"] ?? 0
+        let hasConsole = virtioConsole != .off
+        let total = nDisks + nNets + (hasConsole ? 1 : 0) + (rng ? 1 : 0)
+        guard total > Schema.pciSlots else { return }
+        let first = Schema.pciSlots // 0-based index of the first device without a slot
+        let keyPath: String
+        if first < nDisks {
+            keyPath = "disk[\(first)]"
+        } else if first < nDisks + nNets {
+            keyPath = "net[\(first - nDisks)]"
+        } else if hasConsole && first == nDisks + nNets {
+            keyPath = "console"
+        } else {
+            keyPath = "rng"
+        }
+        var parts: [String] = []
+        if nDisks > 0 { parts.append("\(nDisks) disk\(nDisks == 1 ? "" : "s")") }
+        if nNets > 0 { parts.append("\(nNets) net\(nNets == 1 ? "" : "s")") }
+        if hasConsole { parts.append("the console") }
+        if rng { parts.append("the rng") }
+        let list = parts.count > 1 ? parts.dropLast().joined(separator: ", ") + " and " + parts[parts.count - 1] : parts.joined()
+        issue(keyPath, "no PCI slot left: \(list) need \(total) slots, and PCI bus 0 has \(Schema.pciSlots)")
+    }
+
     // MARK: Files used twice
 
     /// Refuses a writable disk image used twice (two virtio-blk devices
@@ -90,11 +122,15 @@ extension Builder {
     /// existing files are compared by device and inode, which also catches
     /// symlinks and hard links.
     mutating func checkSharedFiles(checkFiles: Bool) {
-        let ids = disks.map { Self.identity($0.image.path, checkFiles: checkFiles) }
-        for i in disks.indices {
-            guard let j = (0..<i).first(where: { ids[$0] == ids[i] }) else { continue }
-            if !disks[i].readOnly || !disks[j].readOnly {
-                issue(disks[i].image.keyPath, "same image as \(disks[j].image.keyPath); a disk that is written "
+        var firstWithID: [String: Int] = [:]
+        for (i, d) in disks.enumerated() {
+            let id = Self.identity(d.image.path, checkFiles: checkFiles)
+            guard let j = firstWithID[id] else {
+                firstWithID[id] = i
+                continue
+            }
+            if !d.readOnly || !disks[j].readOnly {
+                issue(d.image.keyPath, "same image as \(disks[j].image.keyPath); a disk that is written "
                     + "must not be shared (read_only = true on both to share it)")
             }
         }

@@ -27,9 +27,12 @@ struct Builder {
     var nets: [NetConfig] = []
     var virtioConsole: SerialConfig = .off
     var rng = false
-    /// For duplicate checks across `[[net]]` entries.
-    var seenTaps: [(name: String, index: Int)] = []
-    var seenMACs: [(mac: [UInt8], index: Int, explicit: Bool)] = []
+    /// Entries of each array table in the file, valid or not.
+    var entryCounts: [String: Int] = [:]
+    /// For duplicate checks across `[[net]]` entries: the index that has
+    /// each TAP name and each MAC.
+    var seenTaps: [String: Int] = [:]
+    var seenMACs: [[UInt8]: (index: Int, explicit: Bool)] = [:]
 
     init(base: String) {
         self.base = base
@@ -57,7 +60,8 @@ struct Builder {
                 case "serial": serial = readOutput(table, name: "serial", defaultMode: "terminal") ?? serial
                 case "console": virtioConsole = readOutput(table, name: "console", defaultMode: "off") ?? virtioConsole
                 case "rng": readRNG(table)
-                default: readRun(table)
+                case "run": readRun(table)
+                default: assertionFailure("table \(name) has no reader")
                 }
                 unknownKeys(table, keys: keys, table: name, keyPath: KeyPath.quote(name))
             case .arrayOfTables:
@@ -65,6 +69,7 @@ struct Builder {
                     issue(KeyPath.quote(name), "expected an array of tables ([[\(name)]])")
                     continue
                 }
+                entryCounts[name] = array.count
                 for index in array.indices {
                     let element = array[index]
                     let keyPath = "\(KeyPath.quote(name))[\(index)]"
@@ -74,7 +79,8 @@ struct Builder {
                     }
                     switch name {
                     case "disk": readDisk(table, keyPath: keyPath)
-                    default: readNet(table, index: index, keyPath: keyPath)
+                    case "net": readNet(table, index: index, keyPath: keyPath)
+                    default: assertionFailure("array table \(name) has no reader")
                     }
                     unknownKeys(table, keys: keys, table: name, keyPath: keyPath)
                 }
@@ -252,6 +258,7 @@ struct Builder {
         if kernel == nil && !issues.contains(where: { $0.keyPath == "kernel.path" || $0.keyPath == "--kernel" }) {
             issue("kernel.path", "required")
         }
+        checkPCISlots()
         checkSharedFiles(checkFiles: checkFiles)
         if checkFiles {
             if let k = kernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { issue(k.keyPath, m) }

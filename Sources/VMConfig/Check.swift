@@ -116,9 +116,8 @@ extension Check {
         (u >= "a" && u <= "z") || (u >= "A" && u <= "Z") || (u >= "0" && u <= "9") || u == "_" || u == "." || u == "-"
     }
 
-    /// A guest MAC: six hex pairs, unicast and not zero, as Linux's
-    /// is_valid_ether_addr wants (include/linux/etherdevice.h); virtio-net
-    /// drivers fall back to a random address for anything else.
+    /// A guest MAC: six hex pairs, unicast and not zero (a station address
+    /// as Linux's is_valid_ether_addr, include/linux/etherdevice.h, wants).
     static func mac(_ text: String) -> Result<[UInt8], Failure> {
         let shown = KeyPath.quoteValue(text)
         guard let bytes = MAC.parse(text) else {

@@ -308,6 +308,34 @@ final class DeviceTests: XCTestCase {
                        ["machine.read_only: unknown key (did you mean read_only in [[disk]]?)"])
     }
 
+    // MARK: PCI slots
+
+    func testDevicesMustFitOnPCIBus0() throws {
+        func disks(_ n: Int) -> String {
+            (0..<n).map { "[[disk]]\npath = \"d\($0).img\"\n" }.joined()
+        }
+        XCTAssertEqual(try config(kernelOnly + disks(31)).disks.count, 31, "slots 1 to 31")
+        XCTAssertEqual(issues(kernelOnly + disks(32)),
+                       ["disk[31]: no PCI slot left: 32 disks need 32 slots, and PCI bus 0 has 31"])
+        XCTAssertEqual(issues(kernelOnly + disks(29) + "[[net]]\ntap = \"a\"\n[[net]]\ntap = \"b\"\n[[net]]\ntap = \"c\"\n"),
+                       ["net[2]: no PCI slot left: 29 disks and 3 nets need 32 slots, and PCI bus 0 has 31"])
+        XCTAssertEqual(issues(kernelOnly + disks(30) + "[[net]]\ntap = \"a\"\n[console]\nmode = \"terminal\"\n[rng]\nenabled = true\n"),
+                       ["console: no PCI slot left: 30 disks, 1 net, the console and the rng need 33 slots, and PCI bus 0 has 31"])
+        XCTAssertEqual(issues(kernelOnly + disks(30) + "[[net]]\ntap = \"a\"\n[console]\nmode = \"off\"\n[rng]\nenabled = true\n"),
+                       ["rng: no PCI slot left: 30 disks, 1 net and the rng need 32 slots, and PCI bus 0 has 31"],
+                       "an off console takes no slot")
+    }
+
+    func testThousandsOfEntriesAreCheckedQuickly() {
+        // A 1 MiB config holds tens of thousands of entries; duplicate checks must not be quadratic.
+        let n = 20_000
+        let text = kernelOnly + (0..<n).map { "[[net]]\ntap = \"t\($0)\"\n" }.joined()
+        let start = ContinuousClock.now
+        let found = issues(text)
+        XCTAssertEqual(found, ["net[31]: no PCI slot left: 20000 nets need 20000 slots, and PCI bus 0 has 31"])
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(20))
+    }
+
     // MARK: All together
 
     func testSeveralMistakesInSeveralEntriesAreReportedTogether() {
