@@ -16,6 +16,8 @@ public enum ACPIError: Error, Equatable, CustomStringConvertible {
     case invalidMethod(String, reason: String)
     /// A resource descriptor field that does not fit or contradicts another (§6.4).
     case invalidResource(String)
+    /// An operand out of range for its term (ArgN, LocalN) or a malformed ToUUID string.
+    case invalidTerm(String)
     /// vCPU count outside 1...`MADT.maxVCPUs`.
     case invalidVCPUCount(Int)
     /// A machine description the tables cannot express.
@@ -45,6 +47,8 @@ public enum ACPIError: Error, Equatable, CustomStringConvertible {
             return "invalid AML method '\(n)': \(r)"
         case let .invalidResource(r):
             return "invalid resource descriptor: \(r)"
+        case let .invalidTerm(r):
+            return "invalid AML term: \(r)"
         case let .invalidVCPUCount(n):
             return "ACPI MADT: \(n) vCPUs is outside 1...\(MADT.maxVCPUs)"
         case let .invalidMachine(r):

@@ -61,6 +61,10 @@ public struct ACPIMachine: Hashable, Sendable {
     public var rtc: RTC?
     /// The i8042, or nil: then the FADT's 8042 flag is clear.
     public var i8042: I8042?
+    /// The PCI host bridge, or nil for a machine without PCI: then there is
+    /// no MCFG and no \_SB.PCI0, and the tables are byte for byte those of
+    /// a machine built before PCI existed.
+    public var pci: PCIHostBridge?
 
     public init(vcpus: Int,
                 sleepControlPort: UInt16 = ACPISleep.controlPort,
@@ -69,7 +73,8 @@ public struct ACPIMachine: Hashable, Sendable {
                 serialIRQ: UInt8 = 4,
                 pvpanicPort: UInt16? = 0x505,
                 rtc: RTC? = RTC(),
-                i8042: I8042? = I8042()) {
+                i8042: I8042? = I8042(),
+                pci: PCIHostBridge? = nil) {
         self.vcpus = vcpus
         self.sleepControlPort = sleepControlPort
         self.sleepStatusPort = sleepStatusPort
@@ -78,6 +83,7 @@ public struct ACPIMachine: Hashable, Sendable {
         self.pvpanicPort = pvpanicPort
         self.rtc = rtc
         self.i8042 = i8042
+        self.pci = pci
     }
 }
 
@@ -93,7 +99,8 @@ public struct ACPILayout: Hashable, Sendable {
         public var end: UInt64 { address + UInt64(bytes.count) }
     }
 
-    /// In address order: RSDP, XSDT, FADT, MADT, DSDT.
+    /// In address order: RSDP, XSDT, FADT, MADT, DSDT, then MCFG when the
+    /// machine has PCI.
     public let tables: [Table]
 
     /// Where the RSDP is: for boot_params.acpi_rsdp_addr and
@@ -121,7 +128,7 @@ public struct ACPILayout: Hashable, Sendable {
     }
 }
 
-/// Builds the whole set: RSDP -> XSDT -> {FADT -> DSDT, MADT}.
+/// Builds the whole set: RSDP -> XSDT -> {FADT -> DSDT, MADT[, MCFG]}.
 public enum ACPITables {
     /// The RSDP's address: the start of the BIOS area Linux scans
     /// (0xE0000-0xFFFFF, ACPI 6.5 §5.2.5.1), inside the range Boot's e820
@@ -149,8 +156,11 @@ public enum ACPITables {
         // first, place everything, then fill in the pointers.
         let dsdt = try DSDT.build(machine: config)
         let madt = try MADT.build(vcpus: config.vcpus)
-        let xsdtEntries = 2 // FADT, MADT
-        let sizes = [RSDP.length, XSDT.length(entries: xsdtEntries), FADT.length, madt.count, dsdt.count]
+        // MCFG goes last, so a machine without PCI keeps every address.
+        let mcfg = try config.pci.map { try MCFG.build(bridge: $0) }
+        let xsdtCount = mcfg == nil ? 2 : 3 // FADT, MADT[, MCFG]
+        var sizes = [RSDP.length, XSDT.length(entries: xsdtCount), FADT.length, madt.count, dsdt.count]
+        if let mcfg = mcfg { sizes.append(mcfg.count) }
 
         var addresses: [UInt64] = []
         var next = base
@@ -166,8 +176,15 @@ public enum ACPITables {
         guard next <= limit else { throw ACPIError.tablesDoNotFit(end: next, limit: limit) }
         let (rsdpAt, xsdtAt, fadtAt, madtAt, dsdtAt) = (addresses[0], addresses[1], addresses[2], addresses[3], addresses[4])
 
+        var xsdtEntries: [UInt64] = [fadtAt, madtAt]
+        var tables: [ACPILayout.Table] = []
         let fadt = try FADT.build(dsdtAddress: dsdtAt, machine: config)
-        let xsdt = try XSDT.build(entries: [fadtAt, madtAt])
+        if let mcfg = mcfg {
+            let mcfgAt = addresses[5]
+            xsdtEntries.append(mcfgAt)
+            tables.append(.init(signature: MCFG.signature, address: mcfgAt, bytes: mcfg))
+        }
+        let xsdt = try XSDT.build(entries: xsdtEntries)
         let rsdp = RSDP.build(xsdtAddress: xsdtAt)
         return ACPILayout(tables: [
             .init(signature: RSDP.signature, address: rsdpAt, bytes: rsdp),
@@ -175,7 +192,7 @@ public enum ACPITables {
             .init(signature: FADT.signature, address: fadtAt, bytes: fadt),
             .init(signature: MADT.signature, address: madtAt, bytes: madt),
             .init(signature: DSDT.signature, address: dsdtAt, bytes: dsdt),
-        ])
+        ] + tables)
     }
 
     static func validate(_ config: ACPIMachine) throws {
@@ -183,5 +200,6 @@ public enum ACPITables {
         guard config.sleepControlPort != 0, config.sleepStatusPort != 0 else {
             throw ACPIError.invalidMachine("sleep control/status ports must be non-zero (Linux then offers no ACPI power-off)")
         }
+        try config.pci?.validate()
     }
 }

@@ -9,6 +9,8 @@
 ///     Device (RTC)  { _HID PNP0B00, _STA 0x0F, _CRS IO 0x70/2 [, IRQNoFlags {8}] }
 ///     Device (KBD)  { _HID PNP0303, _STA 0x0F, _CRS IO 0x60/1, IO 0x64/1 [, IRQNoFlags {1}] }
 ///     Device (PEVT) { _HID "QEMU0001", _STA 0x0F, _CRS IO 0x505/1 }
+///     [Device (PCI0) { PNP0A08, _CRS windows, _PRT, _OSC }   // PCIRoot
+///      Device (ECAM) { PNP0C02, _STA 0x0F, _CRS Memory32Fixed ECAM }]
 /// }
 /// ```
 /// Sources/ACPI/README.md says why each is there.
@@ -22,6 +24,7 @@ public enum DSDT {
 
     /// The AML of the definition block.
     public static func aml(for machine: ACPIMachine) throws -> [UInt8] {
+        try machine.pci?.validate()
         var bytes: [UInt8] = []
         for term in try terms(for: machine) { try term.encode(into: &bytes) }
         return bytes
@@ -57,6 +60,9 @@ public enum DSDT {
         }
         if let port = machine.pvpanicPort {
             devices.append(try device("PEVT", hid: AMLString("QEMU0001"), resources: [AMLIOPort(fixed: port, length: 1)]))
+        }
+        if let pci = machine.pci {
+            devices += try PCIRoot.terms(for: pci)
         }
         return [s5, try AMLScope("\\_SB", devices)]
     }
