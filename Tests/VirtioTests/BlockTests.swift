@@ -1,0 +1,554 @@
+import Foundation
+import GuestMemory
+@testable import HostSys
+import Virtio
+import XCTest
+
+/// An image in an array, with switches for read-only and failures.
+final class MemoryDisk: BlockBackend {
+    var bytes: [UInt8]
+    let isReadOnly: Bool
+    var flushes = 0
+    var failIO = false
+    struct Failure: Error {}
+
+    init(size: Int, readOnly: Bool = false) {
+        bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
+        isReadOnly = readOnly
+    }
+
+    var capacity: UInt64 { UInt64(bytes.count) }
+
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        if failIO { throw Failure() }
+        let o = Int(offset)
+        XCTAssertLessThanOrEqual(o + buffer.count, bytes.count, "the device checked the range")
+        for i in 0..<buffer.count { buffer[i] = bytes[o + i] }
+    }
+
+    func write(at offset: UInt64, from data: UnsafeRawBufferPointer) throws {
+        if failIO { throw Failure() }
+        XCTAssertFalse(isReadOnly, "the device never writes a read-only backend")
+        let o = Int(offset)
+        XCTAssertLessThanOrEqual(o + data.count, bytes.count, "the device checked the range")
+        for i in 0..<data.count { bytes[o + i] = data[i] }
+    }
+
+    func flush() throws {
+        if failIO { throw Failure() }
+        flushes += 1
+    }
+}
+
+/// virtio-blk driven end to end: a fake driver posts requests (§5.2.6) into
+/// fake guest memory, the device serves them from a backend.
+final class VirtioBlockTests: XCTestCase {
+    let memory = ArrayGuestMemory(size: 0x20_0000)
+    // Where requests live in guest memory.
+    let headerAt: UInt64 = 0x8000, dataAt: UInt64 = 0x10000, statusAt: UInt64 = 0xF000
+
+    // §5.2.6 values, written independently of the device's constants.
+    let tIn: UInt32 = 0, tOut: UInt32 = 1, tFlush: UInt32 = 4, tGetID: UInt32 = 8, tDiscard: UInt32 = 11
+    let sOK: UInt8 = 0, sIOErr: UInt8 = 1, sUnsupp: UInt8 = 2
+
+    struct Rig {
+        let block: VirtioBlock
+        let driver: FakeDriver
+        let irq: RecordingInterrupt
+    }
+
+    func rig(_ backend: BlockBackend, serial: String = "") throws -> Rig {
+        let block = VirtioBlock(backend: backend, serial: serial)
+        let driver = FakeDriver(memory: memory, size: 16)
+        let irq = RecordingInterrupt()
+        try block.activate(memory: memory, features: VirtioSpec.Feature.version1,
+                           queues: [driver.makeQueue()], interrupt: irq)
+        return Rig(block: block, driver: driver, irq: irq)
+    }
+
+    func header(type: UInt32, sector: UInt64, reserved: UInt32 = 0) -> [UInt8] {
+        var b: [UInt8] = []
+        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: type >> (8 * UInt32(k)))) }
+        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: reserved >> (8 * UInt32(k)))) }
+        for k in 0..<8 { b.append(UInt8(truncatingIfNeeded: sector >> (8 * UInt64(k)))) }
+        return b
+    }
+
+    /// Posts header | data (readable or writable) | status, the layout Linux uses.
+    @discardableResult
+    func post(_ r: Rig, type: UInt32, sector: UInt64, dataLength: UInt32, dataWritable: Bool) throws -> UInt16 {
+        try memory.writeBytes(header(type: type, sector: sector), at: GuestAddress(headerAt))
+        try memory.writeBytes([0xEE], at: GuestAddress(statusAt)) // not a valid status: must be overwritten
+        var chain: [(addr: UInt64, len: UInt32, writable: Bool)] = [(headerAt, 16, false)]
+        if dataLength > 0 { chain.append((dataAt, dataLength, dataWritable)) }
+        chain.append((statusAt, 1, true))
+        return r.driver.post(chain)
+    }
+
+    func status() throws -> UInt8 { try memory.readBytes(at: GuestAddress(statusAt), count: 1)[0] }
+
+    func serve(_ r: Rig) { r.block.queueNotified(VirtioBlock.requestQueue) }
+
+    // MARK: identity and configuration
+
+    func testIdentityFeaturesAndConfigurationBytes() throws {
+        let disk = MemoryDisk(size: 1 << 20 | 100) // 2048 sectors and a partial one
+        let block = VirtioBlock(backend: disk)
+        XCTAssertEqual(block.deviceType, 2, "§5.2.1")
+        XCTAssertEqual(block.queueMaxSizes, [256])
+        // SEG_MAX (2) | BLK_SIZE (6) | FLUSH (9), §5.2.3.
+        XCTAssertEqual(block.deviceFeatures, 1 << 2 | 1 << 6 | 1 << 9)
+        XCTAssertEqual(block.configSize, 24)
+        XCTAssertEqual(block.capacitySectors, 2048)
+
+        var b = [UInt8](repeating: 0xAA, count: 28)
+        b.withUnsafeMutableBytes { block.readConfig(offset: 0, data: $0) }
+        XCTAssertEqual(b, [0x00, 0x08, 0, 0, 0, 0, 0, 0, // le64 capacity 2048
+                           0, 0, 0, 0,                   // le32 size_max (not offered)
+                           254, 0, 0, 0,                 // le32 seg_max = 256 - 2
+                           0, 0, 0, 0,                   // geometry (not offered)
+                           0x00, 0x02, 0, 0,             // le32 blk_size 512
+                           0, 0, 0, 0])                  // past the end: zeros
+        var four = [UInt8](repeating: 0, count: 4)
+        four.withUnsafeMutableBytes { block.readConfig(offset: 20, data: $0) }
+        XCTAssertEqual(four, [0x00, 0x02, 0, 0])
+        four.withUnsafeMutableBytes { block.writeConfig(offset: 0, data: UnsafeRawBufferPointer($0)) }
+        b.withUnsafeMutableBytes { block.readConfig(offset: 0, data: $0) }
+        XCTAssertEqual(b[0..<2], [0x00, 0x08], "writes are ignored")
+
+        let ro = VirtioBlock(backend: MemoryDisk(size: 4096, readOnly: true))
+        XCTAssertEqual(ro.deviceFeatures, 1 << 2 | 1 << 5 | 1 << 6 | 1 << 9, "RO (5) for a read-only backend")
+    }
+
+    // MARK: requests
+
+    func testReadCopiesSectorsIntoTheDriverBuffer() throws {
+        let disk = MemoryDisk(size: 64 * 512)
+        let r = try rig(disk)
+        let head = try post(r, type: tIn, sector: 3, dataLength: 1024, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 1024), Array(disk.bytes[1536..<2560]))
+        XCTAssertEqual(try status(), sOK)
+        let used = r.driver.takeUsed()
+        XCTAssertEqual(used.map(\.id), [UInt32(head)])
+        XCTAssertEqual(used.map(\.len), [1025], "data written plus the status byte")
+        XCTAssertEqual(r.irq.usedQueues, [0])
+        XCTAssertEqual(r.block.statistics.reads, 1)
+        XCTAssertEqual(r.block.statistics.bytesRead, 1024)
+    }
+
+    func testWriteStoresDriverDataAndUsesOnlyTheStatusByte() throws {
+        let disk = MemoryDisk(size: 64 * 512)
+        let r = try rig(disk)
+        let data = (0..<512).map { UInt8(truncatingIfNeeded: 0x5A ^ $0) }
+        try memory.writeBytes(data, at: GuestAddress(dataAt))
+        try post(r, type: tOut, sector: 63, dataLength: 512, dataWritable: false) // the last sector
+        serve(r)
+        XCTAssertEqual(Array(disk.bytes[63 * 512..<64 * 512]), data)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1])
+        XCTAssertEqual(r.block.statistics.writes, 1)
+        XCTAssertEqual(r.block.statistics.bytesWritten, 512)
+    }
+
+    func testLargeRequestsGoThroughTheBounceBufferInChunks() throws {
+        let disk = MemoryDisk(size: 1 << 20)
+        let r = try rig(disk)
+        let data = (0..<(300 * 1024)).map { UInt8(truncatingIfNeeded: $0 / 3) }
+        try memory.writeBytes(data, at: GuestAddress(dataAt))
+        try post(r, type: tOut, sector: 8, dataLength: UInt32(data.count), dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(Array(disk.bytes[4096..<(4096 + data.count)]), data)
+
+        try memory.zero(at: GuestAddress(dataAt), length: UInt64(data.count))
+        try post(r, type: tIn, sector: 8, dataLength: UInt32(data.count), dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: data.count), data)
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1, UInt32(data.count) + 1])
+    }
+
+    func testFlushCallsTheBackend() throws {
+        let disk = MemoryDisk(size: 4096)
+        let r = try rig(disk)
+        try post(r, type: tFlush, sector: 0, dataLength: 0, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(disk.flushes, 1)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1])
+        XCTAssertEqual(r.block.statistics.flushes, 1)
+    }
+
+    func testGetIDReturnsTheSerialNulPadded() throws {
+        let r = try rig(MemoryDisk(size: 4096), serial: "swiftvmm-disk0")
+        try memory.writeBytes([UInt8](repeating: 0xFF, count: 32), at: GuestAddress(dataAt))
+        try post(r, type: tGetID, sector: 0, dataLength: 20, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 21),
+                       Array("swiftvmm-disk0".utf8) + [0, 0, 0, 0, 0, 0, 0xFF])
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [21])
+
+        // 20 bytes exactly: no terminator; longer serials are cut at 20.
+        let long = try rig(MemoryDisk(size: 4096), serial: "0123456789abcdefghijKLMN")
+        try post(long, type: tGetID, sector: 0, dataLength: 20, dataWritable: true)
+        serve(long)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 20), Array("0123456789abcdefghij".utf8))
+    }
+
+    func testGetIDWithABufferShorterThan20BytesIsAnIOError() throws {
+        let r = try rig(MemoryDisk(size: 4096), serial: "abc")
+        try memory.writeBytes([UInt8](repeating: 0xFF, count: 8), at: GuestAddress(dataAt))
+        try post(r, type: tGetID, sector: 0, dataLength: 8, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 8), [UInt8](repeating: 0xFF, count: 8))
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1])
+    }
+
+    func testUnknownTypesAreUnsupported() throws {
+        let r = try rig(MemoryDisk(size: 4096))
+        for type in [tDiscard, 2, 13, 0xFFFF_FFFF] {
+            try post(r, type: type, sector: 0, dataLength: 0, dataWritable: false)
+            serve(r)
+            XCTAssertEqual(try status(), sUnsupp, "type \(type)")
+        }
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1, 1, 1, 1])
+        XCTAssertEqual(r.block.statistics.unsupportedRequests, 4)
+        XCTAssertTrue(r.irq.errors.isEmpty)
+    }
+
+    func testReadOnlyDeviceRefusesWritesButServesReads() throws {
+        let disk = MemoryDisk(size: 8 * 512, readOnly: true)
+        let before = disk.bytes
+        let r = try rig(disk)
+        try memory.writeBytes([UInt8](repeating: 0x11, count: 512), at: GuestAddress(dataAt))
+        try post(r, type: tOut, sector: 0, dataLength: 512, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr, "§5.2.6.2: IOERR for a write to a read-only device")
+        XCTAssertEqual(disk.bytes, before, "and no data written")
+
+        try post(r, type: tIn, sector: 1, dataLength: 512, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 512), Array(before[512..<1024]))
+        XCTAssertEqual(r.block.statistics.invalidRequests, 1)
+    }
+
+    func testRequestsPastTheCapacityAreIOErrors() throws {
+        let disk = MemoryDisk(size: 16 * 512 + 511) // 16 whole sectors
+        let r = try rig(disk)
+        let sentinel = [UInt8](repeating: 0xC3, count: 1024)
+        for (sector, length) in [(UInt64(16), UInt32(512)), (15, 1024), (1000, 512)] {
+            try memory.writeBytes(sentinel, at: GuestAddress(dataAt))
+            try post(r, type: tIn, sector: sector, dataLength: length, dataWritable: true)
+            serve(r)
+            XCTAssertEqual(try status(), sIOErr, "sector \(sector) + \(length) bytes")
+            XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 1024), sentinel, "nothing read")
+            XCTAssertEqual(r.driver.takeUsed().map(\.len), [1], "only the status byte")
+        }
+        // The partial 17th sector is not part of the device.
+        try post(r, type: tOut, sector: 16, dataLength: 512, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        // The last whole sector is.
+        try post(r, type: tIn, sector: 15, dataLength: 512, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(r.block.statistics.invalidRequests, 4)
+    }
+
+    func testSectorArithmeticOverflowIsAnIOErrorNotATrap() throws {
+        let disk = MemoryDisk(size: 4096)
+        let r = try rig(disk)
+        // sector * 512 overflows; sector * 512 fits but + length overflows.
+        for sector in [UInt64.max, UInt64.max / 512, UInt64(1) << 55] {
+            for type in [tIn, tOut] {
+                try post(r, type: type, sector: sector, dataLength: 512, dataWritable: type == tIn)
+                serve(r)
+                XCTAssertEqual(try status(), sIOErr, "type \(type) sector \(sector)")
+            }
+        }
+        XCTAssertTrue(r.irq.errors.isEmpty)
+        XCTAssertEqual(r.driver.takeUsed().count, 6)
+    }
+
+    func testDataLengthNotAMultipleOf512IsAnIOError() throws {
+        let r = try rig(MemoryDisk(size: 4096))
+        try post(r, type: tIn, sector: 0, dataLength: 100, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr, "§5.2.6.1: data is a multiple of 512 bytes")
+        try post(r, type: tOut, sector: 0, dataLength: 513, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+    }
+
+    func testDataInTheWrongDirectionIsAnIOError() throws {
+        let disk = MemoryDisk(size: 4096)
+        let before = disk.bytes
+        let r = try rig(disk)
+        // IN with a device-readable data buffer: nothing may be written into it.
+        let sentinel = [UInt8](repeating: 0x77, count: 512)
+        try memory.writeBytes(sentinel, at: GuestAddress(dataAt))
+        try post(r, type: tIn, sector: 0, dataLength: 512, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 512), sentinel)
+        // OUT with a device-writable data buffer besides the status.
+        try post(r, type: tOut, sector: 0, dataLength: 512, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        XCTAssertEqual(disk.bytes, before)
+        // GET_ID with readable data.
+        try post(r, type: tGetID, sector: 0, dataLength: 20, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1, 1, 1])
+        XCTAssertTrue(r.irq.errors.isEmpty, "answered within the protocol; the device goes on")
+        try post(r, type: tIn, sector: 0, dataLength: 512, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+    }
+
+    func testMissingStatusByteNeedsReset() throws {
+        let disk = MemoryDisk(size: 4096)
+        let r = try rig(disk)
+        try memory.writeBytes(header(type: tOut, sector: 0), at: GuestAddress(headerAt))
+        r.driver.post([(headerAt, 16, false), (dataAt, 512, false)])
+        serve(r)
+        XCTAssertEqual(r.irq.errors.count, 1)
+        if case let .device(message)? = r.irq.errors.first {
+            XCTAssertTrue(message.contains("status"), message)
+        } else {
+            XCTFail("expected a device error, got \(r.irq.errors)")
+        }
+        XCTAssertEqual(r.driver.usedIndex, 0, "nothing completed")
+
+        // Broken until reset: later requests are left alone.
+        try post(r, type: tFlush, sector: 0, dataLength: 0, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(r.driver.usedIndex, 0)
+        XCTAssertEqual(disk.flushes, 0)
+        XCTAssertEqual(r.irq.errors.count, 1)
+    }
+
+    func testZeroLengthStatusDescriptorCountsAsMissing() throws {
+        let r = try rig(MemoryDisk(size: 4096))
+        try memory.writeBytes(header(type: tFlush, sector: 0), at: GuestAddress(headerAt))
+        r.driver.post([(headerAt, 16, false), (statusAt, 0, true)])
+        serve(r)
+        XCTAssertEqual(r.irq.errors.count, 1)
+        XCTAssertEqual(r.driver.usedIndex, 0)
+    }
+
+    func testShortHeaderNeedsReset() throws {
+        let r = try rig(MemoryDisk(size: 4096))
+        try memory.writeBytes(header(type: tIn, sector: 0), at: GuestAddress(headerAt))
+        r.driver.post([(headerAt, 15, false), (statusAt, 1, true)])
+        serve(r)
+        XCTAssertEqual(r.irq.errors.count, 1)
+        if case let .device(message)? = r.irq.errors.first {
+            XCTAssertTrue(message.contains("15-byte header"), message)
+        } else {
+            XCTFail("expected a device error, got \(r.irq.errors)")
+        }
+        XCTAssertEqual(r.driver.usedIndex, 0)
+    }
+
+    func testReadableAfterWritableNeedsReset() throws {
+        let r = try rig(MemoryDisk(size: 4096))
+        try memory.writeBytes(header(type: tIn, sector: 0), at: GuestAddress(headerAt))
+        let head = r.driver.post([(headerAt, 16, false), (dataAt, 512, true), (statusAt, 1, true), (0x9000, 4, false)])
+        serve(r)
+        XCTAssertEqual(r.irq.errors, [.readableAfterWritable(head: head)])
+    }
+
+    func testHeaderDataAndStatusMaySplitAnywhere() throws {
+        // §2.6.4: the header in three pieces, the last sharing its
+        // descriptor with the start of the data; the status sharing the
+        // last writable descriptor with the end of the data.
+        let disk = MemoryDisk(size: 64 * 512)
+        let r = try rig(disk)
+        let h = header(type: tOut, sector: 5)
+        let data = (0..<1024).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        try memory.writeBytes(Array(h[0..<5]), at: GuestAddress(0x8000))
+        try memory.writeBytes(Array(h[5..<12]), at: GuestAddress(0x8100))
+        try memory.writeBytes(Array(h[12..<16]) + Array(data[0..<100]), at: GuestAddress(0x8200))
+        try memory.writeBytes(Array(data[100...]), at: GuestAddress(0x8400))
+        r.driver.post([(0x8000, 5, false), (0x8100, 7, false), (0x8200, 104, false), (0x8400, 924, false),
+                       (statusAt, 1, true)])
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(Array(disk.bytes[2560..<3584]), data)
+
+        // IN: data in two writable pieces, the second holding the status too.
+        let hin = header(type: tIn, sector: 5)
+        try memory.writeBytes(Array(hin[0..<9]), at: GuestAddress(0x8000))
+        try memory.writeBytes(Array(hin[9..<16]), at: GuestAddress(0x8100))
+        try memory.zero(at: GuestAddress(0xA000), length: 0x1000)
+        r.driver.post([(0x8000, 9, false), (0x8100, 7, false), (0xA000, 600, true), (0xB000, 0, true),
+                       (0xC000, 425, true)])
+        serve(r)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(0xA000), count: 600), Array(data[0..<600]))
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(0xC000), count: 424), Array(data[600...]))
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(0xC000 + 424), count: 1), [sOK])
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1, 1025])
+        XCTAssertTrue(r.irq.errors.isEmpty)
+    }
+
+    func testBackendFailureIsAnIOErrorAndTheDeviceGoesOn() throws {
+        let disk = MemoryDisk(size: 4096)
+        let r = try rig(disk)
+        disk.failIO = true
+        try post(r, type: tIn, sector: 0, dataLength: 512, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        try post(r, type: tFlush, sector: 0, dataLength: 0, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        XCTAssertEqual(r.block.statistics.backendErrors, 2)
+        disk.failIO = false
+        try post(r, type: tFlush, sector: 0, dataLength: 0, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertTrue(r.irq.errors.isEmpty)
+    }
+
+    func testRequestsPostedBeforeActivationAreServedAndResetStops() throws {
+        let disk = MemoryDisk(size: 4096)
+        let block = VirtioBlock(backend: disk)
+        let driver = FakeDriver(memory: memory, size: 8)
+        let irq = RecordingInterrupt()
+        try memory.writeBytes(header(type: tFlush, sector: 0), at: GuestAddress(headerAt))
+        driver.post([(headerAt, 16, false), (statusAt, 1, true)])
+        try block.activate(memory: memory, features: VirtioSpec.Feature.version1,
+                           queues: [driver.makeQueue()], interrupt: irq)
+        XCTAssertEqual(disk.flushes, 1)
+        block.reset()
+        driver.post([(headerAt, 16, false), (statusAt, 1, true)])
+        block.queueNotified(0)
+        XCTAssertEqual(disk.flushes, 1)
+        XCTAssertThrowsError(try block.activate(memory: memory, features: 0, queues: [], interrupt: irq))
+    }
+
+    // MARK: BlockFile
+
+    private func tempImage(_ bytes: [UInt8]) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-blk-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("disk.img").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        return path
+    }
+
+    func testBlockFileEndToEndDataIsInTheFileAfterFlush() throws {
+        let original = (0..<(32 * 512)).map { UInt8(truncatingIfNeeded: $0 >> 4) }
+        let path = try tempImage(original)
+        let file = try BlockFile(path: path)
+        XCTAssertEqual(file.capacity, 32 * 512)
+        XCTAssertFalse(file.isReadOnly)
+        let r = try rig(file)
+        XCTAssertEqual(r.block.capacitySectors, 32)
+
+        try post(r, type: tIn, sector: 4, dataLength: 1024, dataWritable: true)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+        XCTAssertEqual(try memory.readBytes(at: GuestAddress(dataAt), count: 1024), Array(original[2048..<3072]))
+
+        let data = (0..<1536).map { UInt8(truncatingIfNeeded: 255 - $0) }
+        try memory.writeBytes(data, at: GuestAddress(dataAt))
+        try post(r, type: tOut, sector: 30, dataLength: 1536, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr, "sectors 30-32 run past the 32-sector image")
+        try post(r, type: tOut, sector: 29, dataLength: 1536, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+        try post(r, type: tFlush, sector: 0, dataLength: 0, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sOK)
+
+        let onDisk = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(onDisk.count, original.count, "the image does not grow")
+        XCTAssertEqual(Array(onDisk[(29 * 512)...]), data)
+        XCTAssertEqual(Array(onDisk[..<(29 * 512)]), Array(original[..<(29 * 512)]))
+    }
+
+    func testBlockFileReadOnlyAttachmentRefusesGuestWrites() throws {
+        let original = [UInt8](repeating: 0x42, count: 4096)
+        let path = try tempImage(original)
+        let file = try BlockFile(path: path, readOnly: true)
+        XCTAssertTrue(file.isReadOnly)
+        let r = try rig(file)
+        XCTAssertNotEqual(r.block.deviceFeatures & 1 << 5, 0)
+        try memory.writeBytes([UInt8](repeating: 0, count: 512), at: GuestAddress(dataAt))
+        try post(r, type: tOut, sector: 0, dataLength: 512, dataWritable: false)
+        serve(r)
+        XCTAssertEqual(try status(), sIOErr)
+        XCTAssertEqual([UInt8](try Data(contentsOf: URL(fileURLWithPath: path))), original)
+        XCTAssertThrowsError(try [UInt8](repeating: 0, count: 4).withUnsafeBytes { try file.write(at: 0, from: $0) }) {
+            XCTAssertEqual(($0 as? SysError)?.errno, EBADF)
+        }
+    }
+
+    func testBlockFileRefusesAMissingImageNamingThePath() throws {
+        let path = "/nonexistent-swiftvmm-dir/disk.img"
+        XCTAssertThrowsError(try BlockFile(path: path)) { error in
+            XCTAssertEqual((error as? SysError)?.errno, ENOENT)
+            XCTAssertTrue("\(error)".contains("disk image \(path) does not exist"), "\(error)")
+        }
+    }
+
+    func testBlockFileRefusesADirectory() throws {
+        let dir = FileManager.default.temporaryDirectory.path
+        XCTAssertThrowsError(try BlockFile(path: dir)) { error in
+            XCTAssertEqual((error as? SysError)?.errno, EISDIR, "\(error)")
+            XCTAssertTrue("\(error)".contains(dir), "\(error)")
+        }
+        XCTAssertThrowsError(try BlockFile(path: dir, readOnly: true)) { error in
+            XCTAssertEqual((error as? SysError)?.errno, EINVAL, "\(error)")
+            XCTAssertTrue("\(error)".contains("not a regular file or block device"), "\(error)")
+        }
+    }
+
+    func testBlockFileUnwritableMessageSaysWhatToDo() {
+        // Root ignores file modes, so the message is checked directly.
+        let m = BlockFile.openFailure(path: "/img/a.raw", readOnly: false, errno: EACCES)
+        XCTAssertEqual(m, "disk image /img/a.raw cannot be opened for writing (fix its permissions, or attach it read-only)")
+        XCTAssertEqual(BlockFile.openFailure(path: "/img/a.raw", readOnly: false, errno: EROFS), m)
+        XCTAssertEqual(BlockFile.openFailure(path: "/img/a.raw", readOnly: true, errno: EACCES),
+                       "disk image /img/a.raw cannot be read (check its permissions)")
+    }
+
+    func testBlockFileLocksTheImageAgainstASecondWriter() throws {
+        let path = try tempImage([UInt8](repeating: 0, count: 4096))
+        try withExtendedLifetime(try BlockFile(path: path)) { _ in
+            XCTAssertThrowsError(try BlockFile(path: path)) { error in
+                XCTAssertEqual((error as? SysError)?.errno, EWOULDBLOCK)
+                XCTAssertTrue("\(error)".contains("disk image \(path) is in use by another process"), "\(error)")
+            }
+            XCTAssertThrowsError(try BlockFile(path: path, readOnly: true), "no reader while a writer has it")
+        }
+        // The writer closed: readers may share the image, a writer may not join them.
+        let readers = [try BlockFile(path: path, readOnly: true), try BlockFile(path: path, readOnly: true)]
+        try withExtendedLifetime(readers) {
+            XCTAssertThrowsError(try BlockFile(path: path))
+        }
+    }
+
+    func testBlockFileReadPastTheEndIsAnError() throws {
+        let path = try tempImage([UInt8](repeating: 7, count: 1000))
+        let file = try BlockFile(path: path, readOnly: true)
+        var buffer = [UInt8](repeating: 0, count: 100)
+        try buffer.withUnsafeMutableBytes { try file.read(at: 900, into: $0) }
+        XCTAssertEqual(buffer, [UInt8](repeating: 7, count: 100))
+        XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { try file.read(at: 950, into: $0) }) { error in
+            XCTAssertEqual((error as? SysError)?.errno, EIO)
+            XCTAssertTrue("\(error)".contains("unexpected end of file"), "\(error)")
+        }
+        XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { try file.read(at: UInt64.max, into: $0) }) { error in
+            XCTAssertEqual((error as? SysError)?.errno, EINVAL)
+        }
+        try file.flush() // fsync on a read-only descriptor is allowed
+    }
+}
