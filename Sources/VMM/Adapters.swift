@@ -1,6 +1,5 @@
 import Devices
 import Foundation
-import Glibc
 import HostSys
 import KVM
 

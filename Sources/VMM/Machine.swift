@@ -41,6 +41,7 @@ final class Machine {
     let pio = Bus()
     let mmio = Bus()
     let serial: Serial16550
+    let pci: MachinePCI
     let vcpus: [VCPU]
     let boot: BootResult
     let latch: StopLatch
@@ -113,6 +114,19 @@ final class Machine {
         try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
         try LegacyDevices.install(on: pio, events: events)
 
+        // PCI: root bus, then virtio devices in the documented order.
+        do {
+            pci = try MachinePCI(vm: vm, memoryMap: map, mmio: mmio, pio: pio, logger: logger)
+            pci.bus.configIO.onReset = { latch.stop(.reset) } // port 0xCF9, reboot=pci
+            try pci.attachConfiguredDevices(config: config, memory: ram,
+                                            consoleOutput: try Self.virtioConsoleOutput(config.virtioConsole),
+                                            logger: logger)
+        } catch let e as MachineError {
+            throw e
+        } catch {
+            throw MachineError.setup("PCI devices: \(error)")
+        }
+
         // ACPI: HW-reduced FADT with sleep registers (poweroff), MADT, DSDT with
         // COM1, RTC and the pvpanic device (QEMU0001). The i8042 is left out of
         // ACPI on purpose: with the FADT's 8042 flag clear Linux does not probe
@@ -150,5 +164,17 @@ final class Machine {
             vcpus.append(v)
         }
         self.vcpus = vcpus
+    }
+
+    /// Where the virtio console (hvc0) writes, or nil when there is none.
+    static func virtioConsoleOutput(_ mode: SerialConfig) throws -> ConsoleOutput? {
+        switch mode {
+        case .off: return nil
+        case .terminal: return FDConsoleOutput(fd: StandardStreams.duplicateOutput())
+        case let .file(path):
+            do { return FDConsoleOutput(fd: try FileDescriptor.createForWriting(path)) } catch {
+                throw MachineError.setup("console.path: cannot open \(path): \(error)")
+            }
+        }
     }
 }

@@ -1,6 +1,5 @@
 import Devices
 import Foundation
-import Glibc
 import HostSys
 import KVM
 import Logging
@@ -45,10 +44,10 @@ public enum VMMRunner {
         let latch = StopLatch()
         var sinks: [ConsoleOutput] = []
         switch config.serial {
-        case .terminal: sinks.append(FDConsoleOutput(fd: FileDescriptor(adopting: dup(STDOUT_FILENO))))
+        case .terminal: sinks.append(FDConsoleOutput(fd: StandardStreams.duplicateOutput()))
         case let .file(path):
             do {
-                let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+                let fd = try FileDescriptor.createForWriting(path)
                 sinks.append(FDConsoleOutput(fd: fd))
             } catch {
                 return failed(.vmmError("serial.path: cannot open \(path): \(error)"), clock: clock, tail: [], status: ExitStatus.badConfig)
@@ -56,7 +55,7 @@ public enum VMMRunner {
         case .off: break
         }
         if let log = options.consoleLog {
-            do { sinks.append(FDConsoleOutput(fd: try FileDescriptor.open(log, flags: O_WRONLY | O_CREAT | O_TRUNC))) } catch {
+            do { sinks.append(FDConsoleOutput(fd: try FileDescriptor.createForWriting(log))) } catch {
                 return failed(.vmmError("--console-log: cannot open \(log): \(error)"), clock: clock, tail: [], status: ExitStatus.usage)
             }
         }
@@ -104,8 +103,8 @@ public enum VMMRunner {
 
         // Stop on SIGINT/SIGTERM.
         let signals = SignalWatcher()
-        signals.on(SIGTERM) { latch.stop(.signal(SIGTERM)) }
-        signals.on(SIGINT) { latch.stop(.signal(SIGINT)) }
+        signals.on(HostSignal.terminate) { latch.stop(.signal(HostSignal.terminate)) }
+        signals.on(HostSignal.interrupt) { latch.stop(.signal(HostSignal.interrupt)) }
 
         // Timeout.
         if let t = options.timeoutSeconds ?? config.timeoutSeconds {
@@ -113,10 +112,10 @@ public enum VMMRunner {
         }
 
         // Terminal input.
-        let interactive = options.interactive ?? (isatty(STDIN_FILENO) == 1)
+        let interactive = options.interactive ?? StandardStreams.inputIsTerminal
         var terminal: RawTerminal?
         if interactive, case .terminal = config.serial {
-            terminal = RawTerminal(fd: STDIN_FILENO)
+            terminal = StandardStreams.rawInputTerminal()
             if terminal != nil { logger.info("console: type Ctrl-A x to quit") }
             startInputThread(serial: machine.serial, latch: latch)
         }
@@ -188,7 +187,7 @@ public enum VMMRunner {
     /// Reads the terminal and feeds the UART; Ctrl-A x quits.
     static func startInputThread(serial: Serial16550, latch: StopLatch) {
         let t = Thread {
-            let stdin = FileDescriptor(adopting: dup(STDIN_FILENO))
+            let stdin = StandardStreams.duplicateInput()
             var sawCtrlA = false
             while !latch.isStopped {
                 guard let chunk = try? stdin.read(upTo: 64), !chunk.isEmpty else { return }
@@ -205,7 +204,7 @@ public enum VMMRunner {
                 while !pending.isEmpty && !latch.isStopped {
                     let n = serial.enqueueInput(pending)
                     pending.removeFirst(n)
-                    if !pending.isEmpty { usleep(2000) }
+                    if !pending.isEmpty { sleepMicroseconds(2000) }
                 }
             }
         }
@@ -230,7 +229,7 @@ final class RSSSampler: @unchecked Sendable {
         let t = Thread { [self] in
             while !latch.isStopped {
                 _ = self.peak
-                usleep(50_000)
+                sleepMicroseconds(50_000)
             }
         }
         t.name = "rss-sampler"

@@ -1,5 +1,5 @@
 import CShim
-import Glibc
+import HostSys
 
 /// KVM system event types (linux/kvm.h KVM_SYSTEM_EVENT_*).
 enum SystemEventType {
@@ -73,7 +73,7 @@ extension StopReason: CustomStringConvertible {
         case let .timeout(s): return "timeout: guest still running after \(s) s"
         case let .expectMatched(p): return "console matched expectation /\(p)/"
         case let .failPatternMatched(p): return "console matched failure pattern /\(p)/"
-        case let .signal(s): return "stopped by signal \(s == SIGTERM ? "SIGTERM" : s == SIGINT ? "SIGINT" : String(s))"
+        case let .signal(s): return "stopped by \(HostSignal.name(s))"
         case .userQuit: return "stopped by the user (Ctrl-A x)"
         case let .vmmError(m): return m
         }
