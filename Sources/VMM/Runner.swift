@@ -114,10 +114,20 @@ public enum VMMRunner {
         // Terminal input.
         let interactive = options.interactive ?? StandardStreams.inputIsTerminal
         var terminal: RawTerminal?
-        if interactive, case .terminal = config.serial {
+        // Keyboard input goes to the virtio console (hvc0) when it is on the
+        // terminal, else to the serial port when that is.
+        let inputSink: (([UInt8]) -> Int)?
+        if case .terminal = config.virtioConsole, let hvc = machine.pci.virtioConsole {
+            inputSink = { hvc.enqueueInput($0) }
+        } else if case .terminal = config.serial {
+            inputSink = { machine.serial.enqueueInput($0) }
+        } else {
+            inputSink = nil
+        }
+        if interactive, let sink = inputSink {
             terminal = StandardStreams.rawInputTerminal()
             if terminal != nil { logger.info("console: type Ctrl-A x to quit") }
-            startInputThread(serial: machine.serial, latch: latch)
+            startInputThread(sink: sink, latch: latch)
         }
 
         // vCPU threads.
@@ -185,7 +195,7 @@ public enum VMMRunner {
     }
 
     /// Reads the terminal and feeds the UART; Ctrl-A x quits.
-    static func startInputThread(serial: Serial16550, latch: StopLatch) {
+    static func startInputThread(sink: @escaping ([UInt8]) -> Int, latch: StopLatch) {
         let t = Thread {
             let stdin = StandardStreams.duplicateInput()
             var sawCtrlA = false
@@ -202,7 +212,7 @@ public enum VMMRunner {
                     pending.append(b)
                 }
                 while !pending.isEmpty && !latch.isStopped {
-                    let n = serial.enqueueInput(pending)
+                    let n = sink(pending)
                     pending.removeFirst(n)
                     if !pending.isEmpty { sleepMicroseconds(2000) }
                 }
