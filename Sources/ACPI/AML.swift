@@ -2,10 +2,11 @@
 /// which appends its bytes. Grammar and opcodes: ACPI 6.5 chapter 20 (§20.2
 /// "AML Grammar Definition", §20.3 "AML Byte Stream Byte Values").
 ///
-/// Only what the DSDT needs today is here (names, data objects, Name, Scope,
-/// Device, Method with Return, resource templates); new opcodes are new
-/// `AMLTerm` types, so the PCI root (\_SB.PCI0 with _PRT and _CRS windows)
-/// adds types without touching these.
+/// Only what the DSDT needs is here: names, data objects, Name, Scope,
+/// Device, Method with Return and resource templates in this file; the
+/// statements the PCI root's _OSC uses (If/Else, LEqual, LNot, And, Or,
+/// Store, CreateDWordField, ArgN, LocalN, ToUUID) in AMLStatements.swift.
+/// New opcodes are new `AMLTerm` types.
 public protocol AMLTerm {
     /// Appends this term's AML encoding to `bytes`.
     func encode(into bytes: inout [UInt8]) throws
