@@ -58,6 +58,7 @@ final class VirtioBlockTests: XCTestCase {
     }
 
     func rig(_ backend: BlockBackend, serial: String = "") throws -> Rig {
+        try memory.zero(at: GuestAddress(0x1000), length: 0x7000) // fresh rings
         let block = VirtioBlock(backend: backend, serial: serial)
         let driver = FakeDriver(memory: memory, size: 16)
         let irq = RecordingInterrupt()
@@ -429,6 +430,58 @@ final class VirtioBlockTests: XCTestCase {
         block.queueNotified(0)
         XCTAssertEqual(disk.flushes, 1)
         XCTAssertThrowsError(try block.activate(memory: memory, features: 0, queues: [], interrupt: irq))
+    }
+
+    func testRandomRequestsNeverTrapAndAlwaysGetAnAnswer() throws {
+        var rng = SplitMix64(seed: 0xB10C)
+        let disk = MemoryDisk(size: 40 * 512)
+        var r = try rig(disk)
+        let types: [UInt32] = [tIn, tOut, tFlush, tGetID, tDiscard, 0x8000_0000]
+        let sectors: [UInt64] = [0, 1, 39, 40, 41, UInt64.max, UInt64.max / 512, 1 << 55]
+        var statuses: [UInt8: Int] = [:]
+        var resets = 0
+        for iteration in 0..<600 {
+            var chain: [(addr: UInt64, len: UInt32, writable: Bool)] = []
+            // Mostly well-framed requests with hostile contents; sometimes broken framing.
+            let headerLength = Int.random(in: 0..<4, using: &rng) == 0 ? UInt32.random(in: 0...24, using: &rng) : 16
+            try memory.writeBytes(header(type: types.randomElement(using: &rng) ?? 0,
+                                         sector: sectors.randomElement(using: &rng) ?? 0), at: GuestAddress(headerAt))
+            chain.append((headerAt, headerLength, Int.random(in: 0..<30, using: &rng) == 0))
+            var data: [(addr: UInt64, len: UInt32, writable: Bool)] = []
+            for k in 0..<Int.random(in: 0...3, using: &rng) {
+                let len = [0, 1, 20, 511, 512, 1024, 4096].randomElement(using: &rng) ?? 0
+                data.append((0x20000 + 0x2000 * UInt64(k), UInt32(len), Bool.random(using: &rng)))
+            }
+            if Int.random(in: 0..<10, using: &rng) != 0 { data.sort { !$0.writable && $1.writable } }
+            chain += data
+            if Int.random(in: 0..<8, using: &rng) != 0 { chain.append((statusAt, 1, true)) }
+            let errorsBefore = r.irq.errors.count
+            let usedBefore = r.driver.usedIndex
+            r.driver.post(chain)
+            serve(r)
+            if r.irq.errors.count > errorsBefore {
+                XCTAssertEqual(r.driver.usedIndex, usedBefore, "iteration \(iteration)")
+                resets += 1
+                r = try rig(disk) // broken: a fresh device, as after a reset
+                continue
+            }
+            let used = r.driver.takeUsed()
+            XCTAssertEqual(used.count, 1, "iteration \(iteration): answered")
+            let writable = chain.filter { $0.writable && $0.len > 0 }
+            guard let last = writable.last, let len = used.first?.len else {
+                XCTFail("iteration \(iteration): answered without a status byte")
+                continue
+            }
+            XCTAssertLessThanOrEqual(UInt64(len), writable.reduce(0) { $0 + UInt64($1.len) })
+            let status = try memory.readBytes(at: GuestAddress(last.addr + UInt64(last.len) - 1), count: 1)[0]
+            XCTAssertTrue([sOK, sIOErr, sUnsupp].contains(status), "iteration \(iteration): status \(status)")
+            statuses[status, default: 0] += 1
+        }
+        // The loop reaches every outcome, so it tests something.
+        XCTAssertGreaterThan(resets, 20)
+        XCTAssertGreaterThan(statuses[sOK] ?? 0, 20)
+        XCTAssertGreaterThan(statuses[sIOErr] ?? 0, 20)
+        XCTAssertGreaterThan(statuses[sUnsupp] ?? 0, 20)
     }
 
     // MARK: BlockFile
