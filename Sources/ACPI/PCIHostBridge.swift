@@ -48,9 +48,10 @@ extension ACPIMachine {
         /// as `IO (Decode16, port, port, 1, 8)` as QEMU and Cloud Hypervisor
         /// do; nil leaves them out. No I/O window may cover them.
         public var configPorts: UInt16?
-        /// I/O port ranges forwarded to the bus (WordIO producers). Default
-        /// use: the PCI layer's one I/O window (0xC000-0xFFFF); QEMU's
-        /// [0x0000, 0x0CF7] + [0x0D00, 0xFFFF] is also expressible.
+        /// I/O port ranges forwarded to the bus (WordIO producers). SwiftVMM
+        /// passes exactly what its I/O router decodes, the PCI layer's one
+        /// window 0xC000-0xFFFF (README, "PCI"); QEMU's [0x0000, 0x0CF7] +
+        /// [0x0D00, 0xFFFF] is also expressible.
         public var ioWindows: [ClosedRange<UInt16>]
         /// The 32-bit MMIO window (a DWordMemory producer, non-cacheable).
         public var mmio32Window: ClosedRange<UInt32>
