@@ -42,7 +42,7 @@ final class MemoryDisk: BlockBackend {
 
 /// virtio-blk driven end to end: a fake driver posts requests (§5.2.6) into
 /// fake guest memory, the device serves them from a backend.
-final class VirtioBlockTests: XCTestCase {
+final class BlockTests: XCTestCase {
     let memory = ArrayGuestMemory(size: 0x20_0000)
     // Where requests live in guest memory.
     let headerAt: UInt64 = 0x8000, dataAt: UInt64 = 0x10000, statusAt: UInt64 = 0xF000

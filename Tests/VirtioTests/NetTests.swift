@@ -18,7 +18,7 @@ final class RecordingNetBackend: NetBackend {
 
 /// virtio-net driven end to end: a fake driver posts transmit and receive
 /// chains (§5.1.6) into fake guest memory.
-final class VirtioNetTests: XCTestCase {
+final class NetTests: XCTestCase {
     let memory = ArrayGuestMemory(size: 0x20_0000)
     let mac = MACAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])!
     /// §5.1.6: 12-byte header with VIRTIO_F_VERSION_1; num_buffers at 10.
