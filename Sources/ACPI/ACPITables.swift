@@ -65,6 +65,10 @@ public struct ACPIMachine: Hashable, Sendable {
     /// no MCFG and no \_SB.PCI0, and the tables are byte for byte those of
     /// a machine built before PCI existed.
     public var pci: PCIHostBridge?
+    /// The GSI of the Generic Event Device (ACPI0013) that reports the power
+    /// button (PNP0C0C), or nil for no power button. The VMM pulses this
+    /// interrupt to "press" the button (e.g. on SIGTERM).
+    public var powerButtonGSI: UInt32?
 
     public init(vcpus: Int,
                 sleepControlPort: UInt16 = ACPISleep.controlPort,
@@ -74,7 +78,9 @@ public struct ACPIMachine: Hashable, Sendable {
                 pvpanicPort: UInt16? = 0x505,
                 rtc: RTC? = RTC(),
                 i8042: I8042? = I8042(),
-                pci: PCIHostBridge? = nil) {
+                pci: PCIHostBridge? = nil,
+                powerButtonGSI: UInt32? = nil) {
+        self.powerButtonGSI = powerButtonGSI
         self.vcpus = vcpus
         self.sleepControlPort = sleepControlPort
         self.sleepStatusPort = sleepStatusPort

@@ -51,6 +51,7 @@ enum AMLOpcode {
 
     /// §20.2.5.3 Statement Opcodes Encoding.
     static let `return`: UInt8 = 0xA4
+    static let notify: UInt8 = 0x86
 
     /// §20.2.5.4 Expression Opcodes Encoding.
     static let buffer: UInt8 = 0x11
@@ -456,6 +457,24 @@ public struct AMLReturn: AMLTerm {
 
     public func encode(into bytes: inout [UInt8]) throws {
         bytes.append(AMLOpcode.return)
+        try value.encode(into: &bytes)
+    }
+}
+
+/// DefNotify (ACPI 6.5 §20.2.5.3): NotifyOp NotifyObject NotifyValue, ASL
+/// `Notify(\_SB.PWRB, 0x80)`.
+public struct AMLNotify: AMLTerm {
+    public let object: AMLNameString
+    public let value: AMLInteger
+
+    public init(_ object: String, _ value: UInt64) throws {
+        self.object = try AMLNameString(object)
+        self.value = AMLInteger(value)
+    }
+
+    public func encode(into bytes: inout [UInt8]) throws {
+        bytes.append(AMLOpcode.notify)
+        try object.encode(into: &bytes)
         try value.encode(into: &bytes)
     }
 }

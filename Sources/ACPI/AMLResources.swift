@@ -106,6 +106,36 @@ public struct AMLIRQNoFlags: AMLResourceDescriptor, Hashable, Sendable {
     }
 }
 
+/// Extended Interrupt Descriptor (ACPI 6.5 §6.4.3.6), ASL
+/// `Interrupt(ResourceConsumer, Edge|Level, ActiveHigh|ActiveLow, Exclusive) {gsi, ...}`:
+/// tag 0x89, length (16-bit LE, 2 + 4 per interrupt), flags (bit 0
+/// consumer, bit 1 edge-triggered, bit 2 active-low, bit 3 shared), count,
+/// then each interrupt number (32-bit LE). No resource source.
+public struct AMLExtendedInterrupt: AMLResourceDescriptor, Hashable, Sendable {
+    public var interrupts: [UInt32]
+    public var edgeTriggered: Bool
+    public var activeLow: Bool
+
+    static let tag: UInt8 = 0x89
+
+    public init(_ interrupts: [UInt32], edgeTriggered: Bool = true, activeLow: Bool = false) {
+        self.interrupts = interrupts
+        self.edgeTriggered = edgeTriggered
+        self.activeLow = activeLow
+    }
+
+    public func encode(into bytes: inout [UInt8]) throws {
+        guard !interrupts.isEmpty, interrupts.count <= 255 else {
+            throw ACPIError.invalidResource("Interrupt() with \(interrupts.count) interrupts (1...255)")
+        }
+        bytes.append(Self.tag)
+        bytes.appendLE(UInt16(2 + 4 * interrupts.count))
+        bytes.append(0x01 | (edgeTriggered ? 0x02 : 0) | (activeLow ? 0x04 : 0))
+        bytes.append(UInt8(interrupts.count))
+        for i in interrupts { bytes.appendLE(i) }
+    }
+}
+
 /// 32-Bit Fixed Memory Range Descriptor (ACPI 6.5 §6.4.3.4), ASL
 /// `Memory32Fixed(ReadWrite, base, length)`: tag 0x86, length 9 (16-bit LE),
 /// information (bit 0: 1 = read/write, 0 = read-only), base and length

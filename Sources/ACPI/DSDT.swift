@@ -61,10 +61,39 @@ public enum DSDT {
         if let port = machine.pvpanicPort {
             devices.append(try device("PEVT", hid: AMLString("QEMU0001"), resources: [AMLIOPort(fixed: port, length: 1)]))
         }
+        if let gsi = machine.powerButtonGSI {
+            devices += try powerButton(gsi: gsi)
+        }
         if let pci = machine.pci {
             devices += try PCIRoot.terms(for: pci)
         }
         return [s5, try AMLScope("\\_SB", devices)]
+    }
+
+    /// Notify value for a power button press (ACPI 6.5 §5.6.6, Table 5.166:
+    /// 0x80 on a PNP0C0C device = "button pressed").
+    static let buttonPressed: UInt64 = 0x80
+
+    /// The power button of a hardware-reduced machine (no fixed-feature
+    /// button): a Generic Event Device (ACPI0013, §5.6.9) whose interrupt
+    /// runs `_EVT`, which notifies the control-method power button PNP0C0C.
+    /// ```
+    /// Device (GED) { _HID "ACPI0013", _UID 0, _CRS Interrupt(Consumer, Edge, ActiveHigh) {gsi},
+    ///                Method (_EVT, 1) { Notify (\_SB.PWRB, 0x80) } }
+    /// Device (PWRB) { _HID PNP0C0C, _UID 0 }
+    /// ```
+    static func powerButton(gsi: UInt32) throws -> [any AMLTerm] {
+        let ged = try AMLDevice("GED", [
+            try AMLName("_HID", AMLString("ACPI0013")),
+            try AMLName("_UID", AMLInteger(0)),
+            try AMLName("_CRS", AMLResourceTemplate([AMLExtendedInterrupt([gsi])])),
+            try AMLMethod("_EVT", argumentCount: 1, [try AMLNotify("\\_SB.PWRB", buttonPressed)]),
+        ])
+        let button = try AMLDevice("PWRB", [
+            try AMLName("_HID", AMLEISAID("PNP0C0C")),
+            try AMLName("_UID", AMLInteger(0)),
+        ])
+        return [ged, button]
     }
 
     /// A device with _HID, optionally _UID, a constant _STA method and a

@@ -32,6 +32,9 @@ final class Machine {
     /// Firecracker place them: linux/Documentation/virt/kvm/api.rst).
     static let identityMapAddress: UInt64 = 0xFFFB_C000
     static let tssAddress: UInt64 = 0xFFFB_D000
+    /// The GSI of the ACPI Generic Event Device that reports the power
+    /// button: ISA IRQ 9, which a HW-reduced machine leaves free (no SCI).
+    static let powerButtonGSI: UInt32 = 9
 
     let config: VMConfig
     let logger: Logger
@@ -135,7 +138,9 @@ final class Machine {
         // through port 0x64 (arch/x86/kernel/reboot.c, BOOT_KBD).
         let acpi: ACPILayout
         do {
-            acpi = try ACPITables.build(config: ACPIMachine(vcpus: config.vcpus, i8042: nil))
+            acpi = try ACPITables.build(config: ACPIMachine(vcpus: config.vcpus, i8042: nil,
+                                                            pci: pci.acpiDescription(),
+                                                            powerButtonGSI: Self.powerButtonGSI))
             try acpi.write(into: ram)
         } catch {
             throw MachineError.setup("cannot build ACPI tables: \(error)")
@@ -164,6 +169,13 @@ final class Machine {
             vcpus.append(v)
         }
         self.vcpus = vcpus
+    }
+
+    /// "Presses" the ACPI power button: an edge on the GED's interrupt; the
+    /// guest's _EVT notifies \_SB.PWRB and its power-button handler decides.
+    func pressPowerButton() throws {
+        try vm.setIRQLine(Self.powerButtonGSI, level: true)
+        try vm.setIRQLine(Self.powerButtonGSI, level: false)
     }
 
     /// Where the virtio console (hvc0) writes, or nil when there is none.

@@ -1,3 +1,4 @@
+import ACPI
 import Devices
 import Foundation
 import GuestMemory
@@ -18,12 +19,49 @@ final class MachinePCI {
     let msiRouter: KVMMSIRouter
     private(set) var attached: [(PCIAddress, String)] = []
     private(set) var virtioConsole: VirtioConsole?
+    private(set) var nets: [(TapDevice, VirtioNet)] = []
+
+    /// One thread per TAP: frames from the host go to the guest's receive
+    /// queue. The thread blocks in read(2) and ends with the process.
+    func startNetworkReceivers(latch: StopLatch, logger: Logger) {
+        for (tap, net) in nets {
+            let t = Thread {
+                while !latch.isStopped {
+                    do {
+                        let frame = try tap.readFrame()
+                        if !frame.isEmpty { net.receive(frame: frame) }
+                    } catch {
+                        logger.error("tap \(tap.name): \(error)")
+                        return
+                    }
+                }
+            }
+            t.name = "net-rx-\(tap.name)"
+            t.start()
+        }
+    }
 
     init(vm: VirtualMachine, memoryMap: GuestMemoryMap, mmio: Bus, pio: Bus, logger: Logger) throws {
         msiRouter = KVMMSIRouter(vm: vm, logger: logger)
         bus = PCIRootBus(windows: PCIWindows.standard(memoryMap: memoryMap), msiRouter: msiRouter,
                          intxLine: { gsi in KVMIRQLine(vm: vm, irq: gsi) { logger.error("\($0)") } })
         try bus.install(mmioBus: mmio, pioBus: pio)
+    }
+
+    /// The host bridge as ACPI describes it (PCI0 _CRS and _PRT, MCFG), from
+    /// the same windows and INTx swizzle the root bus uses.
+    func acpiDescription() -> ACPIMachine.PCIHostBridge {
+        let w = bus.windows
+        func closed32(_ win: PCIAddressWindow) -> ClosedRange<UInt32> {
+            UInt32(truncatingIfNeeded: win.base)...UInt32(truncatingIfNeeded: win.base + win.size - 1)
+        }
+        let io = UInt16(truncatingIfNeeded: w.io.base)...UInt16(truncatingIfNeeded: w.io.base + w.io.size - 1)
+        return ACPIMachine.PCIHostBridge(
+            ecamBase: w.ecam.base, ioWindows: [io], mmio32Window: closed32(w.mmio32),
+            mmio64Window: w.mmio64.base...(w.mmio64.base + w.mmio64.size - 1),
+            intxRoutes: bus.prtEntries.map {
+                .init(slot: UInt8(truncatingIfNeeded: $0.slot), pin: $0.acpiPin, gsi: $0.gsi)
+            })
     }
 
     /// Wraps a virtio device model in the virtio-pci transport and attaches it.
@@ -41,6 +79,25 @@ final class MachinePCI {
     }
 
     func attachConfiguredDevices(config: VMConfig, memory: GuestMemoryAccess, consoleOutput: ConsoleOutput?, logger: Logger) throws {
+        for (i, d) in config.disks.enumerated() {
+            let file: BlockFile
+            do { file = try BlockFile(path: d.path, readOnly: d.readOnly) } catch {
+                throw MachineError.setup("disk[\(i)].path: \(error)")
+            }
+            let blk = VirtioBlock(backend: file, serial: "swiftvmm-disk\(i)")
+            try attachVirtio(blk, name: "virtio-blk \(d.path)\(d.readOnly ? " (read-only)" : "") \(file.capacity >> 20) MiB",
+                             memory: memory, logger: logger)
+        }
+        for (i, n) in config.nets.enumerated() {
+            let tap: TapDevice
+            do { tap = try TapDevice(name: n.tap) } catch {
+                throw MachineError.setup("net[\(i)].tap: \(error)")
+            }
+            guard let mac = MACAddress(n.mac) else { throw MachineError.setup("net[\(i)].mac: \(n.macString) is not a unicast address") }
+            let net = VirtioNet(backend: tap, mac: mac)
+            try attachVirtio(net, name: "virtio-net tap \(tap.name) mac \(n.macString)", memory: memory, logger: logger)
+            nets.append((tap, net))
+        }
         if let out = consoleOutput {
             let c = VirtioConsole(output: out)
             try attachVirtio(c, name: "virtio-console (hvc0)", memory: memory, logger: logger)

@@ -15,5 +15,8 @@ public struct RunOptions: Sendable {
     /// Write a JSON summary here.
     public var reportPath: String?
 
+    /// After SIGTERM presses the power button, how long the guest has to power off.
+    public var powerOffGrace: Double = 20
+
     public init() {}
 }

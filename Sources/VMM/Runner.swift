@@ -103,7 +103,25 @@ public enum VMMRunner {
 
         // Stop on SIGINT/SIGTERM.
         let signals = SignalWatcher()
-        signals.on(HostSignal.terminate) { latch.stop(.signal(HostSignal.terminate)) }
+        // SIGTERM asks the guest to power off (ACPI power button) and waits
+        // up to `powerOffGrace` seconds; a second SIGTERM, or the grace
+        // running out, stops the VM at once.
+        let termCount = LockedCounter()
+        signals.on(HostSignal.terminate) {
+            if termCount.increment() == 1 {
+                do {
+                    try machine.pressPowerButton()
+                    logger.info("SIGTERM: pressed the ACPI power button; waiting up to \(Int(options.powerOffGrace)) s for the guest to power off (SIGTERM again to stop now)")
+                    DispatchQueue.global().asyncAfter(deadline: .now() + options.powerOffGrace) {
+                        latch.stop(.signal(HostSignal.terminate))
+                    }
+                } catch {
+                    latch.stop(.signal(HostSignal.terminate))
+                }
+            } else {
+                latch.stop(.signal(HostSignal.terminate))
+            }
+        }
         signals.on(HostSignal.interrupt) { latch.stop(.signal(HostSignal.interrupt)) }
 
         // Timeout.
@@ -129,6 +147,8 @@ public enum VMMRunner {
             if terminal != nil { logger.info("console: type Ctrl-A x to quit") }
             startInputThread(sink: sink, latch: latch)
         }
+
+        machine.pci.startNetworkReceivers(latch: latch, logger: logger)
 
         // vCPU threads.
         do { try HostThreads.installKickHandler() } catch {
@@ -245,4 +265,11 @@ final class RSSSampler: @unchecked Sendable {
         t.name = "rss-sampler"
         t.start()
     }
+}
+
+/// A counter shared with signal handlers.
+final class LockedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func increment() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
 }
