@@ -64,7 +64,7 @@ PY
 then pass disk-write-reaches-image "${SECS}s"; else fail disk-write-reaches-image "status $STATUS" "$LOG"; fi
 
 # 4. The read-only disk is read-only in the guest and refuses writes.
-if has "vdb ro=1" && has "vdb write refused" && has "READONLY-DISK-CONTENT" ; then pass read-only-disk; else fail read-only-disk "see log" "$LOG"; fi
+if has "vdb ro=1" && has "vdb write refused" && has "head=READONLY-DISK-CO" ; then pass read-only-disk; else fail read-only-disk "see log" "$LOG"; fi
 
 # 5. virtio-net: the guest pings the lab host through the TAP.
 vmm net 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
@@ -80,7 +80,7 @@ if grep -q "SWIFTVMM-GUEST-INIT: up" "$work/hvc0.log"; then pass virtio-console-
 for _ in $(seq 1 120); do grep -q "SWIFTVMM-GUEST-INIT: up" "$LOGDIR/sigterm.log" && break; sleep 1; done
 sleep 2; kill -TERM $pid
 t0=$(date +%s); wait $pid; st=$?; LOG=$LOGDIR/sigterm.log
-if [ $st -eq 0 ] && has "guest powered off"; then pass sigterm-powers-off "$(( $(date +%s) - t0 ))s after SIGTERM"; else fail sigterm-powers-off "status $st" "$LOG"; fi
+if [ $st -eq 0 ] && has "guest powered off" && has "pressed the ACPI power button" && has "power button pressed, powering off"; then pass sigterm-powers-off "$(( $(date +%s) - t0 ))s after SIGTERM"; else fail sigterm-powers-off "status $st" "$LOG"; fi
 
 ip link del swtap0 2>/dev/null
 rm -rf "$work"
