@@ -41,11 +41,16 @@ final class MachinePCI {
         }
     }
 
+    let notifier: VirtioNotifier
+
     init(vm: VirtualMachine, memoryMap: GuestMemoryMap, mmio: Bus, pio: Bus, logger: Logger) throws {
         msiRouter = KVMMSIRouter(vm: vm, logger: logger)
         bus = PCIRootBus(windows: PCIWindows.standard(memoryMap: memoryMap), msiRouter: msiRouter,
                          intxLine: { gsi in KVMIRQLine(vm: vm, irq: gsi) { logger.error("\($0)") } })
         try bus.install(mmioBus: mmio, pioBus: pio)
+        let notifier = try VirtioNotifier(vm: vm, logger: logger)
+        self.notifier = notifier
+        bus.onBarMoved = { address, bar, _, new in notifier.barMoved(device: address, bar: bar, to: new) }
     }
 
     /// The host bridge as ACPI describes it (PCI0 _CRS and _PRT, MCFG), from
@@ -75,6 +80,8 @@ final class MachinePCI {
         let a = try bus.attach(transport)
         address = a
         attached.append((a, name))
+        let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
+        try notifier.register(transport, at: a, bar0: bar0)
         logger.info("pci \(a): \(name)")
     }
 

@@ -149,6 +149,7 @@ public enum VMMRunner {
         }
 
         machine.pci.startNetworkReceivers(latch: latch, logger: logger)
+        machine.pci.notifier.start(latch: latch)
 
         // vCPU threads.
         do { try HostThreads.installKickHandler() } catch {
