@@ -171,6 +171,9 @@ public enum VMMRunner {
         for t in threads { t.kick() }
         for t in threads { t.join() }
         terminal?.restore()
+        if machine.pci.notifier.queueCount > 0 {
+            logger.info("virtio: \(machine.pci.notifier.deliveredCount) queue notifications arrived through ioeventfds")
+        }
 
         let outcome = RunOutcome(reason: reason, exitStatus: ExitStatus.of(reason), wallSeconds: clock.elapsed,
                                  bootCompleteSeconds: clock.bootCompleteSeconds, firstRunSeconds: clock.firstRunSeconds,

@@ -20,6 +20,9 @@ final class VirtioNotifier: @unchecked Sendable {
     private let lock = NSLock()
     private var queues: [Queue] = []
     private var byDevice: [PCIAddress: [Int]] = [:]
+    /// Notifications delivered through ioeventfds so far.
+    private(set) var delivered = 0
+    var queueCount: Int { lock.lock(); defer { lock.unlock() }; return queues.count }
     /// Notify writes are 16-bit queue indices (virtio 1.2 §4.1.5.2).
     static let notifyWidth: UInt32 = 2
 
@@ -73,6 +76,8 @@ final class VirtioNotifier: @unchecked Sendable {
         queues[id] = q
     }
 
+    var deliveredCount: Int { lock.lock(); defer { lock.unlock() }; return delivered }
+
     /// The thread that delivers notifications until `latch` stops the VM.
     func start(latch: StopLatch) {
         let t = Thread { [self] in
@@ -80,6 +85,7 @@ final class VirtioNotifier: @unchecked Sendable {
                 for token in poller.wait(timeoutMs: 200) {
                     lock.lock()
                     let q = Int(exactly: token).flatMap { $0 < queues.count ? queues[$0] : nil }
+                    if q != nil { delivered += 1 }
                     lock.unlock()
                     guard let q else { continue }
                     q.event.drain()
