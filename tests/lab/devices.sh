@@ -50,6 +50,10 @@ if has "SWIFTVMM-PCI: 0000:00:00.0 0x8086 0x0d57 0x060000" \
 vmm rng 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio-rng swiftvmm.test=rng"
 if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-rng "${SECS}s"; else fail virtio-rng "status $STATUS" "$LOG"; fi
 
+# 2b. With MSI off in the guest, the same device works over INTx (IOAPIC GSI 16-19, level).
+vmm rng-intx 240 run "$work/vm.toml" --cmdline "$BASE pci=nomsi swiftvmm.modules=virtio-rng swiftvmm.test=rng"
+if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-over-intx "${SECS}s"; else fail virtio-over-intx "status $STATUS" "$LOG"; fi
+
 # 3. The guest writes a pattern to the virtio disk, flushes, powers off; the image holds it.
 vmm disk 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=LAB-$$"
 if [ "$STATUS" -eq 0 ] && has "vda write ok" && python3 - "$work/disk.img" "LAB-$$" <<'PY'
