@@ -65,7 +65,14 @@ extension StopReason: CustomStringConvertible {
         case let .guestVerdict(v): return "guest reported exit status \(v)"
         case let .guestPanic(pv): return pv ? "guest kernel panicked (reported through pvpanic)" : "guest kernel panicked (seen on the console; the guest has no pvpanic driver)"
         case let .guestHalted(v): return "guest halted vCPU \(v) for good"
-        case let .tripleFault(v, rip): return "guest triple fault on vCPU \(v)\(hex(rip)) (KVM_EXIT_SHUTDOWN)"
+        case let .tripleFault(v, rip):
+            // On AMD SVM, KVM re-initialises the vCPU on a shutdown intercept
+            // before reporting it, so the registers read afterwards are the
+            // reset state (RIP 0xfff0) and the faulting RIP is gone.
+            if rip == Self.resetVectorRIP {
+                return "guest triple fault on vCPU \(v) (KVM_EXIT_SHUTDOWN; KVM had already reset the vCPU, so its last RIP is unknown)"
+            }
+            return "guest triple fault on vCPU \(v)\(hex(rip)) (KVM_EXIT_SHUTDOWN)"
         case let .kvmInternalError(v, sub, data, rip):
             let what = sub == SHIM_KVM_INTERNAL_ERROR_EMULATION ? "KVM emulation failure" : "KVM internal error \(sub)"
             let extra = data.isEmpty ? "" : " [" + data.map { "0x" + String($0, radix: 16) }.joined(separator: " ") + "]"
@@ -78,6 +85,9 @@ extension StopReason: CustomStringConvertible {
         case let .vmmError(m): return m
         }
     }
+
+    /// RIP of an x86 vCPU after reset (Intel SDM vol. 3A 9.1.4: CS base 0xFFFF0000, IP 0xFFF0).
+    static let resetVectorRIP: UInt64 = 0xFFF0
 
     /// Fills in the guest RIP of crash reasons.
     func withRIP(_ rip: UInt64) -> StopReason {

@@ -87,6 +87,7 @@ final class ExitHandlerTests: XCTestCase {
         let r = StopReason.kvmInternalError(vcpu: 0, suberror: SHIM_KVM_INTERNAL_ERROR_EMULATION, data: [], rip: nil).withRIP(0xFFFF_FFFF_8100_0000)
         XCTAssertEqual(r.description, "KVM emulation failure on vCPU 0 at RIP 0xffffffff81000000")
         XCTAssertEqual(StopReason.tripleFault(vcpu: 1, rip: 0x1000).description, "guest triple fault on vCPU 1 at RIP 0x1000 (KVM_EXIT_SHUTDOWN)")
+        XCTAssertTrue(StopReason.tripleFault(vcpu: 0, rip: 0xFFF0).description.contains("last RIP is unknown"))
     }
 
     func testExitStatusTable() {
