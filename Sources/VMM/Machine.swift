@@ -50,7 +50,8 @@ final class Machine {
     let latch: StopLatch
     let clock: RunClock
 
-    init(config: VMConfig, console: ConsoleOutput, latch: StopLatch, clock: RunClock, options: RunOptions, logger: Logger) throws {
+    init(config: VMConfig, console: ConsoleOutput, latch: StopLatch, panic: PanicTracker, clock: RunClock,
+         options: RunOptions, logger: Logger) throws {
         self.config = config
         self.logger = logger
         self.latch = latch
@@ -100,12 +101,12 @@ final class Machine {
         }
 
         // Legacy devices (port I/O).
-        let events = ClosureEventSink { [latch, clock, logger] event in
+        let events = ClosureEventSink { [latch, clock, logger, panic] event in
             switch event {
-            case .reset: latch.stop(.reset)
-            case .powerOff: latch.stop(.powerOff)
+            case .reset: if !panic.endOfPanic() { latch.stop(.reset) }
+            case .powerOff: if !panic.endOfPanic() { latch.stop(.powerOff) }
             case let .guestVerdict(v): latch.stop(.guestVerdict(v))
-            case .guestPanic: latch.stop(.guestPanic(viaPVPanic: true))
+            case .guestPanic: panic.report(viaPVPanic: true)
             case .bootComplete:
                 if let t = clock.markBootComplete() {
                     logger.info("guest boot complete \(String(format: "%.1f", t * 1000)) ms after VMM start")
@@ -120,7 +121,7 @@ final class Machine {
         // PCI: root bus, then virtio devices in the documented order.
         do {
             pci = try MachinePCI(vm: vm, memoryMap: map, mmio: mmio, pio: pio, logger: logger)
-            pci.bus.configIO.onReset = { latch.stop(.reset) } // port 0xCF9, reboot=pci
+            pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
             try pci.attachConfiguredDevices(config: config, memory: ram,
                                             consoleOutput: try Self.virtioConsoleOutput(config.virtioConsole),
                                             logger: logger)

@@ -42,6 +42,7 @@ public enum VMMRunner {
     /// Runs the VM described by `config`. Never throws: every failure becomes an outcome.
     public static func run(config: VMConfig, options: RunOptions, clock: RunClock, logger: Logger) -> RunOutcome {
         let latch = StopLatch()
+        let panic = PanicTracker(latch: latch)
         var sinks: [ConsoleOutput] = []
         switch config.serial {
         case .terminal: sinks.append(FDConsoleOutput(fd: StandardStreams.duplicateOutput()))
@@ -69,10 +70,7 @@ public enum VMMRunner {
                 switch m.kind {
                 case .expect: latch.stop(.expectMatched(m.pattern))
                 case .failOn: latch.stop(.failPatternMatched(m.pattern))
-                case .panic:
-                    // Give pvpanic (the guest's own report) and the panic's own
-                    // lines a moment to arrive, then stop whatever happens.
-                    DispatchQueue.global().asyncAfter(deadline: .now() + 1.0) { latch.stop(.guestPanic(viaPVPanic: false)) }
+                case .panic: panic.report(viaPVPanic: false)
                 }
             })
         }
@@ -80,7 +78,8 @@ public enum VMMRunner {
 
         let machine: Machine
         do {
-            machine = try Machine(config: config, console: console, latch: latch, clock: clock, options: options, logger: logger)
+            machine = try Machine(config: config, console: console, latch: latch, panic: panic, clock: clock,
+                                  options: options, logger: logger)
         } catch let e as MachineError {
             let status: Int32
             switch e {

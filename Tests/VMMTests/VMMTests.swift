@@ -158,3 +158,22 @@ final class ConsoleMatcherTests: XCTestCase {
         for _ in 0..<1000 { XCTAssertNil(m.feed(Array("0123456789\n".utf8))) }
     }
 }
+
+final class PanicTrackerTests: XCTestCase {
+    func testResetAfterPanicEndsAsPanic() {
+        let l = StopLatch()
+        let p = PanicTracker(latch: l, flushDelay: 60)
+        XCTAssertFalse(p.endOfPanic(), "a reset without a panic is a reset")
+        p.report(viaPVPanic: false)
+        p.report(viaPVPanic: true)
+        XCTAssertTrue(p.endOfPanic())
+        XCTAssertEqual(l.wait(), .guestPanic(viaPVPanic: true))
+    }
+
+    func testPanicStopsAfterFlushDelay() {
+        let l = StopLatch()
+        let p = PanicTracker(latch: l, flushDelay: 0.05)
+        p.report(viaPVPanic: false)
+        XCTAssertEqual(l.wait(), .guestPanic(viaPVPanic: false))
+    }
+}
