@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "PCI", dependencies: ["Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
         .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory", "HostSys"], exclude: ["README.md"], swiftSettings: v5),
+        // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
+        .target(name: "VFIO", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
@@ -46,7 +48,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM",
+            "VMM", "VFIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
@@ -57,6 +59,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "VFIOTests", dependencies: ["VFIO"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),

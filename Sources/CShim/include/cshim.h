@@ -159,4 +159,6 @@ static const unsigned int SHIM_MFD_CLOEXEC = 1U; // MFD_CLOEXEC, linux/memfd.h
 /// vCPU kick signal so KVM_RUN returns EINTR.
 int shim_install_noop_handler(int signo);
 
+#include "cshim_vfio.h"
+
 #endif

@@ -1,0 +1,1 @@
+// VFIO / iommufd layer.
