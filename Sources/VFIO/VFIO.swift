@@ -1,1 +1,0 @@
-// VFIO / iommufd layer.
