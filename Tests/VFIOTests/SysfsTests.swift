@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import VFIO
 
@@ -197,5 +198,55 @@ final class SysfsTests: XCTestCase {
             if n > 0x34 { c[0x06] |= 0x10 }
             _ = PCIConfigParser.noSnoop(config: c)
         }
+    }
+}
+
+final class DeviceListingTests: XCTestCase {
+    func testNoIOMMUHost() throws {
+        let fs = try FakeSysfs()
+        try fs.addDevice("0000:00:03.0", driver: "e1000e")
+        let l = DeviceListing(discovery: SysfsDiscovery(root: fs.root))
+        XCTAssertFalse(l.iommuEnabled)
+        XCTAssertTrue(l.text().hasPrefix("no IOMMU groups: this host has no IOMMU enabled (intel_iommu=on / amd_iommu=on), nothing can be assigned"))
+        let obj = try JSONSerialization.jsonObject(with: Data(try l.json().utf8)) as? [String: Any]
+        XCTAssertEqual(obj?["iommuEnabled"] as? Bool, false)
+        XCTAssertEqual(obj?["iommuGroups"] as? Int, 0)
+        XCTAssertEqual(obj?["message"] as? String, DeviceListing.noIOMMUMessage)
+    }
+
+    func testJSONShape() throws {
+        let fs = try FakeSysfs()
+        try fs.addVTd("dmar0", ecap: 0xf0_0fde)
+        try fs.addDevice("0000:00:02.0", driver: "vfio-pci", group: 5, iommu: "dmar0", cdev: "vfio0",
+                         config: FakeSysfs.pcieConfig(noSnoop: true))
+        try fs.addDevice("0000:00:02.1", driver: "e1000e", group: 5, iommu: "dmar0")
+        let l = DeviceListing(discovery: SysfsDiscovery(root: fs.root))
+        XCTAssertEqual(l.message, "2 PCI devices in 1 IOMMU group; 0 assignable now")
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try l.json().utf8)) as? [String: Any])
+        XCTAssertEqual(Set(obj.keys), ["sysfsRoot", "iommuEnabled", "iommuGroups", "message", "devices"])
+        let devs = try XCTUnwrap(obj["devices"] as? [[String: Any]])
+        XCTAssertEqual(devs.count, 2)
+        let d = devs[0]
+        XCTAssertEqual(d["bdf"] as? String, "0000:00:02.0")
+        XCTAssertEqual(d["vendorID"] as? Int, 0x8086)
+        XCTAssertEqual(d["classCode"] as? Int, 0x020000)
+        XCTAssertEqual(d["driver"] as? String, "vfio-pci")
+        XCTAssertEqual(d["iommuGroup"] as? Int, 5)
+        XCTAssertEqual(d["viable"] as? Bool, false)
+        XCTAssertEqual(d["cdev"] as? String, "/dev/vfio/devices/vfio0")
+        XCTAssertEqual(d["noSnoopEnabled"] as? Bool, true)
+        XCTAssertEqual(d["wbinvdMustFlush"] as? Bool, false)
+        let peers = try XCTUnwrap(d["groupPeers"] as? [[String: Any]])
+        XCTAssertEqual(peers.first?["driver"] as? String, "e1000e")
+        let iommu = try XCTUnwrap(d["iommu"] as? [String: Any])
+        XCTAssertEqual(iommu["name"] as? String, "dmar0")
+        XCTAssertEqual(iommu["canEnforceSnoop"] as? Bool, true)
+        // Round trip.
+        XCTAssertEqual(try JSONDecoder().decode(DeviceListing.self, from: Data(try l.json().utf8)), l)
+        let text = l.text()
+        XCTAssertTrue(text.contains("0000:00:02.0  [8086:10d3] class 020000  driver vfio-pci"), text)
+        XCTAssertTrue(text.contains("also 0000:00:02.1 (e1000e)"), text)
+        XCTAssertTrue(text.contains("forces snoop: yes"), text)
+        XCTAssertTrue(text.contains("WBINVD stays a no-op"), text)
     }
 }
