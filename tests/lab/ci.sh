@@ -26,7 +26,7 @@ if [ "$STATUS" -eq 123 ] && has "matched failure pattern"; then pass fail-on-pat
 # 5. A kernel panic is reported through pvpanic: status 121 and the panic message.
 if [ -f "$MODS" ]; then
     vmm panic 180 run "$SMOKE" --initramfs "$MODS" --cmdline "$BASE swiftvmm.modules=pvpanic-mmio swiftvmm.test=panic"
-    if [ "$STATUS" -eq 121 ] && has "guest kernel panicked (reported through pvpanic)" && has "Kernel panic"; then pass panic-detected "${SECS}s"; else fail panic-detected "status $STATUS" "$LOG"; fi
+    if [ "$STATUS" -eq 121 ] && has "guest kernel panicked \(reported through pvpanic\)" && has "sysrq: Trigger a crash|Kernel panic"; then pass panic-detected "${SECS}s"; else fail panic-detected "status $STATUS" "$LOG"; fi
 else
     fail panic-detected "missing $MODS (scripts/assets initramfs)"
 fi
