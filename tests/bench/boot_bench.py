@@ -121,7 +121,41 @@ def fmt(x, unit):
     return f"{x:.2f} s" if unit == "s" else f"{x / 2**20:.1f} MiB"
 
 
+def verdict_bench():
+    """CI smoke boot: exec to the guest's verdict (status 3 on port 0x501) and the
+    VMM's exit. QEMU gets isa-debug-exit on the same port, so the same guest ends
+    both (QEMU exits (3 << 1) | 1 = 7)."""
+    cmdline = "console=ttyS0 reboot=k panic=-1 quiet swiftvmm.test=verdict swiftvmm.status=3"
+    vmms = [
+        ("swiftvmm", [SWIFTVMM, "run", os.path.join(REPO, "configs/smoke.toml"), "--memory", MEM, "--vcpus", "1",
+                      "--cmdline", cmdline], 3),
+        ("qemu q35 + isa-debug-exit", qemu("q35")[:-1] + [cmdline, "-device", "isa-debug-exit,iobase=0x501,iosize=1"], 7),
+        ("qemu microvm + isa-debug-exit", qemu("microvm")[:-1] + [cmdline, "-device", "isa-debug-exit,iobase=0x501,iosize=1"], 7),
+    ]
+    times = {n: [] for n, _, _ in vmms}
+    for i in range(RUNS):
+        for name, cmd, want in vmms:
+            t0 = time.monotonic()
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=BOOT_LIMIT)
+            t = time.monotonic() - t0
+            ok = p.returncode == want
+            if ok:
+                times[name].append(t)
+            print(f"bench: verdict round {i + 1} {name}: exec->exit {t:.2f} s, status {p.returncode}"
+                  f"{'' if ok else f' (expected {want})'}", flush=True)
+    print()
+    print(f"bench: smoke boot exec->verdict exit, medians over {RUNS} runs")
+    base = med(times["qemu q35 + isa-debug-exit"])
+    for name, _, _ in vmms:
+        m = med(times[name])
+        ratio = f" ({m / base:.2f}x qemu q35)" if m and base else ""
+        print(f"{name:30} {fmt(m, 's'):>8}{ratio}")
+
+
 def main():
+    if os.environ.get("BENCH_PART") == "verdict":
+        return verdict_bench()
     have_strace = subprocess.run(["which", "strace"], capture_output=True).returncode == 0
     # Runs are interleaved (one boot of each VMM per round) so that load on the
     # machine during the benchmark spreads over all VMMs alike.
@@ -155,6 +189,8 @@ def main():
     for name, (i, k, r) in results.items():
         if name.startswith("swiftvmm") and m and i and m[0]:
             print(f"bench: {name} vs qemu microvm: exec->init {i / m[0]:.2f}x")
+    print()
+    verdict_bench()
 
 
 if __name__ == "__main__":
