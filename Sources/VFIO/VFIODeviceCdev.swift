@@ -1,0 +1,262 @@
+import CShim
+import Glibc
+import HostSys
+
+/// `VFIO_DEVICE_GET_INFO`'s reply.
+public struct VFIODeviceInfo: Equatable, Sendable {
+    public let flags: UInt32
+    public let numRegions: UInt32
+    public let numIRQs: UInt32
+
+    public var isPCI: Bool { flags & SHIM_VFIO_DEVICE_FLAGS_PCI != 0 }
+    public var supportsReset: Bool { flags & SHIM_VFIO_DEVICE_FLAGS_RESET != 0 }
+}
+
+/// `VFIO_DEVICE_GET_IRQ_INFO`'s reply.
+public struct VFIOIRQInfo: Equatable, Sendable {
+    public let index: UInt32
+    public let flags: UInt32
+    public let count: UInt32
+
+    public var supportsEventFD: Bool { flags & SHIM_VFIO_IRQ_INFO_EVENTFD != 0 }
+    public var isMaskable: Bool { flags & SHIM_VFIO_IRQ_INFO_MASKABLE != 0 }
+    /// Level-triggered (INTx): the host masks it on delivery until unmasked.
+    public var isAutomasked: Bool { flags & SHIM_VFIO_IRQ_INFO_AUTOMASKED != 0 }
+}
+
+/// The vfio-pci interrupt kinds (`VFIO_PCI_*_IRQ_INDEX`).
+public enum VFIOIRQIndex: Sendable {
+    case intx, msi, msix
+    public var rawValue: UInt32 {
+        switch self {
+        case .intx: return SHIM_VFIO_PCI_INTX_IRQ_INDEX
+        case .msi: return SHIM_VFIO_PCI_MSI_IRQ_INDEX
+        case .msix: return SHIM_VFIO_PCI_MSIX_IRQ_INDEX
+        }
+    }
+}
+
+/// The action of a `VFIO_DEVICE_SET_IRQS`.
+public enum VFIOIRQAction: Sendable {
+    case mask, unmask, trigger
+    var flag: UInt32 {
+        switch self {
+        case .mask: return SHIM_VFIO_IRQ_SET_ACTION_MASK
+        case .unmask: return SHIM_VFIO_IRQ_SET_ACTION_UNMASK
+        case .trigger: return SHIM_VFIO_IRQ_SET_ACTION_TRIGGER
+        }
+    }
+}
+
+/// The data of a `VFIO_DEVICE_SET_IRQS`.
+public enum VFIOIRQData: Sendable, Equatable {
+    /// Do the action once on `count` vectors (or, for trigger with count 0, disable).
+    case none(count: UInt32)
+    case bool([Bool])
+    /// One eventfd per vector; -1 leaves that vector without one.
+    case eventfds([Int32])
+}
+
+/// A VFIO device opened through its cdev (`/dev/vfio/devices/vfioN`), the
+/// iommufd way: bind it to an iommufd, attach it to an IOAS, then use it.
+public final class VFIODeviceCdev: @unchecked Sendable {
+    public let performer: IOCTLPerformer
+    public let path: String
+    /// The device id iommufd gave it at bind time.
+    public private(set) var deviceID: UInt32?
+
+    public init(performer: IOCTLPerformer, path: String = "(fake)") {
+        self.performer = performer
+        self.path = path
+    }
+
+    /// Opens the cdev; the error says what is missing.
+    public static func open(path: String) throws -> VFIODeviceCdev {
+        do {
+            return VFIODeviceCdev(performer: try FileDescriptorPerformer.open(path), path: path)
+        } catch let e as SysError {
+            switch e.errno {
+            case ENOENT: throw VFIOError.cdevMissing(path: path)
+            case EACCES, EPERM: throw VFIOError.permissionDenied(path: path)
+            default: throw VFIOError.openFailed(path: path, e)
+            }
+        }
+    }
+
+    /// Binds the device to `iommufd`; returns (and remembers) its device id.
+    /// DMA is blocked until the device is attached to an IOAS.
+    /// The corresponding ioctl is `VFIO_DEVICE_BIND_IOMMUFD`.
+    @discardableResult
+    public func bind(to iommufd: IOMMUFD) throws -> UInt32 {
+        var b = vfio_device_bind_iommufd()
+        b.argsz = SHIM_SIZEOF_VFIO_DEVICE_BIND_IOMMUFD
+        b.iommufd = iommufd.performer.descriptor
+        try performer.call(SHIM_VFIO_DEVICE_BIND_IOMMUFD, &b, "VFIO_DEVICE_BIND_IOMMUFD \(path)")
+        deviceID = b.out_devid
+        return b.out_devid
+    }
+
+    /// Attaches the device to IOAS or HWPT `ptID`; returns the page table it
+    /// ended up on (for an IOAS, the automatic HWPT the kernel made).
+    /// The corresponding ioctl is `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+    @discardableResult
+    public func attach(ptID: UInt32) throws -> UInt32 {
+        var a = vfio_device_attach_iommufd_pt()
+        a.argsz = SHIM_SIZEOF_VFIO_DEVICE_ATTACH_IOMMUFD_PT
+        a.pt_id = ptID
+        try performer.call(SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a, "VFIO_DEVICE_ATTACH_IOMMUFD_PT \(path) to \(ptID)")
+        return a.pt_id
+    }
+
+    /// Detaches from the current page table. The corresponding ioctl is `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+    public func detach() throws {
+        var d = vfio_device_detach_iommufd_pt()
+        d.argsz = SHIM_SIZEOF_VFIO_DEVICE_DETACH_IOMMUFD_PT
+        try performer.call(SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d, "VFIO_DEVICE_DETACH_IOMMUFD_PT \(path)")
+    }
+
+    /// Flags and the number of regions and IRQ kinds. The corresponding ioctl is `VFIO_DEVICE_GET_INFO`.
+    public func info() throws -> VFIODeviceInfo {
+        var i = vfio_device_info()
+        i.argsz = SHIM_SIZEOF_VFIO_DEVICE_INFO
+        try performer.call(SHIM_VFIO_DEVICE_GET_INFO, &i, "VFIO_DEVICE_GET_INFO \(path)")
+        return VFIODeviceInfo(flags: i.flags, numRegions: i.num_regions, numIRQs: i.num_irqs)
+    }
+
+    /// Most bytes of region info (with capabilities) we accept from the kernel.
+    static let maxRegionInfoSize: UInt32 = 64 * 1024
+
+    /// Region `index` with its capability chain: asked once with the fixed
+    /// struct, and again with the argsz the kernel asks for when the
+    /// capabilities do not fit. The corresponding ioctl is `VFIO_DEVICE_GET_REGION_INFO`.
+    public func regionInfo(_ index: UInt32) throws -> VFIORegionInfo {
+        let name = "VFIO_DEVICE_GET_REGION_INFO \(path) region \(index)"
+        var size = SHIM_SIZEOF_VFIO_REGION_INFO
+        for _ in 0..<2 {
+            var b = LE.argszBuffer(Int(size))
+            LE.put32(&b, VFIORegionInfo.indexOffset, index)
+            try performer.call(SHIM_VFIO_DEVICE_GET_REGION_INFO, bytes: &b, name)
+            guard let wanted = LE.u32(b, 0) else { throw VFIOError.malformedReply("\(name): no argsz") }
+            if wanted <= size { return try VFIORegionInfo.decode(b) }
+            guard wanted <= Self.maxRegionInfoSize else {
+                throw VFIOError.malformedReply("\(name): the kernel wants \(wanted) bytes")
+            }
+            size = wanted
+        }
+        throw VFIOError.malformedReply("\(name): argsz grew again on the second call")
+    }
+
+    /// The interrupt kind `index`. The corresponding ioctl is `VFIO_DEVICE_GET_IRQ_INFO`.
+    public func irqInfo(_ index: UInt32) throws -> VFIOIRQInfo {
+        var i = vfio_irq_info()
+        i.argsz = SHIM_SIZEOF_VFIO_IRQ_INFO
+        i.index = index
+        try performer.call(SHIM_VFIO_DEVICE_GET_IRQ_INFO, &i, "VFIO_DEVICE_GET_IRQ_INFO \(path) index \(index)")
+        return VFIOIRQInfo(index: i.index, flags: i.flags, count: i.count)
+    }
+
+    /// The `struct vfio_irq_set` bytes for one call: header, then the data
+    /// array; argsz covers both.
+    static func irqSetBytes(index: UInt32, start: UInt32, action: VFIOIRQAction, data: VFIOIRQData) -> [UInt8] {
+        let header = Int(SHIM_SIZEOF_VFIO_IRQ_SET)
+        let kind: UInt32, count: UInt32, payload: [UInt8]
+        switch data {
+        case let .none(n):
+            (kind, count, payload) = (SHIM_VFIO_IRQ_SET_DATA_NONE, n, [])
+        case let .bool(v):
+            (kind, count, payload) = (SHIM_VFIO_IRQ_SET_DATA_BOOL, UInt32(v.count), v.map { $0 ? 1 : 0 })
+        case let .eventfds(fds):
+            var p = [UInt8]()
+            for fd in fds { withUnsafeBytes(of: fd.littleEndian) { p.append(contentsOf: $0) } }
+            (kind, count, payload) = (SHIM_VFIO_IRQ_SET_DATA_EVENTFD, UInt32(fds.count), p)
+        }
+        var b = LE.argszBuffer(header + payload.count)
+        LE.put32(&b, 4, kind | action.flag)
+        LE.put32(&b, 8, index)
+        LE.put32(&b, 12, start)
+        LE.put32(&b, 16, count)
+        b.replaceSubrange(header..<b.count, with: payload)
+        return b
+    }
+
+    /// Sets how vectors `start...` of interrupt kind `index` are signalled,
+    /// masked or unmasked. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
+    public func setIRQs(index: UInt32, start: UInt32 = 0, action: VFIOIRQAction, data: VFIOIRQData) throws {
+        var b = Self.irqSetBytes(index: index, start: start, action: action, data: data)
+        try performer.call(SHIM_VFIO_DEVICE_SET_IRQS, bytes: &b, "VFIO_DEVICE_SET_IRQS \(path) index \(index)")
+    }
+
+    /// Signals MSI or MSI-X vector i through `eventfds[i]` (an irqfd of the VM).
+    public func enable(_ kind: VFIOIRQIndex, eventfds: [Int32]) throws {
+        try setIRQs(index: kind.rawValue, action: .trigger, data: .eventfds(eventfds))
+    }
+
+    /// Turns off every vector of `kind`.
+    public func disable(_ kind: VFIOIRQIndex) throws {
+        try setIRQs(index: kind.rawValue, action: .trigger, data: .none(count: 0))
+    }
+
+    /// INTx: `trigger` fires on the line; `resample`, when given, unmasks the
+    /// line when signalled (pair it with a KVM resample irqfd so the guest's EOI
+    /// unmasks without a VMM exit).
+    public func enableINTx(trigger: Int32, resample: Int32? = nil) throws {
+        try setIRQs(index: VFIOIRQIndex.intx.rawValue, action: .trigger, data: .eventfds([trigger]))
+        if let resample {
+            try setIRQs(index: VFIOIRQIndex.intx.rawValue, action: .unmask, data: .eventfds([resample]))
+        }
+    }
+
+    /// Unmasks INTx once (after the guest handled the level interrupt).
+    public func unmaskINTx() throws {
+        try setIRQs(index: VFIOIRQIndex.intx.rawValue, action: .unmask, data: .none(count: 1))
+    }
+
+    /// Function-level (or other) reset. The corresponding ioctl is `VFIO_DEVICE_RESET`.
+    public func reset() throws {
+        try vfioCall { try performer.ioctl(SHIM_VFIO_DEVICE_RESET, integer: 0, "VFIO_DEVICE_RESET \(path)") }
+    }
+
+    /// What the IOMMU behind this device reports; the device must be bound to
+    /// `iommufd`. The corresponding ioctl is `IOMMU_GET_HW_INFO`.
+    public func hardwareInfo(_ iommufd: IOMMUFD) throws -> IOMMUHardwareInfo {
+        guard let deviceID else { throw VFIOError.invalidArgument("\(path) is not bound to an iommufd") }
+        return try iommufd.hardwareInfo(deviceID: deviceID)
+    }
+}
+
+/// The kvm-vfio pseudo device of a VM. Adding a VFIO file tells KVM about
+/// the device's DMA coherency: a file whose IOMMU does not enforce it makes
+/// the VM's WBINVD a real flush (see README.md).
+public final class KVMVFIODevice: @unchecked Sendable {
+    public let performer: IOCTLPerformer
+
+    public init(performer: IOCTLPerformer) { self.performer = performer }
+
+    /// Creates the device on VM `vm` (e.g. a `FileDescriptorPerformer` of the VM fd).
+    /// The corresponding ioctl is `KVM_CREATE_DEVICE`.
+    public static func create(on vm: IOCTLPerformer) throws -> KVMVFIODevice {
+        var c = kvm_create_device()
+        c.type = SHIM_KVM_DEV_TYPE_VFIO
+        try vm.call(SHIM_KVM_CREATE_DEVICE, &c, "KVM_CREATE_DEVICE kvm-vfio")
+        return KVMVFIODevice(performer: FileDescriptorPerformer(FileDescriptor(adopting: Int32(bitPattern: c.fd))))
+    }
+
+    /// Registers a VFIO device cdev fd with KVM. The corresponding ioctl is
+    /// `KVM_SET_DEVICE_ATTR` (`KVM_DEV_VFIO_FILE_ADD`).
+    public func add(_ device: VFIODeviceCdev) throws { try file(device.performer.descriptor, SHIM_KVM_DEV_VFIO_FILE_ADD, "ADD") }
+
+    /// Unregisters it. The corresponding ioctl is `KVM_SET_DEVICE_ATTR` (`KVM_DEV_VFIO_FILE_DEL`).
+    public func remove(_ device: VFIODeviceCdev) throws { try file(device.performer.descriptor, SHIM_KVM_DEV_VFIO_FILE_DEL, "DEL") }
+
+    private func file(_ fd: Int32, _ attr: UInt64, _ what: String) throws {
+        var value = fd
+        try withUnsafeMutablePointer(to: &value) { p in
+            var a = kvm_device_attr()
+            a.group = SHIM_KVM_DEV_VFIO_FILE
+            a.attr = attr
+            // SAFETY: `p` points at an Int32 that lives until the ioctl returns.
+            a.addr = UInt64(UInt(bitPattern: p))
+            try performer.call(SHIM_KVM_SET_DEVICE_ATTR, &a, "KVM_SET_DEVICE_ATTR KVM_DEV_VFIO_FILE_\(what) fd \(fd)")
+        }
+    }
+}
