@@ -63,5 +63,6 @@ let package = Package(
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),
+        .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"], swiftSettings: v5),
     ]
 )
