@@ -32,7 +32,7 @@ let package = Package(
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
         .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory", "HostSys"], exclude: ["README.md"], swiftSettings: v5),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
-        .target(name: "VFIO", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
+        .target(name: "VFIO", dependencies: ["CShim", "HostSys", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.

@@ -22,7 +22,7 @@ struct SwiftVMM: ParsableCommand {
             121 guest panic; 122 guest crash; 123 failure pattern; 124 timeout.
             """,
         version: SwiftVMMVersion.string,
-        subcommands: [Run.self, Check.self]
+        subcommands: [Run.self, Check.self, Devices.self]
     )
 }
 
