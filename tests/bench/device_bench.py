@@ -50,7 +50,7 @@ def receiver(result):
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("10.0.2.1", 5001))
     srv.listen(1)
-    srv.settimeout(240)
+    srv.settimeout(60)
     try:
         conn, _ = srv.accept()
     except OSError:
@@ -94,7 +94,7 @@ def main():
             t.start()
             time.sleep(0.5)
             out = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk))
-            t.join(timeout=60)
+            t.join(timeout=90)
             if result:
                 got, secs = result[0]
                 mbps = got * 8 / secs / 1e6

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Lab tests on a lab host with the emulated Intel VT-d (snoop control on) and two e1000e NICs:
+# `swiftvmm devices` reads the real sysfs, IOMMU groups and the IOMMU's coherency.
+# Run by scripts/test as: scripts/lab run --iommu intel-snoop --nics 2 -- bash tests/lab/iommu.sh
+source "$(dirname "$0")/lib.sh"
+cd "$REPO"
+
+vmm devices 60 devices
+if [ "$STATUS" -eq 0 ] && has "e1000e" && has "group" && ! has "no IOMMU groups"; then pass devices-lists-iommu-groups; else fail devices-lists-iommu-groups "status $STATUS" "$LOG"; fi
+
+vmm devices-json 60 devices --json
+if [ "$STATUS" -eq 0 ] && python3 - "$LOG" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+nics = [x for x in d["devices"] if x.get("driver") == "e1000e"]
+assert len(nics) == 2, nics
+for n in nics:
+    assert n.get("iommuGroup") is not None, n
+    assert n["viable"] is False, n          # bound to e1000e, not vfio-pci
+    assert "vfio-pci" in n["viability"], n  # the message says how to bind it
+PY
+then pass devices-json-shape; else fail devices-json-shape "status $STATUS" "$LOG"; fi
+
+# Bind one NIC to vfio-pci as LAB.md does: it becomes viable, with a cdev.
+bdf=$(for d in /sys/bus/pci/devices/*; do [ "$(basename "$(readlink "$d/driver" 2>/dev/null)")" = e1000e ] && basename "$d"; done | head -n 1)
+echo vfio-pci >"/sys/bus/pci/devices/$bdf/driver_override"
+echo "$bdf" >"/sys/bus/pci/devices/$bdf/driver/unbind"
+echo "$bdf" >/sys/bus/pci/drivers_probe
+vmm devices-bound 60 devices
+block=$(grep -A8 "^$bdf " "$LOG")
+if [ "$STATUS" -eq 0 ] && grep -q "assignable: yes" <<<"$block" && grep -q "cdev: /dev/vfio/devices/vfio" <<<"$block" \
+    && grep -q "forces snoop: yes" <<<"$block"; then
+    pass devices-vfio-bound-viable "$bdf"; else fail devices-vfio-bound-viable "$bdf" "$LOG"; fi
+summary
