@@ -63,6 +63,12 @@ python3 tests/lab/make-crash-kernel.py "$tmp/crash.elf"
 run run configs/smoke.toml --kernel "$tmp/crash.elf" --allow-pvm --timeout 20s
 [ $ST -eq 122 ] && echo "$OUT" | grep -q "triple fault on vCPU 0 at RIP 0x200000" && pass triple-fault-reported || fail triple-fault-reported "status $ST"
 
+# `devices` lists host PCI devices; with no IOMMU it says nothing can be assigned, and exits 0.
+run devices
+if [ $ST -eq 0 ] && { [ -d /sys/class/iommu ] && ls /sys/kernel/iommu_groups/* >/dev/null 2>&1 || echo "$OUT" | grep -q "no IOMMU groups"; }; then pass devices-command; else fail devices-command "status $ST"; fi
+run devices --json
+[ $ST -eq 0 ] && echo "$OUT" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert isinstance(d["devices"], list)' && pass devices-json || fail devices-json "status $ST"
+
 # On KVM-PVM hosts (ours) run must fail fast with an explanation, not hang.
 if [ -d /sys/module/kvm_pvm ] && [ ! -d /sys/module/kvm_intel ] && [ ! -d /sys/module/kvm_amd ]; then
     t0=$(date +%s%N)
