@@ -6,13 +6,18 @@ import HostSys
 /// tables and the devices bound to it. Closing it destroys all of them.
 public final class IOMMUFD: @unchecked Sendable {
     public let performer: IOCTLPerformer
+    /// The device node, named in error messages.
+    public let path: String
 
-    public init(performer: IOCTLPerformer) { self.performer = performer }
+    public init(performer: IOCTLPerformer, path: String = "/dev/iommu") {
+        self.performer = performer
+        self.path = path
+    }
 
     /// Opens `/dev/iommu`. ENOENT means the kernel has no CONFIG_IOMMUFD.
     public static func open(path: String = "/dev/iommu") throws -> IOMMUFD {
         do {
-            return IOMMUFD(performer: try FileDescriptorPerformer.open(path))
+            return IOMMUFD(performer: try FileDescriptorPerformer.open(path), path: path)
         } catch let e as SysError {
             switch e.errno {
             case ENOENT, ENODEV, ENXIO: throw VFIOError.iommufdMissing(path: path)
@@ -26,7 +31,7 @@ public final class IOMMUFD: @unchecked Sendable {
     public func allocateIOAS() throws -> IOAS {
         var a = iommu_ioas_alloc()
         a.size = SHIM_SIZEOF_IOMMU_IOAS_ALLOC
-        try performer.call(SHIM_IOMMU_IOAS_ALLOC, &a, "IOMMU_IOAS_ALLOC")
+        try performer.call(SHIM_IOMMU_IOAS_ALLOC, &a, "IOMMU_IOAS_ALLOC on \(path)")
         return IOAS(iommufd: self, id: a.out_ioas_id)
     }
 
@@ -35,7 +40,7 @@ public final class IOMMUFD: @unchecked Sendable {
         var d = iommu_destroy()
         d.size = SHIM_SIZEOF_IOMMU_DESTROY
         d.id = id
-        try performer.call(SHIM_IOMMU_DESTROY, &d, "IOMMU_DESTROY \(id)")
+        try performer.call(SHIM_IOMMU_DESTROY, &d, "IOMMU_DESTROY of object \(id) on \(path)")
     }
 
     /// A hardware page table for bound device `deviceID` on top of `ptID`
@@ -46,7 +51,7 @@ public final class IOMMUFD: @unchecked Sendable {
         h.flags = flags
         h.dev_id = deviceID
         h.pt_id = ptID
-        try performer.call(SHIM_IOMMU_HWPT_ALLOC, &h, "IOMMU_HWPT_ALLOC dev \(deviceID) pt \(ptID)")
+        try performer.call(SHIM_IOMMU_HWPT_ALLOC, &h, "IOMMU_HWPT_ALLOC on \(path) dev \(deviceID) pt \(ptID)")
         return h.out_hwpt_id
     }
 
@@ -61,7 +66,7 @@ public final class IOMMUFD: @unchecked Sendable {
         o.op = value == nil ? SHIM_IOMMU_OPTION_OP_GET : SHIM_IOMMU_OPTION_OP_SET
         o.object_id = objectID
         o.val64 = value ?? 0
-        try performer.call(SHIM_IOMMU_OPTION, &o, "IOMMU_OPTION \(optionID)")
+        try performer.call(SHIM_IOMMU_OPTION, &o, "IOMMU_OPTION on \(path) \(optionID)")
         return o.val64
     }
 
@@ -79,7 +84,7 @@ public final class IOMMUFD: @unchecked Sendable {
             // SAFETY: `buf` is `data.count` bytes, the length passed as data_len,
             // and lives until the ioctl returns.
             h.data_uptr = UInt64(UInt(bitPattern: buf.baseAddress))
-            try performer.call(SHIM_IOMMU_GET_HW_INFO, &h, "IOMMU_GET_HW_INFO dev \(deviceID)")
+            try performer.call(SHIM_IOMMU_GET_HW_INFO, &h, "IOMMU_GET_HW_INFO on \(path) dev \(deviceID)")
         }
         return try Self.decodeHardwareInfo(type: h.out_data_type, length: h.data_len, data: data)
     }
@@ -126,7 +131,13 @@ public final class IOAS: @unchecked Sendable {
     /// narrow as devices attach. Asks again with a bigger array while the kernel
     /// answers EMSGSIZE. The corresponding ioctl is `IOMMU_IOAS_IOVA_RANGES`.
     public func iovaRanges() throws -> (ranges: [ClosedRange<UInt64>], alignment: UInt64) {
-        var capacity: UInt32 = 8
+        try iovaRanges(initialCapacity: 8)
+    }
+
+    /// `iovaRanges()` starting with room for `initialCapacity` ranges (tests
+    /// and the probe use 1 to exercise the EMSGSIZE retry).
+    func iovaRanges(initialCapacity: UInt32) throws -> (ranges: [ClosedRange<UInt64>], alignment: UInt64) {
+        var capacity = max(initialCapacity, 1)
         for _ in 0..<4 {
             var storage = [iommu_iova_range](repeating: iommu_iova_range(), count: Int(capacity))
             var r = iommu_ioas_iova_ranges()
@@ -137,7 +148,7 @@ public final class IOAS: @unchecked Sendable {
                 try storage.withUnsafeMutableBufferPointer { buf in
                     // SAFETY: `buf` holds `capacity` ranges, the count passed in num_iovas.
                     r.allowed_iovas = UInt64(UInt(bitPattern: buf.baseAddress))
-                    try iommufd.performer.call(SHIM_IOMMU_IOAS_IOVA_RANGES, &r, "IOMMU_IOAS_IOVA_RANGES ioas \(id)")
+                    try iommufd.performer.call(SHIM_IOMMU_IOAS_IOVA_RANGES, &r, "IOMMU_IOAS_IOVA_RANGES on \(iommufd.path) ioas \(id)")
                 }
             } catch VFIOError.ioctl(let e) where e.errno == EMSGSIZE && r.num_iovas > capacity && r.num_iovas <= 4096 {
                 capacity = r.num_iovas
@@ -179,7 +190,7 @@ public final class IOAS: @unchecked Sendable {
         m.length = length
         m.iova = iova ?? 0
         let at = iova.map { " at IOVA 0x\(String($0, radix: 16))" } ?? ""
-        try iommufd.performer.call(SHIM_IOMMU_IOAS_MAP, &m, "IOMMU_IOAS_MAP 0x\(String(length, radix: 16)) bytes\(at)")
+        try iommufd.performer.call(SHIM_IOMMU_IOAS_MAP, &m, "IOMMU_IOAS_MAP on \(iommufd.path) 0x\(String(length, radix: 16)) bytes\(at)")
         return m.iova
     }
 
@@ -192,7 +203,7 @@ public final class IOAS: @unchecked Sendable {
         u.ioas_id = id
         u.iova = iova
         u.length = length
-        try iommufd.performer.call(SHIM_IOMMU_IOAS_UNMAP, &u, "IOMMU_IOAS_UNMAP IOVA 0x\(String(iova, radix: 16))")
+        try iommufd.performer.call(SHIM_IOMMU_IOAS_UNMAP, &u, "IOMMU_IOAS_UNMAP on \(iommufd.path) IOVA 0x\(String(iova, radix: 16))")
         return u.length
     }
 

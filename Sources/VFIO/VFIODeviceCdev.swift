@@ -91,7 +91,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         var b = vfio_device_bind_iommufd()
         b.argsz = SHIM_SIZEOF_VFIO_DEVICE_BIND_IOMMUFD
         b.iommufd = iommufd.performer.descriptor
-        try performer.call(SHIM_VFIO_DEVICE_BIND_IOMMUFD, &b, "VFIO_DEVICE_BIND_IOMMUFD \(path)")
+        try performer.call(SHIM_VFIO_DEVICE_BIND_IOMMUFD, &b, "VFIO_DEVICE_BIND_IOMMUFD on \(path)")
         deviceID = b.out_devid
         return b.out_devid
     }
@@ -104,7 +104,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         var a = vfio_device_attach_iommufd_pt()
         a.argsz = SHIM_SIZEOF_VFIO_DEVICE_ATTACH_IOMMUFD_PT
         a.pt_id = ptID
-        try performer.call(SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a, "VFIO_DEVICE_ATTACH_IOMMUFD_PT \(path) to \(ptID)")
+        try performer.call(SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a, "VFIO_DEVICE_ATTACH_IOMMUFD_PT on \(path) to \(ptID)")
         return a.pt_id
     }
 
@@ -112,14 +112,14 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     public func detach() throws {
         var d = vfio_device_detach_iommufd_pt()
         d.argsz = SHIM_SIZEOF_VFIO_DEVICE_DETACH_IOMMUFD_PT
-        try performer.call(SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d, "VFIO_DEVICE_DETACH_IOMMUFD_PT \(path)")
+        try performer.call(SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d, "VFIO_DEVICE_DETACH_IOMMUFD_PT on \(path)")
     }
 
     /// Flags and the number of regions and IRQ kinds. The corresponding ioctl is `VFIO_DEVICE_GET_INFO`.
     public func info() throws -> VFIODeviceInfo {
         var i = vfio_device_info()
         i.argsz = SHIM_SIZEOF_VFIO_DEVICE_INFO
-        try performer.call(SHIM_VFIO_DEVICE_GET_INFO, &i, "VFIO_DEVICE_GET_INFO \(path)")
+        try performer.call(SHIM_VFIO_DEVICE_GET_INFO, &i, "VFIO_DEVICE_GET_INFO on \(path)")
         return VFIODeviceInfo(flags: i.flags, numRegions: i.num_regions, numIRQs: i.num_irqs)
     }
 
@@ -130,7 +130,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     /// struct, and again with the argsz the kernel asks for when the
     /// capabilities do not fit. The corresponding ioctl is `VFIO_DEVICE_GET_REGION_INFO`.
     public func regionInfo(_ index: UInt32) throws -> VFIORegionInfo {
-        let name = "VFIO_DEVICE_GET_REGION_INFO \(path) region \(index)"
+        let name = "VFIO_DEVICE_GET_REGION_INFO on \(path) region \(index)"
         var size = SHIM_SIZEOF_VFIO_REGION_INFO
         for _ in 0..<2 {
             var b = LE.argszBuffer(Int(size))
@@ -151,7 +151,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         var i = vfio_irq_info()
         i.argsz = SHIM_SIZEOF_VFIO_IRQ_INFO
         i.index = index
-        try performer.call(SHIM_VFIO_DEVICE_GET_IRQ_INFO, &i, "VFIO_DEVICE_GET_IRQ_INFO \(path) index \(index)")
+        try performer.call(SHIM_VFIO_DEVICE_GET_IRQ_INFO, &i, "VFIO_DEVICE_GET_IRQ_INFO on \(path) index \(index)")
         return VFIOIRQInfo(index: i.index, flags: i.flags, count: i.count)
     }
 
@@ -183,7 +183,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     /// masked or unmasked. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
     public func setIRQs(index: UInt32, start: UInt32 = 0, action: VFIOIRQAction, data: VFIOIRQData) throws {
         var b = Self.irqSetBytes(index: index, start: start, action: action, data: data)
-        try performer.call(SHIM_VFIO_DEVICE_SET_IRQS, bytes: &b, "VFIO_DEVICE_SET_IRQS \(path) index \(index)")
+        try performer.call(SHIM_VFIO_DEVICE_SET_IRQS, bytes: &b, "VFIO_DEVICE_SET_IRQS on \(path) index \(index)")
     }
 
     /// Signals MSI or MSI-X vector i through `eventfds[i]` (an irqfd of the VM).
@@ -213,7 +213,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
 
     /// Function-level (or other) reset. The corresponding ioctl is `VFIO_DEVICE_RESET`.
     public func reset() throws {
-        try vfioCall { try performer.ioctl(SHIM_VFIO_DEVICE_RESET, integer: 0, "VFIO_DEVICE_RESET \(path)") }
+        try vfioCall { try performer.ioctl(SHIM_VFIO_DEVICE_RESET, integer: 0, "VFIO_DEVICE_RESET on \(path)") }
     }
 
     /// What the IOMMU behind this device reports; the device must be bound to

@@ -1,3 +1,4 @@
+import Glibc
 import HostSys
 
 /// Errors of the VFIO layer, each saying what the user can do about it.
@@ -37,7 +38,9 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
         case let .openFailed(p, e):
             return "cannot open \(p): \(e)"
         case let .ioctl(e):
-            return "\(e)"
+            // "STEP on PATH: ENAME (what strerror says)": the errno first, as
+            // the kernel's documentation of each ioctl lists them by name.
+            return "\(e.operation): \(e.errnoName) (\(String(cString: strerror(e.errno))))"
         case let .malformedReply(s):
             return "the kernel's reply makes no sense: \(s)"
         case let .invalidArgument(s):

@@ -23,7 +23,24 @@ struct Devices: ParsableCommand {
     @Option(help: "The sysfs root to read (for tests and chroots).")
     var sysfs = "/sys"
 
+    @Option(name: .customLong("probe"), help: ArgumentHelp(
+        "Drive the real iommufd + VFIO cdev flow on this vfio-pci device (no VM): IOAS, IOVA ranges, a timed 64 MiB DMA map/unmap, bind, IOMMU hw info, attach, region and IRQ info, reset. Needs root.",
+        valueName: "BDF"))
+    var probe: String?
+
     func run() throws {
+        if let bdf = probe {
+            let d = SysfsDiscovery(root: sysfs)
+            let report = try DeviceProbe.run(bdf: bdf.contains(":") && bdf.split(separator: ":").count == 2 ? "0000:" + bdf : bdf, discovery: d)
+            if json {
+                let e = JSONEncoder()
+                e.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try e.encode(report), as: UTF8.self))
+            } else {
+                print(report.text())
+            }
+            return
+        }
         let listing = DeviceListing(discovery: SysfsDiscovery(root: sysfs))
         print(json ? try listing.json() : listing.text())
     }

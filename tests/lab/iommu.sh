@@ -31,4 +31,27 @@ block=$(grep -A8 "^$bdf " "$LOG")
 if [ "$STATUS" -eq 0 ] && grep -q "assignable: yes" <<<"$block" && grep -q "cdev: /dev/vfio/devices/vfio" <<<"$block" \
     && grep -q "forces snoop: yes" <<<"$block"; then
     pass devices-vfio-bound-viable "$bdf"; else fail devices-vfio-bound-viable "$bdf" "$LOG"; fi
+
+# The real iommufd + VFIO cdev flow on that NIC, no VM: IOAS, IOVA ranges, a 64 MiB
+# DMA map/unmap, bind, IOMMU_GET_HW_INFO, attach, region/IRQ info, reset, detach.
+vmm probe-json 60 devices --probe "$bdf" --json
+if [ "$STATUS" -eq 0 ] && PROBE_OUT=$(python3 - "$LOG" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+hw = d["hardwareInfo"]
+assert hw["type"] == "Intel VT-d", hw
+assert hw["snoopControl"] is True and hw["ecapReg"] & (1 << 7), hw   # snoop-control=on
+assert len(d["iovaRanges"]) >= 1 and len(d["iovaRangesAttached"]) >= 1, d["iovaRanges"]
+m = d["dmaMap"]
+assert m["ok"] and m["unmappedBytes"] == m["length"] == 64 << 20, m
+bar0 = [r for r in d["regions"] if r["index"] == 0][0]
+assert bar0["size"] == 131072 and bar0["mmap"], bar0
+msix = [q for q in d["irqs"] if q["name"] == "MSI-X"]
+assert msix and msix[0]["count"] >= 1, d["irqs"]
+assert d["detached"] and d["reset"] == "done", d
+bad = {k: v for k, v in d["checks"].items() if not v.startswith("ok")}
+assert not bad and len(d["checks"]) >= 6, d["checks"]   # HWPT, options, SET_IRQS, EMSGSIZE retry
+print("map %d us, unmap %d us, ecap 0x%x, MSI-X %d vectors" % (m["mapMicroseconds"], m["unmapMicroseconds"], hw["ecapReg"], msix[0]["count"]))
+PY
+); then pass iommufd-probe-real-device "$PROBE_OUT"; else fail iommufd-probe-real-device "status $STATUS" "$LOG"; fi
 summary
