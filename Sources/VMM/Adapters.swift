@@ -2,6 +2,7 @@ import Devices
 import Foundation
 import HostSys
 import KVM
+import VMConfig
 
 /// An ISA interrupt line of the in-kernel irqchip, as devices see it.
 final class KVMIRQLine: InterruptLine {
@@ -25,6 +26,19 @@ final class FDConsoleOutput: ConsoleOutput {
     private let fd: FileDescriptor
     init(fd: FileDescriptor) { self.fd = fd }
     func write(_ bytes: [UInt8]) { try? fd.writeAll(bytes) }
+}
+
+extension FDConsoleOutput {
+    /// The output a console mode asks for (serial or virtio console): this
+    /// terminal, a new file, or none for `.off`. Throws the open error; the
+    /// caller names the config key.
+    static func forMode(_ mode: SerialConfig) throws -> ConsoleOutput? {
+        switch mode {
+        case .off: return nil
+        case .terminal: return FDConsoleOutput(fd: StandardStreams.duplicateOutput())
+        case let .file(path): return FDConsoleOutput(fd: try FileDescriptor.createForWriting(path))
+        }
+    }
 }
 
 /// Console output that goes nowhere.

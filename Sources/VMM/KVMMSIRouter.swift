@@ -27,11 +27,7 @@ final class KVMMSIRouter: MSIRouter, @unchecked Sendable {
     }
 
     /// The routes to install: KVM's defaults plus every configured MSI vector.
-    func routes() -> [GSIRoute] {
-        lock.lock(); defer { lock.unlock() }
-        return routesLocked()
-    }
-
+    /// Called with the lock held.
     private func routesLocked() -> [GSIRoute] {
         GSIRoute.defaultX86 + vectors.values.compactMap { v in
             v.message.map { GSIRoute.msi(gsi: v.gsi, address: $0.address, data: $0.data) }

@@ -181,13 +181,8 @@ final class Machine {
 
     /// Where the virtio console (hvc0) writes, or nil when there is none.
     static func virtioConsoleOutput(_ mode: SerialConfig) throws -> ConsoleOutput? {
-        switch mode {
-        case .off: return nil
-        case .terminal: return FDConsoleOutput(fd: StandardStreams.duplicateOutput())
-        case let .file(path):
-            do { return FDConsoleOutput(fd: try FileDescriptor.createForWriting(path)) } catch {
-                throw MachineError.setup("console.path: cannot open \(path): \(error)")
-            }
+        do { return try FDConsoleOutput.forMode(mode) } catch {
+            throw MachineError.setup("console.path: \(error)")
         }
     }
 }

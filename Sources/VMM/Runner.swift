@@ -44,16 +44,10 @@ public enum VMMRunner {
         let latch = StopLatch()
         let panic = PanicTracker(latch: latch)
         var sinks: [ConsoleOutput] = []
-        switch config.serial {
-        case .terminal: sinks.append(FDConsoleOutput(fd: StandardStreams.duplicateOutput()))
-        case let .file(path):
-            do {
-                let fd = try FileDescriptor.createForWriting(path)
-                sinks.append(FDConsoleOutput(fd: fd))
-            } catch {
-                return failed(.vmmError("serial.path: cannot open \(path): \(error)"), clock: clock, tail: [], status: ExitStatus.badConfig)
-            }
-        case .off: break
+        do {
+            if let serial = try FDConsoleOutput.forMode(config.serial) { sinks.append(serial) }
+        } catch {
+            return failed(.vmmError("serial.path: \(error)"), clock: clock, tail: [], status: ExitStatus.badConfig)
         }
         if let log = options.consoleLog {
             do { sinks.append(FDConsoleOutput(fd: try FileDescriptor.createForWriting(log))) } catch {
