@@ -1,7 +1,8 @@
 import Foundation
 import TOMLKit
 
-/// `[[disk]]`, `[[net]]`, `[rng]`, and the checks between entries.
+/// `[[disk]]`, `[[net]]`, `[rng]`, `[[passthrough]]`, and the checks
+/// between entries.
 extension Builder {
     mutating func readDisk(_ t: TOMLTable, keyPath: String) {
         let pathPath = keyPath + ".path"
@@ -71,6 +72,78 @@ extension Builder {
         if let b = bool(t, "enabled", "rng.enabled") { rng = b }
     }
 
+    mutating func readPassthrough(_ t: TOMLTable, keyPath: String) {
+        let devicePath = keyPath + ".device"
+        var device: PassthroughConfig.Device?
+        if let s = string(t, "device", devicePath) {
+            device = passthroughDevice(s, keyPath: devicePath)
+        } else if t["device"] == nil {
+            issue(devicePath, "required (a host PCI address such as \"0000:03:00.0\" or a VFIO cdev path)")
+        }
+        let bars = readBARs(t, keyPath: keyPath + ".bars")
+        if let device, let bars {
+            passthrough.append(PassthroughConfig(device: device, barAddresses: bars))
+        }
+    }
+
+    /// A `--passthrough` value, checked like a `device` key.
+    mutating func addPassthroughOverride(_ s: String) {
+        passthroughOverrides += 1
+        if let d = passthroughDevice(s, keyPath: "--passthrough") {
+            passthrough.append(PassthroughConfig(device: d))
+        }
+    }
+
+    /// The device named by `s`, or nil after reporting why not (including
+    /// a device named before, compared after normalization, so "03:00.0"
+    /// and "0000:03:00.0" are the same).
+    private mutating func passthroughDevice(_ s: String, keyPath: String) -> PassthroughConfig.Device? {
+        switch Check.passthroughDevice(s) {
+        case let .failure(f):
+            issue(keyPath, f.message)
+            return nil
+        case let .success(d):
+            let name = PassthroughConfig(device: d).description
+            if let earlier = seenPassthrough[name] {
+                issue(keyPath, earlier == keyPath ? "\(name) is given twice" : "\(name) is a duplicate of \(earlier)")
+                return nil
+            }
+            seenPassthrough[name] = keyPath
+            return d
+        }
+    }
+
+    /// `bars = { 2 = 0x1000000000 }`: [:] when absent, nil after an issue.
+    private mutating func readBARs(_ t: TOMLTable, keyPath: String) -> [Int: UInt64]? {
+        guard let v = t["bars"] else { return [:] }
+        guard v.type == .table, let table = v.table else {
+            issue(keyPath, "expected a table of BAR index = guest address (e.g. bars = { 2 = 0x1000000000 }), "
+                + "got \(Self.describe(v.type))")
+            return nil
+        }
+        var bars: [Int: UInt64] = [:]
+        var ok = true
+        for key in Self.keys(of: table) {
+            let entryPath = keyPath + "." + KeyPath.quote(key)
+            var index: Int?
+            switch Check.barIndex(key) {
+            case let .success(n): index = n
+            case let .failure(f): issue(entryPath, f.message); ok = false
+            }
+            guard let value = table[key] else { continue }
+            guard value.type == .int, let n = value.int else {
+                issue(entryPath, "expected an integer address (e.g. 0x1000000000), got \(Self.describe(value.type))")
+                ok = false
+                continue
+            }
+            switch Check.barAddress(n) {
+            case let .success(a): if let index { bars[index] = a }
+            case let .failure(f): issue(entryPath, f.message); ok = false
+            }
+        }
+        return ok ? bars : nil
+    }
+
     /// The boolean at `key`, or nil if absent or not a boolean (reported).
     mutating func bool(_ t: TOMLTable, _ key: String, _ keyPath: String) -> Bool? {
         guard let v = t[key] else { return nil }
@@ -83,15 +156,19 @@ extension Builder {
 
     // MARK: Limits across entries
 
-    /// Every virtio device is a PCI function 0 on bus 0, and the root bus
-    /// hands out slots 1...31 (Sources/PCI/README.md, "Slots"). Reported once,
-    /// on the first entry (disks, then nets, then console, then rng) that
-    /// does not fit.
+    /// Every virtio device and every assigned host device is a PCI
+    /// function 0 on bus 0, and the root bus hands out slots 1...31
+    /// (Sources/PCI/README.md, "Slots"). Reported once, on the first entry
+    /// (disks, then nets, console, rng, passthrough devices from the file,
+    /// then `--passthrough` ones) that does not fit.
     mutating func checkPCISlots() {
         let nDisks = entryCounts["disk"] ?? 0
         let nNets = entryCounts["net"] ?? 0
         let hasConsole = virtioConsole != .off
-        let total = nDisks + nNets + (hasConsole ? 1 : 0) + (rng ? 1 : 0)
+        let nFilePassthrough = entryCounts["passthrough"] ?? 0
+        let nPassthrough = nFilePassthrough + passthroughOverrides
+        let virtio = nDisks + nNets + (hasConsole ? 1 : 0) + (rng ? 1 : 0)
+        let total = virtio + nPassthrough
         guard total > Schema.pciSlots else { return }
         let first = Schema.pciSlots // 0-based index of the first device without a slot
         let keyPath: String
@@ -101,16 +178,29 @@ extension Builder {
             keyPath = "net[\(first - nDisks)]"
         } else if hasConsole && first == nDisks + nNets {
             keyPath = "console"
-        } else {
+        } else if first < virtio {
             keyPath = "rng"
+        } else if first - virtio < nFilePassthrough {
+            keyPath = "passthrough[\(first - virtio)]"
+        } else {
+            keyPath = "--passthrough"
         }
         var parts: [String] = []
         if nDisks > 0 { parts.append("\(nDisks) disk\(nDisks == 1 ? "" : "s")") }
         if nNets > 0 { parts.append("\(nNets) net\(nNets == 1 ? "" : "s")") }
         if hasConsole { parts.append("the console") }
         if rng { parts.append("the rng") }
+        if nPassthrough > 0 { parts.append("\(nPassthrough) passthrough device\(nPassthrough == 1 ? "" : "s")") }
         let list = parts.count > 1 ? parts.dropLast().joined(separator: ", ") + " and " + parts[parts.count - 1] : parts.joined()
         issue(keyPath, "no PCI slot left: \(list) need \(total) slots, and PCI bus 0 has \(Schema.pciSlots)")
+    }
+
+    /// `machine.hugepages` maps RAM in 2 MiB pages, so RAM must be a
+    /// multiple of 2 MiB (reported on `machine.memory` or `--memory`).
+    mutating func checkHugePages() {
+        guard hugePages, memoryBytes % Schema.hugePageSize != 0 else { return }
+        issue(memoryKeyPath, "\(Units.formatSize(memoryBytes)) is not a multiple of "
+            + "\(Units.formatSize(Schema.hugePageSize)), which machine.hugepages = true needs (2 MiB pages)")
     }
 
     // MARK: Files used twice

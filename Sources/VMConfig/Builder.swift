@@ -27,6 +27,16 @@ struct Builder {
     var nets: [NetConfig] = []
     var virtioConsole: SerialConfig = .off
     var rng = false
+    var hugePages = false
+    /// Where `memoryBytes` was last set (for the hugepages multiple check).
+    var memoryKeyPath = "machine.memory"
+    /// Valid `[[passthrough]]` entries, then `--passthrough` ones.
+    var passthrough: [PassthroughConfig] = []
+    /// For duplicate checks: the key path that named each device first
+    /// (`passthrough[0].device` or `--passthrough`), by normalized name.
+    var seenPassthrough: [String: String] = [:]
+    /// `--passthrough` values given (valid or not), for the PCI slot count.
+    var passthroughOverrides = 0
     /// Entries of each array table in the file, valid or not.
     var entryCounts: [String: Int] = [:]
     /// For duplicate checks across `[[net]]` entries: the index that has
@@ -80,6 +90,7 @@ struct Builder {
                     switch name {
                     case "disk": readDisk(table, keyPath: keyPath)
                     case "net": readNet(table, index: index, keyPath: keyPath)
+                    case "passthrough": readPassthrough(table, keyPath: keyPath)
                     default: assertionFailure("array table \(name) has no reader")
                     }
                     unknownKeys(table, keys: keys, table: name, keyPath: keyPath)
@@ -121,6 +132,7 @@ struct Builder {
             case let .failure(f): issue("machine.memory", f.message)
             }
         }
+        if let b = bool(t, "hugepages", "machine.hugepages") { hugePages = b }
     }
 
     private mutating func readKernel(_ t: TOMLTable) {
@@ -233,7 +245,9 @@ struct Builder {
         }
         if let s = o.memory {
             switch Check.memory(s) {
-            case let .success(n): memoryBytes = n
+            case let .success(n):
+                memoryBytes = n
+                memoryKeyPath = "--memory"
             case let .failure(f): issue("--memory", f.message)
             }
         }
@@ -250,6 +264,7 @@ struct Builder {
         if let s = o.cmdline {
             if let m = Check.cmdline(s) { issue("--cmdline", m) } else { cmdline = s }
         }
+        for s in o.passthrough { addPassthroughOverride(s) }
     }
 
     // MARK: Result
@@ -259,6 +274,7 @@ struct Builder {
             issue("kernel.path", "required")
         }
         checkPCISlots()
+        checkHugePages()
         checkSharedFiles(checkFiles: checkFiles)
         if checkFiles {
             if let k = kernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { issue(k.keyPath, m) }
@@ -277,6 +293,7 @@ struct Builder {
                                  timeoutSeconds: timeoutSeconds,
                                  disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly) },
                                  nets: nets, virtioConsole: virtioConsole, rng: rng,
+                                 passthrough: passthrough, hugePages: hugePages,
                                  configPath: configPath))
     }
 }
@@ -294,9 +311,20 @@ extension VMConfig {
         b.cmdline = cmdline
         b.serial = serial
         b.timeoutSeconds = timeoutSeconds
+        b.hugePages = hugePages
+        b.memoryKeyPath = "machine.memory"
+        b.entryCounts = ["disk": disks.count, "net": nets.count, "passthrough": passthrough.count]
+        b.virtioConsole = virtioConsole
+        b.rng = rng
+        b.passthrough = passthrough
+        for (i, p) in passthrough.enumerated() where b.seenPassthrough[p.description] == nil {
+            b.seenPassthrough[p.description] = "passthrough[\(i)].device"
+        }
         b.apply(overrides, relativeTo: Paths.absolute(".", relativeTo: directory))
         let newKernel = b.kernel
         let newInitramfs = b.initramfs
+        if !overrides.passthrough.isEmpty { b.checkPCISlots() }
+        if overrides.memory != nil { b.checkHugePages() }
         if checkFiles {
             if let k = newKernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { b.issue(k.keyPath, m) }
             if let i = newInitramfs, let m = Paths.inputFileProblem(i.path) { b.issue(i.keyPath, m) }
@@ -308,6 +336,7 @@ extension VMConfig {
         c.vcpus = b.vcpus
         c.memoryBytes = b.memoryBytes
         c.cmdline = b.cmdline
+        c.passthrough = b.passthrough
         if let k = newKernel { c.kernelPath = k.path }
         if let i = newInitramfs { c.initramfsPath = i.path }
         return .success(c)
@@ -315,10 +344,11 @@ extension VMConfig {
 
     /// `applying` with the overrides as arguments, throwing every problem.
     public func overriding(kernel: String? = nil, initramfs: String? = nil, cmdline: String? = nil,
-                           memory: String? = nil, vcpus: String? = nil,
+                           memory: String? = nil, vcpus: String? = nil, passthrough: [String] = [],
                            relativeTo directory: String = FileManager.default.currentDirectoryPath,
                            checkFiles: Bool = true) throws(ConfigError) -> VMConfig {
-        let o = ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus)
+        let o = ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus,
+                                 passthrough: passthrough)
         switch applying(o, relativeTo: directory, checkFiles: checkFiles) {
         case let .success(c): return c
         case let .failure(e): throw e

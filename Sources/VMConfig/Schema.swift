@@ -8,13 +8,14 @@ enum Schema {
     }
 
     static let tables: [(name: String, shape: Shape, keys: [String])] = [
-        ("machine", .table, ["vcpus", "memory"]),
+        ("machine", .table, ["vcpus", "memory", "hugepages"]),
         ("kernel", .table, ["path", "initramfs", "cmdline"]),
         ("serial", .table, ["mode", "path"]),
         ("console", .table, ["mode", "path"]),
         ("disk", .arrayOfTables, ["path", "read_only"]),
         ("net", .arrayOfTables, ["tap", "mac"]),
         ("rng", .table, ["enabled"]),
+        ("passthrough", .arrayOfTables, ["device", "bars"]),
         ("run", .table, ["timeout"]),
     ]
 
@@ -41,6 +42,9 @@ enum Schema {
     /// KVM_SET_USER_MEMORY_REGION needs page-multiple sizes
     /// (Documentation/virt/kvm/api.rst); x86 pages are 4 KiB.
     static let pageSize: UInt64 = 4096
+    /// `machine.hugepages` backs RAM with 2 MiB pages (the x86 PMD page size,
+    /// Intel SDM Vol. 3A, 4.5 "4-Level Paging"), so RAM is a multiple of it.
+    static let hugePageSize: UInt64 = 2 << 20
     /// Linux x86 COMMAND_LINE_SIZE is 2048 including the NUL
     /// (arch/x86/include/asm/setup.h).
     static let maxCmdlineBytes = 2047

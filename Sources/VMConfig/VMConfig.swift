@@ -26,6 +26,12 @@ public struct VMConfig: Equatable, Sendable {
     public var virtioConsole: SerialConfig
     /// Whether there is a virtio-rng device.
     public var rng: Bool
+    /// Host PCI devices assigned to the guest through iommufd and VFIO, in
+    /// file order, then `--passthrough` order. Each device is listed once.
+    public var passthrough: [PassthroughConfig]
+    /// Back guest RAM with 2 MiB hugetlbfs pages (`machine.hugepages`);
+    /// `memoryBytes` is then a multiple of 2 MiB.
+    public var hugePages: Bool
     /// Absolute path of the config file this came from ("" if none).
     public var configPath: String
 
@@ -44,6 +50,8 @@ public struct VMConfig: Equatable, Sendable {
                 nets: [NetConfig] = [],
                 virtioConsole: SerialConfig = .off,
                 rng: Bool = false,
+                passthrough: [PassthroughConfig] = [],
+                hugePages: Bool = false,
                 configPath: String = "") {
         self.vcpus = vcpus
         self.memoryBytes = memoryBytes
@@ -56,6 +64,8 @@ public struct VMConfig: Equatable, Sendable {
         self.nets = nets
         self.virtioConsole = virtioConsole
         self.rng = rng
+        self.passthrough = passthrough
+        self.hugePages = hugePages
         self.configPath = configPath
     }
 
@@ -89,17 +99,21 @@ public struct ConfigOverrides: Equatable, Sendable {
     public var cmdline: String?
     public var memory: String?
     public var vcpus: String?
+    /// `--passthrough DEVICE` values, each appended to `VMConfig.passthrough`
+    /// (checked like `[[passthrough]]` device keys).
+    public var passthrough: [String]
 
     public init(kernel: String? = nil, initramfs: String? = nil, cmdline: String? = nil,
-                memory: String? = nil, vcpus: String? = nil) {
+                memory: String? = nil, vcpus: String? = nil, passthrough: [String] = []) {
         self.kernel = kernel
         self.initramfs = initramfs
         self.cmdline = cmdline
         self.memory = memory
         self.vcpus = vcpus
+        self.passthrough = passthrough
     }
 
     public var isEmpty: Bool {
-        kernel == nil && initramfs == nil && cmdline == nil && memory == nil && vcpus == nil
+        kernel == nil && initramfs == nil && cmdline == nil && memory == nil && vcpus == nil && passthrough.isEmpty
     }
 }
