@@ -14,12 +14,21 @@ public final class GuestRAM: GuestMemoryAccess, @unchecked Sendable {
     public let map: GuestMemoryMap
     public let slots: [Slot]
 
-    public init(map: GuestMemoryMap) throws {
+    /// Whether every slot is 2 MiB hugetlbfs pages.
+    public let hugePages: Bool
+
+    /// One memfd per region of `map`. With `hugePages`, each is backed by
+    /// 2 MiB hugetlbfs pages, reserved now: too few free pages throws
+    /// `HugePageError` (which says how to reserve them). A slot's mapping
+    /// may then be larger than its region (rounded up to 2 MiB); only
+    /// `size` bytes of it are guest RAM.
+    public init(map: GuestMemoryMap, hugePages: Bool = false) throws {
         self.map = map
+        self.hugePages = hugePages
         var slots: [Slot] = []
         for (i, r) in map.regions.enumerated() {
             guard let size = Int(exactly: r.size) else { throw GuestMemoryError.badLayout("region too large") }
-            let m = try SharedMemoryMapping(name: "swiftvmm-ram\(i)", size: size)
+            let m = try SharedMemoryMapping(name: "swiftvmm-ram\(i)", size: size, hugePages: hugePages)
             slots.append(Slot(guestBase: r.base, size: r.size, mapping: m))
         }
         self.slots = slots

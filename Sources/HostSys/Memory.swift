@@ -6,23 +6,120 @@ import Glibc
 public final class SharedMemoryMapping: @unchecked Sendable {
     public let fd: FileDescriptor
     public let pointer: UnsafeMutableRawPointer
+    /// Bytes mapped: the requested size, rounded up to 2 MiB with `hugePages`.
     public let size: Int
+    /// Whether the memory is 2 MiB hugetlbfs pages.
+    public let hugePages: Bool
+
+    /// 2 MiB, the x86 PMD page size (Intel SDM Vol. 3A, 4.5).
+    public static let hugePageSize = 2 << 20
+    /// MFD_HUGETLB (include/uapi/linux/memfd.h).
+    static let mfdHugeTLB: UInt32 = 0x0004
+    /// MFD_HUGE_2MB: log2(2 MiB) = 21 in the size field at bit 26
+    /// (HUGETLB_FLAG_ENCODE_2MB, include/uapi/asm-generic/hugetlb_encode.h).
+    static let mfdHuge2MB: UInt32 = 21 << 26
 
     /// Creates a memfd of `size` bytes and maps it read-write, shared.
-    public init(name: String, size: Int) throws {
+    ///
+    /// With `hugePages`, the memfd is hugetlbfs (`MFD_HUGETLB | MFD_HUGE_2MB`),
+    /// `size` is rounded up to a multiple of 2 MiB, and the pages are reserved
+    /// when mapping (no `MAP_NORESERVE`: an unreserved hugetlb page that
+    /// cannot be allocated at fault time would be a SIGBUS in the guest's
+    /// vCPU thread). Too few free 2 MiB pages throws `HugePageError`.
+    public init(name: String, size: Int, hugePages: Bool = false) throws {
         guard size > 0 else { throw SysError(errno: EINVAL, operation: "memfd \(name): size 0") }
-        let raw = shim_memfd_create(name, SHIM_MFD_CLOEXEC)
-        guard raw >= 0 else { throw SysError.last("memfd_create \(name)") }
+        var length = size
+        if hugePages {
+            let (rounded, overflow) = size.addingReportingOverflow(Self.hugePageSize - 1)
+            guard !overflow else { throw SysError(errno: EINVAL, operation: "memfd \(name): size \(size) too large") }
+            length = rounded & ~(Self.hugePageSize - 1)
+        }
+        let flags = SHIM_MFD_CLOEXEC | (hugePages ? Self.mfdHugeTLB | Self.mfdHuge2MB : 0)
+        let raw = shim_memfd_create(name, flags)
+        guard raw >= 0 else {
+            let e = shim_errno()
+            if hugePages, e == EINVAL || e == ENOMEM { throw HugePageError(errno: e, operation: "memfd_create", name: name, bytes: length) }
+            throw SysError(errno: e, operation: "memfd_create \(name)")
+        }
         let fd = FileDescriptor(adopting: raw)
-        guard ftruncate(raw, off_t(size)) == 0 else { throw SysError.last("ftruncate memfd \(name) to \(size) bytes") }
-        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, raw, 0)
-        guard let p, p != MAP_FAILED else { throw SysError.last("mmap \(size) bytes of \(name)") }
+        guard ftruncate(raw, off_t(length)) == 0 else {
+            let e = shim_errno()
+            if hugePages, e == EINVAL || e == ENOMEM { throw HugePageError(errno: e, operation: "ftruncate", name: name, bytes: length) }
+            throw SysError(errno: e, operation: "ftruncate memfd \(name) to \(length) bytes")
+        }
+        let mapFlags = MAP_SHARED | (hugePages ? 0 : MAP_NORESERVE)
+        let p = mmap(nil, length, PROT_READ | PROT_WRITE, mapFlags, raw, 0)
+        guard let p, p != MAP_FAILED else {
+            let e = shim_errno()
+            if hugePages, e == EINVAL || e == ENOMEM { throw HugePageError(errno: e, operation: "mmap", name: name, bytes: length) }
+            throw SysError(errno: e, operation: "mmap \(length) bytes of \(name)")
+        }
         self.fd = fd
         self.pointer = p
-        self.size = size
+        self.size = length
+        self.hugePages = hugePages
     }
 
     deinit { munmap(pointer, size) }
+}
+
+/// The kernel could not give a hugetlbfs memfd its 2 MiB pages: none (or too
+/// few) are reserved, or the kernel has no 2 MiB hugetlbfs pool.
+public struct HugePageError: Error, CustomStringConvertible, Equatable {
+    /// ENOMEM or EINVAL.
+    public let errno: Int32
+    /// The call that failed: memfd_create, ftruncate or mmap.
+    public let operation: String
+    public let name: String
+    /// The mapping's size, a multiple of 2 MiB.
+    public let bytes: Int
+    /// 2 MiB pages the mapping needs.
+    public var pagesNeeded: Int { bytes / SharedMemoryMapping.hugePageSize }
+    /// The 2 MiB pool as the kernel reported it when this was thrown
+    /// (/sys/kernel/mm/hugepages/hugepages-2048kB), nil if unreadable.
+    public let pool: (total: Int, free: Int)?
+
+    public init(errno: Int32, operation: String, name: String, bytes: Int,
+                pool: (total: Int, free: Int)? = HugePageError.readPool()) {
+        self.errno = errno
+        self.operation = operation
+        self.name = name
+        self.bytes = bytes
+        self.pool = pool
+    }
+
+    /// What to write to /proc/sys/vm/nr_hugepages for this mapping to fit:
+    /// the pages already in use plus the ones needed ("N" without the pool).
+    public var suggestedReservation: String {
+        guard let pool else { return "N" }
+        let inUse = max(0, pool.total - pool.free)
+        return "\(inUse + pagesNeeded)"
+    }
+
+    public var description: String {
+        let mib = bytes >> 20
+        let have = pool.map { ", \($0.free) free of \($0.total)" } ?? ""
+        return "no free 2 MiB hugepages: reserve them with `echo \(suggestedReservation) > /proc/sys/vm/nr_hugepages` "
+            + "(\(name): \(mib) MiB needs \(pagesNeeded) page\(pagesNeeded == 1 ? "" : "s")\(have); \(operation): "
+            + "\(String(cString: strerror(errno))), \(SysError(errno: errno, operation: "").errnoName))"
+    }
+
+    public static func == (a: HugePageError, b: HugePageError) -> Bool {
+        a.errno == b.errno && a.operation == b.operation && a.name == b.name && a.bytes == b.bytes
+            && a.pool?.total == b.pool?.total && a.pool?.free == b.pool?.free
+    }
+
+    /// The 2 MiB pool's size and free pages (Documentation/admin-guide/mm/hugetlbpage.rst).
+    public static func readPool() -> (total: Int, free: Int)? {
+        let dir = "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+        func number(_ file: String) -> Int? {
+            // sysfs attributes report st_size 4096 whatever they hold.
+            guard let bytes = try? HostFiles.readAll(dir + file, limit: 4096) else { return nil }
+            return String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) }
+        }
+        guard let total = number("nr_hugepages"), let free = number("free_hugepages") else { return nil }
+        return (total, free)
+    }
 }
 
 /// A shared mapping of an fd region (the vCPU's kvm_run page, device BARs).
