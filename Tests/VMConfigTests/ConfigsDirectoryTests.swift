@@ -63,5 +63,28 @@ final class ConfigsDirectoryTests: XCTestCase {
         XCTAssertTrue(configs.contains { !$0.nets.isEmpty })
         XCTAssertTrue(configs.contains { $0.rng })
         XCTAssertTrue(configs.contains { if case .file = $0.virtioConsole { return true } else { return false } })
+        XCTAssertTrue(configs.contains { $0.passthrough.contains { !$0.barAddresses.isEmpty } })
+        XCTAssertTrue(configs.contains { $0.hugePages })
+    }
+
+    func testNICPassthroughConfig() throws {
+        let c = try ConfigLoader.load(path: Self.configsDir + "/nic-passthrough.toml", checkFiles: false)
+        XCTAssertEqual(c.passthrough, [PassthroughConfig(device: .pciAddress("0000:00:03.0"))])
+        XCTAssertFalse(c.hugePages)
+        // The initramfs's init reads these (firmware/initramfs/init): load the
+        // driver of the assigned NIC and ping the lab host's end of the hub.
+        for p in ["swiftvmm.modules=e1000e", "swiftvmm.test=net", "swiftvmm.ip=10.0.0.2/24", "swiftvmm.peer=10.0.0.1"] {
+            XCTAssertTrue(c.cmdline.split(separator: " ").contains(Substring(p)), "\(p) in \(c.cmdline)")
+        }
+        XCTAssertEqual(c.nets, [], "the NIC is the assigned one, not virtio-net")
+    }
+
+    func testGPUPassthroughConfig() throws {
+        let c = try ConfigLoader.load(path: Self.configsDir + "/gpu-passthrough.toml", checkFiles: false)
+        XCTAssertTrue(c.hugePages)
+        XCTAssertEqual(c.memoryBytes % (2 << 20), 0)
+        XCTAssertGreaterThan(c.memoryBytes, 512 << 20)
+        XCTAssertEqual(c.passthrough.first?.barAddresses, [2: 0x10_0000_0000])
+        XCTAssertEqual(c.passthrough.map(\.description), ["0000:01:00.0", "0000:01:00.1"])
     }
 }
