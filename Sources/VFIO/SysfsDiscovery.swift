@@ -137,6 +137,24 @@ public struct SysfsDiscovery: Sendable {
         return "/dev/vfio/devices/\(n)"
     }
 
+    /// The PCI address of VFIO device cdev `path` (`/dev/vfio/devices/vfioN`):
+    /// `/sys/class/vfio-dev/vfioN/device` links to the PCI device. Nil when
+    /// the name is not `vfioN` or sysfs has no such cdev.
+    public func bdf(forCdev path: String) -> String? {
+        guard let name = path.split(separator: "/").last.map(String.init),
+              name.hasPrefix("vfio"), name.count > 4, Int(name.dropFirst(4)) != nil,
+              let bdf = linkName("\(root)/class/vfio-dev/\(name)/device"),
+              FileManager.default.fileExists(atPath: deviceDir(bdf)) else { return nil }
+        return bdf
+    }
+
+    /// "01:00.0" -> "0000:01:00.0" (domain 0 when omitted), lowercased;
+    /// anything else is returned unchanged.
+    public static func normalizeBDF(_ s: String) -> String {
+        let t = s.lowercased()
+        return t.split(separator: ":").count == 2 ? "0000:" + t : t
+    }
+
     /// The IOMMU behind `bdf` (`BDF/iommu` -> `.../iommu/dmar0`), with its
     /// registers: VT-d publishes `intel-iommu/{cap,ecap}` in hex.
     public func iommu(_ bdf: String) -> HostIOMMU? {

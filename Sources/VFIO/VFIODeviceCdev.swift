@@ -25,7 +25,7 @@ public struct VFIOIRQInfo: Equatable, Sendable {
 }
 
 /// The vfio-pci interrupt kinds (`VFIO_PCI_*_IRQ_INDEX`).
-public enum VFIOIRQIndex: Sendable {
+public enum VFIOIRQIndex: Hashable, CaseIterable, Sendable {
     case intx, msi, msix
     public var rawValue: UInt32 {
         switch self {
@@ -64,16 +64,20 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     public let path: String
     /// The device id iommufd gave it at bind time.
     public private(set) var deviceID: UInt32?
+    /// How error messages name the device: "BDF (path)" when the PCI address
+    /// is known, else the path.
+    public let label: String
 
-    public init(performer: IOCTLPerformer, path: String = "(fake)") {
+    public init(performer: IOCTLPerformer, path: String = "(fake)", bdf: String? = nil) {
         self.performer = performer
         self.path = path
+        self.label = bdf.map { "\($0) (\(path))" } ?? path
     }
 
-    /// Opens the cdev; the error says what is missing.
-    public static func open(path: String) throws -> VFIODeviceCdev {
+    /// Opens the cdev; the error says what is missing. `bdf` only names it in messages.
+    public static func open(path: String, bdf: String? = nil) throws -> VFIODeviceCdev {
         do {
-            return VFIODeviceCdev(performer: try FileDescriptorPerformer.open(path), path: path)
+            return VFIODeviceCdev(performer: try FileDescriptorPerformer.open(path), path: path, bdf: bdf)
         } catch let e as SysError {
             switch e.errno {
             case ENOENT: throw VFIOError.cdevMissing(path: path)
@@ -91,7 +95,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         var b = vfio_device_bind_iommufd()
         b.argsz = SHIM_SIZEOF_VFIO_DEVICE_BIND_IOMMUFD
         b.iommufd = iommufd.performer.descriptor
-        try performer.call(SHIM_VFIO_DEVICE_BIND_IOMMUFD, &b, "VFIO_DEVICE_BIND_IOMMUFD on \(path)")
+        try performer.call(SHIM_VFIO_DEVICE_BIND_IOMMUFD, &b, "VFIO_DEVICE_BIND_IOMMUFD on \(label)")
         deviceID = b.out_devid
         return b.out_devid
     }
@@ -104,7 +108,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         var a = vfio_device_attach_iommufd_pt()
         a.argsz = SHIM_SIZEOF_VFIO_DEVICE_ATTACH_IOMMUFD_PT
         a.pt_id = ptID
-        try performer.call(SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a, "VFIO_DEVICE_ATTACH_IOMMUFD_PT on \(path) to \(ptID)")
+        try performer.call(SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a, "VFIO_DEVICE_ATTACH_IOMMUFD_PT on \(label) to \(ptID)")
         return a.pt_id
     }
 
@@ -112,14 +116,14 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     public func detach() throws {
         var d = vfio_device_detach_iommufd_pt()
         d.argsz = SHIM_SIZEOF_VFIO_DEVICE_DETACH_IOMMUFD_PT
-        try performer.call(SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d, "VFIO_DEVICE_DETACH_IOMMUFD_PT on \(path)")
+        try performer.call(SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d, "VFIO_DEVICE_DETACH_IOMMUFD_PT on \(label)")
     }
 
     /// Flags and the number of regions and IRQ kinds. The corresponding ioctl is `VFIO_DEVICE_GET_INFO`.
     public func info() throws -> VFIODeviceInfo {
         var i = vfio_device_info()
         i.argsz = SHIM_SIZEOF_VFIO_DEVICE_INFO
-        try performer.call(SHIM_VFIO_DEVICE_GET_INFO, &i, "VFIO_DEVICE_GET_INFO on \(path)")
+        try performer.call(SHIM_VFIO_DEVICE_GET_INFO, &i, "VFIO_DEVICE_GET_INFO on \(label)")
         return VFIODeviceInfo(flags: i.flags, numRegions: i.num_regions, numIRQs: i.num_irqs)
     }
 
@@ -130,7 +134,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     /// struct, and again with the argsz the kernel asks for when the
     /// capabilities do not fit. The corresponding ioctl is `VFIO_DEVICE_GET_REGION_INFO`.
     public func regionInfo(_ index: UInt32) throws -> VFIORegionInfo {
-        let name = "VFIO_DEVICE_GET_REGION_INFO on \(path) region \(index)"
+        let name = "VFIO_DEVICE_GET_REGION_INFO on \(label) region \(index)"
         var size = SHIM_SIZEOF_VFIO_REGION_INFO
         for _ in 0..<2 {
             var b = LE.argszBuffer(Int(size))
@@ -151,7 +155,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         var i = vfio_irq_info()
         i.argsz = SHIM_SIZEOF_VFIO_IRQ_INFO
         i.index = index
-        try performer.call(SHIM_VFIO_DEVICE_GET_IRQ_INFO, &i, "VFIO_DEVICE_GET_IRQ_INFO on \(path) index \(index)")
+        try performer.call(SHIM_VFIO_DEVICE_GET_IRQ_INFO, &i, "VFIO_DEVICE_GET_IRQ_INFO on \(label) index \(index)")
         return VFIOIRQInfo(index: i.index, flags: i.flags, count: i.count)
     }
 
@@ -183,7 +187,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     /// masked or unmasked. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
     public func setIRQs(index: UInt32, start: UInt32 = 0, action: VFIOIRQAction, data: VFIOIRQData) throws {
         var b = Self.irqSetBytes(index: index, start: start, action: action, data: data)
-        try performer.call(SHIM_VFIO_DEVICE_SET_IRQS, bytes: &b, "VFIO_DEVICE_SET_IRQS on \(path) index \(index)")
+        try performer.call(SHIM_VFIO_DEVICE_SET_IRQS, bytes: &b, "VFIO_DEVICE_SET_IRQS on \(label) index \(index)")
     }
 
     /// Signals MSI or MSI-X vector i through `eventfds[i]` (an irqfd of the VM).
@@ -213,13 +217,20 @@ public final class VFIODeviceCdev: @unchecked Sendable {
 
     /// Function-level (or other) reset. The corresponding ioctl is `VFIO_DEVICE_RESET`.
     public func reset() throws {
-        try vfioCall { try performer.ioctl(SHIM_VFIO_DEVICE_RESET, integer: 0, "VFIO_DEVICE_RESET on \(path)") }
+        try vfioCall { try performer.ioctl(SHIM_VFIO_DEVICE_RESET, integer: 0, "VFIO_DEVICE_RESET on \(label)") }
+    }
+
+    /// Closes the device fd (which also unbinds it from the iommufd) when the
+    /// performer owns one; a fake performer is left alone. Idempotent.
+    public func close() {
+        (performer as? FileDescriptorPerformer)?.fd.close()
+        deviceID = nil
     }
 
     /// What the IOMMU behind this device reports; the device must be bound to
     /// `iommufd`. The corresponding ioctl is `IOMMU_GET_HW_INFO`.
     public func hardwareInfo(_ iommufd: IOMMUFD) throws -> IOMMUHardwareInfo {
-        guard let deviceID else { throw VFIOError.invalidArgument("\(path) is not bound to an iommufd") }
+        guard let deviceID else { throw VFIOError.invalidArgument("\(label) is not bound to an iommufd") }
         return try iommufd.hardwareInfo(deviceID: deviceID)
     }
 }

@@ -26,6 +26,23 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
     case noIOMMUGroup(bdf: String)
     /// Bound to vfio-pci but no `vfio-dev/vfioN`: the kernel lacks VFIO_DEVICE_CDEV.
     case noCdev(bdf: String)
+    /// A path given as a device cdev has no `/sys/class/vfio-dev/vfioN/device`.
+    case notAVFIOCdev(path: String)
+    /// Guest RAM `guestRange` is not inside the IOVA ranges the IOMMU allows
+    /// (`allowed`) for the attached `devices`.
+    case iovaConflict(guestRange: ClosedRange<UInt64>, allowed: [ClosedRange<UInt64>], devices: [String])
+    /// `IOMMU_IOAS_MAP` of guest RAM `guestRange` failed (what was mapped before is unmapped again).
+    case guestRAMMapFailed(guestRange: ClosedRange<UInt64>, SysError)
+    /// Another process has the device (its cdev or legacy group) open; `holders` are "pid N (comm)".
+    case deviceBusy(bdf: String, holders: [String])
+    /// Attaching failed with EPERM: the IOMMU cannot remap interrupts.
+    case noInterruptRemapping(bdf: String)
+    /// `mapRegion` asked for something outside the region's mmappable areas.
+    case regionNotMappable(bdf: String, index: UInt32, offset: UInt64, length: UInt64, areas: [Range<UInt64>])
+    /// The mmap of a mappable region failed.
+    case regionMapFailed(bdf: String, index: UInt32, SysError)
+    /// The device was used before `bindAndAttach` or after `close`.
+    case deviceNotReady(bdf: String, String)
 
     public var description: String {
         switch self {
@@ -57,9 +74,51 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
             return "\(bdf) has no IOMMU group: this host has no IOMMU enabled (boot with intel_iommu=on or amd_iommu=on, enable VT-d/AMD-Vi in firmware); iommu=pt still gives groups"
         case let .noCdev(bdf):
             return "\(bdf) is bound to vfio-pci but has no vfio-dev/vfioN: the kernel lacks CONFIG_VFIO_DEVICE_CDEV (and usually CONFIG_IOMMUFD)"
+        case let .notAVFIOCdev(p):
+            return "\(p) is not a VFIO device cdev (no /sys/class/vfio-dev/<name>/device): give /dev/vfio/devices/vfioN of a device bound to vfio-pci, or its PCI address (see `swiftvmm devices`)"
+        case let .iovaConflict(guestRange, allowed, devices):
+            return IOMMUContext.conflictMessage(guestRange: guestRange, allowed: allowed, devices: devices)
+        case let .guestRAMMapFailed(r, e):
+            let what = "cannot map guest RAM \(hexRange(r)) for device DMA (\(e.operation): \(e.errnoName))"
+            switch e.errno {
+            case ENOMEM, EAGAIN:
+                return "\(what): cannot pin guest RAM for DMA: raise RLIMIT_MEMLOCK (ulimit -l, or LimitMEMLOCK= for a service) to at least the guest's memory, or run as root"
+            case EPERM, EACCES:
+                return "\(what): pinning guest RAM needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK: raise ulimit -l, or run as root"
+            case EINVAL, ENOENT, ERANGE:
+                return "\(what): the range is not inside the IOVA ranges the IOMMU allows (a reserved region, or above its address width); use less guest memory (machine.memory)"
+            default:
+                return "\(what): \(String(cString: strerror(e.errno)))"
+            }
+        case let .deviceBusy(bdf, holders):
+            let who: String
+            switch holders.count {
+            case 0: who = "another process (which one is not visible to us: run `sudo fuser -v /dev/vfio/devices/* /dev/vfio/[0-9]*`)"
+            case 1: who = "another process, \(holders[0]),"
+            default: who = "other processes, \(holders.joined(separator: ", ")),"
+            }
+            return "\(bdf) is in use by \(who) which has its VFIO cdev or group open: stop \(holders.count > 1 ? "them" : "it"), or pick another device"
+        case let .noInterruptRemapping(bdf):
+            return "cannot attach \(bdf) to the IOMMU (EPERM): the IOMMU has no interrupt remapping; iommufd refuses such devices unless iommufd.allow_unsafe_interrupts=1 (unsafe: the device could inject arbitrary interrupts). Enable interrupt remapping (intremap=on, x2APIC/IR in firmware), or as root: echo 1 > /sys/module/iommufd/parameters/allow_unsafe_interrupts"
+        case let .regionNotMappable(bdf, index, offset, length, areas):
+            let asked = "\(AssignedVFIODevice.regionName(index)) of \(bdf): 0x\(hexString(length)) bytes at 0x\(hexString(offset))"
+            if areas.isEmpty {
+                return "\(asked) cannot be mmapped: the region is not mappable (no VFIO_REGION_INFO_FLAG_MMAP); trap its accesses with readRegion/writeRegion instead"
+            }
+            let list = areas.map { "0x\(hexString($0.lowerBound))-0x\(hexString($0.upperBound))" }.joined(separator: ", ")
+            return "\(asked) cannot be mmapped: it must be page aligned and lie inside one mappable area (\(list)); trap the rest with readRegion/writeRegion"
+        case let .regionMapFailed(bdf, index, e):
+            return "cannot mmap \(AssignedVFIODevice.regionName(index)) of \(bdf): \(e); the BAR may be disabled on the host (check `lspci -vv -s \(bdf)`), or the address space is exhausted"
+        case let .deviceNotReady(bdf, s):
+            return "\(bdf): \(s)"
         }
     }
 }
+
+func hexString<T: BinaryInteger>(_ v: T) -> String { String(v, radix: 16) }
+
+/// "0x100000000-0x17fffffff".
+func hexRange(_ r: ClosedRange<UInt64>) -> String { "0x\(hexString(r.lowerBound))-0x\(hexString(r.upperBound))" }
 
 @inline(__always)
 @discardableResult

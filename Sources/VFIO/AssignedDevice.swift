@@ -1,0 +1,360 @@
+import CShim
+import Glibc
+import HostSys
+
+/// How the user names a device to assign.
+public enum AssignedDeviceSpec: Equatable, Sendable, CustomStringConvertible {
+    /// `0000:01:00.0` (or `01:00.0`, domain 0).
+    case pciAddress(String)
+    /// `/dev/vfio/devices/vfioN`.
+    case cdev(String)
+
+    /// A path (starting with `/`) is a cdev, anything else a PCI address.
+    public init(_ text: String) {
+        self = text.hasPrefix("/") ? .cdev(text) : .pciAddress(text)
+    }
+
+    public var description: String {
+        switch self {
+        case let .pciAddress(s), let .cdev(s): return s
+        }
+    }
+}
+
+/// One host PCI device assigned to a VM through its VFIO cdev and iommufd.
+///
+/// The VMM's order: `open` (sysfs checks, opens the cdev), register
+/// `cdev` with kvm-vfio (`KVMVFIODevice.add`, which must come before the
+/// bind), `bindAndAttach` (bind, attach to the VM's IOAS, read device,
+/// region and IRQ info), `IOMMUContext.checkGuestRAM` / `mapGuestRAM`,
+/// `mapRegion` for the BARs it maps into the guest and `readRegion` /
+/// `writeRegion` / `readConfig` / `writeConfig` for the trapped parts, the
+/// IRQ calls as the guest programs MSI/MSI-X/INTx, and `close` once no vCPU
+/// runs any more.
+public final class AssignedVFIODevice: @unchecked Sendable {
+    public let bdf: String
+    public let cdevPath: String
+    public let cdev: VFIODeviceCdev
+    /// Where region reads, writes and mmaps go (the cdev's fd, or a test fake).
+    public let io: VFIODeviceIO
+    /// iommufd's id for the device, set by `bindAndAttach`.
+    public private(set) var deviceID: UInt32?
+    /// The page table (the IOAS's automatic HWPT) the device is attached to.
+    public private(set) var pageTableID: UInt32?
+    /// Read by `bindAndAttach` (the kernel refuses it before the bind).
+    public private(set) var info = VFIODeviceInfo(flags: 0, numRegions: 0, numIRQs: 0)
+    /// The regions the device has, by VFIO index: BAR0-5 = 0-5, ROM = 6,
+    /// config space = 7, then VGA and device-specific ones. Absent ones
+    /// (EINVAL, or size 0 as vfio-pci reports unimplemented BARs and the upper
+    /// half of a 64-bit BAR) are left out.
+    public private(set) var regions: [UInt32: VFIORegionInfo] = [:]
+    /// The interrupt kinds the device has (EINVAL or a count of 0 left out).
+    public private(set) var irqs: [VFIOIRQIndex: VFIOIRQInfo] = [:]
+    /// The interrupt kind enabled now, and with how many vectors.
+    public private(set) var activeIRQ: VFIOIRQIndex?
+    public private(set) var activeVectors = 0
+    public private(set) var isClosed = false
+
+    private var context: IOMMUContext?
+    private var mappings: [(pointer: UnsafeMutableRawPointer, length: UInt64)] = []
+    /// "pid N (comm)" of other processes holding the device, for EBUSY.
+    private let findHolders: () -> [String]
+
+    public static let romRegion: UInt32 = SHIM_VFIO_PCI_ROM_REGION_INDEX
+    public static let configRegion: UInt32 = SHIM_VFIO_PCI_CONFIG_REGION_INDEX
+    /// VFIO_PCI_VGA_REGION_INDEX (linux/vfio.h), not exported by the shim.
+    static let vgaRegion: UInt32 = 8
+    /// More region indexes than this is a confused kernel, not a device.
+    static let maxRegions: UInt32 = 64
+
+    /// A device over any cdev and I/O (tests pass fakes); `findHolders`
+    /// lists other processes holding it when the bind says it is busy.
+    public init(cdev: VFIODeviceCdev, io: VFIODeviceIO, bdf: String, cdevPath: String, findHolders: @escaping () -> [String] = { [] }) {
+        self.cdev = cdev
+        self.io = io
+        self.bdf = bdf
+        self.cdevPath = cdevPath
+        self.findHolders = findHolders
+    }
+
+    deinit { close() }
+
+    /// "BAR2", "ROM", "config space", "region 9".
+    public static func regionName(_ index: UInt32) -> String {
+        switch index {
+        case 0...5: return "BAR\(index)"
+        case romRegion: return "ROM"
+        case configRegion: return "config space"
+        case vgaRegion: return "VGA region"
+        default: return "region \(index)"
+        }
+    }
+
+    // MARK: - Opening
+
+    /// The PCI address and cdev of `spec`, after the sysfs checks (bound to
+    /// vfio-pci, viable group, has a cdev); the errors say how to fix it.
+    public static func resolve(_ spec: AssignedDeviceSpec, discovery: SysfsDiscovery) throws -> (bdf: String, cdevPath: String) {
+        switch spec {
+        case let .pciAddress(text):
+            let bdf = SysfsDiscovery.normalizeBDF(text)
+            _ = try discovery.checkAssignable(bdf)
+            guard let path = discovery.cdev(bdf) else { throw VFIOError.noCdev(bdf: bdf) }
+            return (bdf, path)
+        case let .cdev(path):
+            guard let bdf = discovery.bdf(forCdev: path) else { throw VFIOError.notAVFIOCdev(path: path) }
+            _ = try discovery.checkAssignable(bdf)
+            return (bdf, path)
+        }
+    }
+
+    /// Checks the device in sysfs and opens its cdev. Nothing is bound yet.
+    public static func open(_ spec: AssignedDeviceSpec, discovery: SysfsDiscovery = SysfsDiscovery()) throws -> AssignedVFIODevice {
+        let (bdf, path) = try resolve(spec, discovery: discovery)
+        let cdev = try VFIODeviceCdev.open(path: path, bdf: bdf)
+        var paths = [path]
+        if let canonical = discovery.cdev(bdf), canonical != path { paths.append(canonical) }
+        if let group = discovery.iommuGroup(bdf) { paths.append("/dev/vfio/\(group)") }
+        return AssignedVFIODevice(
+            cdev: cdev, io: FileDeviceIO(fd: cdev.performer.descriptor), bdf: bdf, cdevPath: path,
+            findHolders: { ProcScan.holders(of: paths).map { "pid \($0.pid) (\($0.command))" } })
+    }
+
+    // MARK: - Binding
+
+    /// Binds the device to `ctx`'s iommufd, attaches it to the VM's IOAS, and
+    /// reads its info, regions and IRQs. The corresponding ioctls are
+    /// `VFIO_DEVICE_BIND_IOMMUFD` and `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+    public func bindAndAttach(_ ctx: IOMMUContext) throws {
+        guard !isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
+        guard deviceID == nil else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is already bound to an iommufd") }
+        do {
+            deviceID = try cdev.bind(to: ctx.iommufd)
+        } catch let VFIOError.ioctl(e) where e.errno == EBUSY || e.errno == EINVAL {
+            // EBUSY: another process has the legacy group open. EINVAL: the
+            // cdev is already open and bound elsewhere (cdevs are exclusive).
+            let holders = findHolders()
+            if e.errno == EBUSY || !holders.isEmpty { throw VFIOError.deviceBusy(bdf: bdf, holders: holders) }
+            throw VFIOError.ioctl(e)
+        }
+        do {
+            pageTableID = try cdev.attach(ptID: ctx.ioas.id)
+        } catch let VFIOError.ioctl(e) where e.errno == EPERM {
+            throw VFIOError.noInterruptRemapping(bdf: bdf)
+        }
+        context = ctx
+        ctx.attachedDevices.append(bdf)
+        try discover()
+    }
+
+    /// Device info, then every region and IRQ kind it reports.
+    func discover() throws {
+        info = try cdev.info()
+        var r = [UInt32: VFIORegionInfo]()
+        for index in 0..<min(info.numRegions, Self.maxRegions) {
+            do {
+                let region = try cdev.regionInfo(index)
+                if region.size > 0 { r[index] = region }
+            } catch let VFIOError.ioctl(e) where e.errno == EINVAL {
+                continue
+            }
+        }
+        regions = r
+        var q = [VFIOIRQIndex: VFIOIRQInfo]()
+        for kind in VFIOIRQIndex.allCases where kind.rawValue < info.numIRQs {
+            do {
+                let i = try cdev.irqInfo(kind.rawValue)
+                if i.count > 0 { q[kind] = i }
+            } catch let VFIOError.ioctl(e) where e.errno == EINVAL {
+                continue
+            }
+        }
+        irqs = q
+    }
+
+    // MARK: - Region access (vCPU threads: no throwing, no allocation)
+
+    /// The fd offset of `count` bytes at `offset` of region `index`, or nil
+    /// when the region is absent, lacks the access, or the bytes fall outside it.
+    @inline(__always)
+    private func fileOffset(_ index: UInt32, _ offset: UInt64, _ count: Int, write: Bool) -> UInt64? {
+        guard !isClosed, let r = regions[index], write ? r.isWritable : r.isReadable else { return nil }
+        let (end, o1) = offset.addingReportingOverflow(UInt64(count))
+        let (at, o2) = r.offset.addingReportingOverflow(offset)
+        guard !o1, !o2, end <= r.size else { return nil }
+        return at
+    }
+
+    /// Reads `buffer.count` bytes at `offset` of region `index`. Out of range,
+    /// absent, or failed: the buffer is filled with 0xFF (what a read of
+    /// nothing returns on PCI) and the result is false.
+    @discardableResult
+    public func readRegion(_ index: UInt32, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard let at = fileOffset(index, offset, buffer.count, write: false), io.read(into: buffer, at: at) else {
+            _ = buffer.initializeMemory(as: UInt8.self, repeating: 0xFF)
+            return false
+        }
+        return true
+    }
+
+    /// Writes `buffer` at `offset` of region `index`; out of range, absent or
+    /// failed writes are dropped and return false.
+    @discardableResult
+    public func writeRegion(_ index: UInt32, offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool {
+        guard let at = fileOffset(index, offset, buffer.count, write: true) else { return false }
+        return io.write(from: buffer, at: at)
+    }
+
+    /// Reads the device's config space (region 7) at `offset`, as `readRegion`.
+    @discardableResult
+    public func readConfig(offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard offset >= 0 else {
+            _ = buffer.initializeMemory(as: UInt8.self, repeating: 0xFF)
+            return false
+        }
+        return readRegion(Self.configRegion, offset: UInt64(offset), into: buffer)
+    }
+
+    /// Writes the device's config space (region 7) at `offset`, as `writeRegion`.
+    /// vfio-pci virtualizes parts of it (BARs, MSI/MSI-X control).
+    @discardableResult
+    public func writeConfig(offset: Int, from buffer: UnsafeRawBufferPointer) -> Bool {
+        guard offset >= 0 else { return false }
+        return writeRegion(Self.configRegion, offset: UInt64(offset), from: buffer)
+    }
+
+    // MARK: - Mapping regions
+
+    /// The parts of region `index` that may be mmapped, as offsets in the
+    /// region: the sparse mmap areas when the region has them, else the whole
+    /// region when it is mappable (VFIO_REGION_INFO_FLAG_MMAP; with
+    /// MSIX_MAPPABLE that includes the MSI-X table, which the VMM must still
+    /// trap in the guest), else none.
+    public func mappableAreas(_ index: UInt32) -> [Range<UInt64>] {
+        guard let r = regions[index], r.isMappable, r.size > 0 else { return [] }
+        guard let sparse = r.sparseAreas else { return [0..<r.size] }
+        return sparse.compactMap { a -> Range<UInt64>? in
+            let (end, o) = a.offset.addingReportingOverflow(a.size)
+            guard a.size > 0, !o, end <= r.size else { return nil }
+            return a.offset..<end
+        }.sorted { $0.lowerBound < $1.lowerBound }
+    }
+
+    /// mmaps `length` bytes at `offset` of region `index` shared and
+    /// read-write; `offset` must be page aligned and the bytes must lie inside
+    /// one of `mappableAreas(index)`. Nothing is copied (8 GiB BARs are one
+    /// mmap). The mapping stays until `close`.
+    public func mapRegion(_ index: UInt32, offset: UInt64, length: UInt64) throws -> UnsafeMutableRawPointer {
+        guard !isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
+        let areas = mappableAreas(index)
+        let (end, o1) = offset.addingReportingOverflow(length)
+        guard let r = regions[index], length > 0, !o1, offset % DeviceIO.pageSize == 0,
+              areas.contains(where: { $0.lowerBound <= offset && end <= $0.upperBound }) else {
+            throw VFIOError.regionNotMappable(bdf: bdf, index: index, offset: offset, length: length, areas: areas)
+        }
+        let (at, o2) = r.offset.addingReportingOverflow(offset)
+        guard !o2 else { throw VFIOError.regionNotMappable(bdf: bdf, index: index, offset: offset, length: length, areas: areas) }
+        let p: UnsafeMutableRawPointer
+        do {
+            p = try io.map(length: length, at: at)
+        } catch let e as SysError {
+            throw VFIOError.regionMapFailed(bdf: bdf, index: index, e)
+        }
+        mappings.append((p, length))
+        return p
+    }
+
+    // MARK: - Interrupts
+
+    /// Signals MSI-X vector i through `eventfds[i]` (-1: none). Disables INTx
+    /// or MSI first (vfio-pci refuses to enable one kind while another is on).
+    public func enableMSIX(eventfds: [Int32]) throws { try enable(.msix, eventfds) }
+
+    /// Signals MSI vector i through `eventfds[i]`; disables the other kinds first.
+    public func enableMSI(eventfds: [Int32]) throws { try enable(.msi, eventfds) }
+
+    /// INTx through `trigger`; `resample` (a KVM resample irqfd) unmasks the
+    /// line after the guest's EOI. Disables MSI/MSI-X first.
+    public func enableINTx(trigger: Int32, resample: Int32? = nil) throws {
+        if let a = activeIRQ, a != .intx { try disableIRQs(a) }
+        try cdev.enableINTx(trigger: trigger, resample: resample)
+        activeIRQ = .intx
+        activeVectors = 1
+    }
+
+    /// Turns off every vector of `kind`. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
+    public func disableIRQs(_ kind: VFIOIRQIndex) throws {
+        try cdev.disable(kind)
+        if activeIRQ == kind {
+            activeIRQ = nil
+            activeVectors = 0
+        }
+    }
+
+    private func enable(_ kind: VFIOIRQIndex, _ eventfds: [Int32]) throws {
+        let name = kind == .msix ? "MSI-X" : "MSI"
+        guard !eventfds.isEmpty else { throw VFIOError.invalidArgument("enabling \(name) of \(bdf) with no vectors (use disableIRQs)") }
+        if let i = irqs[kind], eventfds.count > Int(i.count) {
+            throw VFIOError.invalidArgument("\(bdf) has \(i.count) \(name) vectors, \(eventfds.count) asked for")
+        }
+        // Another kind is on, or more vectors than enabled now: the kernel
+        // allocates vectors at enable time, so start over.
+        if let a = activeIRQ, a != kind || eventfds.count > activeVectors { try disableIRQs(a) }
+        try cdev.enable(kind, eventfds: eventfds)
+        activeIRQ = kind
+        activeVectors = max(activeVectors, eventfds.count)
+    }
+
+    // MARK: - Reset, coherency, close
+
+    /// Resets the device when it supports reset (`info.supportsReset`);
+    /// returns false, doing nothing, when it does not.
+    /// The corresponding ioctl is `VFIO_DEVICE_RESET`.
+    @discardableResult
+    public func reset() throws -> Bool {
+        guard info.supportsReset else { return false }
+        try cdev.reset()
+        return true
+    }
+
+    /// The device's PCIe No Snoop bit, read from its config space through VFIO.
+    public func noSnoopState() -> NoSnoopState {
+        guard let r = regions[Self.configRegion] else { return .unknown("\(bdf) has no config space region") }
+        var config = [UInt8](repeating: 0, count: Int(min(r.size, 256)))
+        let ok = config.withUnsafeMutableBytes { readConfig(offset: 0, into: $0) }
+        guard ok else { return .unknown("cannot read the config space of \(bdf) through VFIO") }
+        return PCIConfigParser.noSnoop(config: config)
+    }
+
+    /// Whether this device makes the guest's WBINVD a real flush: the IOMMU's
+    /// report (`IOMMU_GET_HW_INFO`) and the No Snoop bit, `noSnoopEnabled`
+    /// when given, else read from the device (unknown counts as enabled).
+    public func coherency(noSnoopEnabled: Bool? = nil) throws -> CoherencyVerdict {
+        guard let ctx = context, !isClosed else {
+            throw VFIOError.deviceNotReady(bdf: bdf, "its DMA coherency is known only once it is bound to an iommufd (bindAndAttach)")
+        }
+        let hw = try cdev.hardwareInfo(ctx.iommufd)
+        let noSnoop = noSnoopEnabled ?? (noSnoopState().isEnabled ?? true)
+        return CoherencyVerdict.decide(iommu: hw, hwptEnforcesCoherency: nil, deviceNoSnoopEnabled: noSnoop)
+    }
+
+    /// Disables interrupts, detaches from the IOAS, unmaps the regions and
+    /// closes the fd; errors on the way are ignored (the fd close undoes it
+    /// all in the kernel anyway). Idempotent. No vCPU may use the device
+    /// (or a mapping) any more.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        if let a = activeIRQ { _ = try? cdev.disable(a) }
+        activeIRQ = nil
+        activeVectors = 0
+        if pageTableID != nil { _ = try? cdev.detach() }
+        pageTableID = nil
+        for m in mappings { io.unmap(m.pointer, length: m.length) }
+        mappings.removeAll()
+        context?.attachedDevices.removeAll { $0 == bdf }
+        context = nil
+        cdev.close()
+        deviceID = nil
+    }
+}

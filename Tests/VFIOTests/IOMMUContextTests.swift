@@ -1,0 +1,159 @@
+import CShim
+import Glibc
+import HostSys
+import XCTest
+@testable import VFIO
+
+final class IOMMUContextTests: XCTestCase {
+    static let gib: UInt64 = 1 << 30
+    /// What VT-d with a 39-bit address width reports once a device is attached:
+    /// everything but the MSI window, up to 2^39 - 1.
+    static let vtd39: [ClosedRange<UInt64>] = [0...0xFEDF_FFFF, 0xFEF0_0000...0x7F_FFFF_FFFF]
+
+    func testLayoutWithHoleFits() {
+        let ram: [(guest: UInt64, size: UInt64)] = [(0, 3 * Self.gib), (4 * Self.gib, 8 * Self.gib)]
+        XCTAssertNil(IOMMUContext.firstConflict(ram: ram, allowed: Self.vtd39))
+        // Empty ranges are ignored.
+        XCTAssertNil(IOMMUContext.firstConflict(ram: [(0xFEE0_0000, 0)], allowed: Self.vtd39))
+    }
+
+    func testRAMOverTheMSIWindow() throws {
+        let ram: [(guest: UInt64, size: UInt64)] = [(0, 4 * Self.gib)]
+        let c = try XCTUnwrap(IOMMUContext.firstConflict(ram: ram, allowed: Self.vtd39))
+        XCTAssertEqual(c.ram, 0...0xFFFF_FFFF)
+        XCTAssertEqual(c.blocked, 0xFEE0_0000...0xFEEF_FFFF)
+        let e = VFIOError.iovaConflict(guestRange: c.ram, allowed: Self.vtd39, devices: ["0000:01:00.0"])
+        let m = "\(e)"
+        XCTAssertTrue(m.contains("guest RAM 0x0-0xffffffff"), m)
+        XCTAssertTrue(m.contains("0000:01:00.0"), m)
+        XCTAssertTrue(m.contains("MSI window 0xfee00000-0xfeefffff"), m)
+        XCTAssertTrue(m.contains("use less guest memory (machine.memory) so RAM stays below 0xfee00000"), m)
+    }
+
+    func testRAMAboveThe39BitLimit() throws {
+        let ram: [(guest: UInt64, size: UInt64)] = [(0, 3 * Self.gib), (4 * Self.gib, 512 * Self.gib)]
+        let c = try XCTUnwrap(IOMMUContext.firstConflict(ram: ram, allowed: Self.vtd39))
+        XCTAssertEqual(c.ram, (4 * Self.gib)...(516 * Self.gib - 1))
+        XCTAssertEqual(c.blocked, 0x80_0000_0000...(516 * Self.gib - 1))
+        let m = "\(VFIOError.iovaConflict(guestRange: c.ram, allowed: Self.vtd39, devices: []))"
+        XCTAssertTrue(m.contains("above the IOMMU's limit 0x7fffffffff (39-bit address width)"), m)
+        XCTAssertTrue(m.contains("use less guest memory (machine.memory) so RAM stays below the IOMMU's limit"), m)
+    }
+
+    func testReservedRegionInsideRAM() throws {
+        // An RMRR at 0x7c000000-0x7fffffff.
+        let allowed: [ClosedRange<UInt64>] = [0...0x7BFF_FFFF, 0x8000_0000...0xFEDF_FFFF, 0xFEF0_0000...UInt64(1) << 48 - 1]
+        let c = try XCTUnwrap(IOMMUContext.firstConflict(ram: [(0, 3 * Self.gib)], allowed: allowed))
+        XCTAssertEqual(c.blocked, 0x7C00_0000...0x7FFF_FFFF)
+        let m = "\(VFIOError.iovaConflict(guestRange: c.ram, allowed: allowed, devices: ["0000:00:14.0"]))"
+        XCTAssertTrue(m.contains("0x7c000000-0x7fffffff is a reserved IOVA region"), m)
+        XCTAssertTrue(m.contains("RAM stays below 0x7c000000"), m)
+    }
+
+    func testAllowedRangesAreMergedAndWrapsConflict() {
+        XCTAssertNil(IOMMUContext.firstConflict(ram: [(0, 0x2000)], allowed: [0x1000...0x1FFF, 0...0xFFF]))
+        XCTAssertEqual(IOMMUContext.firstConflict(ram: [(0, 0x3000)], allowed: [0...0xFFF, 0x2000...0x2FFF])?.blocked, 0x1000...0x1FFF)
+        XCTAssertEqual(IOMMUContext.firstConflict(ram: [(UInt64.max - 0xFFF, 0x2000)], allowed: [0...UInt64.max])?.ram, (UInt64.max - 0xFFF)...UInt64.max)
+        XCTAssertEqual(IOMMUContext.firstConflict(ram: [(0x1000, 0x1000)], allowed: [])?.blocked, 0x1000...0x1FFF)
+    }
+
+    /// A fake iommufd that answers IOVA_RANGES with `ranges` and fails the
+    /// `failMap`-th IOAS map (1-based) with `errno`.
+    func fakeIOMMU(ranges: [ClosedRange<UInt64>] = vtd39, failMap: Int? = nil, errno: Int32 = ENOMEM) -> FakePerformer {
+        let k = FakePerformer()
+        var maps = 0
+        k.reply = { req, arg in
+            switch req {
+            case SHIM_IOMMU_IOAS_ALLOC:
+                put32(arg, 8, 3)
+            case SHIM_IOMMU_IOAS_IOVA_RANGES:
+                let capacity = Int(u32(Array(arg), 8))
+                put32(arg, 8, UInt32(ranges.count))
+                put64(arg, 24, 4096)
+                if capacity < ranges.count { return EMSGSIZE }
+                let out = UnsafeMutableRawPointer(bitPattern: UInt(u64(Array(arg), 16)))!
+                for (i, r) in ranges.enumerated() {
+                    out.storeBytes(of: r.lowerBound, toByteOffset: i * 16, as: UInt64.self)
+                    out.storeBytes(of: r.upperBound, toByteOffset: i * 16 + 8, as: UInt64.self)
+                }
+            case SHIM_IOMMU_IOAS_MAP:
+                maps += 1
+                if maps == failMap { return errno }
+            case SHIM_IOMMU_IOAS_UNMAP:
+                break
+            default:
+                break
+            }
+            return nil
+        }
+        return k
+    }
+
+    func context(_ k: FakePerformer) throws -> IOMMUContext {
+        let fd = IOMMUFD(performer: k)
+        return IOMMUContext(iommufd: fd, ioas: try fd.allocateIOAS())
+    }
+
+    func testCheckGuestRAMThrowsWithTheDevices() throws {
+        let ctx = try context(fakeIOMMU())
+        ctx.attachedDevices = ["0000:01:00.0"]
+        XCTAssertNoThrow(try ctx.checkGuestRAM([(0, 3 * Self.gib), (4 * Self.gib, Self.gib)]))
+        XCTAssertThrowsError(try ctx.checkGuestRAM([(0, 3 * Self.gib), (4 * Self.gib, 600 * Self.gib)])) { e in
+            guard case let VFIOError.iovaConflict(r, allowed, devices) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(r, (4 * Self.gib)...(604 * Self.gib - 1))
+            XCTAssertEqual(allowed, Self.vtd39)
+            XCTAssertEqual(devices, ["0000:01:00.0"])
+        }
+    }
+
+    func testMapGuestRAMAtGuestAddresses() throws {
+        let k = fakeIOMMU()
+        let ctx = try context(k)
+        let r = try ctx.mapGuestRAM([(0, 0x7f00_0000_0000, 3 * Self.gib), (4 * Self.gib, 0x7f00_c000_0000, Self.gib), (5 * Self.gib, 0x1000, 0)])
+        XCTAssertEqual(r.bytes, 4 * Self.gib)
+        XCTAssertGreaterThanOrEqual(r.seconds, 0)
+        let maps = k.calls.filter { $0.request == SHIM_IOMMU_IOAS_MAP }
+        XCTAssertEqual(maps.count, 2)
+        XCTAssertEqual(u32(maps[1].bytes, 4), SHIM_IOMMU_IOAS_MAP_FIXED_IOVA | SHIM_IOMMU_IOAS_MAP_READABLE | SHIM_IOMMU_IOAS_MAP_WRITEABLE)
+        XCTAssertEqual(u32(maps[1].bytes, 8), 3)
+        XCTAssertEqual(u64(maps[1].bytes, 16), 0x7f00_c000_0000)
+        XCTAssertEqual(u64(maps[1].bytes, 24), Self.gib)
+        XCTAssertEqual(u64(maps[1].bytes, 32), 4 * Self.gib)
+        XCTAssertEqual(ctx.mappings, [0...(3 * Self.gib - 1), (4 * Self.gib)...(5 * Self.gib - 1)])
+
+        try ctx.unmapAll()
+        let unmaps = k.calls.filter { $0.request == SHIM_IOMMU_IOAS_UNMAP }
+        XCTAssertEqual(unmaps.map { u64($0.bytes, 8) }, [4 * Self.gib, 0])
+        XCTAssertEqual(unmaps.map { u64($0.bytes, 16) }, [Self.gib, 3 * Self.gib])
+        XCTAssertEqual(ctx.mappings, [])
+    }
+
+    func testMapGuestRAMRollsBackAndExplainsMemlock() throws {
+        let k = fakeIOMMU(failMap: 2, errno: ENOMEM)
+        let ctx = try context(k)
+        XCTAssertThrowsError(try ctx.mapGuestRAM([(0, 0x7f00_0000_0000, 3 * Self.gib), (4 * Self.gib, 0x7f00_c000_0000, Self.gib)])) { e in
+            guard case let VFIOError.guestRAMMapFailed(r, s) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(r, (4 * Self.gib)...(5 * Self.gib - 1))
+            XCTAssertEqual(s.errno, ENOMEM)
+            let m = "\(e)"
+            XCTAssertTrue(m.contains("guest RAM 0x100000000-0x13fffffff"), m)
+            XCTAssertTrue(m.contains("cannot pin guest RAM for DMA: raise RLIMIT_MEMLOCK (ulimit -l"), m)
+            XCTAssertTrue(m.contains("or run as root"), m)
+        }
+        XCTAssertEqual(k.calls.map(\.request), [SHIM_IOMMU_IOAS_ALLOC, SHIM_IOMMU_IOAS_MAP, SHIM_IOMMU_IOAS_MAP, SHIM_IOMMU_IOAS_UNMAP])
+        XCTAssertEqual(u64(k.calls[3].bytes, 8), 0)
+        XCTAssertEqual(u64(k.calls[3].bytes, 16), 3 * Self.gib)
+        XCTAssertEqual(ctx.mappings, [])
+    }
+
+    func testMapGuestRAMKeepsEarlierCallsOnFailure() throws {
+        let k = fakeIOMMU(failMap: 2, errno: EINVAL)
+        let ctx = try context(k)
+        try ctx.mapGuestRAM([(0, 0x1000, 0x1000)])
+        XCTAssertThrowsError(try ctx.mapGuestRAM([(0x1_0000_0000, 0x2000, 0x1000)])) { e in
+            XCTAssertTrue("\(e)".contains("use less guest memory"), "\(e)")
+        }
+        XCTAssertEqual(ctx.mappings, [0...0xFFF])
+        XCTAssertEqual(k.calls.filter { $0.request == SHIM_IOMMU_IOAS_UNMAP }.count, 0)
+    }
+}
