@@ -191,10 +191,17 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     @discardableResult
     public func readRegion(_ index: UInt32, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
         guard let at = fileOffset(index, offset, buffer.count, write: false), io.read(into: buffer, at: at) else {
-            _ = buffer.initializeMemory(as: UInt8.self, repeating: 0xFF)
+            Self.fillAllOnes(buffer)
             return false
         }
         return true
+    }
+
+    /// What a read of nothing returns on PCI.
+    @inline(__always)
+    static func fillAllOnes(_ buffer: UnsafeMutableRawBufferPointer) {
+        guard buffer.count > 0 else { return }
+        _ = buffer.initializeMemory(as: UInt8.self, repeating: 0xFF)
     }
 
     /// Writes `buffer` at `offset` of region `index`; out of range, absent or
@@ -209,7 +216,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     @discardableResult
     public func readConfig(offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
         guard offset >= 0 else {
-            _ = buffer.initializeMemory(as: UInt8.self, repeating: 0xFF)
+            Self.fillAllOnes(buffer)
             return false
         }
         return readRegion(Self.configRegion, offset: UInt64(offset), into: buffer)
@@ -276,6 +283,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// INTx through `trigger`; `resample` (a KVM resample irqfd) unmasks the
     /// line after the guest's EOI. Disables MSI/MSI-X first.
     public func enableINTx(trigger: Int32, resample: Int32? = nil) throws {
+        try requireIRQ(.intx, "INTx", vectors: 1)
         if let a = activeIRQ, a != .intx { try disableIRQs(a) }
         try cdev.enableINTx(trigger: trigger, resample: resample)
         activeIRQ = .intx
@@ -291,12 +299,23 @@ public final class AssignedVFIODevice: @unchecked Sendable {
         }
     }
 
+    /// Once the device is bound (IRQ info known): it has `kind` with at
+    /// least `vectors` vectors.
+    private func requireIRQ(_ kind: VFIOIRQIndex, _ name: String, vectors: Int) throws {
+        guard !isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
+        guard deviceID != nil else { return }
+        guard let i = irqs[kind] else {
+            throw VFIOError.invalidArgument("\(bdf) has no \(name) interrupt (VFIO reports none); the guest driver must use another kind")
+        }
+        guard vectors <= Int(i.count) else {
+            throw VFIOError.invalidArgument("\(bdf) has \(i.count) \(name) vectors, \(vectors) asked for")
+        }
+    }
+
     private func enable(_ kind: VFIOIRQIndex, _ eventfds: [Int32]) throws {
         let name = kind == .msix ? "MSI-X" : "MSI"
         guard !eventfds.isEmpty else { throw VFIOError.invalidArgument("enabling \(name) of \(bdf) with no vectors (use disableIRQs)") }
-        if let i = irqs[kind], eventfds.count > Int(i.count) {
-            throw VFIOError.invalidArgument("\(bdf) has \(i.count) \(name) vectors, \(eventfds.count) asked for")
-        }
+        try requireIRQ(kind, name, vectors: eventfds.count)
         // Another kind is on, or more vectors than enabled now: the kernel
         // allocates vectors at enable time, so start over.
         if let a = activeIRQ, a != kind || eventfds.count > activeVectors { try disableIRQs(a) }

@@ -250,6 +250,7 @@ final class AssignedDeviceTests: XCTestCase {
 
         d.close()
         XCTAssertFalse(four.withUnsafeMutableBytes { d.readConfig(offset: 0, into: $0) })
+        XCTAssertFalse(d.readRegion(7, offset: 0, into: UnsafeMutableRawBufferPointer(start: nil, count: 0)))
     }
 
     func testMappableAreas() throws {
@@ -306,8 +307,19 @@ final class AssignedDeviceTests: XCTestCase {
         XCTAssertThrowsError(try d.mapRegion(2, offset: 0, length: 0x1000))
     }
 
+    func testIRQKindTheDeviceLacks() throws {
+        let fake = FakeVFIODevice() // MSI info is EINVAL
+        let d = make(fake)
+        try d.bindAndAttach(try context())
+        XCTAssertThrowsError(try d.enableMSI(eventfds: [1])) { e in
+            XCTAssertTrue("\(e)".contains("0000:01:00.0 has no MSI interrupt"), "\(e)")
+        }
+        XCTAssertTrue(fake.irqCalls.isEmpty)
+    }
+
     func testIRQSwitchingOrder() throws {
         let fake = FakeVFIODevice()
+        fake.irqs[1] = (SHIM_VFIO_IRQ_INFO_EVENTFD | SHIM_VFIO_IRQ_INFO_NORESIZE, 4)
         let d = make(fake)
         try d.bindAndAttach(try context())
         let intx = SHIM_VFIO_PCI_INTX_IRQ_INDEX, msix = SHIM_VFIO_PCI_MSIX_IRQ_INDEX, msi = SHIM_VFIO_PCI_MSI_IRQ_INDEX
@@ -340,6 +352,8 @@ final class AssignedDeviceTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("has 16 MSI-X vectors"), "\(e)")
         }
         XCTAssertThrowsError(try d.enableMSIX(eventfds: []))
+        XCTAssertThrowsError(try d.enableMSI(eventfds: [1, 2, 3, 4, 5]))
+        XCTAssertEqual(fake.irqCalls.count, expected.count)
 
         try d.enableMSIX(eventfds: [1, 2])
         let before = fake.performer.calls.count
