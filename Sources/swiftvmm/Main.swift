@@ -47,9 +47,14 @@ struct Overrides: ParsableArguments {
     var memory: String?
     @Option(help: "Number of vCPUs, overriding machine.vcpus.")
     var vcpus: String?
+    @Option(name: .customLong("passthrough"),
+            help: ArgumentHelp("Assign a host PCI device (0000:03:00.0 or /dev/vfio/devices/vfioN) bound to vfio-pci, after the config's [[passthrough]] entries (repeatable).",
+                               valueName: "device"))
+    var passthrough: [String] = []
 
     var configOverrides: ConfigOverrides {
-        ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus)
+        ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus,
+                        passthrough: passthrough)
     }
 }
 
