@@ -53,7 +53,8 @@ enum Schema {
     /// IFNAMSIZ is 16 including the terminating NUL (include/uapi/linux/if.h),
     /// so a TAP name has at most 15 bytes.
     static let maxInterfaceNameBytes = 15
-    /// Virtio devices are function 0 of a slot on PCI bus 0, and the root bus
-    /// hands out slots 1...31 (slot 0 is the host bridge; Sources/PCI/README.md).
+    /// Virtio and assigned devices are function 0 of a slot on PCI bus 0, and
+    /// the root bus hands out slots 1...31 (slot 0 is the host bridge;
+    /// Sources/PCI/README.md).
     static let pciSlots = 31
 }
