@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Passthrough lab tests: host PCI devices assigned to a real guest through iommufd and
+# their VFIO cdevs, on a lab host with the emulated VT-d (snoop control on). Asserts on
+# what the guest printed (driver, interrupts, ping, BAR contents) and on swiftvmm's log.
+# Run by scripts/test as:
+#   scripts/lab run --iommu intel-snoop --nics 2 --igb 1 --ivshmem 8G --ivshmem 128G --mem 6G \
+#       -- bash tests/lab/run-all.sh iommu.sh passthrough.sh
+# The "must really flush" verdict and the IOVA limit need another lab:
+# tests/lab/passthrough-nosnoop.sh.
+# Adapting: PT_BIG_BAR_TOML (extra TOML for the BAR-too-big test, e.g. a key that
+# shrinks the guest's 64-bit PCI window) and PT_BIG_BAR_DEVICE (default: the 128 GiB ivshmem).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/passthrough-lib.sh"
+cd "$REPO" || exit 1
+
+BASE="console=ttyS0 reboot=k panic=-1 quiet"
+NET="swiftvmm.test=net swiftvmm.ip=10.0.0.2/24 swiftvmm.peer=10.0.0.1"
+work=$(mktemp -d /tmp/swiftvmm-passthrough.XXXXXX)
+
+# config NAME [TOML LINES...]: $work/NAME.toml, a 512 MiB one-vCPU guest with the modules
+# initramfs; MACHINE_EXTRA (one TOML line) goes into [machine].
+config() {
+    local name=$1; shift
+    {
+        printf '[machine]\nvcpus = 1\nmemory = "512M"\n'
+        [ -z "${MACHINE_EXTRA:-}" ] || printf '%s\n' "$MACHINE_EXTRA"
+        printf '[kernel]\npath = "%s"\ninitramfs = "%s"\ncmdline = "%s"\n' "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs-modules.cpio.gz" "$BASE"
+        printf '[serial]\nmode = "terminal"\n'
+        local line
+        for line in "$@"; do printf '%s\n' "$line"; done
+    } >"$work/$name.toml"
+    echo "$work/$name.toml"
+}
+
+# irqs KIND: the summed counts of the guest's SWIFTVMM-IRQ lines whose chip is KIND
+# (PCI-MSIX, PCI-MSI, IO-APIC); empty when there is no such line.
+irqs() {
+    awk -v kind="$1" '/SWIFTVMM-IRQ:/ && index($0, kind) {
+        seen = 1
+        for (i = 3; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i
+    } END { if (seen) print n + 0 }' "$LOG"
+}
+
+dmar_faults() { dmesg | grep -cE 'DMAR: \[DMA (Read|Write)|DMAR: DRHD: handling fault' ; }
+
+# expect_setup_error TEST MESSAGE...: the last vmm run exited 69 and said every MESSAGE.
+expect_setup_error() {
+    local name=$1 m missing=""; shift
+    for m in "$@"; do has "$m" || missing="$missing '$m'"; done
+    if [ "$STATUS" -eq 69 ] && [ -z "$missing" ]; then pass "$name" "$(grep -m1 -iE 'error|swiftvmm:' "$LOG" | cut -c1-160)"
+    else fail "$name" "status $STATUS (want 69)${missing:+, missing:$missing}" "$LOG"; fi
+}
+
+# ------------------------------------------------------------------ the lab's devices
+mapfile -t E1000E < <(pt_by_id 8086:10d3)
+mapfile -t IGB < <(pt_by_id 8086:10c9)
+mapfile -t SHM < <(pt_by_id 1af4:1110)
+echo "lab devices: e1000e ${E1000E[*]:-none}; igb ${IGB[*]:-none}; ivshmem ${SHM[*]:-none}; swiftvmm $SWIFTVMM"
+if [ ${#E1000E[@]} -lt 2 ] || [ ! -e /dev/iommu ] || [ ! -d /sys/class/iommu/dmar0 ]; then
+    fail lab-setup "need 2 e1000e (--nics 2), VT-d (--iommu intel-snoop) and /dev/iommu; have ${#E1000E[@]} e1000e"
+    summary; exit
+fi
+PEER=${E1000E[0]} NIC=${E1000E[1]}
+NIC_MAC=$(printf '52:54:00:00:00:%02x' $((${#E1000E[@]})))
+# iommu.sh (run before us in the same lab) binds the first e1000e to vfio-pci: undo that.
+[ "$(pt_driver "$PEER")" = e1000e ] || pt_bind_host "$PEER"
+sleep 1
+if pt_peer_up "$PEER" 10.0.0.1/24 && pt_bind_vfio "$NIC"; then
+    pass lab-setup "peer $PEER $(pt_netdev "$PEER") 10.0.0.1/24; assigned NIC $NIC $(pt_cdev "$NIC"); $(pt_group "$NIC")"
+else
+    fail lab-setup "could not bring up the peer $PEER or bind $NIC to vfio-pci"; summary; exit
+fi
+VM=$(config vm)
+
+# nic_run NAME [CMDLINE EXTRA] [SWIFTVMM ARGS...]: the assigned e1000e pings the peer.
+nic_run() {
+    local name=$1 extra=$2; shift 2
+    local f0; f0=$(dmar_faults)
+    vmm "$name" 240 run "$VM" --passthrough "$NIC" --cmdline "$BASE swiftvmm.modules=e1000e $NET $extra" "$@"
+    FAULTS=$(($(dmar_faults) - f0))
+}
+
+# nic_checks TEST KIND: guest driver, interrupts of KIND with counts, ping, clean exit.
+nic_checks() {
+    local name=$1 kind=$2 n why=""
+    n=$(irqs "$kind")
+    [ "$STATUS" -eq 0 ] || why="$why status $STATUS;"
+    has "eth0 $NIC_MAC driver=e1000e" || why="$why no e1000e bound to eth0;"
+    has "ping 10.0.0.1 ok" || why="$why no ping;"
+    [ -n "$n" ] && [ "$n" -gt 0 ] || why="$why no $kind interrupts counted (${n:-no line});"
+    if [ "$kind" = IO-APIC ] && [ -n "$(irqs PCI-MSI)" ]; then why="$why MSI lines with pci=nomsi;"; fi
+    [ "$FAULTS" -eq 0 ] || why="$why $FAULTS DMAR faults in the lab host's dmesg;"
+    if [ -z "$why" ]; then pass "$name" "${SECS}s, $n $kind interrupts"; else fail "$name" "$why" "$LOG"; fi
+}
+
+# ------------------------------------------------------------------ 1. e1000e, MSI-X
+nic_run nic-msix ""
+nic_checks e1000e-msix-ping PCI-MSIX
+missing=""
+for re in "passthrough $NIC: cdev /dev/vfio/devices/vfio[0-9]+, iommufd device [0-9]+, IOAS [0-9]+, page table [0-9]+" \
+    "IOAS [0-9]+: mapped 512 MiB of guest RAM in [0-9]+ ranges? in [0-9.]+ ms \(4 KiB pages\)" \
+    "passthrough $NIC: peer-to-peer DMA is off" \
+    "pci 00:[0-9a-f]{2}\.0: passthrough $NIC \[8086:10d3\]" \
+    "passthrough $NIC: reset and released"; do
+    has "$re" || missing="$missing '$re'"
+done
+if [ -z "$missing" ]; then pass passthrough-log-lines "$(grep -oE 'IOAS [0-9]+: mapped .*' "$LOG" | head -n 1)"
+else fail passthrough-log-lines "missing:$missing" "$LOG"; fi
+
+# ------------------------------------------------------------------ 3a. snoop control on
+# VT-d ECAP.SC (snoop-control=on) forces snooping: WBINVD need not flush, for the
+# device and so for the VM.
+ecap=$(cat /sys/class/iommu/dmar0/intel-iommu/ecap)
+if has "coherency $NIC: WBINVD stays a no-op" && has "coherency VM: WBINVD stays a no-op" \
+    && ! has "WBINVD must really flush"; then
+    pass coherency-snoop-control-no-op "ecap 0x$ecap: $(grep -oE 'coherency VM: .*' "$LOG" | head -n 1 | cut -c1-120)"
+else fail coherency-snoop-control-no-op "ecap 0x$ecap; want 'stays a no-op' for $NIC and VM" "$LOG"; fi
+
+# ------------------------------------------------------------------ 1b. hugepages
+# machine.hugepages: guest RAM in 2 MiB pages, mapped into the IOAS as such.
+echo 300 >/proc/sys/vm/nr_hugepages
+VMH=$(MACHINE_EXTRA="hugepages = true" config vm-huge)
+f0=$(dmar_faults)
+vmm nic-huge 240 run "$VMH" --passthrough "$NIC" --cmdline "$BASE swiftvmm.modules=e1000e $NET"
+FAULTS=$(($(dmar_faults) - f0))
+if [ "$STATUS" -eq 0 ] && has "ping 10.0.0.1 ok" && has "IOAS [0-9]+: mapped 512 MiB of guest RAM in [0-9]+ ranges? in [0-9.]+ ms \(2 MiB pages\)" && [ "$FAULTS" -eq 0 ]; then
+    pass hugepages-passthrough-ping "$(grep -oE 'IOAS [0-9]+: mapped .*' "$LOG" | head -n 1)"
+else fail hugepages-passthrough-ping "status $STATUS, faults $FAULTS, HugePages_Free $(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" "$LOG"; fi
+echo 0 >/proc/sys/vm/nr_hugepages
+
+# ------------------------------------------------------------------ 2. INTx (pci=nomsi)
+nic_run nic-intx "pci=nomsi"
+nic_checks e1000e-intx-ping IO-APIC
+
+# ------------------------------------------------------------------ 4. igb VF
+if [ ${#IGB[@]} -lt 1 ]; then
+    fail igb-vf-ping "no igb in the lab (scripts/lab --igb 1)"
+else
+    PF=${IGB[0]}
+    if VF=$(pt_make_vf "$PF" 52:54:00:00:02:01) && pt_bind_vfio "$VF"; then
+        f0=$(dmar_faults)
+        vmm vf 240 run "$VM" --passthrough "$VF" --cmdline "$BASE swiftvmm.modules=igbvf swiftvmm.test=net swiftvmm.ip=10.0.0.3/24 swiftvmm.peer=10.0.0.1"
+        FAULTS=$(($(dmar_faults) - f0))
+        n=$(irqs PCI-MSIX)
+        if [ "$STATUS" -eq 0 ] && has "eth0 52:54:00:00:02:01 driver=igbvf" && has "ping 10.0.0.1 ok" \
+            && [ -n "$n" ] && [ "$n" -gt 0 ] && [ "$FAULTS" -eq 0 ]; then
+            pass igb-vf-ping "VF $VF of $PF, ${SECS}s, $n MSI-X interrupts"
+        else fail igb-vf-ping "VF $VF of $PF: status $STATUS, MSI-X ${n:-none}, faults $FAULTS" "$LOG"; fi
+        pt_bind_host "$VF" 2>/dev/null
+        echo 0 >"/sys/bus/pci/devices/$PF/sriov_numvfs"
+    else
+        fail igb-vf-ping "could not make a VF on $PF and bind it to vfio-pci"
+    fi
+fi
+
+# ------------------------------------------------------------------ 5. ivshmem, 8 GiB BAR2
+SHM8="" SHMBIG=""
+for d in "${SHM[@]}"; do
+    read -r start end _ < <(sed -n 3p "/sys/bus/pci/devices/$d/resource")
+    size=$(((end - start + 1) >> 30))
+    [ "$size" = 8 ] && SHM8=$d
+    [ "${size:-0}" -gt 64 ] && SHMBIG=$d
+done
+if [ -z "$SHM8" ]; then
+    fail ivshmem-bar-pattern "no 8 GiB ivshmem in the lab (scripts/lab --ivshmem 8G)"
+elif ! pt_bind_vfio "$SHM8"; then
+    fail ivshmem-bar-pattern "could not bind $SHM8 to vfio-pci"
+else
+    OFFS=0,0x1000,0x40000000,0x100000000,0x1fffffffc
+    VMS=$(config vm-shm "[[passthrough]]" "device = \"$SHM8\"")
+    vmm shm 240 run "$VMS" --cmdline "$BASE swiftvmm.test=bar swiftvmm.bardev=1af4:1110 swiftvmm.bar=2 swiftvmm.pattern=0x5a17c0de swiftvmm.offsets=$OFFS"
+    lines=$(grep -c 'SWIFTVMM-BAR: offset=' "$LOG")
+    if [ "$STATUS" -eq 0 ] && has "^bar ok" && [ "$lines" -eq 5 ] && has "passthrough $SHM8: reset and released" && check=$(pt_bar_check "$SHM8" 2 "$LOG" 2>&1); then
+        pass ivshmem-bar-pattern "${SECS}s; $(grep -oE 'BAR2 at [^ ]+' "$LOG" | head -n 1); $check"
+    else fail ivshmem-bar-pattern "status $STATUS, $lines BAR lines, lab host readback: ${check:-not done}" "$LOG"; fi
+
+    # The same BAR at an address the config chooses (bars = { 2 = ... }): 32 GiB.
+    VMP=$(config vm-shm-pinned "[[passthrough]]" "device = \"$SHM8\"" "bars = { 2 = 0x800000000 }")
+    vmm shm-pinned 240 run "$VMP" --cmdline "$BASE swiftvmm.test=bar swiftvmm.bardev=1af4:1110 swiftvmm.bar=2 swiftvmm.pattern=0x0badcafe swiftvmm.offsets=0x10,0x1fffffff0"
+    if [ "$STATUS" -eq 0 ] && has "^bar ok" && has "BAR2 at 0x800000000 " && check=$(pt_bar_check "$SHM8" 2 "$LOG" 2>&1); then
+        pass ivshmem-bar-pinned "BAR2 at 0x800000000; $check"
+    else fail ivshmem-bar-pinned "status $STATUS, readback: ${check:-not done}" "$LOG"; fi
+fi
+
+# ------------------------------------------------------------------ 6 + 7. busy, then kill -9
+# A first swiftvmm holds the NIC (guest hanging once up); a second one on the same
+# device must be refused; then the first is killed with SIGKILL and the device must
+# still work for a new run.
+HOLD=$LOGDIR/pt-hold.log
+"$SWIFTVMM" run "$VM" --passthrough "$NIC" --cmdline "$BASE swiftvmm.modules=e1000e swiftvmm.test=hang" </dev/null >"$HOLD" 2>&1 &
+hold=$!
+for _ in $(seq 1 180); do grep -q "hanging on purpose" "$HOLD" && break; kill -0 $hold 2>/dev/null || break; sleep 1; done
+if grep -q "hanging on purpose" "$HOLD"; then
+    vmm busy 60 run "$VM" --passthrough "$NIC" --cmdline "$BASE swiftvmm.test=poweroff"
+    expect_setup_error error-device-busy "in use by another process"
+    kill -9 $hold; wait $hold 2>/dev/null
+    sleep 1
+    nic_run nic-after-kill9 ""
+    nic_checks e1000e-after-kill-9 PCI-MSIX
+else
+    kill -9 $hold 2>/dev/null; wait $hold 2>/dev/null
+    LOG=$HOLD; fail error-device-busy "the first guest never reached 'hanging on purpose'" "$LOG"
+    fail e1000e-after-kill-9 "no run to kill"
+fi
+
+# ------------------------------------------------------------------ 7. setup errors: status 69
+# Not bound to vfio-pci: the peer NIC is on e1000e.
+vmm err-not-vfio 60 run "$VM" --passthrough "$PEER" --cmdline "$BASE swiftvmm.test=poweroff"
+expect_setup_error error-not-vfio-pci "not vfio-pci" "driver_override"
+
+# Group not viable: bind one function of a multi-device group to vfio-pci and leave
+# another on its host driver (q35's 00:1f.x: LPC, AHCI, SMBus share a group).
+victim=""
+for d in /sys/bus/pci/devices/*; do
+    b=$(basename "$d")
+    [ "$(ls "$d/iommu_group/devices" 2>/dev/null | wc -l)" -gt 1 ] || continue
+    case $(pt_driver "$b") in i801_smbus) victim=$b; break ;; esac
+done
+if [ -z "$victim" ]; then
+    fail error-group-not-viable "no multi-device IOMMU group with an SMBus function to use"
+else
+    orig=$(pt_driver "$victim")
+    pt_bind_vfio "$victim"
+    vmm err-viable 60 run "$VM" --passthrough "$victim" --cmdline "$BASE swiftvmm.test=poweroff"
+    expect_setup_error error-group-not-viable "is not viable"
+    pt_bind_host "$victim"
+    [ "$(pt_driver "$victim")" = "$orig" ] || echo "note: $victim is on '$(pt_driver "$victim")' again, was $orig"
+fi
+
+# No iommufd: hide /dev/iommu for one run.
+mv /dev/iommu /dev/iommu.hidden
+vmm err-no-iommufd 60 run "$VM" --passthrough "$NIC" --cmdline "$BASE swiftvmm.test=poweroff"
+mv /dev/iommu.hidden /dev/iommu
+expect_setup_error error-no-iommufd "/dev/iommu does not exist"
+
+# A BAR bigger than the guest's 64-bit PCI window (64 GiB): the 128 GiB ivshmem.
+big=${PT_BIG_BAR_DEVICE:-$SHMBIG}
+if [ -z "$big" ]; then
+    fail error-bar-does-not-fit "no ivshmem bigger than 64 GiB in the lab (scripts/lab --ivshmem 128G)"
+elif pt_bind_vfio "$big"; then
+    VMB=$(config vm-big "${PT_BIG_BAR_TOML:-}" "[[passthrough]]" "device = \"$big\"")
+    vmm err-big-bar 60 run "$VMB" --cmdline "$BASE swiftvmm.test=poweroff"
+    expect_setup_error error-bar-does-not-fit "does not fit"
+else
+    fail error-bar-does-not-fit "could not bind $big to vfio-pci"
+fi
+
+# Nothing left behind: no swiftvmm process, the NIC free for the next user.
+if pgrep -x swiftvmm >/dev/null; then fail no-leftover-vmm "$(pgrep -a -x swiftvmm)"; else pass no-leftover-vmm; fi
+
+rm -rf "$work"
+summary
