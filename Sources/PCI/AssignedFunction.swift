@@ -593,7 +593,7 @@ public final class AssignedPCIFunction: PCIDevice, @unchecked Sendable {
 
 /// Calls `body(start, end, class)` for each maximal run of indices in
 /// `0..<count` that `classify` puts in the same class, in order.
-func forEachRun<C: Equatable>(_ count: Int, _ classify: (Int) -> C, _ body: (Int, Int, C) -> Void) {
+private func forEachRun<C: Equatable>(_ count: Int, _ classify: (Int) -> C, _ body: (Int, Int, C) -> Void) {
     var i = 0
     while i < count {
         let c = classify(i)

@@ -14,8 +14,12 @@ final class FakeAssignedBackend: AssignedDeviceBackend {
     var modes: [AssignedInterruptMode] = []
     /// Shared with a `SequenceRouter` to check the order of calls.
     var sequence: SequenceLog?
+    /// The backend methods may be called from several threads at once.
+    private let lock = NSLock()
 
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
+        lock.lock()
+        defer { lock.unlock() }
         configReads.append((offset, data.count))
         for i in 0..<data.count {
             let o = offset + i
@@ -24,6 +28,8 @@ final class FakeAssignedBackend: AssignedDeviceBackend {
     }
 
     func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {
+        lock.lock()
+        defer { lock.unlock() }
         configWrites.append((offset, Array(data)))
         for i in 0..<data.count {
             let o = offset + i
@@ -37,16 +43,22 @@ final class FakeAssignedBackend: AssignedDeviceBackend {
     }
 
     func readBar(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
+        lock.lock()
+        defer { lock.unlock() }
         barReads.append((index, offset, data.count))
         for i in 0..<data.count { data[i] = barContents[index]?[offset + UInt64(i)] ?? 0 }
     }
 
     func writeBar(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
+        lock.lock()
+        defer { lock.unlock() }
         barWrites.append((index, offset, Array(data)))
         for i in 0..<data.count { barContents[index, default: [:]][offset + UInt64(i)] = data[i] }
     }
 
     func setInterruptMode(_ mode: AssignedInterruptMode) {
+        lock.lock()
+        defer { lock.unlock() }
         modes.append(mode)
         sequence?.entries.append("mode \(mode)")
     }

@@ -1,4 +1,5 @@
 import Devices
+import Dispatch
 import XCTest
 @testable import PCI
 
@@ -628,6 +629,37 @@ final class AssignedFunctionTests: XCTestCase {
     }
 
     // MARK: Robustness
+
+    /// vCPU-like threads toggle MSI and MSI-X, program the table and read
+    /// config space at once: no deadlock, no trap, and the backend hears
+    /// each mode once per change, ending with the mode the registers select.
+    func testConcurrentModeChanges() throws {
+        let (f, d) = try makeE1000e()
+        d.attached(PCIAttachContext(address: PCIAddress(device: 1), msiRouter: CountingRouter(), intx: nil, intxGSI: 17))
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for i in 0..<2000 {
+                switch worker {
+                case 0: cfgWrite(d, 0xA2, [0x8000, 0xC000, 0x0000][i % 3], 2)
+                case 1: cfgWrite(d, 0xD2, UInt64(i % 2), 2)
+                case 2:
+                    barWrite(d, 3, UInt64(16 * (i % 5)), 0xFEE0_0000, 4)
+                    barWrite(d, 3, UInt64(16 * (i % 5) + 12), UInt64(i % 2), 4)
+                    _ = barRead(d, 3, 0x40, 16)
+                default: _ = cfgRead(d, (i * 4) % 0x110, 4)
+                }
+            }
+        }
+        XCTAssertFalse(zip(f.modes, f.modes.dropFirst()).contains { $0 == $1 }, "a mode was reported twice in a row")
+        XCTAssertEqual(f.modes.first, .intx(gsi: 17))
+        XCTAssertEqual(f.modes.last, d.interruptMode)
+        // Worker 0 ended with Enable and Function Mask set (i = 1999,
+        // 1999 % 3 = 1: 0xC000); worker 1 with MSI enabled (1999 % 2 = 1).
+        XCTAssertEqual(d.interruptMode, .msix(vectors: 5))
+        cfgWrite(d, 0xA2, 0, 2)
+        XCTAssertEqual(d.interruptMode, .msi(vectors: 1))
+        cfgWrite(d, 0xD2, 0, 2)
+        XCTAssertEqual(d.interruptMode, .intx(gsi: 17))
+    }
 
     func testRandomAccessesNeverTrapOrReachEmulatedRegisters() throws {
         let (f, d) = try makeE1000e(rom: 0x800)
