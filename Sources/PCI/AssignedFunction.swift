@@ -34,10 +34,16 @@ import Synchronization
 /// | PM, PCIe, vendor-specific body | capability IDs 0x01, 0x10, 0x09 | device |
 /// | MSI          | capability 0x05, only a 64-bit-capable one | emulated (`MSICapability` at the real offset, 24 bytes with per-vector masking, else 16; Multiple Message Capable 0); never written to the device |
 /// | MSI-X        | capability 0x11, 12 bytes       | emulated: a copy of the real bytes with Enable (bit 15) and Function Mask (bit 14) of Message Control writable and initially 0, all else read-only; never written to the device |
-/// | hidden capability | every other capability (and a second MSI or MSI-X, a 32-bit-only MSI, one that does not fit below 0x100) | emulated, reads 0, writes dropped; the length is the structure's size from pci_regs.h for the IDs that have one (AGP 12, VPD 8, Slot ID 4, MSI 10/14/20/24, CompactPCI hot swap 4, PCI-X 8, debug port 4, SHPC 8, SSVID 8, SATA 8, AF 6), else the 4-byte header, and never past the next capability or 0x100 |
+/// | hidden capability | every other ID; a second MSI or MSI-X; a 32-bit-only MSI; one that does not fit below 0x100 | emulated: reads 0, writes dropped (length below) |
 /// | 0x40-0xFF, other bytes | device-specific registers | device |
 /// | 0x100-0xFFF  | extended config space           | reads 0, writes dropped: extended capabilities (AER, SR-IOV, ...) are hidden, as on a conventional root bus |
 /// | < 0, >= 0x1000 | outside config space          | reads 0xFF, writes dropped |
+///
+/// A hidden capability reads 0 over its structure's size where pci_regs.h
+/// gives one (AGP 12, VPD 8, Slot ID 4, MSI 10/14/20/24, CompactPCI hot
+/// swap 4, PCI-X 8, debug port 4, SHPC 8, SSVID 8, SATA 8, AF 6), else over
+/// its 4-byte header, and never past the next capability or 0x100; its
+/// other bytes stay device-specific.
 ///
 /// An access may have any width and offset; it is split into runs of bytes
 /// with the same policy, and each device run is one backend call.
