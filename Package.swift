@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // SwiftVMM: a small virtual machine monitor for Linux x86_64 on KVM.
 // Layers (one direction of dependencies, see STYLE in README.md):
-//   CShim -> HostSys -> GuestMemory | KVM -> Devices -> Boot -> VMM -> swiftvmm
+//   CShim -> HostSys -> GuestMemory | KVM -> Devices -> PCI -> Virtio; VFIO; Boot; ACPI -> VMM -> swiftvmm
 import PackageDescription
 
 let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
@@ -44,7 +44,7 @@ let package = Package(
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
             "CShim",
-            "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig",
+            "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
         .executableTarget(name: "swiftvmm", dependencies: [

@@ -152,6 +152,33 @@ public struct PCIBarAllocator: Sendable {
         return address
     }
 
+    /// Reserves `[address, address + size)` for BAR `bar` of `device` at a
+    /// place the user chose. The address must be aligned to the BAR's size
+    /// (PCI 3.0 §6.2.5.1: the low address bits of a BAR are read-only 0),
+    /// lie in the window of the BAR's kind and overlap nothing allocated.
+    public mutating func reserve(address: UInt64, size: UInt64, kind: PCIBarKind, device: PCIAddress, bar: Int) throws {
+        let wk = Self.windowKind(for: kind)
+        let window = windows.window(wk)
+        let footprint = kind.isMemory ? max(size, Self.memoryGranule) : size
+        let what = bar == PCIBarRegion.romIndex ? "expansion ROM" : "BAR \(bar)"
+        guard footprint.isPowerOfTwo, address & (footprint - 1) == 0 else {
+            throw PCIError.invalidPlacement(device: device, bar: bar,
+                reason: "\(what) (\(formatSize(size))) cannot be placed at \(hex(address)): a BAR's address is aligned to its size")
+        }
+        guard address >= window.base, fits(address, footprint, below: window.end) else {
+            throw PCIError.invalidPlacement(device: device, bar: bar,
+                reason: "\(what) (\(formatSize(size))) at \(hex(address)) is outside the \(wk) \(window)")
+        }
+        var ranges = used[wk] ?? []
+        for r in ranges where address < r.base &+ r.size && r.base < address &+ footprint {
+            throw PCIError.invalidPlacement(device: device, bar: bar,
+                reason: "\(what) at \(hex(address)) overlaps another BAR at \(hex(r.base)) (\(formatSize(r.size)))")
+        }
+        ranges.append((base: address, size: footprint))
+        ranges.sort { $0.base < $1.base }
+        used[wk] = ranges
+    }
+
     /// Returns a BAR's range to its window (for hot-unplug).
     public mutating func release(address: UInt64, kind: PCIBarKind) {
         let wk = Self.windowKind(for: kind)

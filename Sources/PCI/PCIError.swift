@@ -16,6 +16,8 @@ public enum PCIError: Error, Equatable, CustomStringConvertible {
     case barDoesNotFit(device: PCIAddress, bar: Int, size: UInt64, kind: PCIBarKind,
                        window: PCIWindowKind, windowBase: UInt64, windowSize: UInt64, used: UInt64)
     case invalidWindow(PCIWindowKind, String)
+    /// A BAR address the user asked for cannot be used.
+    case invalidPlacement(device: PCIAddress, bar: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -41,6 +43,8 @@ public enum PCIError: Error, Equatable, CustomStringConvertible {
                 + "BARs are aligned to their size)"
         case let .invalidWindow(w, r):
             return "\(w): \(r)"
+        case let .invalidPlacement(d, _, r):
+            return "\(d): \(r)"
         }
     }
 }

@@ -133,11 +133,13 @@ public final class PCIRootBus: @unchecked Sendable {
     /// from 1 up when `slot` is nil, and assigns its BARs. On error nothing
     /// changes (no slot taken, no window space used).
     @discardableResult
-    public func attach(_ device: PCIDevice, slot: Int? = nil) throws -> PCIAddress {
-        try configLock.withLock { _ in try attachLocked(device, slot: slot) }
+    public func attach(_ device: PCIDevice, slot: Int? = nil, placement: [Int: UInt64] = [:]) throws -> PCIAddress {
+        try configLock.withLock { _ in try attachLocked(device, slot: slot, placement: placement) }
     }
 
-    private func attachLocked(_ device: PCIDevice, slot requested: Int?) throws -> PCIAddress {
+    /// `placement`: BAR index -> guest address chosen by the user; those BARs
+    /// are reserved first, the others allocated around them.
+    private func attachLocked(_ device: PCIDevice, slot requested: Int?, placement: [Int: UInt64]) throws -> PCIAddress {
         let slot: Int = try state.withLock { s in
             if let r = requested {
                 guard r >= 1, r < Self.slotCount else { throw PCIError.invalidSlot(r) }
@@ -153,7 +155,16 @@ public final class PCIRootBus: @unchecked Sendable {
         let bars = Self.probeBars(device)
         var allocator = state.withLock { $0.allocator }
         var placed: [(PCIBarProbe, UInt64)] = []
+        for index in placement.keys.sorted() where !bars.contains(where: { $0.index == index }) {
+            throw PCIError.invalidPlacement(device: address, bar: index, reason: "it has no BAR \(index) to place")
+        }
         for bar in bars {
+            guard let at = placement[bar.index] else { continue }
+            let kind: PCIBarKind = bar.index == PCIBarRegion.romIndex ? .memory32 : bar.kind
+            try allocator.reserve(address: at, size: bar.size, kind: kind, device: address, bar: bar.index)
+            placed.append((bar, at))
+        }
+        for bar in bars where placement[bar.index] == nil {
             let kind: PCIBarKind = bar.index == PCIBarRegion.romIndex ? .memory32 : bar.kind
             let at = try allocator.allocate(size: bar.size, kind: kind, device: address, bar: bar.index)
             placed.append((bar, at))

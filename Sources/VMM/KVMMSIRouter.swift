@@ -9,9 +9,17 @@ import PCI
 /// `configure` rewrites the GSI routing table (KVM_SET_GSI_ROUTING replaces
 /// it whole, so the default IOAPIC/PIC routes are always included);
 /// `signal` writes the vector's eventfd, and KVM injects the message.
+///
+/// Masking: a vector whose message is withdrawn (`configure(nil)`: masked or
+/// disabled) has its irqfd deassigned, so an assigned device that fires it
+/// meanwhile only counts up the eventfd; when the guest unmasks it the irqfd
+/// is assigned again and KVM injects at once if the eventfd was signalled
+/// (kvm_irqfd_assign polls it), which is the pending-bit behaviour PCI asks
+/// for (PCI 3.0 §6.8.2.9). Emulated devices keep their own pending bits and
+/// never signal a withdrawn vector.
 final class KVMMSIRouter: MSIRouter, @unchecked Sendable {
     private struct Key: Hashable { let device: PCIAddress; let vector: Int }
-    private struct Vector { let gsi: UInt32; let event: EventFD; var message: MSIMessage? }
+    private struct Vector { let gsi: UInt32; let event: EventFD; var message: MSIMessage?; var assigned: Bool }
 
     private let vm: VirtualMachine
     private let logger: Logger
@@ -34,32 +42,42 @@ final class KVMMSIRouter: MSIRouter, @unchecked Sendable {
         }.sorted { $0.gsi < $1.gsi }
     }
 
+    /// The vector's GSI and eventfd, made on first use. Lock held.
+    private func vectorLocked(_ key: Key) throws -> Vector {
+        if let v = vectors[key] { return v }
+        guard nextGSI < Self.maxGSI else {
+            throw MachineError.setup("\(key.device) MSI vector \(key.vector): out of GSIs (KVM allows \(Self.maxGSI))")
+        }
+        let v = Vector(gsi: nextGSI, event: try EventFD(), message: nil, assigned: false)
+        nextGSI += 1
+        vectors[key] = v
+        return v
+    }
+
+    /// The eventfds of vectors 0..<count of `device`, for an assigned device
+    /// whose interrupts VFIO signals straight into them (VFIO_DEVICE_SET_IRQS).
+    func eventFDs(device: PCIAddress, count: Int) throws -> [Int32] {
+        lock.lock(); defer { lock.unlock() }
+        return try (0..<count).map { try vectorLocked(Key(device: device, vector: $0)).event.fd.raw }
+    }
+
     func configure(device: PCIAddress, vector: Int, message: MSIMessage?) {
         lock.lock(); defer { lock.unlock() }
         let key = Key(device: device, vector: vector)
-        var newIRQFD: Vector?
-        if var v = vectors[key] {
+        guard vectors[key] != nil || message != nil else { return }
+        do {
+            var v = try vectorLocked(key)
             v.message = message
             vectors[key] = v
-        } else {
-            guard message != nil else { return }
-            guard nextGSI < Self.maxGSI else {
-                logger.error("\(device) MSI vector \(vector): out of GSIs")
-                return
-            }
-            do {
-                let v = Vector(gsi: nextGSI, event: try EventFD(), message: message)
-                nextGSI += 1
-                vectors[key] = v
-                newIRQFD = v
-            } catch {
-                logger.error("\(device) MSI vector \(vector): \(error)")
-                return
-            }
-        }
-        do {
             try vm.setGSIRouting(routesLocked())
-            if let v = newIRQFD { try vm.registerIRQFD(v.event, gsi: v.gsi) }
+            if message != nil, !v.assigned {
+                try vm.registerIRQFD(v.event, gsi: v.gsi)
+                v.assigned = true
+            } else if message == nil, v.assigned {
+                try vm.unregisterIRQFD(v.event, gsi: v.gsi)
+                v.assigned = false
+            }
+            vectors[key] = v
         } catch {
             logger.error("\(device) MSI vector \(vector): \(error)")
         }

@@ -14,12 +14,17 @@ public enum MachineError: Error, CustomStringConvertible {
     case hostUnsupported(String)
     case kernel(String)
     case setup(String)
+    /// An assigned device cannot be used as configured (not bound to
+    /// vfio-pci, group not viable, busy, no iommufd, IOVA conflict, BAR
+    /// placement): the host must change, exit status 69.
+    case passthrough(String)
 
     public var description: String {
         switch self {
         case let .hostUnsupported(s): return s
         case let .kernel(s): return s
         case let .setup(s): return s
+        case let .passthrough(s): return s
         }
     }
 }
@@ -45,6 +50,7 @@ final class Machine {
     let mmio = Bus()
     let serial: Serial16550
     let pci: MachinePCI
+    let passthrough: MachinePassthrough
     let vcpus: [VCPU]
     let boot: BootResult
     let latch: StopLatch
@@ -93,12 +99,13 @@ final class Machine {
         try vm.createPIT()
 
         let map = GuestMemoryMap(ramBytes: config.memoryBytes)
-        do { ram = try GuestRAM(map: map) } catch {
+        do { ram = try GuestRAM(map: map, hugePages: config.hugePages) } catch {
             throw MachineError.setup("cannot allocate \(config.memoryBytes >> 20) MiB of guest RAM: \(error)")
         }
         for (i, s) in ram.slots.enumerated() {
             try vm.setUserMemoryRegion(slot: UInt32(i), guestAddress: s.guestBase, size: s.size, hostAddress: s.hostAddress)
         }
+        let memorySlots = MemorySlotPool(first: UInt32(ram.slots.count))
 
         // Legacy devices (port I/O).
         let events = ClosureEventSink { [latch, clock, logger, panic] event in
@@ -122,9 +129,15 @@ final class Machine {
         do {
             pci = try MachinePCI(vm: vm, memoryMap: map, mmio: mmio, pio: pio, logger: logger)
             pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
+            // Assigned devices first (IOAS, kvm-vfio, bind, attach, DMA map), so
+            // a host problem fails before anything else is built.
+            passthrough = try MachinePassthrough.setUp(config: config, vm: vm, ram: ram, router: pci.msiRouter,
+                                                       slots: memorySlots, logger: logger)
+            pci.passthrough = passthrough
             try pci.attachConfiguredDevices(config: config, memory: ram,
                                             consoleOutput: try Self.virtioConsoleOutput(config.virtioConsole),
                                             logger: logger)
+            try passthrough.attach(to: pci.bus)
         } catch let e as MachineError {
             throw e
         } catch {

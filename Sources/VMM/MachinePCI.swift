@@ -42,6 +42,9 @@ final class MachinePCI {
     }
 
     let notifier: VirtioNotifier
+    /// Assigned devices, told about their BAR moves too (set once, before
+    /// any guest code runs).
+    var passthrough: MachinePassthrough?
 
     init(vm: VirtualMachine, memoryMap: GuestMemoryMap, mmio: Bus, pio: Bus, logger: Logger) throws {
         msiRouter = KVMMSIRouter(vm: vm, logger: logger)
@@ -50,7 +53,10 @@ final class MachinePCI {
         try bus.install(mmioBus: mmio, pioBus: pio)
         let notifier = try VirtioNotifier(vm: vm, logger: logger)
         self.notifier = notifier
-        bus.onBarMoved = { address, bar, _, new in notifier.barMoved(device: address, bar: bar, to: new) }
+        bus.onBarMoved = { [weak self] address, bar, _, new in
+            notifier.barMoved(device: address, bar: bar, to: new)
+            self?.passthrough?.barMoved(device: address, bar: bar, to: new)
+        }
     }
 
     /// The host bridge as ACPI describes it (PCI0 _CRS and _PRT, MCFG), from

@@ -80,6 +80,7 @@ public enum VMMRunner {
             case .hostUnsupported: status = ExitStatus.hostUnsupported
             case .kernel: status = ExitStatus.badConfig
             case .setup: status = ExitStatus.vmmError
+            case .passthrough: status = ExitStatus.hostUnsupported
             }
             return failed(.vmmError(e.description), clock: clock, tail: [], status: status)
         } catch let e as KVMError {
@@ -164,6 +165,7 @@ public enum VMMRunner {
         for t in threads { t.kick() }
         for t in threads { t.join() }
         terminal?.restore()
+        machine.passthrough.shutdown()
         if machine.pci.notifier.queueCount > 0 {
             logger.info("virtio: \(machine.pci.notifier.deliveredCount) queue notifications arrived through ioeventfds")
         }

@@ -1,0 +1,334 @@
+import Foundation
+import GuestMemory
+import HostSys
+import KVM
+import Logging
+import PCI
+import VFIO
+import VMConfig
+
+/// The VM's fd as an `IOCTLPerformer` for the VFIO layer's kvm-vfio device,
+/// without taking ownership (the VirtualMachine closes it).
+final class BorrowedVMPerformer: IOCTLPerformer, @unchecked Sendable {
+    let vm: VirtualMachine
+    init(vm: VirtualMachine) { self.vm = vm }
+    var descriptor: Int32 { vm.fd.raw }
+    func ioctl(_ request: UInt, _ argument: UnsafeMutableRawBufferPointer, _ name: String) throws -> Int32 {
+        try vm.fd.ioctl(request, pointer: argument.baseAddress, name)
+    }
+    func ioctl(_ request: UInt, integer: UInt, _ name: String) throws -> Int32 {
+        try vm.fd.ioctl(request, integer, name)
+    }
+}
+
+/// KVM memory slot numbers for BAR mappings, above the guest RAM slots.
+final class MemorySlotPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var next: UInt32
+    private var free: [UInt32] = []
+    /// KVM_USER_MEM_SLOTS on x86 is 32764 (KVM_CAP_NR_MEMSLOTS says exactly).
+    static let limit: UInt32 = 32764
+
+    init(first: UInt32) { next = first }
+
+    func take() throws -> UInt32 {
+        lock.lock(); defer { lock.unlock() }
+        if let s = free.popLast() { return s }
+        guard next < Self.limit else { throw MachineError.setup("out of KVM memory slots for BAR mappings") }
+        next += 1
+        return next - 1
+    }
+
+    func give(_ slot: UInt32) {
+        lock.lock(); defer { lock.unlock() }
+        free.append(slot)
+    }
+}
+
+/// One host device assigned to the guest: the VFIO side (`AssignedVFIODevice`)
+/// behind the PCI model (`AssignedPCIFunction`), which sees it only through
+/// `AssignedDeviceBackend`. Its BARs' mmap-able pages are KVM memory slots
+/// that follow the BAR wherever the guest puts it; the MSI-X table and PBA
+/// pages stay trapped and emulated. Interrupts never pass through the VMM:
+/// VFIO signals eventfds that are KVM irqfds (MSI/MSI-X through GSI routes,
+/// INTx as a resampled level irqfd).
+final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
+    let vfio: AssignedVFIODevice
+    let entry: PassthroughConfig
+    let name: String
+    private let vm: VirtualMachine
+    private let router: KVMMSIRouter
+    private let slots: MemorySlotPool
+    private let logger: Logger
+    private let lock = NSLock()
+    private(set) var model: AssignedPCIFunction?
+    private(set) var address: PCIAddress?
+    private var mode: AssignedInterruptMode = .none
+    private var intx: (trigger: EventFD, resample: EventFD, gsi: UInt32)?
+    /// BAR index -> the parts mapped straight into the guest (offset range, host pointer).
+    private var direct: [Int: [(range: Range<UInt64>, host: UnsafeMutableRawPointer)]] = [:]
+    /// BAR index -> the memory slots installed for it now.
+    private var installed: [Int: [UInt32]] = [:]
+    private(set) var interruptsDelivered = 0
+
+    init(vfio: AssignedVFIODevice, entry: PassthroughConfig, vm: VirtualMachine, router: KVMMSIRouter,
+         slots: MemorySlotPool, logger: Logger) {
+        self.vfio = vfio
+        self.entry = entry
+        self.name = vfio.bdf
+        self.vm = vm
+        self.router = router
+        self.slots = slots
+        self.logger = logger
+    }
+
+    // MARK: AssignedDeviceBackend
+
+    func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
+        _ = vfio.readConfig(offset: offset, into: data)
+    }
+
+    func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {
+        _ = vfio.writeConfig(offset: offset, from: data)
+    }
+
+    func readBar(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
+        _ = vfio.readRegion(UInt32(index), offset: offset, into: data)
+    }
+
+    func writeBar(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
+        _ = vfio.writeRegion(UInt32(index), offset: offset, from: data)
+    }
+
+    func setInterruptMode(_ new: AssignedInterruptMode) {
+        lock.lock(); defer { lock.unlock() }
+        guard new != mode else { return }
+        do {
+            try leaveModeLocked()
+            switch new {
+            case .none:
+                break
+            case let .intx(gsi):
+                let trigger = try EventFD(), resample = try EventFD()
+                try vm.registerIRQFD(trigger, gsi: gsi, resample: resample)
+                intx = (trigger, resample, gsi)
+                try vfio.enableINTx(trigger: trigger.fd.raw, resample: resample.fd.raw)
+            case let .msi(n):
+                guard let a = address else { throw MachineError.setup("MSI enabled before the device was attached") }
+                try vfio.enableMSI(eventfds: try router.eventFDs(device: a, count: n))
+            case let .msix(n):
+                guard let a = address else { throw MachineError.setup("MSI-X enabled before the device was attached") }
+                try vfio.enableMSIX(eventfds: try router.eventFDs(device: a, count: n))
+            }
+            mode = new
+            logger.debug("passthrough \(name): interrupts now \(new)")
+        } catch {
+            mode = .none
+            logger.error("passthrough \(name): cannot switch interrupts to \(new): \(error)")
+        }
+    }
+
+    /// Undoes the current interrupt mode. Lock held.
+    private func leaveModeLocked() throws {
+        switch mode {
+        case .none: break
+        case .intx:
+            try vfio.disableIRQs(.intx)
+            if let i = intx { try vm.unregisterIRQFD(i.trigger, gsi: i.gsi) }
+            intx = nil
+        case .msi: try vfio.disableIRQs(.msi)
+        case .msix: try vfio.disableIRQs(.msix)
+        }
+        mode = .none
+    }
+
+    // MARK: Setup
+
+    /// Builds the PCI model and maps the BARs' directly mappable parts.
+    func makeModel() throws -> AssignedPCIFunction {
+        var sizes: [Int: UInt64] = [:]
+        for i in 0..<6 { if let r = vfio.regions[UInt32(i)], r.size > 0 { sizes[i] = r.size } }
+        let rom = vfio.regions[6].map(\.size).flatMap { $0 > 0 ? $0 : nil }
+        let m = try AssignedPCIFunction(backend: self, barSizes: sizes, romSize: rom, name: name)
+        for (i, size) in sizes.sorted(by: { $0.key < $1.key }) {
+            let trapped = m.msixTableRanges.filter { $0.bar == i }.map(\.range)
+            let ranges = AssignedPCIFunction.directMapRanges(barSize: size, mappable: vfio.mappableAreas(UInt32(i)), trapped: trapped)
+            var maps: [(range: Range<UInt64>, host: UnsafeMutableRawPointer)] = []
+            for r in ranges {
+                let p = try vfio.mapRegion(UInt32(i), offset: r.lowerBound, length: UInt64(r.count))
+                maps.append((r, p))
+            }
+            if !maps.isEmpty { direct[i] = maps }
+        }
+        model = m
+        return m
+    }
+
+    func attached(at a: PCIAddress) {
+        lock.lock(); address = a; lock.unlock()
+    }
+
+    /// What the log says about the BAR mappings.
+    var mappingSummary: String {
+        lock.lock(); defer { lock.unlock() }
+        guard !direct.isEmpty else { return "no BAR is mmap-able: every access traps" }
+        return direct.sorted { $0.key < $1.key }.map { bar, maps in
+            "BAR \(bar): " + maps.map { "\(hex($0.range.lowerBound))+\(formatBytes(UInt64($0.range.count)))" }.joined(separator: ", ")
+        }.joined(separator: "; ") + " mapped into the guest"
+    }
+
+    /// The root bus moved BAR `bar` (nil: not decoding): move its memory slots.
+    func barMoved(_ bar: Int, to newAddress: UInt64?) {
+        lock.lock(); defer { lock.unlock() }
+        guard let maps = direct[bar] else { return }
+        for s in installed[bar] ?? [] {
+            do { try vm.setUserMemoryRegion(slot: s, guestAddress: 0, size: 0, hostAddress: 0) } catch {
+                logger.error("passthrough \(name) BAR \(bar): cannot remove memory slot \(s): \(error)")
+            }
+            slots.give(s)
+        }
+        installed[bar] = nil
+        guard let base = newAddress else { return }
+        var now: [UInt32] = []
+        for m in maps {
+            do {
+                let s = try slots.take()
+                try vm.setUserMemoryRegion(slot: s, guestAddress: base + m.range.lowerBound, size: UInt64(m.range.count),
+                                           hostAddress: UInt64(UInt(bitPattern: m.host)))
+                now.append(s)
+            } catch {
+                logger.error("passthrough \(name) BAR \(bar) at \(hex(base + m.range.lowerBound)): \(error); accesses will trap instead")
+            }
+        }
+        installed[bar] = now
+    }
+
+    /// Interrupts off, device reset, fds closed. Idempotent.
+    func shutdown() -> String {
+        lock.lock()
+        try? leaveModeLocked()
+        lock.unlock()
+        var what = "released"
+        do { what = (try vfio.reset() ? "reset and released" : "released (the device has no reset)") } catch {
+            what = "released (reset failed: \(error))"
+        }
+        vfio.close()
+        return what
+    }
+}
+
+/// Every assigned device of the VM plus the iommufd context they share.
+/// Built in the kernel's order (see README.md, "Assigning a host device"):
+/// /dev/iommu and an IOAS; each device opened, registered with KVM's
+/// kvm-vfio device (KVM_DEV_VFIO_FILE_ADD, before binding), bound to the
+/// iommufd and attached to the IOAS; the IOVA ranges the IOMMU allows
+/// checked against guest RAM; guest RAM mapped into the IOAS at IOVA ==
+/// guest physical address; each device reset; the WBINVD verdicts logged.
+final class MachinePassthrough: @unchecked Sendable {
+    let context: IOMMUContext?
+    let kvmVFIO: KVMVFIODevice?
+    private(set) var devices: [PassthroughDevice] = []
+    private let lock = NSLock()
+    private var byAddress: [PCIAddress: PassthroughDevice] = [:]
+    private let logger: Logger
+
+    static func none(logger: Logger) -> MachinePassthrough { MachinePassthrough(context: nil, kvmVFIO: nil, logger: logger) }
+
+    private init(context: IOMMUContext?, kvmVFIO: KVMVFIODevice?, logger: Logger) {
+        self.context = context
+        self.kvmVFIO = kvmVFIO
+        self.logger = logger
+    }
+
+    static func setUp(config: VMConfig, vm: VirtualMachine, ram: GuestRAM, router: KVMMSIRouter,
+                      slots: MemorySlotPool, logger: Logger) throws -> MachinePassthrough {
+        guard !config.passthrough.isEmpty else { return .none(logger: logger) }
+        do {
+            let discovery = SysfsDiscovery()
+            let ctx = try IOMMUContext.open()
+            let kvmVFIO = try KVMVFIODevice.create(on: BorrowedVMPerformer(vm: vm))
+            let set = MachinePassthrough(context: ctx, kvmVFIO: kvmVFIO, logger: logger)
+            for (i, entry) in config.passthrough.enumerated() {
+                let spec: AssignedDeviceSpec
+                switch entry.device {
+                case let .pciAddress(b): spec = .pciAddress(b)
+                case let .cdev(p): spec = .cdev(p)
+                }
+                let dev: AssignedVFIODevice
+                do { dev = try AssignedVFIODevice.open(spec, discovery: discovery) } catch {
+                    throw MachineError.passthrough("passthrough[\(i)].device \(entry.description): \(error)")
+                }
+                try kvmVFIO.add(dev.cdev)
+                try dev.bindAndAttach(ctx)
+                logger.info("passthrough \(dev.bdf): cdev \(dev.cdevPath), iommufd device \(dev.deviceID.map(String.init) ?? "?"), IOAS \(ctx.ioas.id), page table \(dev.pageTableID.map(String.init) ?? "?")")
+                set.devices.append(PassthroughDevice(vfio: dev, entry: entry, vm: vm, router: router, slots: slots, logger: logger))
+            }
+            let ranges = ram.slots.map { (guest: $0.guestBase, host: $0.hostAddress, size: $0.size) }
+            try ctx.checkGuestRAM(ranges.map { (guest: $0.guest, size: $0.size) })
+            let (bytes, seconds) = try ctx.mapGuestRAM(ranges)
+            logger.info("IOAS \(ctx.ioas.id): mapped \(formatBytes(bytes)) of guest RAM in \(ranges.count) range\(ranges.count == 1 ? "" : "s") in \(String(format: "%.1f", seconds * 1000)) ms (\(config.hugePages ? "2 MiB" : "4 KiB") pages)")
+            var verdicts: [CoherencyVerdict] = []
+            for d in set.devices {
+                if try d.vfio.reset() { logger.debug("passthrough \(d.name): reset (VFIO_DEVICE_RESET)") }
+                let v = try d.vfio.coherency(noSnoopEnabled: nil)
+                verdicts.append(v)
+                logger.info("coherency \(d.name): \(v.text)")
+            }
+            logger.info("coherency VM: \(CoherencyVerdict.decideVM(verdicts).text)")
+            for d in set.devices {
+                logger.info("passthrough \(d.name): peer-to-peer DMA is off: its BARs are mapped into the guest but not into the IOAS (that needs Linux 6.19's dma-buf path), so other devices cannot DMA to them")
+            }
+            return set
+        } catch let e as MachineError {
+            throw e
+        } catch {
+            throw MachineError.passthrough("passthrough: \(error)")
+        }
+    }
+
+    /// Attaches each device's PCI model to the bus, BARs placed as configured.
+    func attach(to bus: PCIRootBus) throws {
+        for (i, d) in devices.enumerated() {
+            do {
+                let m = try d.makeModel()
+                let a = try bus.attach(m, placement: d.entry.barAddresses)
+                d.attached(at: a)
+                lock.lock(); byAddress[a] = d; lock.unlock()
+                for r in bus.decodedBars(slot: Int(a.device)) { d.barMoved(r.index, to: r.address) }
+                var id = [UInt8](repeating: 0xFF, count: 4)
+                id.withUnsafeMutableBytes { d.readConfig(offset: 0, data: $0) }
+                let vendor = UInt16(id[0]) | UInt16(id[1]) << 8, device = UInt16(id[2]) | UInt16(id[3]) << 8
+                logger.info("pci \(a): passthrough \(d.name) [\(String(format: "%04x:%04x", vendor, device))]; \(d.mappingSummary)")
+            } catch {
+                throw MachineError.passthrough("passthrough[\(i)].device \(d.entry.description): \(error)")
+            }
+        }
+    }
+
+    func barMoved(device: PCIAddress, bar: Int, to new: UInt64?) {
+        lock.lock()
+        let d = byAddress[device]
+        lock.unlock()
+        d?.barMoved(bar, to: new)
+    }
+
+    /// At exit: interrupts off, devices reset and closed, guest RAM unpinned.
+    func shutdown() {
+        for d in devices {
+            let what = d.shutdown()
+            try? kvmVFIO?.remove(d.vfio.cdev)
+            logger.info("passthrough \(d.name): \(what)")
+        }
+        do { try context?.unmapAll() } catch { logger.warning("IOAS unmap at exit: \(error)") }
+        devices = []
+    }
+}
+
+func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+func formatBytes(_ n: UInt64) -> String {
+    if n >= 1 << 30, n % (1 << 30) == 0 { return "\(n >> 30) GiB" }
+    if n >= 1 << 20, n % (1 << 20) == 0 { return "\(n >> 20) MiB" }
+    if n >= 1 << 10, n % (1 << 10) == 0 { return "\(n >> 10) KiB" }
+    return "\(n) bytes"
+}
