@@ -73,10 +73,10 @@ public struct PCIWindows: Equatable, Sendable {
     /// the first 1 GiB boundary at or above both the end of RAM and 4 GiB.
     /// The guest's physical address width (CPUID 0x80000008) must cover
     /// `mmio64.end`.
-    public static func standard(memoryMap: GuestMemoryMap) -> PCIWindows {
+    public static func standard(memoryMap: GuestMemoryMap, mmio64Size: UInt64 = standardMMIO64Size) -> PCIWindows {
         let start = max(GuestMemoryMap.highRAMStart, memoryMap.ramEnd.alignedUp(to: mmio64Alignment) ?? UInt64.max)
         return PCIWindows(mmio32: standardMMIO32,
-                          mmio64: PCIAddressWindow(base: start, size: standardMMIO64Size),
+                          mmio64: PCIAddressWindow(base: start, size: mmio64Size),
                           io: standardIO, ecam: standardECAM)
     }
 

@@ -28,6 +28,7 @@ struct Builder {
     var virtioConsole: SerialConfig = .off
     var rng = false
     var hugePages = false
+    var pciMMIO64Size = Schema.defaultPCIMMIO64Size
     /// Where `memoryBytes` was last set (for the hugepages multiple check).
     var memoryKeyPath = "machine.memory"
     /// Valid `[[passthrough]]` entries, then `--passthrough` ones.
@@ -133,6 +134,21 @@ struct Builder {
             }
         }
         if let b = bool(t, "hugepages", "machine.hugepages") { hugePages = b }
+        if let v = t["pci_mmio64_size"] {
+            let key = "machine.pci_mmio64_size"
+            guard v.type == .string, let s = v.string else {
+                issue(key, "expected a size such as \"64G\", got \(Self.describe(v.type))")
+                return
+            }
+            switch Units.parseSize(s) {
+            case let .value(n) where n > 0 && UInt64(n) % Schema.pciMMIO64Granule == 0 && UInt64(n) <= Schema.maxPCIMMIO64Size:
+                pciMMIO64Size = UInt64(n)
+            case .value, .overflow:
+                issue(key, "\(KeyPath.quoteValue(s)) must be a whole number of GiB between 1G and \(Units.formatSize(Schema.maxPCIMMIO64Size)) (the window starts on a 1 GiB boundary)")
+            case .malformed:
+                issue(key, "\(KeyPath.quoteValue(s)) is not a size (use e.g. 64G)")
+            }
+        }
     }
 
     private mutating func readKernel(_ t: TOMLTable) {
@@ -294,7 +310,7 @@ struct Builder {
                                  disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly) },
                                  nets: nets, virtioConsole: virtioConsole, rng: rng,
                                  passthrough: passthrough, hugePages: hugePages,
-                                 configPath: configPath))
+                                 pciMMIO64Size: pciMMIO64Size, configPath: configPath))
     }
 }
 

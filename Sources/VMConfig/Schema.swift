@@ -8,7 +8,7 @@ enum Schema {
     }
 
     static let tables: [(name: String, shape: Shape, keys: [String])] = [
-        ("machine", .table, ["vcpus", "memory", "hugepages"]),
+        ("machine", .table, ["vcpus", "memory", "hugepages", "pci_mmio64_size"]),
         ("kernel", .table, ["path", "initramfs", "cmdline"]),
         ("serial", .table, ["mode", "path"]),
         ("console", .table, ["mode", "path"]),
@@ -45,6 +45,12 @@ enum Schema {
     /// `machine.hugepages` backs RAM with 2 MiB pages (the x86 PMD page size,
     /// Intel SDM Vol. 3A, 4.5 "4-Level Paging"), so RAM is a multiple of it.
     static let hugePageSize: UInt64 = 2 << 20
+    /// The guest's 64-bit PCI window (`machine.pci_mmio64_size`): whole GiB
+    /// (it starts on a 1 GiB boundary above RAM), at most 1 TiB so that with
+    /// 1 TiB of RAM it still ends below a 41-bit guest physical address.
+    static let defaultPCIMMIO64Size: UInt64 = 64 << 30
+    static let pciMMIO64Granule: UInt64 = 1 << 30
+    static let maxPCIMMIO64Size: UInt64 = 1 << 40
     /// Linux x86 COMMAND_LINE_SIZE is 2048 including the NUL
     /// (arch/x86/include/asm/setup.h).
     static let maxCmdlineBytes = 2047

@@ -32,6 +32,9 @@ public struct VMConfig: Equatable, Sendable {
     /// Back guest RAM with 2 MiB hugetlbfs pages (`machine.hugepages`);
     /// `memoryBytes` is then a multiple of 2 MiB.
     public var hugePages: Bool
+    /// Size of the guest's 64-bit PCI MMIO window above RAM
+    /// (`machine.pci_mmio64_size`, default 64 GiB): where 64-bit BARs go.
+    public var pciMMIO64Size: UInt64
     /// Absolute path of the config file this came from ("" if none).
     public var configPath: String
 
@@ -52,6 +55,7 @@ public struct VMConfig: Equatable, Sendable {
                 rng: Bool = false,
                 passthrough: [PassthroughConfig] = [],
                 hugePages: Bool = false,
+                pciMMIO64Size: UInt64 = 64 << 30,
                 configPath: String = "") {
         self.vcpus = vcpus
         self.memoryBytes = memoryBytes
@@ -66,6 +70,7 @@ public struct VMConfig: Equatable, Sendable {
         self.rng = rng
         self.passthrough = passthrough
         self.hugePages = hugePages
+        self.pciMMIO64Size = pciMMIO64Size
         self.configPath = configPath
     }
 

@@ -127,7 +127,7 @@ final class Machine {
 
         // PCI: root bus, then virtio devices in the documented order.
         do {
-            pci = try MachinePCI(vm: vm, memoryMap: map, mmio: mmio, pio: pio, logger: logger)
+            pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio: mmio, pio: pio, logger: logger)
             pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
             // Assigned devices first (IOAS, kvm-vfio, bind, attach, DMA map), so
             // a host problem fails before anything else is built.
