@@ -9,6 +9,7 @@ pt_by_driver() {
     for d in /sys/bus/pci/devices/*; do
         [ "$(basename "$(readlink "$d/driver" 2>/dev/null)")" = "$1" ] && basename "$d"
     done
+    return 0
 }
 
 # BDFs of the devices with VENDOR:DEVICE (hex without 0x, e.g. 1af4:1110), in address order.
@@ -17,6 +18,7 @@ pt_by_id() {
     for d in /sys/bus/pci/devices/*; do
         [ "$(cat "$d/vendor"):$(cat "$d/device")" = "0x${1%%:*}:0x${1#*:}" ] && basename "$d"
     done
+    return 0
 }
 
 pt_driver() { basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)" 2>/dev/null; }
