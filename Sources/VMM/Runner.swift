@@ -75,14 +75,7 @@ public enum VMMRunner {
             machine = try Machine(config: config, console: console, latch: latch, panic: panic, clock: clock,
                                   options: options, logger: logger)
         } catch let e as MachineError {
-            let status: Int32
-            switch e {
-            case .hostUnsupported: status = ExitStatus.hostUnsupported
-            case .kernel: status = ExitStatus.badConfig
-            case .setup: status = ExitStatus.vmmError
-            case .passthrough: status = ExitStatus.hostUnsupported
-            }
-            return failed(.vmmError(e.description), clock: clock, tail: [], status: status)
+            return failed(.vmmError(e.description), clock: clock, tail: [], status: status(of: e))
         } catch let e as KVMError {
             let status: Int32
             switch e {
@@ -175,6 +168,16 @@ public enum VMMRunner {
                                  peakRSSBytes: ProcessStats.peakRSSBytes, peakVMMRSSBytes: rss.peak,
                                  consoleTail: machine.serial.recentOutput)
         return outcome
+    }
+
+    /// The exit status of a machine that could not be built.
+    static func status(of e: MachineError) -> Int32 {
+        switch e {
+        case .hostUnsupported: return ExitStatus.hostUnsupported
+        case .kernel: return ExitStatus.badConfig
+        case .setup: return ExitStatus.vmmError
+        case .passthrough: return ExitStatus.hostUnsupported
+        }
     }
 
     static func failed(_ r: StopReason, clock: RunClock, tail: [UInt8], status: Int32) -> RunOutcome {
