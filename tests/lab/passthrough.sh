@@ -142,6 +142,15 @@ echo 0 >/proc/sys/vm/nr_hugepages
 nic_run nic-intx "pci=nomsi"
 nic_checks e1000e-intx-ping IO-APIC
 
+# ------------------------------------------------------------------ 1c. named by its cdev
+# [[passthrough]] device = "/dev/vfio/devices/vfioN" instead of the PCI address.
+CDEV=$(pt_cdev "$NIC")
+VMC=$(config vm-cdev "[[passthrough]]" "device = \"$CDEV\"")
+f0=$(dmar_faults)
+vmm nic-cdev 240 run "$VMC" --cmdline "$BASE swiftvmm.modules=e1000e $NET"
+FAULTS=$(($(dmar_faults) - f0))
+nic_checks e1000e-by-cdev-ping PCI-MSIX
+
 # ------------------------------------------------------------------ 4. igb VF
 if [ ${#IGB[@]} -lt 1 ]; then
     fail igb-vf-ping "no igb in the lab (scripts/lab --igb 1)"
