@@ -16,6 +16,8 @@ LAB_SKIPPED=0
 # A test that cannot run in this lab says why on its own line and is counted.
 skip() { LAB_SKIPPED=$((LAB_SKIPPED + 1)); echo "lab-test: SKIP $1: $2"; }
 summary_pt() {
+    local g; g=$(dmar_garbage)
+    [ -z "$g" ] || printf 'lab: note: DMA faults at addresses no IOAS can hold (not counted):\n%s\n' "$g"
     echo "lab: $LAB_PASSED passed, $LAB_FAILED failed, $LAB_SKIPPED skipped"
     [ "$LAB_FAILED" -eq 0 ]
 }
@@ -48,7 +50,18 @@ irqs() {
     } END { if (seen) print n + 0 }' "$LOG"
 }
 
-dmar_faults() { dmesg | grep -cE 'DMAR: \[DMA (Read|Write)|DMAR: DRHD: handling fault' ; }
+# DMA faults the lab host's VT-d reported at addresses an IOAS can hold: below 2^48, the
+# emulated VT-d's widest address. These are what a wrong or missing guest-RAM map causes.
+# A fault above that (seen once, from the NIC just taken from the lab host's e1000e driver,
+# at 0xff439f09421f9660, and reported by the kernel only a minute later) is a garbage
+# descriptor address, which no IOAS map could have satisfied: it is printed, not counted.
+dmar_faults() {
+    dmesg | grep -oE 'DMAR: \[DMA (Read|Write)[^]]*\] Request device \[[^]]*\] fault addr 0x[0-9a-f]+' |
+        awk '{ a = $NF; sub(/^0x0*/, "", a); if (length(a) <= 12) n++ } END { print n + 0 }'
+}
+dmar_garbage() {
+    dmesg | grep -E 'DMAR: \[DMA (Read|Write)' | grep -E 'fault addr 0x0*[0-9a-f]{13,}' || true
+}
 
 # expect_setup_error TEST MESSAGE...: the last vmm run exited 69 and said every MESSAGE.
 expect_setup_error() {
