@@ -7,46 +7,70 @@ BASE="console=ttyS0 reboot=k panic=-1 quiet"
 MODS=$CACHE/guest/initramfs-modules.cpio.gz
 
 # 1. The guest writes status 3 to the verdict port: swiftvmm exits 3.
-vmm verdict 180 run "$SMOKE" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=3"
-if [ "$STATUS" -eq 3 ] && has "guest reported exit status 3"; then pass verdict-status-3 "${SECS}s"; else fail verdict-status-3 "status $STATUS" "$LOG"; fi
+t_verdict() {
+    vmm verdict 180 run "$SMOKE" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=3"
+    if [ "$STATUS" -eq 3 ] && has "guest reported exit status 3"; then pass verdict-status-3 "${SECS}s"; else fail verdict-status-3 "status $STATUS" "$LOG"; fi
+}
+lab_test verdict-status-3 240 t_verdict
 
 # 2. A hung guest is stopped by --timeout with status 124, the run time and the console tail.
-vmm timeout 180 run "$SMOKE" --timeout 25s --cmdline "$BASE swiftvmm.test=hang"
-if [ "$STATUS" -eq 124 ] && has "timeout: guest still running after 25" && has "last console lines" && has "hanging on purpose"; then
-    pass timeout-stops-hung-guest "${SECS}s"; else fail timeout-stops-hung-guest "status $STATUS" "$LOG"; fi
+t_timeout() {
+    vmm timeout 180 run "$SMOKE" --timeout 25s --cmdline "$BASE swiftvmm.test=hang"
+    if [ "$STATUS" -eq 124 ] && has "timeout: guest still running after 25" && has "last console lines" && has "hanging on purpose"; then
+        pass timeout-stops-hung-guest "${SECS}s"; else fail timeout-stops-hung-guest "status $STATUS" "$LOG"; fi
+}
+lab_test timeout-stops-hung-guest 240 t_timeout
 
 # 3. --expect finishes early, with success, as soon as the console matches.
-vmm expect 180 run "$SMOKE" --expect "hanging on purpose" --cmdline "$BASE swiftvmm.test=hang"
-if [ "$STATUS" -eq 0 ] && has "matched expectation"; then pass expect-finishes-early "${SECS}s"; else fail expect-finishes-early "status $STATUS" "$LOG"; fi
+t_expect() {
+    vmm expect 180 run "$SMOKE" --expect "hanging on purpose" --cmdline "$BASE swiftvmm.test=hang"
+    if [ "$STATUS" -eq 0 ] && has "matched expectation"; then pass expect-finishes-early "${SECS}s"; else fail expect-finishes-early "status $STATUS" "$LOG"; fi
+}
+lab_test expect-finishes-early 240 t_expect
 
 # 4. --fail-on finishes with failure status 123.
-vmm fail-on 180 run "$SMOKE" --fail-on "hanging on purpose" --cmdline "$BASE swiftvmm.test=hang"
-if [ "$STATUS" -eq 123 ] && has "matched failure pattern"; then pass fail-on-pattern "${SECS}s"; else fail fail-on-pattern "status $STATUS" "$LOG"; fi
+t_fail_on() {
+    vmm fail-on 180 run "$SMOKE" --fail-on "hanging on purpose" --cmdline "$BASE swiftvmm.test=hang"
+    if [ "$STATUS" -eq 123 ] && has "matched failure pattern"; then pass fail-on-pattern "${SECS}s"; else fail fail-on-pattern "status $STATUS" "$LOG"; fi
+}
+lab_test fail-on-pattern 240 t_fail_on
 
 # 5. A kernel panic is reported through pvpanic: status 121 and the panic message.
-if [ -f "$MODS" ]; then
-    vmm panic 180 run "$SMOKE" --initramfs "$MODS" --cmdline "$BASE swiftvmm.modules=pvpanic-mmio swiftvmm.test=panic"
-    if [ "$STATUS" -eq 121 ] && has "guest kernel panicked \(reported through pvpanic\)" && has "sysrq: Trigger a crash|Kernel panic"; then pass panic-detected "${SECS}s"; else fail panic-detected "status $STATUS" "$LOG"; fi
-else
-    fail panic-detected "missing $MODS (scripts/assets initramfs)"
-fi
+t_panic() {
+    if [ -f "$MODS" ]; then
+        vmm panic 180 run "$SMOKE" --initramfs "$MODS" --cmdline "$BASE swiftvmm.modules=pvpanic-mmio swiftvmm.test=panic"
+        if [ "$STATUS" -eq 121 ] && has "guest kernel panicked \(reported through pvpanic\)" && has "sysrq: Trigger a crash|Kernel panic"; then pass panic-detected "${SECS}s"; else fail panic-detected "status $STATUS" "$LOG"; fi
+    else
+        fail panic-detected "missing $MODS (scripts/assets initramfs)"
+    fi
+}
+lab_test panic-detected 240 t_panic
 
 # 5b. Without the pvpanic driver, the panic is still recognised from the console.
-vmm panic-console 180 run "$SMOKE" --cmdline "$BASE swiftvmm.test=panic"
-if [ "$STATUS" -eq 121 ] && has "seen on the console"; then pass panic-seen-on-console "${SECS}s"; else fail panic-seen-on-console "status $STATUS" "$LOG"; fi
+t_panic_console() {
+    vmm panic-console 180 run "$SMOKE" --cmdline "$BASE swiftvmm.test=panic"
+    if [ "$STATUS" -eq 121 ] && has "seen on the console"; then pass panic-seen-on-console "${SECS}s"; else fail panic-seen-on-console "status $STATUS" "$LOG"; fi
+}
+lab_test panic-seen-on-console 240 t_panic_console
 
 # 6. Two runs at once do not collide; each gets its own verdict.
-t0=$(date +%s)
-timeout 200 "$SWIFTVMM" run "$SMOKE" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=5" </dev/null >"$LOGDIR/par-a.log" 2>&1 & pa=$!
-timeout 200 "$SWIFTVMM" run "$SMOKE" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=6" </dev/null >"$LOGDIR/par-b.log" 2>&1 & pb=$!
-wait $pa; sa=$?; wait $pb; sb=$?
-if [ $sa -eq 5 ] && [ $sb -eq 6 ]; then pass two-runs-in-parallel "$(( $(date +%s) - t0 ))s"; else LOG=$LOGDIR/par-a.log; fail two-runs-in-parallel "statuses $sa and $sb" "$LOG"; tail -n 20 "$LOGDIR/par-b.log"; fi
+t_parallel() {
+    local t0 pa pb sa sb
+    t0=$(date +%s)
+    timeout 200 "$SWIFTVMM" run "$SMOKE" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=5" </dev/null >"$LOGDIR/par-a.log" 2>&1 & pa=$!
+    timeout 200 "$SWIFTVMM" run "$SMOKE" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=6" </dev/null >"$LOGDIR/par-b.log" 2>&1 & pb=$!
+    wait $pa; sa=$?; wait $pb; sb=$?
+    if [ $sa -eq 5 ] && [ $sb -eq 6 ]; then pass two-runs-in-parallel "$(( $(date +%s) - t0 ))s"; else LOG=$LOGDIR/par-a.log; fail two-runs-in-parallel "statuses $sa and $sb" "$LOG"; tail -n 20 "$LOGDIR/par-b.log"; fi
+}
+lab_test two-runs-in-parallel 260 t_parallel
 
 # 7. --report writes JSON with the documented fields; --console-log keeps the whole console.
-rep=$LOGDIR/report.json; con=$LOGDIR/console.log
-rm -f "$rep" "$con"
-vmm report 180 run "$SMOKE" --report "$rep" --console-log "$con" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=7"
-if [ "$STATUS" -eq 7 ] && python3 - "$rep" <<'PY'
+t_report() {
+    local rep con
+    rep=$LOGDIR/report.json; con=$LOGDIR/console.log
+    rm -f "$rep" "$con"
+    vmm report 180 run "$SMOKE" --report "$rep" --console-log "$con" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=7"
+    if [ "$STATUS" -eq 7 ] && python3 - "$rep" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["exitStatus"] == 7 and r["exitReasonKind"] == "guest-verdict", r
@@ -54,10 +78,12 @@ assert r["bootCompleteSeconds"] and r["bootCompleteSeconds"] < r["wallSeconds"],
 for k in ("vmmPeakRSSBytes", "kernel", "config", "cmdline", "initramfs", "wallSeconds"):
     assert r.get(k), k
 PY
-then
-    if grep -q "SWIFTVMM-GUEST-INIT: up" "$con"; then pass report-and-console-log; else LOG=$con; fail report-and-console-log "console log lacks the init marker" "$con"; fi
-else
-    fail report-and-console-log "status $STATUS or bad JSON" "$LOG"; cat "$rep" 2>/dev/null
-fi
+    then
+        if grep -q "SWIFTVMM-GUEST-INIT: up" "$con"; then pass report-and-console-log; else LOG=$con; fail report-and-console-log "console log lacks the init marker" "$con"; fi
+    else
+        fail report-and-console-log "status $STATUS or bad JSON" "$LOG"; cat "$rep" 2>/dev/null
+    fi
+}
+lab_test report-and-console-log 240 t_report
 
 summary

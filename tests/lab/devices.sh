@@ -37,26 +37,36 @@ TOML
 ip tuntap add dev swtap0 mode tap && ip addr add 10.0.2.1/24 dev swtap0 && ip link set swtap0 up
 
 # 1. The guest sees the host bridge and each virtio device with its IDs, bound to virtio-pci, with MSI-X.
-vmm pci 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk,virtio_net,virtio-rng swiftvmm.test=pci"
-if has "SWIFTVMM-PCI: 0000:00:00.0 0x8086 0x0d57 0x060000" \
-    && has "SWIFTVMM-PCI: 0000:00:01.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
-    && has "SWIFTVMM-PCI: 0000:00:02.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
-    && has "SWIFTVMM-PCI: 0000:00:03.0 0x1af4 0x1041 0x020000 .*driver=virtio-pci" \
-    && has "SWIFTVMM-PCI: 0000:00:04.0 0x1af4 0x1043 0x078000 .*driver=virtio-pci" \
-    && has "SWIFTVMM-PCI: 0000:00:05.0 0x1af4 0x1044 0xff0000 .*driver=virtio-pci" \
-    && has "SWIFTVMM-IRQ: .*PCI-MSI"; then pass pci-devices-listed "${SECS}s"; else fail pci-devices-listed "status $STATUS" "$LOG"; fi
+t_pci() {
+    vmm pci 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk,virtio_net,virtio-rng swiftvmm.test=pci"
+    if has "SWIFTVMM-PCI: 0000:00:00.0 0x8086 0x0d57 0x060000" \
+        && has "SWIFTVMM-PCI: 0000:00:01.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
+        && has "SWIFTVMM-PCI: 0000:00:02.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
+        && has "SWIFTVMM-PCI: 0000:00:03.0 0x1af4 0x1041 0x020000 .*driver=virtio-pci" \
+        && has "SWIFTVMM-PCI: 0000:00:04.0 0x1af4 0x1043 0x078000 .*driver=virtio-pci" \
+        && has "SWIFTVMM-PCI: 0000:00:05.0 0x1af4 0x1044 0xff0000 .*driver=virtio-pci" \
+        && has "SWIFTVMM-IRQ: .*PCI-MSI"; then pass pci-devices-listed "${SECS}s"; else fail pci-devices-listed "status $STATUS" "$LOG"; fi
+}
+lab_test pci-devices-listed 300 t_pci
 
 # 2. virtio-rng feeds /dev/hwrng.
-vmm rng 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio-rng swiftvmm.test=rng"
-if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-rng "${SECS}s"; else fail virtio-rng "status $STATUS" "$LOG"; fi
+t_rng() {
+    vmm rng 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio-rng swiftvmm.test=rng"
+    if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-rng "${SECS}s"; else fail virtio-rng "status $STATUS" "$LOG"; fi
+}
+lab_test virtio-rng 300 t_rng
 
 # 2b. With MSI off in the guest, the same device works over INTx (IOAPIC GSI 16-19, level).
-vmm rng-intx 240 run "$work/vm.toml" --cmdline "$BASE pci=nomsi swiftvmm.modules=virtio-rng swiftvmm.test=rng"
-if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-over-intx "${SECS}s"; else fail virtio-over-intx "status $STATUS" "$LOG"; fi
+t_rng_intx() {
+    vmm rng-intx 240 run "$work/vm.toml" --cmdline "$BASE pci=nomsi swiftvmm.modules=virtio-rng swiftvmm.test=rng"
+    if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-over-intx "${SECS}s"; else fail virtio-over-intx "status $STATUS" "$LOG"; fi
+}
+lab_test virtio-over-intx 300 t_rng_intx
 
 # 3. The guest writes a pattern to the virtio disk, flushes, powers off; the image holds it.
-vmm disk 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=LAB-$$"
-if [ "$STATUS" -eq 0 ] && has "vda write ok" && python3 - "$work/disk.img" "LAB-$$" <<'PY'
+t_disk() {
+    vmm disk 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=LAB-$$"
+    if [ "$STATUS" -eq 0 ] && has "vda write ok" && python3 - "$work/disk.img" "LAB-$$" <<'PY'
 import sys
 img, pat = sys.argv[1], sys.argv[2]
 want = "".join(f"{pat}-{i};" for i in range(64)).encode()
@@ -65,26 +75,38 @@ with open(img, "rb") as f:
     got = f.read(len(want))
 sys.exit(0 if got == want else 1)
 PY
-then pass disk-write-reaches-image "${SECS}s"; else fail disk-write-reaches-image "status $STATUS" "$LOG"; fi
+    then pass disk-write-reaches-image "${SECS}s"; else fail disk-write-reaches-image "status $STATUS" "$LOG"; fi
 
-# 4. The read-only disk is read-only in the guest and refuses writes.
-if has "vdb ro=1" && has "vdb write refused" && has "head=READONLY-DISK-CO" ; then pass read-only-disk; else fail read-only-disk "see log" "$LOG"; fi
+    # 4. The read-only disk is read-only in the guest and refuses writes.
+    if has "vdb ro=1" && has "vdb write refused" && has "head=READONLY-DISK-CO" ; then pass read-only-disk; else fail read-only-disk "see log" "$LOG"; fi
+}
+lab_test disk-write-reaches-image 300 t_disk
 
 # 5. virtio-net: the guest pings the lab host through the TAP.
-vmm net 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
-if has "ping 10.0.2.1 ok" && has "eth0 52:54:00:aa:bb:01 driver=virtio_net" && has "virtio: [1-9][0-9]* queue notifications arrived through ioeventfds"; then pass virtio-net-ping "${SECS}s"; else fail virtio-net-ping "status $STATUS" "$LOG"; fi
+t_net() {
+    vmm net 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
+    if has "ping 10.0.2.1 ok" && has "eth0 52:54:00:aa:bb:01 driver=virtio_net" && has "virtio: [1-9][0-9]* queue notifications arrived through ioeventfds"; then pass virtio-net-ping "${SECS}s"; else fail virtio-net-ping "status $STATUS" "$LOG"; fi
+}
+lab_test virtio-net-ping 300 t_net
 
 # 6. virtio-console: hvc0 output reaches its file.
-if grep -q . "$work/hvc0.log" 2>/dev/null || true; then :; fi
-vmm hvc 240 run "$work/vm.toml" --cmdline "console=hvc0 reboot=k panic=-1 swiftvmm.test=reboot"
-if grep -q "SWIFTVMM-GUEST-INIT: up" "$work/hvc0.log"; then pass virtio-console-hvc0 "${SECS}s"; else LOG=$work/hvc0.log; fail virtio-console-hvc0 "no init marker in hvc0.log (status $STATUS)" "$LOG"; fi
+t_hvc() {
+    if grep -q . "$work/hvc0.log" 2>/dev/null || true; then :; fi
+    vmm hvc 240 run "$work/vm.toml" --cmdline "console=hvc0 reboot=k panic=-1 swiftvmm.test=reboot"
+    if grep -q "SWIFTVMM-GUEST-INIT: up" "$work/hvc0.log"; then pass virtio-console-hvc0 "${SECS}s"; else LOG=$work/hvc0.log; fail virtio-console-hvc0 "no init marker in hvc0.log (status $STATUS)" "$LOG"; fi
+}
+lab_test virtio-console-hvc0 300 t_hvc
 
 # 7. SIGTERM asks the guest to power off (ACPI power button) and swiftvmm exits 0 when it has.
-"$SWIFTVMM" run "$work/vm.toml" --cmdline "$BASE swiftvmm.test=shell" </dev/null >"$LOGDIR/sigterm.log" 2>&1 & pid=$!
-for _ in $(seq 1 120); do grep -q "SWIFTVMM-GUEST-INIT: up" "$LOGDIR/sigterm.log" && break; sleep 1; done
-sleep 2; kill -TERM $pid
-t0=$(date +%s); wait $pid; st=$?; LOG=$LOGDIR/sigterm.log
-if [ $st -eq 0 ] && has "guest powered off" && has "pressed the ACPI power button" && has "power button pressed, powering off"; then pass sigterm-powers-off "$(( $(date +%s) - t0 ))s after SIGTERM"; else fail sigterm-powers-off "status $st" "$LOG"; fi
+t_sigterm() {
+    local pid t0 st
+    "$SWIFTVMM" run "$work/vm.toml" --cmdline "$BASE swiftvmm.test=shell" </dev/null >"$LOGDIR/sigterm.log" 2>&1 & pid=$!
+    for _ in $(seq 1 120); do grep -q "SWIFTVMM-GUEST-INIT: up" "$LOGDIR/sigterm.log" && break; sleep 1; done
+    sleep 2; kill -TERM $pid
+    t0=$(date +%s); wait $pid; st=$?; LOG=$LOGDIR/sigterm.log
+    if [ $st -eq 0 ] && has "guest powered off" && has "pressed the ACPI power button" && has "power button pressed, powering off"; then pass sigterm-powers-off "$(( $(date +%s) - t0 ))s after SIGTERM"; else fail sigterm-powers-off "status $st" "$LOG"; fi
+}
+lab_test sigterm-powers-off 300 t_sigterm
 
 ip link del swtap0 2>/dev/null
 rm -rf "$work"

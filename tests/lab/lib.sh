@@ -1,21 +1,32 @@
 # Helpers for lab tests: each test runs real commands inside the lab host and
 # asserts on what the guest printed. Sourced by the suite scripts.
+#
+# Every test runs under a watchdog: lab_test NAME LIMIT FUNCTION [ARGS...] runs FUNCTION
+# in a child process and, if it is still running after LIMIT seconds, records what the lab
+# host was doing (blocked tasks through sysrq w, ps with wait channels, the kernel stack of
+# every task in D state, the newest test log's tail), kills the test's processes, fails
+# the test and returns, without ever waiting on a process stuck in the kernel. Nothing a
+# test does (a sysfs unbind that waits for a device, a VMM in uninterruptible sleep, a
+# ping) can hold up the suite for longer than its LIMIT.
 set -u
-LAB_PASSED=0
-LAB_FAILED=0
-LAB_FAILED_NAMES=""
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 SWIFTVMM=${SWIFTVMM:-$REPO/.build/debug/swiftvmm}
 CACHE=${SWIFTVMM_CACHE:-$REPO/.cache}
 LOGDIR=${LAB_LOGDIR:-/tmp/swiftvmm-lab-logs}
 mkdir -p "$LOGDIR"
+# shellcheck source=procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
+# Results go to a file, so tests running in a child process count too.
+LAB_RESULTS=$(mktemp "$LOGDIR/results.XXXXXX")
 
-pass() { LAB_PASSED=$((LAB_PASSED + 1)); echo "lab-test: PASS $1${2:+ ($2)}"; }
+pass() { echo "PASS $1" >>"$LAB_RESULTS"; echo "lab-test: PASS $1${2:+ ($2)}"; }
 fail() {
-    LAB_FAILED=$((LAB_FAILED + 1)); LAB_FAILED_NAMES="$LAB_FAILED_NAMES $1"
+    echo "FAIL $1" >>"$LAB_RESULTS"
     echo "lab-test: FAIL $1: $2"
     if [ -n "${3:-}" ] && [ -f "$3" ]; then echo "---- last lines of $3 ----"; tail -n 40 "$3"; echo "----"; fi
 }
+# A test that cannot run in this lab says why on its own line and is counted.
+skip() { echo "SKIP $1" >>"$LAB_RESULTS"; echo "lab-test: SKIP $1: $2"; }
 
 # vmm NAME TIMEOUT ARGS...: runs swiftvmm with ARGS, output to $LOGDIR/NAME.log,
 # sets STATUS and SECS. The outer timeout guards against a hung VMM.
@@ -32,7 +43,52 @@ vmm() {
 
 has() { grep -qE -- "$1" "$LOG"; }
 
+# watchdog_report NAME LIMIT PID T0: what the lab host is doing, for a test that overran.
+watchdog_report() {
+    local name=$1 limit=$2 pid=$3 t0=$4 p st newest
+    echo "lab-watchdog: $name still running after ${limit}s; the lab host now:"
+    echo "---- ps -eo stat,pid,ppid,wchan:32,cmd (kernel threads only in D state) ----"
+    ps -eo stat,pid,ppid,wchan:32,cmd 2>&1 |
+        awk 'NR == 1 || (($3 != 2 && $2 != 2) || $1 ~ /^D/) && $5 != "ps" && $5 != "awk"' | head -n 80
+    for p in $(proc_list | awk '$3 == "D" { print $1 }'); do
+        echo "---- task $p in D state: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-160) ----"
+        cat "/proc/$p/stack" 2>/dev/null || echo "(no /proc/$p/stack)"
+    done
+    # Blocked tasks with their stacks, into the kernel log (sysrq w works for root
+    # whatever kernel.sysrq says), then the log's tail.
+    echo w >/proc/sysrq-trigger 2>/dev/null
+    sleep 1
+    echo "---- dmesg (tail, after sysrq w) ----"
+    dmesg 2>/dev/null | tail -n 120
+    newest=$(find "$LOGDIR" -maxdepth 1 -name '*.log' -newermt "@$t0" -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)
+    if [ -n "$newest" ]; then echo "---- last lines of $newest ----"; tail -n 40 "$newest"; fi
+    echo "----"
+}
+
+# lab_test NAME LIMIT FUNCTION [ARGS...]: FUNCTION under the watchdog (see the top).
+# Its status is FUNCTION's, or 124 when the watchdog fired. Variables FUNCTION sets do
+# not reach the suite: tests share only what the suite computed before them.
+lab_test() {
+    local name=$1 limit=$2 pid t0
+    shift 2
+    t0=$(date +%s)
+    ("$@") &
+    pid=$!
+    if ! await_exit "$pid" "$limit"; then
+        watchdog_report "$name" "$limit" "$pid" "$t0"
+        # shellcheck disable=SC2046 # a list of pids
+        kill -KILL $(proc_tree "$pid") 2>/dev/null
+        fail "$name" "watchdog: still running after ${limit}s (stopped; what was blocked is above)"
+        return 124
+    fi
+    wait "$pid"
+}
+
 summary() {
-    echo "lab: $LAB_PASSED passed, $LAB_FAILED failed"
-    [ "$LAB_FAILED" -eq 0 ]
+    local p f s
+    p=$(grep -c '^PASS ' "$LAB_RESULTS")
+    f=$(grep -c '^FAIL ' "$LAB_RESULTS")
+    s=$(grep -c '^SKIP ' "$LAB_RESULTS")
+    echo "lab: $p passed, $f failed, $s skipped"
+    [ "$f" -eq 0 ]
 }

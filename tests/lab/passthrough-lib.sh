@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # Lab-host helpers for the passthrough suites and scripts/bench-passthrough: find PCI
 # devices, bind them to vfio-pci (LAB.md), give the lab host its end of the hub network,
-# make an igb VF. Sourced; plain sh-compatible bash, no set -e.
+# make an igb VF. Sourced; plain sh-compatible bash, no set -e. Every sysfs write that can
+# block (an unbind waits for whoever holds the device) is bounded: see procs.sh.
+# shellcheck source=procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
 
 # BDFs of the devices bound to DRIVER, in address order.
 pt_by_driver() {
@@ -27,9 +30,9 @@ pt_driver() { basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)
 # waits for the VFIO cdev. Prints nothing; fails if the device did not end up on vfio-pci.
 pt_bind_vfio() {
     local dev=/sys/bus/pci/devices/$1
-    echo vfio-pci >"$dev/driver_override"
-    [ ! -e "$dev/driver" ] || echo "$1" >"$dev/driver/unbind"
-    echo "$1" >/sys/bus/pci/drivers_probe
+    sysfs_write vfio-pci "$dev/driver_override" || return 1
+    [ ! -e "$dev/driver" ] || sysfs_write "$1" "$dev/driver/unbind" || return 1
+    sysfs_write "$1" /sys/bus/pci/drivers_probe
     for _ in $(seq 1 50); do
         [ "$(pt_driver "$1")" = vfio-pci ] && [ -n "$(ls "$dev/vfio-dev" 2>/dev/null)" ] && return 0
         sleep 0.1
@@ -41,9 +44,9 @@ pt_bind_vfio() {
 # pt_bind_host BDF: back to its own driver (driver_override cleared).
 pt_bind_host() {
     local dev=/sys/bus/pci/devices/$1
-    echo >"$dev/driver_override"
-    [ ! -e "$dev/driver" ] || echo "$1" >"$dev/driver/unbind"
-    echo "$1" >/sys/bus/pci/drivers_probe
+    sysfs_write "" "$dev/driver_override" || return 1
+    [ ! -e "$dev/driver" ] || sysfs_write "$1" "$dev/driver/unbind" || return 1
+    sysfs_write "$1" /sys/bus/pci/drivers_probe
 }
 
 # The VFIO cdev of a vfio-pci bound device: /dev/vfio/devices/vfioN.
@@ -77,9 +80,9 @@ pt_make_vf() {
     [ -n "$ifc" ] || { echo "pt_make_vf: $pf has no network interface" >&2; return 1; }
     ip link set "$ifc" up
     # VFs stay without a host driver until we bind them (the lab kernel has no igbvf anyway).
-    echo 0 >"/sys/bus/pci/devices/$pf/sriov_drivers_autoprobe" 2>/dev/null
-    echo 0 >"/sys/bus/pci/devices/$pf/sriov_numvfs"
-    echo 1 >"/sys/bus/pci/devices/$pf/sriov_numvfs" || return 1
+    sysfs_write 0 "/sys/bus/pci/devices/$pf/sriov_drivers_autoprobe" 2>/dev/null
+    sysfs_write 0 "/sys/bus/pci/devices/$pf/sriov_numvfs"
+    sysfs_write 1 "/sys/bus/pci/devices/$pf/sriov_numvfs" || return 1
     ip link set "$ifc" vf 0 mac "$mac" || return 1
     for _ in $(seq 1 50); do
         vf=$(basename "$(readlink "/sys/bus/pci/devices/$pf/virtfn0" 2>/dev/null)")

@@ -37,25 +37,34 @@ if (( (0x$ecap >> 7) & 1 )); then
     summary; exit
 fi
 PEER=${E1000E[0]} NIC=${E1000E[1]}
-if pt_peer_up "$PEER" 10.0.0.1/24 && pt_bind_vfio "$NIC"; then pass lab-setup "ecap 0x$ecap, MGAW $mgaw; NIC $NIC $(pt_cdev "$NIC")"
-else fail lab-setup "peer or vfio-pci binding failed"; summary; exit; fi
+t_setup() {
+    if pt_peer_up "$PEER" 10.0.0.1/24 && pt_bind_vfio "$NIC"; then pass lab-setup "ecap 0x$ecap, MGAW $mgaw; NIC $NIC $(pt_cdev "$NIC")"
+    else fail lab-setup "peer or vfio-pci binding failed"; return 1; fi
+}
+lab_test lab-setup 120 t_setup || { summary; exit; }
 
 # 3b. No snoop control: a device that can do No Snoop DMA makes WBINVD a real flush.
-vmm nosnoop 240 run "$work/vm.toml" --passthrough "$NIC" \
-    --cmdline "$BASE swiftvmm.modules=e1000e swiftvmm.test=net swiftvmm.ip=10.0.0.2/24 swiftvmm.peer=10.0.0.1"
-if [ "$STATUS" -eq 0 ] && has "ping 10.0.0.1 ok" && has "coherency $NIC: WBINVD must really flush" \
-    && has "coherency VM: WBINVD must really flush" && ! has "WBINVD stays a no-op"; then
-    pass coherency-no-snoop-control-flushes "ecap 0x$ecap: $(grep -oE 'coherency VM: .*' "$LOG" | head -n 1 | cut -c1-120)"
-else fail coherency-no-snoop-control-flushes "status $STATUS; want 'must really flush' for $NIC and VM, and a ping" "$LOG"; fi
+t_nosnoop() {
+    vmm nosnoop 240 run "$work/vm.toml" --passthrough "$NIC" \
+        --cmdline "$BASE swiftvmm.modules=e1000e swiftvmm.test=net swiftvmm.ip=10.0.0.2/24 swiftvmm.peer=10.0.0.1"
+    if [ "$STATUS" -eq 0 ] && has "ping 10.0.0.1 ok" && has "coherency $NIC: WBINVD must really flush" \
+        && has "coherency VM: WBINVD must really flush" && ! has "WBINVD stays a no-op"; then
+        pass coherency-no-snoop-control-flushes "ecap 0x$ecap: $(grep -oE 'coherency VM: .*' "$LOG" | head -n 1 | cut -c1-120)"
+    else fail coherency-no-snoop-control-flushes "status $STATUS; want 'must really flush' for $NIC and VM, and a ping" "$LOG"; fi
+}
+lab_test coherency-no-snoop-control-flushes 300 t_nosnoop
 
 # 7. Guest RAM beyond the IOVA ranges (2^MGAW): 600 GiB of sparse memfd with a 39-bit VT-d.
-if [ "$mgaw" -ge 40 ]; then
-    fail error-ram-outside-iova "the VT-d address width is $mgaw bits: run the lab with --iommu-aw 39"
-else
-    vmm err-iova 120 run "$work/vm.toml" --passthrough "$NIC" --memory 600G --cmdline "$BASE swiftvmm.test=poweroff"
-    if [ "$STATUS" -eq 69 ] && has "IOVA"; then pass error-ram-outside-iova "$(grep -m1 'IOVA' "$LOG" | cut -c1-160)"
-    else fail error-ram-outside-iova "status $STATUS (want 69 and a message naming the IOVA ranges)" "$LOG"; fi
-fi
+t_iova() {
+    if [ "$mgaw" -ge 40 ]; then
+        fail error-ram-outside-iova "the VT-d address width is $mgaw bits: run the lab with --iommu-aw 39"
+    else
+        vmm err-iova 120 run "$work/vm.toml" --passthrough "$NIC" --memory 600G --cmdline "$BASE swiftvmm.test=poweroff"
+        if [ "$STATUS" -eq 69 ] && has "IOVA"; then pass error-ram-outside-iova "$(grep -m1 'IOVA' "$LOG" | cut -c1-160)"
+        else fail error-ram-outside-iova "status $STATUS (want 69 and a message naming the IOVA ranges)" "$LOG"; fi
+    fi
+}
+lab_test error-ram-outside-iova 180 t_iova
 
 rm -rf "$work"
 summary
