@@ -37,6 +37,8 @@ _Static_assert(offsetof(struct vfio_region_info, offset) == 24, "region offset")
 _Static_assert(sizeof(struct vfio_irq_info) == 16, "vfio_irq_info");
 _Static_assert(sizeof(struct vfio_irq_set) == 20, "vfio_irq_set");
 _Static_assert(offsetof(struct vfio_irq_set, data) == 20, "irq_set data");
+_Static_assert(sizeof(struct vfio_pci_hot_reset) == 12, "vfio_pci_hot_reset");
+_Static_assert(offsetof(struct vfio_pci_hot_reset, count) == 8, "hot_reset count");
 _Static_assert(sizeof(struct vfio_info_cap_header) == 8, "vfio_info_cap_header");
 _Static_assert(sizeof(struct vfio_region_info_cap_sparse_mmap) == 16, "cap_sparse_mmap");
 _Static_assert(sizeof(struct vfio_region_sparse_mmap_area) == 16, "sparse_mmap_area");

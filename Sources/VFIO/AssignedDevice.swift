@@ -21,6 +21,29 @@ public enum AssignedDeviceSpec: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// What `AssignedVFIODevice.reset()` managed, best first.
+public enum DeviceResetKind: Equatable, Sendable {
+    /// A function-level reset (FLR): the device was reset on its own.
+    case functionLevel
+    /// A secondary bus reset of the bus the device sits on.
+    case bus
+    /// `VFIO_DEVICE_RESET` on a device without FLR when no bus reset was
+    /// possible: usually a power-management reset, which many devices ignore.
+    case withoutFLR(whyNoBusReset: String)
+    /// The device was not reset: not bound yet, or it has no reset at all.
+    case none
+
+    /// For the log: "reset (FLR)", "reset (bus reset)", ...
+    public var text: String {
+        switch self {
+        case .functionLevel: return "reset (FLR)"
+        case .bus: return "reset (bus reset)"
+        case .withoutFLR: return "reset (no FLR, no bus reset: power-management reset)"
+        case .none: return "not reset (the device has no reset)"
+        }
+    }
+}
+
 /// One host PCI device assigned to a VM through its VFIO cdev and iommufd.
 ///
 /// The VMM's order: `open` (sysfs checks, opens the cdev), register
@@ -326,14 +349,44 @@ public final class AssignedVFIODevice: @unchecked Sendable {
 
     // MARK: - Reset, coherency, close
 
-    /// Resets the device when it supports reset (`info.supportsReset`);
-    /// returns false, doing nothing, when it does not.
-    /// The corresponding ioctl is `VFIO_DEVICE_RESET`.
+    /// Resets the device the best way it allows, in QEMU's order: a
+    /// function-level reset when the device has FLR; else a reset of its bus
+    /// (`VFIO_DEVICE_PCI_HOT_RESET`), which needs a bridge above it and every
+    /// device on that bus owned by this iommufd; else whatever `VFIO_DEVICE_RESET`
+    /// does for a device without FLR, usually a PCI power-management reset
+    /// (D3hot -> D0), which many devices ignore: DMA set up by the previous user
+    /// (a NIC's receive ring) may then survive into the next guest. Nothing is
+    /// done (`.none`) before the device is bound or when it has no reset at all.
+    /// The corresponding ioctls are `VFIO_DEVICE_RESET` and `VFIO_DEVICE_PCI_HOT_RESET`.
     @discardableResult
-    public func reset() throws -> Bool {
-        guard info.supportsReset else { return false }
+    public func reset() throws -> DeviceResetKind {
+        guard deviceID != nil, !isClosed else { return .none }
+        if info.supportsReset, hasFunctionLevelReset() {
+            try cdev.reset()
+            return .functionLevel
+        }
+        let whyNot: String
+        do {
+            try cdev.hotReset()
+            return .bus
+        } catch let VFIOError.ioctl(e) where e.errno == ENODEV {
+            whyNot = "no bus reset: it sits on a root bus, with no bridge above it to reset"
+        } catch let VFIOError.ioctl(e) where e.errno == EPERM || e.errno == EBUSY {
+            whyNot = "no bus reset: its bus holds other devices this VM does not own"
+        } catch {
+            whyNot = "no bus reset: \(error)"
+        }
+        guard info.supportsReset else { return .none }
         try cdev.reset()
-        return true
+        return .withoutFLR(whyNoBusReset: whyNot)
+    }
+
+    /// Whether the device advertises a function-level reset (PCIe Device
+    /// Capabilities bit 28, or the Advanced Features capability), read through VFIO.
+    func hasFunctionLevelReset() -> Bool {
+        var config = [UInt8](repeating: 0, count: 256)
+        guard config.withUnsafeMutableBytes({ readConfig(offset: 0, into: $0) }) else { return false }
+        return PCIConfigParser.hasFunctionLevelReset(config: config)
     }
 
     /// The device's PCIe No Snoop bit, read from its config space through VFIO.

@@ -76,6 +76,32 @@ public enum PCIConfigParser {
         }
     }
 
+    /// PCIe Base 4.0, 7.5.3.3: Device Capabilities at +4, bit 28 Function Level
+    /// Reset Capability. PCI Advanced Features (ECN, capability ID 0x13): AF
+    /// Capabilities at +3, bit 1 FLR (with bit 0, Transactions Pending).
+    static let deviceCapabilitiesOffset = 4
+    static let deviceCapabilitiesFLR: UInt32 = 1 << 28
+    static let advancedFeaturesCapabilityID: UInt8 = 0x13
+    static let advancedFeaturesFLR: UInt8 = 1 << 1
+
+    /// Whether the device can do a function-level reset; false when the
+    /// config space cannot be walked.
+    public static func hasFunctionLevelReset(config: [UInt8]) -> Bool {
+        if case let .success(cap?) = findCapability(pcieCapabilityID, in: config) {
+            let at = cap + deviceCapabilitiesOffset
+            if at + 4 <= config.count, u32(config, at) & deviceCapabilitiesFLR != 0 { return true }
+        }
+        if case let .success(cap?) = findCapability(advancedFeaturesCapabilityID, in: config) {
+            if cap + 4 <= config.count, config[cap + 3] & advancedFeaturesFLR != 0 { return true }
+        }
+        return false
+    }
+
+    /// Little-endian u32 at `offset`; the caller checked `offset + 4 <= bytes.count`.
+    static func u32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+        UInt32(u16(bytes, offset)) | UInt32(u16(bytes, offset + 2)) << 16
+    }
+
     /// Little-endian u16 at `offset`; the caller checked `offset + 2 <= bytes.count`.
     static func u16(_ bytes: [UInt8], _ offset: Int) -> UInt16 {
         UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8

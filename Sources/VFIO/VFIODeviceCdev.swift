@@ -215,6 +215,17 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         try setIRQs(index: VFIOIRQIndex.intx.rawValue, action: .unmask, data: .none(count: 1))
     }
 
+    /// A secondary bus (or slot) reset of the bus the device sits on, which
+    /// resets every function there: the way to reset a device without FLR
+    /// (QEMU prefers it to a PM reset too). For a cdev bound to an iommufd the
+    /// group list is empty and the kernel checks that this iommufd owns every
+    /// device the reset reaches (EPERM otherwise); a device on a root bus
+    /// cannot be reset so (ENODEV). The corresponding ioctl is `VFIO_DEVICE_PCI_HOT_RESET`.
+    public func hotReset() throws {
+        var b = LE.argszBuffer(Int(SHIM_SIZEOF_VFIO_PCI_HOT_RESET))  // flags 0, count 0
+        try performer.call(SHIM_VFIO_DEVICE_PCI_HOT_RESET, bytes: &b, "VFIO_DEVICE_PCI_HOT_RESET on \(label)")
+    }
+
     /// Function-level (or other) reset. The corresponding ioctl is `VFIO_DEVICE_RESET`.
     public func reset() throws {
         try vfioCall { try performer.ioctl(SHIM_VFIO_DEVICE_RESET, integer: 0, "VFIO_DEVICE_RESET on \(label)") }

@@ -209,7 +209,7 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
         try? leaveModeLocked()
         lock.unlock()
         var what = "released"
-        do { what = (try vfio.reset() ? "reset and released" : "released (the device has no reset)") } catch {
+        do { what = try vfio.reset().text + " and released" } catch {
             what = "released (reset failed: \(error))"
         }
         vfio.close()
@@ -223,7 +223,8 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
 /// kvm-vfio device (KVM_DEV_VFIO_FILE_ADD, before binding), bound to the
 /// iommufd and attached to the IOAS; the IOVA ranges the IOMMU allows
 /// checked against guest RAM; guest RAM mapped into the IOAS at IOVA ==
-/// guest physical address; each device reset; the WBINVD verdicts logged.
+/// guest physical address (each device reset first, the best way it has);
+/// the WBINVD verdicts logged.
 final class MachinePassthrough: @unchecked Sendable {
     let context: IOMMUContext?
     let kvmVFIO: KVMVFIODevice?
@@ -263,13 +264,21 @@ final class MachinePassthrough: @unchecked Sendable {
                 logger.info("passthrough \(dev.bdf): cdev \(dev.cdevPath), iommufd device \(dev.deviceID.map(String.init) ?? "?"), IOAS \(ctx.ioas.id), page table \(dev.pageTableID.map(String.init) ?? "?")")
                 set.devices.append(PassthroughDevice(vfio: dev, entry: entry, vm: vm, router: router, slots: slots, logger: logger))
             }
+            // Reset before guest RAM is in the IOAS: DMA the last user left
+            // running faults instead of landing in this guest's memory.
+            for d in set.devices {
+                let kind = try d.vfio.reset()
+                logger.info("passthrough \(d.name): \(kind.text)")
+                if case let .withoutFLR(why) = kind {
+                    logger.warning("passthrough \(d.name): it has no function-level reset and \(why); many devices ignore a power-management reset, so DMA the last user set up (a NIC's receive ring) can survive into this guest until its driver resets the device. Put it behind its own PCIe root port or switch port (then it gets a bus reset), or prefer a device with FLR")
+                }
+            }
             let ranges = ram.slots.map { (guest: $0.guestBase, host: $0.hostAddress, size: $0.size) }
             try ctx.checkGuestRAM(ranges.map { (guest: $0.guest, size: $0.size) })
             let (bytes, seconds) = try ctx.mapGuestRAM(ranges)
             logger.info("IOAS \(ctx.ioas.id): mapped \(formatBytes(bytes)) of guest RAM in \(ranges.count) range\(ranges.count == 1 ? "" : "s") in \(String(format: "%.1f", seconds * 1000)) ms (\(config.hugePages ? "2 MiB" : "4 KiB") pages)")
             var verdicts: [CoherencyVerdict] = []
             for d in set.devices {
-                if try d.vfio.reset() { logger.debug("passthrough \(d.name): reset (VFIO_DEVICE_RESET)") }
                 let v = try d.vfio.coherency(noSnoopEnabled: nil)
                 verdicts.append(v)
                 logger.info("coherency \(d.name): \(v.text)")

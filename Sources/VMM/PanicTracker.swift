@@ -1,20 +1,26 @@
 import Foundation
 
-/// Turns the signs of a guest panic into one stop reason. pvpanic arrives
-/// while Linux is still printing the panic, and with `panic=-1` a reset
-/// follows at once; so a panic report does not stop the VM at once: the
-/// guest gets `flushDelay` seconds to finish printing, and a reset or
-/// power-off after a panic report ends the run as the panic it is.
+/// Turns the signs of a guest panic into one stop reason. Linux prints
+/// "Kernel panic - not syncing" first, then the stack dump, and only then
+/// calls the panic notifiers (pvpanic); with `panic=-1` a reset follows.
+/// So no report stops the VM at once: after pvpanic the guest gets
+/// `flushDelay` seconds to finish printing; after the console line alone it
+/// gets `consoleWait` seconds for pvpanic or its reset to come (printing a
+/// stack dump over a serial port takes seconds in a slow, nested VM); and a
+/// reset or power-off after any report ends the run as the panic it is.
 final class PanicTracker: @unchecked Sendable {
     private let lock = NSLock()
     private let latch: StopLatch
     private let flushDelay: Double
+    private let consoleWait: Double
     private var reported = false
     private var viaPVPanic = false
+    private var pvPanicScheduled = false
 
-    init(latch: StopLatch, flushDelay: Double = 1.0) {
+    init(latch: StopLatch, flushDelay: Double = 1.0, consoleWait: Double = 15.0) {
         self.latch = latch
         self.flushDelay = flushDelay
+        self.consoleWait = consoleWait
     }
 
     var panicked: Bool { lock.lock(); defer { lock.unlock() }; return reported }
@@ -22,12 +28,17 @@ final class PanicTracker: @unchecked Sendable {
     /// A panic was seen: through pvpanic (`viaPVPanic`) or on the console.
     func report(viaPVPanic pv: Bool) {
         lock.lock()
-        if pv { viaPVPanic = true }
-        let first = !reported
+        let firstConsole = !pv && !reported
+        let firstPV = pv && !pvPanicScheduled
+        if pv { viaPVPanic = true; pvPanicScheduled = true }
         reported = true
         lock.unlock()
-        guard first else { return }
-        DispatchQueue.global().asyncAfter(deadline: .now() + flushDelay) { [self] in stopAsPanic() }
+        // The first stop wins (StopLatch); a later one changes nothing.
+        if firstPV {
+            DispatchQueue.global().asyncAfter(deadline: .now() + flushDelay) { [self] in stopAsPanic() }
+        } else if firstConsole {
+            DispatchQueue.global().asyncAfter(deadline: .now() + consoleWait) { [self] in stopAsPanic() }
+        }
     }
 
     /// The guest reset or powered off. Returns true when that ends a panic.

@@ -69,6 +69,8 @@ final class FakeVFIODevice {
     ]
     var bindErrno: Int32?
     var attachErrno: Int32?
+    /// VFIO_DEVICE_PCI_HOT_RESET's answer: ENODEV as for a device on a root bus.
+    var hotResetErrno: Int32? = ENODEV
     let performer = FakePerformer()
 
     init() {
@@ -105,6 +107,9 @@ final class FakeVFIODevice {
                 for (j, x) in c.body.enumerated() { arg[at + 8 + j] = x }
                 at += len
             }
+        case SHIM_VFIO_DEVICE_PCI_HOT_RESET:
+            XCTAssertEqual(Array(arg), [12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]) // argsz 12, no flags, no groups
+            return hotResetErrno
         case SHIM_VFIO_DEVICE_GET_IRQ_INFO:
             guard let (flags, count) = irqs[u32(Array(arg), 8)] else { return EINVAL }
             put32(arg, 4, flags); put32(arg, 12, count)
@@ -367,20 +372,87 @@ final class AssignedDeviceTests: XCTestCase {
         XCTAssertEqual(fake.performer.calls.count, before + 2)
     }
 
-    func testResetOnlyWhenSupported() throws {
-        let fake = FakeVFIODevice()
-        fake.deviceFlags = SHIM_VFIO_DEVICE_FLAGS_PCI
-        let d = make(fake)
-        XCTAssertFalse(try d.reset()) // not bound yet: nothing known
-        try d.bindAndAttach(try context())
-        XCTAssertFalse(try d.reset())
-        XCTAssertFalse(fake.performer.calls.contains { $0.request == SHIM_VFIO_DEVICE_RESET })
+    /// A device whose config space (region 7) is `config`.
+    func makeWithConfig(_ fake: FakeVFIODevice, _ config: [UInt8]) -> AssignedVFIODevice {
+        let io = FakeDeviceIO()
+        io.content = { o in
+            let c = o &- FakeVFIODevice.at(7)
+            return c < UInt64(config.count) ? config[Int(c)] : 0
+        }
+        return make(fake, io: io)
+    }
 
+    func resetCalls(_ fake: FakeVFIODevice) -> [UInt] {
+        fake.performer.calls.map(\.request).filter { $0 == SHIM_VFIO_DEVICE_RESET || $0 == SHIM_VFIO_DEVICE_PCI_HOT_RESET }
+    }
+
+    func testResetPrefersFLRThenBusThenPowerManagement() throws {
+        // Not bound yet: nothing known, nothing done.
+        let f0 = FakeVFIODevice()
+        let d0 = makeWithConfig(f0, FakeSysfs.pcieConfig(noSnoop: false))
+        XCTAssertEqual(try d0.reset(), DeviceResetKind.none)
+        XCTAssertEqual(resetCalls(f0), [])
+
+        // FLR (PCIe Device Capabilities bit 28): VFIO_DEVICE_RESET alone.
+        var flr = FakeSysfs.pcieConfig(noSnoop: false)
+        flr[0x57] |= 0x10
+        let f1 = FakeVFIODevice()
+        let d1 = makeWithConfig(f1, flr)
+        try d1.bindAndAttach(try context())
+        XCTAssertEqual(try d1.reset(), .functionLevel)
+        XCTAssertEqual(resetCalls(f1), [SHIM_VFIO_DEVICE_RESET])
+
+        // No FLR, a bridge above it: a bus reset, not the kernel's PM reset.
         let f2 = FakeVFIODevice()
-        let d2 = make(f2)
+        f2.hotResetErrno = nil
+        let d2 = makeWithConfig(f2, FakeSysfs.pcieConfig(noSnoop: false))
         try d2.bindAndAttach(try context())
-        XCTAssertTrue(try d2.reset())
-        XCTAssertEqual(f2.performer.calls.last?.request, SHIM_VFIO_DEVICE_RESET)
+        XCTAssertEqual(try d2.reset(), .bus)
+        XCTAssertEqual(resetCalls(f2), [SHIM_VFIO_DEVICE_PCI_HOT_RESET])
+
+        // No FLR, on a root bus (ENODEV): VFIO_DEVICE_RESET, flagged as weak, saying why.
+        let f3 = FakeVFIODevice()
+        let d3 = makeWithConfig(f3, FakeSysfs.pcieConfig(noSnoop: false))
+        try d3.bindAndAttach(try context())
+        guard case let .withoutFLR(why) = try d3.reset() else { return XCTFail("want .withoutFLR") }
+        XCTAssertTrue(why.contains("root bus"), why)
+        XCTAssertEqual(resetCalls(f3), [SHIM_VFIO_DEVICE_PCI_HOT_RESET, SHIM_VFIO_DEVICE_RESET])
+        // Other devices on the bus: EPERM says so.
+        f3.hotResetErrno = EPERM
+        guard case let .withoutFLR(why2) = try d3.reset() else { return XCTFail("want .withoutFLR") }
+        XCTAssertTrue(why2.contains("other devices"), why2)
+
+        // No reset at all (VFIO_DEVICE_FLAGS_RESET clear, no bus reset): nothing.
+        let f4 = FakeVFIODevice()
+        f4.deviceFlags = SHIM_VFIO_DEVICE_FLAGS_PCI
+        let d4 = makeWithConfig(f4, flr)
+        try d4.bindAndAttach(try context())
+        XCTAssertEqual(try d4.reset(), DeviceResetKind.none)
+        XCTAssertEqual(resetCalls(f4), [SHIM_VFIO_DEVICE_PCI_HOT_RESET])
+
+        // Closed: nothing.
+        d2.close()
+        let before = f2.performer.calls.count
+        XCTAssertEqual(try d2.reset(), DeviceResetKind.none)
+        XCTAssertEqual(f2.performer.calls.count, before)
+    }
+
+    func testFunctionLevelResetFromConfigSpace() {
+        var c = FakeSysfs.pcieConfig(noSnoop: false)
+        XCTAssertFalse(PCIConfigParser.hasFunctionLevelReset(config: c))
+        c[0x57] |= 0x10 // PCIe DevCap bit 28
+        XCTAssertTrue(PCIConfigParser.hasFunctionLevelReset(config: c))
+        // The Advanced Features capability (0x13) with its FLR bit, after MSI.
+        var af = FakeSysfs.pcieConfig(noSnoop: false)
+        af[0x71] = 0x80
+        af[0x80] = 0x13; af[0x81] = 0x00; af[0x82] = 0x06; af[0x83] = 0x03
+        XCTAssertTrue(PCIConfigParser.hasFunctionLevelReset(config: af))
+        // Truncated or looping lists: no FLR claimed.
+        XCTAssertFalse(PCIConfigParser.hasFunctionLevelReset(config: Array(c.prefix(0x56))))
+        var loop = c
+        loop[0x71] = 0x70
+        loop[0x57] = 0
+        XCTAssertFalse(PCIConfigParser.hasFunctionLevelReset(config: loop))
     }
 
     func testCoherencyReadsNoSnoopThroughVFIO() throws {

@@ -23,6 +23,7 @@ final class IoctlNumberTests: XCTestCase {
         XCTAssertEqual(SHIM_VFIO_DEVICE_GET_IRQ_INFO, 0x3B6D)      // 100 + 9
         XCTAssertEqual(SHIM_VFIO_DEVICE_SET_IRQS, 0x3B6E)          // 100 + 10
         XCTAssertEqual(SHIM_VFIO_DEVICE_RESET, 0x3B6F)             // 100 + 11
+        XCTAssertEqual(SHIM_VFIO_DEVICE_PCI_HOT_RESET, 0x3B71)     // 100 + 13
         XCTAssertEqual(SHIM_VFIO_DEVICE_BIND_IOMMUFD, 0x3B76)      // 100 + 18
         XCTAssertEqual(SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3B77) // 100 + 19
         XCTAssertEqual(SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, 0x3B78) // 100 + 20

@@ -1,4 +1,5 @@
 import CShim
+import Foundation
 import Devices
 import KVM
 import XCTest
@@ -172,8 +173,19 @@ final class PanicTrackerTests: XCTestCase {
 
     func testPanicStopsAfterFlushDelay() {
         let l = StopLatch()
-        let p = PanicTracker(latch: l, flushDelay: 0.05)
+        let p = PanicTracker(latch: l, flushDelay: 0.05, consoleWait: 0.05)
         p.report(viaPVPanic: false)
         XCTAssertEqual(l.wait(), .guestPanic(viaPVPanic: false))
+    }
+
+    /// The console line comes first, pvpanic only after the stack dump: a
+    /// pvpanic report within the console wait still names pvpanic.
+    func testPVPanicAfterTheConsoleLineIsStillPVPanic() {
+        let l = StopLatch()
+        let p = PanicTracker(latch: l, flushDelay: 0.05, consoleWait: 30)
+        p.report(viaPVPanic: false)
+        Thread.sleep(forTimeInterval: 0.2) // longer than the flush delay
+        p.report(viaPVPanic: true)
+        XCTAssertEqual(l.wait(), .guestPanic(viaPVPanic: true))
     }
 }

@@ -15,8 +15,8 @@ lab_test verdict-status-3 240 t_verdict
 
 # 2. A hung guest is stopped by --timeout with status 124, the run time and the console tail.
 t_timeout() {
-    vmm timeout 180 run "$SMOKE" --timeout 25s --cmdline "$BASE swiftvmm.test=hang"
-    if [ "$STATUS" -eq 124 ] && has "timeout: guest still running after 25" && has "last console lines" && has "hanging on purpose"; then
+    vmm timeout 180 run "$SMOKE" --timeout 60s --cmdline "$BASE swiftvmm.test=hang"
+    if [ "$STATUS" -eq 124 ] && has "timeout: guest still running after 60" && has "last console lines" && has "hanging on purpose"; then
         pass timeout-stops-hung-guest "${SECS}s"; else fail timeout-stops-hung-guest "status $STATUS" "$LOG"; fi
 }
 lab_test timeout-stops-hung-guest 240 t_timeout

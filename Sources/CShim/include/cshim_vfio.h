@@ -54,6 +54,7 @@ static const unsigned long SHIM_VFIO_DEVICE_GET_REGION_INFO = VFIO_DEVICE_GET_RE
 static const unsigned long SHIM_VFIO_DEVICE_GET_IRQ_INFO = VFIO_DEVICE_GET_IRQ_INFO;
 static const unsigned long SHIM_VFIO_DEVICE_SET_IRQS = VFIO_DEVICE_SET_IRQS;
 static const unsigned long SHIM_VFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
+static const unsigned long SHIM_VFIO_DEVICE_PCI_HOT_RESET = VFIO_DEVICE_PCI_HOT_RESET;
 static const unsigned long SHIM_VFIO_DEVICE_BIND_IOMMUFD = VFIO_DEVICE_BIND_IOMMUFD;
 static const unsigned long SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
 static const unsigned long SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT = VFIO_DEVICE_DETACH_IOMMUFD_PT;
@@ -111,6 +112,8 @@ static const uint32_t SHIM_SIZEOF_VFIO_DEVICE_INFO = sizeof(struct vfio_device_i
 static const uint32_t SHIM_SIZEOF_VFIO_REGION_INFO = sizeof(struct vfio_region_info);
 static const uint32_t SHIM_SIZEOF_VFIO_IRQ_INFO = sizeof(struct vfio_irq_info);
 static const uint32_t SHIM_SIZEOF_VFIO_IRQ_SET = sizeof(struct vfio_irq_set);
+// The header of struct vfio_pci_hot_reset (argsz, flags, count); group_fds[] follows.
+static const uint32_t SHIM_SIZEOF_VFIO_PCI_HOT_RESET = sizeof(struct vfio_pci_hot_reset);
 static const uint32_t SHIM_SIZEOF_VFIO_INFO_CAP_HEADER = sizeof(struct vfio_info_cap_header);
 static const uint32_t SHIM_SIZEOF_VFIO_REGION_INFO_CAP_SPARSE_MMAP = sizeof(struct vfio_region_info_cap_sparse_mmap);
 static const uint32_t SHIM_SIZEOF_VFIO_REGION_SPARSE_MMAP_AREA = sizeof(struct vfio_region_sparse_mmap_area);

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Inside the lab host: boot a guest N times, K at a time, and tally the exit statuses.
+#   bash tests/lab/soak.sh N K VCPUS swiftvmm|qemu
+# Run through scripts/soak, which starts the lab. Each boot is the test guest with
+# swiftvmm.test=verdict: it writes verdict 7 to port 0x501 and stops. A good boot is
+# status 7 from swiftvmm, 15 from QEMU (isa-debug-exit turns 7 into 7 << 1 | 1); anything
+# else is bad and its console tail is printed. Every boot is bounded (120 s).
+source "$(dirname "$0")/lib.sh"
+cd "$REPO" || exit 1
+n=$1 k=$2 vcpus=$3 kind=$4
+VERDICT=7
+CMDLINE="console=ttyS0 reboot=k panic=-1 quiet swiftvmm.test=verdict swiftvmm.status=$VERDICT"
+case $kind in
+    swiftvmm) good=$VERDICT ;;
+    qemu) good=$((VERDICT << 1 | 1)) ;;
+    *) echo "soak: unknown VMM '$kind'"; exit 2 ;;
+esac
+
+echo "soak: lab host: $(nproc) CPUs, $(uname -r), cmdline: $(cat /proc/cmdline | sed 's/ labscript=.*//')"
+params=""
+for f in /sys/module/kvm_amd/parameters/*; do params="$params $(basename "$f")=$(cat "$f" 2>/dev/null)"; done
+echo "soak: kvm_amd:$params"
+echo "soak: kvm: halt_poll_ns=$(cat /sys/module/kvm/parameters/halt_poll_ns 2>/dev/null)"
+echo "soak: $n boots of $kind, $vcpus vCPU(s), $k at a time; guest $(cat "$CACHE/guest/kernel-release")"
+
+# boot I: one boot, its status into $LOGDIR/soak-I.status.
+boot() {
+    local i=$1 log=$LOGDIR/soak-$1.log t0 st
+    t0=$(date +%s.%N)
+    if [ "$kind" = swiftvmm ]; then
+        timeout -k 5 120 "$SWIFTVMM" run configs/smoke.toml --vcpus "$vcpus" --cmdline "$CMDLINE" </dev/null >"$log" 2>&1
+    else
+        timeout -k 5 120 qemu-system-x86_64 -accel kvm -cpu host -smp "$vcpus" -m 512M -M pc \
+            -nodefaults -no-reboot -display none -monitor none -serial stdio \
+            -device isa-debug-exit,iobase=0x501,iosize=1 \
+            -kernel "$CACHE/guest/vmlinuz" -initrd "$CACHE/guest/initramfs.cpio.gz" -append "$CMDLINE" \
+            </dev/null >"$log" 2>&1
+    fi
+    st=$?
+    echo "$st $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')" >"$LOGDIR/soak-$i.status"
+}
+
+# What a bad status means, per VMM.
+meaning() {
+    case $kind:$1 in
+        swiftvmm:122) echo "guest crashed (triple fault or KVM internal error)" ;;
+        swiftvmm:121) echo "guest panicked" ;;
+        *:124 | *:137) echo "hang (no verdict within 120 s)" ;;
+        qemu:0) echo "guest reset (triple fault or reboot; -no-reboot)" ;;
+        *) echo "status $1" ;;
+    esac
+}
+
+start=$(date +%s) good_n=0 bad_n=0 i=0 round=0
+declare -A by_status=()
+while [ "$i" -lt "$n" ]; do
+    round=$((round + 1))
+    pids=() ids=()
+    for _ in $(seq 1 "$k"); do
+        [ "$i" -lt "$n" ] || break
+        i=$((i + 1))
+        boot "$i" &
+        pids+=($!) ids+=("$i")
+    done
+    for p in "${pids[@]}"; do
+        await_exit "$p" 200 || echo "soak: a boot of round $round is stuck in the kernel (pid $p)"
+        wait "$p" 2>/dev/null
+    done
+    for j in "${ids[@]}"; do
+        read -r st secs <"$LOGDIR/soak-$j.status" 2>/dev/null || { st=stuck secs=?; }
+        by_status[$st]=$((${by_status[$st]:-0} + 1))
+        if [ "$st" = "$good" ]; then
+            good_n=$((good_n + 1))
+            echo "soak: boot $j/$n (round $round): good, ${secs}s"
+        else
+            bad_n=$((bad_n + 1))
+            echo "soak: boot $j/$n (round $round): BAD: $(meaning "$st") after ${secs}s; console tail:"
+            tr -d '\r' <"$LOGDIR/soak-$j.log" | grep -v '^$' | tail -n 6 | sed 's/^/    /'
+        fi
+    done
+done
+tally=""
+for st in "${!by_status[@]}"; do tally="$tally status $st x${by_status[$st]},"; done
+echo "soak: $kind, $vcpus vCPU(s), $k at a time: $n boots, $good_n good, $bad_n bad ($(echo "${tally%,}" | sed 's/^ //')) in $(($(date +%s) - start)) s"
+[ "$bad_n" -eq 0 ]
