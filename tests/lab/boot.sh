@@ -64,7 +64,7 @@ t_triple_fault() {
     local crash
     crash=$(mktemp /tmp/crash-kernel.XXXXXX)
     python3 tests/lab/make-crash-kernel.py "$crash"
-    vmm triple-fault 60 run "$SMOKE" --kernel "$crash"
+    LAB_RETRY_LOST=0 vmm triple-fault 60 run "$SMOKE" --kernel "$crash"
     # (On AMD, KVM resets the vCPU before reporting a shutdown, so the RIP is only
     # known on Intel and KVM-PVM; the message says which.)
     if [ "$STATUS" -eq 122 ] && has "triple fault on vCPU 0 (at RIP 0x200000|\(KVM_EXIT_SHUTDOWN; KVM had already reset)"; then pass triple-fault-reported "${SECS}s"; else fail triple-fault-reported "status $STATUS" "$LOG"; fi

@@ -5,6 +5,8 @@
 #   scripts/lab run --iommu intel --iommu-aw 39 --nics 2 -- bash tests/lab/run-all.sh passthrough-nosnoop.sh
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/passthrough-lib.sh"
+# A failure of passthrough is never retried, whatever it looks like.
+LAB_RETRY_LOST=0
 cd "$REPO" || exit 1
 
 BASE="console=ttyS0 reboot=k panic=-1 quiet"

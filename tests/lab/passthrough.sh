@@ -11,6 +11,8 @@
 # shrinks the guest's 64-bit PCI window) and PT_BIG_BAR_DEVICE (default: the 128 GiB ivshmem).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/passthrough-lib.sh"
+# A failure of passthrough is never retried, whatever it looks like.
+LAB_RETRY_LOST=0
 cd "$REPO" || exit 1
 summary_pt() {
     local g; g=$(dmar_other)
