@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 SMOKE=configs/smoke.toml
-BASE="console=ttyS0 reboot=k panic=-1"
+BASE="console=ttyS0 reboot=k panic=-1 $LAB_GUEST_PARAMS"
 # Kernel messages cost two VM exits per byte on the serial console, 30-40 s per boot in
 # the nested lab: tests that assert only on init's lines and swiftvmm's log boot quiet.
 QUIET="$BASE quiet"

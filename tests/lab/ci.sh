@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 SMOKE=configs/smoke.toml
-BASE="console=ttyS0 reboot=k panic=-1 quiet"
+BASE="console=ttyS0 reboot=k panic=-1 quiet $LAB_GUEST_PARAMS"
 MODS=$CACHE/guest/initramfs-modules.cpio.gz
 
 # 1. The guest writes status 3 to the verdict port: swiftvmm exits 3.

@@ -2,7 +2,7 @@
 # Issue 3 lab tests: PCI, virtio devices, ACPI power-off, inside the lab host.
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
-BASE="console=ttyS0 reboot=k panic=-1 quiet"
+BASE="console=ttyS0 reboot=k panic=-1 quiet $LAB_GUEST_PARAMS"
 MODS=$CACHE/guest/initramfs-modules.cpio.gz
 work=$(mktemp -d /tmp/swiftvmm-devices.XXXXXX)
 
@@ -92,7 +92,7 @@ lab_test virtio-net-ping 300 t_net
 # 6. virtio-console: hvc0 output reaches its file.
 t_hvc() {
     if grep -q . "$work/hvc0.log" 2>/dev/null || true; then :; fi
-    vmm hvc 240 run "$work/vm.toml" --cmdline "console=hvc0 reboot=k panic=-1 swiftvmm.test=reboot"
+    vmm hvc 240 run "$work/vm.toml" --cmdline "console=hvc0 reboot=k panic=-1 $LAB_GUEST_PARAMS swiftvmm.test=reboot"
     # The guest's init drains hvc0 (TCSETSW) before it reboots: a lost virtio-console
     # completion or interrupt shows as a run that never ends.
     if [ "$STATUS" -eq 0 ] && has "guest rebooted" && grep -q "SWIFTVMM-GUEST-INIT: up" "$work/hvc0.log"; then pass virtio-console-hvc0 "${SECS}s"

@@ -9,7 +9,7 @@ source "$(dirname "$0")/passthrough-lib.sh"
 LAB_RETRY_LOST=0
 cd "$REPO" || exit 1
 
-BASE="console=ttyS0 reboot=k panic=-1 quiet"
+BASE="console=ttyS0 reboot=k panic=-1 quiet $LAB_GUEST_PARAMS"
 work=$(mktemp -d /tmp/swiftvmm-passthrough.XXXXXX)
 cat >"$work/vm.toml" <<TOML
 [machine]

@@ -20,7 +20,7 @@ summary_pt() {
     summary
 }
 
-BASE="console=ttyS0 reboot=k panic=-1 quiet"
+BASE="console=ttyS0 reboot=k panic=-1 quiet $LAB_GUEST_PARAMS"
 NET="swiftvmm.test=net swiftvmm.ip=10.0.0.2/24 swiftvmm.peer=10.0.0.1"
 work=$(mktemp -d /tmp/swiftvmm-passthrough.XXXXXX)
 

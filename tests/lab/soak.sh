@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Inside the lab host: boot a guest N times, K at a time, and tally the exit statuses.
-#   bash tests/lab/soak.sh N K VCPUS swiftvmm|qemu
+#   bash tests/lab/soak.sh N K VCPUS swiftvmm|qemu [GUEST-CMDLINE-EXTRA]
 # Run through scripts/soak, which starts the lab. Each boot is the test guest with
 # swiftvmm.test=verdict: it writes verdict 7 to port 0x501 and stops. A good boot is
 # status 7 from swiftvmm, 15 from QEMU (isa-debug-exit turns 7 into 7 << 1 | 1); anything
 # else is bad and its console tail is printed. Every boot is bounded (120 s).
 source "$(dirname "$0")/lib.sh"
 cd "$REPO" || exit 1
-n=$1 k=$2 vcpus=$3 kind=$4
+n=$1 k=$2 vcpus=$3 kind=$4 extra=${5:-}
 VERDICT=7
-CMDLINE="console=ttyS0 reboot=k panic=-1 quiet swiftvmm.test=verdict swiftvmm.status=$VERDICT"
+CMDLINE="console=ttyS0 reboot=k panic=-1 quiet${extra:+ $extra} swiftvmm.test=verdict swiftvmm.status=$VERDICT"
 case $kind in
     swiftvmm) good=$VERDICT ;;
     qemu) good=$((VERDICT << 1 | 1)) ;;
@@ -21,7 +21,7 @@ params=""
 for f in /sys/module/kvm_amd/parameters/*; do params="$params $(basename "$f")=$(cat "$f" 2>/dev/null)"; done
 echo "soak: kvm_amd:$params"
 echo "soak: kvm: halt_poll_ns=$(cat /sys/module/kvm/parameters/halt_poll_ns 2>/dev/null)"
-echo "soak: $n boots of $kind, $vcpus vCPU(s), $k at a time; guest $(cat "$CACHE/guest/kernel-release")"
+echo "soak: $n boots of $kind, $vcpus vCPU(s), $k at a time; guest $(cat "$CACHE/guest/kernel-release"), cmdline: $CMDLINE"
 
 # boot I: one boot, its status into $LOGDIR/soak-I.status.
 boot() {
@@ -81,5 +81,5 @@ while [ "$i" -lt "$n" ]; do
 done
 tally=""
 for st in "${!by_status[@]}"; do tally="$tally status $st x${by_status[$st]},"; done
-echo "soak: $kind, $vcpus vCPU(s), $k at a time: $n boots, $good_n good, $bad_n bad ($(echo "${tally%,}" | sed 's/^ //')) in $(($(date +%s) - start)) s"
+echo "soak: $kind, $vcpus vCPU(s), $k at a time${extra:+, guest +'$extra'}: $n boots, $good_n good, $bad_n bad ($(echo "${tally%,}" | sed 's/^ //')) in $(($(date +%s) - start)) s"
 [ "$bad_n" -eq 0 ]
