@@ -16,7 +16,7 @@ LOGDIR=${LAB_LOGDIR:-/tmp/swiftvmm-lab-logs}
 mkdir -p "$LOGDIR"
 # Kernel parameters for every lab guest: skip the IO-APIC timer check (no_timer_check)
 # and the TSC stability watchdog (tsc=reliable). Nested on TCG, time runs unevenly, and
-# both are where guests were lost under load: 7 of 30 soak boots without them, 1 of 30
+# both are where guests were lost under load: 7 of 30 soak boots without them, 2 of 54
 # with them (and kvm.halt_poll_ns=0 in the lab host; tests/lab/README.md).
 LAB_GUEST_PARAMS=${LAB_GUEST_PARAMS-"no_timer_check tsc=reliable"}
 # shellcheck source=procs.sh

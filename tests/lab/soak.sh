@@ -63,8 +63,9 @@ while [ "$i" -lt "$n" ]; do
         pids+=($!) ids+=("$i")
     done
     for p in "${pids[@]}"; do
-        await_exit "$p" 200 || echo "soak: a boot of round $round is stuck in the kernel (pid $p)"
-        wait "$p" 2>/dev/null
+        # A boot stuck in the kernel cannot be waited for: leave it, its status stays "stuck".
+        if await_exit "$p" 200; then wait "$p" 2>/dev/null
+        else echo "soak: a boot of round $round is stuck in the kernel (pid $p, wchan $(cat "/proc/$p/wchan" 2>/dev/null))"; fi
     done
     for j in "${ids[@]}"; do
         read -r st secs <"$LOGDIR/soak-$j.status" 2>/dev/null || { st=stuck secs=?; }
