@@ -147,3 +147,21 @@ m = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
 print("0x%08x" % struct.unpack("<I", m[8:12])[0])
 PY
 }
+
+# DMA faults the lab host's VT-d reported for device BDF (default: the assigned NIC), at
+# any address. A wrong or missing guest-RAM map faults at guest addresses; DMA a previous
+# user left running (a receive ring that survived a reset the device ignored) faults at
+# whatever its stale descriptors hold, e.g. kernel pointers. Both are counted: swiftvmm
+# resets the NIC through its bus before guest RAM enters the IOAS, and again at exit.
+# Faults of other devices are printed at the end, not counted.
+dmar_faults() {
+    local dev=${1:-$NIC}
+    dmesg | grep -E 'DMAR: \[DMA (Read|Write)' | grep -cF "Request device [${dev#0000:}]"
+}
+dmar_other() {
+    dmesg | grep -E 'DMAR: \[DMA (Read|Write)' | grep -vF "Request device [${NIC#0000:}]" || true
+}
+
+# A lost guest is not retried when the assigned NIC faulted while it ran (lib.sh).
+lost_mark() { LOST_F0=$(dmar_faults); }
+lost_veto() { [ "$(dmar_faults)" -ne "${LOST_F0:-0}" ]; }
