@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
+        // Pure-Swift helpers every layer shares: hex text, little-endian bytes,
+        // alignment, range overlap, checksums, MAC addresses. No dependencies, no libc.
+        .target(name: "Bits"),
         // uAPI headers, ioctl numbers, offsetof values and layout asserts.
         .target(name: "CShim"),
         // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty.
@@ -28,22 +31,23 @@ let package = Package(
         // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
         .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
-        .target(name: "PCI", dependencies: ["Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "PCI", dependencies: ["Bits", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
-        .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory", "HostSys"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory", "HostSys"], exclude: ["README.md"], swiftSettings: v5),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
-        .target(name: "VFIO", dependencies: ["CShim", "HostSys", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
-        .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
-        .target(name: "ACPI", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "ACPI", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Config model: TOML parsing, validation with key paths, no kernel access.
         .target(name: "VMConfig", dependencies: [
+            "Bits",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ], swiftSettings: v5),
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
-            "CShim",
+            "Bits", "CShim",
             "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
@@ -53,11 +57,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
 
+        .testTarget(name: "BitsTests", dependencies: ["Bits"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: v5),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "PCITests", dependencies: ["PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "PCITests", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),

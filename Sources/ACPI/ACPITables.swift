@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 
 /// What the ACPI tables describe. Defaults are SwiftVMM's PC port map

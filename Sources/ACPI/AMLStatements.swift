@@ -1,3 +1,5 @@
+import Bits
+
 /// The few AML statements and expressions a control method needs beyond
 /// Return: If/Else, logical and bitwise operators, Store, buffer fields,
 /// method arguments and locals (ACPI 6.5 §20.2.5.3, §20.2.5.4, §20.2.6).
@@ -216,7 +218,7 @@ public struct AMLUUID: AMLTerm, Hashable, Sendable {
             let digits = Array(group.utf8)
             var groupBytes: [UInt8] = []
             for i in stride(from: 0, to: digits.count, by: 2) {
-                guard let high = Self.hexValue(digits[i]), let low = Self.hexValue(digits[i + 1]) else {
+                guard let high = hexDigitValue(digits[i]), let low = hexDigitValue(digits[i + 1]) else {
                     throw ACPIError.invalidTerm("UUID '\(text)': '\(group)' is not hexadecimal")
                 }
                 groupBytes.append(high << 4 | low)
@@ -224,15 +226,6 @@ public struct AMLUUID: AMLTerm, Hashable, Sendable {
             parsed.append(groupBytes)
         }
         bytes = parsed[0].reversed() + parsed[1].reversed() + parsed[2].reversed() + parsed[3] + parsed[4]
-    }
-
-    private static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        default: return nil
-        }
     }
 
     public func encode(into out: inout [UInt8]) throws {

@@ -34,16 +34,3 @@ func asciiField(_ text: String, width: Int) -> [UInt8] {
     field.append(contentsOf: [UInt8](repeating: 0x20, count: width - field.count))
     return field
 }
-
-/// Sum of all bytes modulo 256. ACPI checksums make this zero over the
-/// checksummed range (ACPI 6.5 §5.2.5.3, §5.2.6).
-func byteSum<S: Sequence>(_ bytes: S) -> UInt8 where S.Element == UInt8 {
-    bytes.reduce(0, &+)
-}
-
-/// `value` rounded up to a multiple of `alignment` (a power of two), or nil on overflow.
-func alignUp(_ value: UInt64, _ alignment: UInt64) -> UInt64? {
-    guard alignment > 0, alignment.nonzeroBitCount == 1 else { return nil }
-    let (sum, overflow) = value.addingReportingOverflow(alignment - 1)
-    return overflow ? nil : sum & ~(alignment - 1)
-}

@@ -1,3 +1,5 @@
+import Bits
+
 extension ACPIMachine {
     /// The PCI host bridge as the DSDT's `\_SB.PCI0` and the MCFG describe
     /// it: PCI segment 0, config space through ECAM (and ports 0xCF8-0xCFF),
@@ -86,7 +88,6 @@ extension ACPIMachine {
         /// Throws `ACPIError.invalidMachine` for a bridge the tables cannot
         /// describe, or describe only with overlaps a guest would reject.
         func validate() throws {
-            func hex<T: BinaryInteger>(_ v: T) -> String { "0x" + String(v, radix: 16) }
             guard ecamBase % Self.ecamBytesPerBus == 0 else {
                 throw ACPIError.invalidMachine("PCI ECAM base \(hex(ecamBase)) is not 1 MiB aligned")
             }

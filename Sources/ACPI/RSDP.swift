@@ -1,3 +1,5 @@
+import Bits
+
 /// Root System Description Pointer, ACPI 2.0+ form (ACPI 6.5 §5.2.5.3,
 /// Table 5.3), 36 bytes. Linux finds it by scanning 0xE0000-0xFFFFF on
 /// 16-byte boundaries for "RSD PTR " (§5.2.5.1) when the boot protocol

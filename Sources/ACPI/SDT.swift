@@ -1,3 +1,5 @@
+import Bits
+
 /// The header every system description table starts with (ACPI 6.5 §5.2.6,
 /// Table 5.4), and the checksum that makes the whole table sum to zero.
 ///

@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 
 /// Everything that can go wrong while parsing a kernel image or laying out
@@ -90,9 +91,6 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
-
-/// `0x` followed by lower-case hex digits.
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
 
 /// Size in MiB, rounded up, so "needs 1 MiB" never under-reports.
 func mib(_ bytes: UInt64) -> UInt64 {

@@ -75,20 +75,3 @@ struct ByteWriter {
         bytes.replaceSubrange(offset..<(offset + other.count), with: other)
     }
 }
-
-/// Sum of all bytes modulo 256 (MP spec 1.4 checksums make this zero).
-func byteSum<S: Sequence>(_ bytes: S) -> UInt8 where S.Element == UInt8 {
-    bytes.reduce(0, &+)
-}
-
-/// `value` rounded up to a multiple of `alignment` (a power of two), or nil on overflow.
-func alignUp(_ value: UInt64, _ alignment: UInt64) -> UInt64? {
-    guard alignment > 0, alignment.nonzeroBitCount == 1 else { return nil }
-    let (sum, overflow) = value.addingReportingOverflow(alignment - 1)
-    return overflow ? nil : sum & ~(alignment - 1)
-}
-
-/// `value` rounded down to a multiple of `alignment` (a power of two).
-func alignDown(_ value: UInt64, _ alignment: UInt64) -> UInt64 {
-    value & ~(alignment &- 1)
-}

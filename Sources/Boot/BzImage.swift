@@ -1,3 +1,5 @@
+import Bits
+
 /// A parsed bzImage (Linux/x86 boot protocol, Documentation/arch/x86/boot.rst).
 /// Only the fields the loader needs are decoded; `setupHeader` keeps the raw
 /// header bytes that get copied into boot_params.hdr.

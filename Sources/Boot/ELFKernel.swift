@@ -1,3 +1,5 @@
+import Bits
+
 /// A parsed ELF64 x86-64 vmlinux that boots through the PVH entry point
 /// (xen/include/public/arch-x86/hvm/start_info.h; Linux arch/x86/platform/pvh).
 public struct ELFKernel: Equatable, Sendable {

@@ -1,3 +1,5 @@
+import Bits
+
 /// A kernel the loader can boot: a bzImage (64-bit Linux boot protocol) or an
 /// ELF vmlinux with a PVH entry note.
 public enum KernelImage: Equatable, Sendable {

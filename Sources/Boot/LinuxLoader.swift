@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 
 /// Which entry protocol the boot CPU starts in.

@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 
 /// Intel MultiProcessor Specification 1.4 tables, so the guest finds its CPUs

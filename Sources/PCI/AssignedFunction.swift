@@ -1,3 +1,4 @@
+import Bits
 import Devices
 import Synchronization
 
@@ -320,14 +321,14 @@ public final class AssignedPCIFunction: PCIDevice, @unchecked Sendable {
         let pageMask = pageSize - 1
         let limit = barSize & ~pageMask
         let areas = merge(mappable.compactMap { r -> Range<UInt64>? in
-            guard let lo = r.lowerBound.alignedUp(to: pageSize) else { return nil }
+            guard let lo = alignUp(r.lowerBound, pageSize) else { return nil }
             let hi = min(r.upperBound, limit) & ~pageMask
             return lo < hi ? lo..<hi : nil
         })
         let holes = merge(trapped.compactMap { r -> Range<UInt64>? in
             guard !r.isEmpty else { return nil }
             let lo = r.lowerBound & ~pageMask
-            let hi = r.upperBound.alignedUp(to: pageSize) ?? UInt64.max
+            let hi = alignUp(r.upperBound, pageSize) ?? UInt64.max
             return lo..<hi
         })
         var out: [Range<UInt64>] = []
@@ -371,7 +372,7 @@ public final class AssignedPCIFunction: PCIDevice, @unchecked Sendable {
     public func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
         state.withLock { s in
             if let m = msi, m.configuration.perVectorMasking,
-               overlaps(offset, data.count, m.offset + MSICapabilityLayout.pendingBits, 4) {
+               rangesOverlap(offset, data.count, m.offset + MSICapabilityLayout.pendingBits, 4) {
                 s.config.set32(m.offset + MSICapabilityLayout.pendingBits, m.pendingRegister)
             }
             forEachRun(data.count, { configTarget(offset, $0) }) { a, b, target in
@@ -381,7 +382,7 @@ public final class AssignedPCIFunction: PCIDevice, @unchecked Sendable {
                 let start = offset &+ a
                 switch target {
                 case .outside:
-                    LE.fillOnes(part)
+                    fillAllOnes(part)
                 case .extended:
                     for i in 0..<part.count { part[i] = 0 }
                 case .emulated:
@@ -419,13 +420,13 @@ public final class AssignedPCIFunction: PCIDevice, @unchecked Sendable {
                 }
             }
             if let t = msix, let cap = msixCapabilityOffset,
-               overlaps(offset, data.count, cap + MSIXCapability.messageControl, 2) {
+               rangesOverlap(offset, data.count, cap + MSIXCapability.messageControl, 2) {
                 let control = s.config.read16(cap + MSIXCapability.messageControl)
                 t.setControl(enabled: control & MSIXCapability.enable != 0,
                              functionMasked: control & MSIXCapability.functionMask != 0)
             }
             if let m = msi,
-               overlaps(offset, data.count, m.offset, MSICapabilityLayout.length(perVectorMasking: m.configuration.perVectorMasking)) {
+               rangesOverlap(offset, data.count, m.offset, MSICapabilityLayout.length(perVectorMasking: m.configuration.perVectorMasking)) {
                 m.load(from: s.config)
             }
             updateMode(&s)
@@ -492,7 +493,7 @@ public final class AssignedPCIFunction: PCIDevice, @unchecked Sendable {
             case .msixPBA:
                 if let t = msix { t.readPBA(offset: start - UInt64(t.configuration.pbaOffset), data: part) }
             case .unclaimed:
-                LE.fillOnes(part)
+                fillAllOnes(part)
             }
         }
     }

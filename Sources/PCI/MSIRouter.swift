@@ -1,3 +1,5 @@
+import Bits
+
 /// A message-signalled interrupt: a DWORD write of `data` to `address`
 /// (PCI 3.0 §6.8). On x86 the address is in the 0xFEExxxxx window and encodes
 /// the destination APIC; the data encodes vector and delivery mode.

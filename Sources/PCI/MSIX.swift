@@ -1,3 +1,4 @@
+import Bits
 import Synchronization
 
 /// Where a function's MSI-X table and PBA live (PCI 3.0 §6.8.2).

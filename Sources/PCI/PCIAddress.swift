@@ -1,3 +1,5 @@
+import Bits
+
 /// A PCI function's location: segment (PCI domain), bus, device (slot) and
 /// function, printed as Linux does ("0000:00:03.0").
 public struct PCIAddress: Hashable, Sendable, CustomStringConvertible {
@@ -16,11 +18,7 @@ public struct PCIAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        func hex(_ v: UInt64, _ digits: Int) -> String {
-            let s = String(v, radix: 16)
-            return String(repeating: "0", count: max(0, digits - s.count)) + s
-        }
-        return "\(hex(UInt64(segment), 4)):\(hex(UInt64(bus), 2)):\(hex(UInt64(device), 2)).\(function)"
+        "\(hexDigits(segment, width: 4)):\(hexDigits(bus, width: 2)):\(hexDigits(device, width: 2)).\(function)"
     }
 }
 

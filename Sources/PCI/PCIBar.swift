@@ -1,3 +1,5 @@
+import Bits
+
 /// The three kinds of base address register (PCI 3.0 §6.2.5.1).
 public enum PCIBarKind: Equatable, Sendable, CustomStringConvertible {
     /// 32-bit memory BAR (type 00b).

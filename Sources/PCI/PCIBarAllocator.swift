@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 
 /// A range of guest-physical (or I/O port) addresses.
@@ -74,7 +75,7 @@ public struct PCIWindows: Equatable, Sendable {
     /// The guest's physical address width (CPUID 0x80000008) must cover
     /// `mmio64.end`.
     public static func standard(memoryMap: GuestMemoryMap, mmio64Size: UInt64 = standardMMIO64Size) -> PCIWindows {
-        let start = max(GuestMemoryMap.highRAMStart, memoryMap.ramEnd.alignedUp(to: mmio64Alignment) ?? UInt64.max)
+        let start = max(GuestMemoryMap.highRAMStart, alignUp(memoryMap.ramEnd, mmio64Alignment) ?? UInt64.max)
         return PCIWindows(mmio32: standardMMIO32,
                           mmio64: PCIAddressWindow(base: start, size: mmio64Size),
                           io: standardIO, ecam: standardECAM)
@@ -134,7 +135,7 @@ public struct PCIBarAllocator: Sendable {
         }
         guard footprint.isPowerOfTwo else { throw fail() }
         var ranges = used[wk] ?? []
-        var candidate = window.base.alignedUp(to: footprint)
+        var candidate = alignUp(window.base, footprint)
         var insertAt = ranges.count
         for (i, r) in ranges.enumerated() {
             guard let c = candidate else { break }
@@ -143,7 +144,7 @@ public struct PCIBarAllocator: Sendable {
                 break
             }
             let (rEnd, o) = r.base.addingReportingOverflow(r.size)
-            candidate = o ? nil : max(c, rEnd).alignedUp(to: footprint)
+            candidate = o ? nil : alignUp(max(c, rEnd), footprint)
         }
         guard let address = candidate, fits(address, footprint, below: window.end),
               address >= window.base else { throw fail() }

@@ -1,3 +1,4 @@
+import Bits
 import Devices
 import Synchronization
 
@@ -53,12 +54,12 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
                 // SAFETY: data.count == 1.
                 data[0] = resetControl.withLock { $0 }
             } else {
-                LE.fillOnes(data)
+                fillAllOnes(data)
             }
             return
         }
         guard let (bus, target) = target(offset: offset, count: data.count) else {
-            LE.fillOnes(data)
+            fillAllOnes(data)
             return
         }
         bus.readConfig(bus: target.bus, device: target.device, function: target.function, offset: target.register,
@@ -115,7 +116,7 @@ public final class PCIConfigMMIO: BusDevice, @unchecked Sendable {
 
     public func read(offset: UInt64, data: UnsafeMutableRawBufferPointer) {
         guard let (root, t) = decode(offset, data.count) else {
-            LE.fillOnes(data)
+            fillAllOnes(data)
             return
         }
         root.readConfig(bus: t.bus, device: t.device, function: t.function, offset: t.register, data: data)
@@ -161,7 +162,7 @@ public final class PCIMMIORouter: BusDevice, @unchecked Sendable {
     public func read(offset: UInt64, data: UnsafeMutableRawBufferPointer) {
         let (address, o) = window.base.addingReportingOverflow(offset)
         guard !o, let (device, index, rel) = routes.lookup(address, count: data.count, space: space) else {
-            LE.fillOnes(data)
+            fillAllOnes(data)
             return
         }
         device.readBar(index, offset: rel, data: data)

@@ -1,3 +1,5 @@
+import Bits
+
 /// A function's configuration space: 256 bytes (conventional PCI) or 4 KiB
 /// (PCIe extended, PCIe 4.0 §7.2.2), with a per-byte writable mask and a
 /// per-byte write-1-to-clear mask.

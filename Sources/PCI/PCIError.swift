@@ -1,3 +1,5 @@
+import Bits
+
 /// Errors of the PCI layer. All come from the VMM's own configuration (device
 /// definitions, slot choices, window sizes); guest accesses never throw.
 public enum PCIError: Error, Equatable, CustomStringConvertible {

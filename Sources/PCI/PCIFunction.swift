@@ -1,3 +1,4 @@
+import Bits
 import Devices
 import Synchronization
 
@@ -79,7 +80,7 @@ open class PCIFunction: PCIDevice, @unchecked Sendable {
     /// Reads BAR contents (everything but the MSI-X table and PBA). Default:
     /// all ones.
     open func readBarContents(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
-        LE.fillOnes(data)
+        fillAllOnes(data)
     }
 
     /// Writes BAR contents. Default: ignored.
@@ -128,7 +129,7 @@ open class PCIFunction: PCIDevice, @unchecked Sendable {
         configWillRead(offset: offset, count: data.count)
         state.withLock { s in
             if let m = msi, m.configuration.perVectorMasking,
-               overlaps(offset, data.count, m.offset + MSICapabilityLayout.pendingBits, 4) {
+               rangesOverlap(offset, data.count, m.offset + MSICapabilityLayout.pendingBits, 4) {
                 s.config.set32(m.offset + MSICapabilityLayout.pendingBits, m.pendingRegister)
             }
             s.config.read(offset: offset, data: data)
@@ -140,12 +141,12 @@ open class PCIFunction: PCIDevice, @unchecked Sendable {
             let oldCommand = s.config.command
             s.config.write(offset: offset, data: data)
             if let t = msix, let cap = msixCapabilityOffset,
-               overlaps(offset, data.count, cap + MSIXCapability.messageControl, 2) {
+               rangesOverlap(offset, data.count, cap + MSIXCapability.messageControl, 2) {
                 let control = s.config.read16(cap + MSIXCapability.messageControl)
                 t.setControl(enabled: control & MSIXCapability.enable != 0,
                              functionMasked: control & MSIXCapability.functionMask != 0)
             }
-            if let m = msi, overlaps(offset, data.count, m.offset, MSICapabilityLayout.length(perVectorMasking: m.configuration.perVectorMasking)) {
+            if let m = msi, rangesOverlap(offset, data.count, m.offset, MSICapabilityLayout.length(perVectorMasking: m.configuration.perVectorMasking)) {
                 m.load(from: s.config)
             }
             if s.config.command != oldCommand {
@@ -210,15 +211,6 @@ open class PCIFunction: PCIDevice, @unchecked Sendable {
             s.intx?.setLevel(level)
         }
     }
-}
-
-/// True when `[offset, offset+count)` and `[start, start+length)` intersect;
-/// no overflow for any inputs.
-func overlaps(_ offset: Int, _ count: Int, _ start: Int, _ length: Int) -> Bool {
-    guard count > 0, length > 0 else { return false }
-    let (end, o1) = offset.addingReportingOverflow(count)
-    let (rangeEnd, o2) = start.addingReportingOverflow(length)
-    return offset < (o2 ? Int.max : rangeEnd) && start < (o1 ? Int.max : end)
 }
 
 /// `offset - start` when `offset` lies in `[start, start+length)`.

@@ -1,3 +1,4 @@
+import Bits
 import Devices
 import Synchronization
 
@@ -219,7 +220,7 @@ public final class PCIRootBus: @unchecked Sendable {
     public func readConfig(bus: UInt8, device: UInt8, function: UInt8, offset: Int,
                            data: UnsafeMutableRawBufferPointer) {
         guard let d = lookupFunction(bus: bus, device: device, function: function) else {
-            LE.fillOnes(data)
+            fillAllOnes(data)
             return
         }
         d.readConfig(offset: offset, data: data)
@@ -234,8 +235,8 @@ public final class PCIRootBus: @unchecked Sendable {
         configLock.withLock { _ in
             d.writeConfig(offset: offset, data: data)
             let n = data.count
-            if overlaps(offset, n, PCIReg.command, 2) || overlaps(offset, n, PCIReg.bar0, 4 * PCIReg.barCount)
-                || overlaps(offset, n, PCIReg.romAddress, 4) {
+            if rangesOverlap(offset, n, PCIReg.command, 2) || rangesOverlap(offset, n, PCIReg.bar0, 4 * PCIReg.barCount)
+                || rangesOverlap(offset, n, PCIReg.romAddress, 4) {
                 refreshRoutes(slot: Int(device))
             }
         }

@@ -1,3 +1,4 @@
+import Bits
 import Foundation
 
 /// What `swiftvmm devices` prints: the host's PCI devices, whether each can
@@ -46,7 +47,7 @@ public struct DeviceListing: Codable, Equatable, Sendable {
         for d in devices {
             out.append("")
             let ids = "\(hex4(d.vendorID)):\(hex4(d.deviceID))"
-            let cls = d.classCode.map { String(format: "%06x", $0) } ?? "?"
+            let cls = d.classCode.map { hexDigits($0, width: 6) } ?? "?"
             out.append("\(d.bdf)  [\(ids)] class \(cls)  driver \(d.driver ?? "none")")
             if let g = d.iommuGroup {
                 let peers = d.groupPeers.isEmpty ? "no other members"
@@ -70,5 +71,5 @@ public struct DeviceListing: Codable, Equatable, Sendable {
         return out.joined(separator: "\n")
     }
 
-    private func hex4(_ v: UInt16?) -> String { v.map { String(format: "%04x", $0) } ?? "????" }
+    private func hex4(_ v: UInt16?) -> String { v.map { hexDigits($0, width: 4) } ?? "????" }
 }

@@ -1,3 +1,4 @@
+import Bits
 import CShim
 import Glibc
 import HostSys
@@ -247,40 +248,38 @@ public enum DeviceProbe {
 }
 
 extension DeviceProbeReport {
-    static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
-
     public func text() -> String {
         var s = ["\(bdf) via \(cdev)"]
-        s.append("IOAS \(ioasID), IOVA ranges (alignment \(Self.hex(iovaAlignment))):")
-        for r in iovaRanges { s.append("  \(Self.hex(r.start))-\(Self.hex(r.last))") }
+        s.append("IOAS \(ioasID), IOVA ranges (alignment \(hex(iovaAlignment))):")
+        for r in iovaRanges { s.append("  \(hex(r.start))-\(hex(r.last))") }
         if let m = dmaMap {
-            s.append("IOMMU_IOAS_MAP \(m.length >> 20) MiB memfd at IOVA \(Self.hex(m.iova)): \(Int(m.mapMicroseconds)) us; IOMMU_IOAS_UNMAP: \(Int(m.unmapMicroseconds)) us (\(m.unmappedBytes) bytes)")
+            s.append("IOMMU_IOAS_MAP \(m.length >> 20) MiB memfd at IOVA \(hex(m.iova)): \(Int(m.mapMicroseconds)) us; IOMMU_IOAS_UNMAP: \(Int(m.unmapMicroseconds)) us (\(m.unmappedBytes) bytes)")
         }
         s.append("bound: devid \(deviceID)")
         if let h = hardwareInfo {
             var line = "IOMMU_GET_HW_INFO: \(h.type)"
             if case let .intelVTd(flags, _, _) = h.info {
-                line += ", flags \(Self.hex(UInt64(flags)))"
+                line += ", flags \(hex(UInt64(flags)))"
                 if flags & SHIM_IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 != 0 { line += " (ERRATA_772415_SPR17)" }
             }
             if let c = h.capReg, let e = h.ecapReg {
-                line += ", cap \(Self.hex(c)), ecap \(Self.hex(e)), ECAP bit 7 snoop control: \(h.snoopControl == true ? "set" : "clear")"
+                line += ", cap \(hex(c)), ecap \(hex(e)), ECAP bit 7 snoop control: \(h.snoopControl == true ? "set" : "clear")"
             }
             s.append(line)
         }
         s.append("attached to IOAS \(ioasID): page table \(attachedPageTable); IOVA ranges now: "
-            + iovaRangesAttached.map { "\(Self.hex($0.start))-\(Self.hex($0.last))" }.joined(separator: ", "))
-        s.append("device flags \(Self.hex(UInt64(deviceFlags)))\(isPCI ? " (PCI)" : "")\(supportsReset ? " (reset)" : ""), \(numRegions) regions, \(numIRQs) IRQ indexes")
+            + iovaRangesAttached.map { "\(hex($0.start))-\(hex($0.last))" }.joined(separator: ", "))
+        s.append("device flags \(hex(UInt64(deviceFlags)))\(isPCI ? " (PCI)" : "")\(supportsReset ? " (reset)" : ""), \(numRegions) regions, \(numIRQs) IRQ indexes")
         for r in regions {
-            var line = "  region \(r.index): size \(Self.hex(r.size)) (\(r.size)), flags \(Self.hex(UInt64(r.flags)))"
+            var line = "  region \(r.index): size \(hex(r.size)) (\(r.size)), flags \(hex(UInt64(r.flags)))"
             var f = [String]()
             if r.readable { f.append("read") }
             if r.writable { f.append("write") }
             if r.mmap { f.append("mmap") }
             if !f.isEmpty { line += " [\(f.joined(separator: ","))]" }
-            line += ", offset \(Self.hex(r.offset))"
+            line += ", offset \(hex(r.offset))"
             if let a = r.sparseMmapAreas {
-                line += ", sparse mmap " + (a.isEmpty ? "(none)" : a.map { "\(Self.hex($0.start))-\(Self.hex($0.last))" }.joined(separator: " "))
+                line += ", sparse mmap " + (a.isEmpty ? "(none)" : a.map { "\(hex($0.start))-\(hex($0.last))" }.joined(separator: " "))
             }
             if r.msixMappable { line += ", MSI-X mappable" }
             let other = r.capabilities.filter { !$0.hasPrefix("sparse") && $0 != "msix-mappable" }
@@ -288,7 +287,7 @@ extension DeviceProbeReport {
             s.append(line)
         }
         if !absentRegions.isEmpty { s.append("  absent regions: \(absentRegions.map(String.init).joined(separator: ", "))") }
-        for q in irqs { s.append("  irq \(q.index) \(q.name): count \(q.count), flags \(Self.hex(UInt64(q.flags)))") }
+        for q in irqs { s.append("  irq \(q.index) \(q.name): count \(q.count), flags \(hex(UInt64(q.flags)))") }
         if !absentIRQs.isEmpty { s.append("  absent IRQ indexes: \(absentIRQs.map(String.init).joined(separator: ", "))") }
         for (k, v) in checks.sorted(by: { $0.key < $1.key }) { s.append("\(k): \(v)") }
         s.append("VFIO_DEVICE_RESET: \(reset)")

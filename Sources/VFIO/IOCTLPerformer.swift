@@ -1,3 +1,4 @@
+import Bits
 import CShim
 import Glibc
 import HostSys
@@ -53,32 +54,10 @@ extension IOCTLPerformer {
     }
 }
 
-/// Little-endian fields in ioctl byte buffers, bounds checked.
-enum LE {
-    static func u16(_ b: [UInt8], _ o: Int) -> UInt16? {
-        guard o >= 0, o <= b.count - 2 else { return nil }
-        return UInt16(b[o]) | UInt16(b[o + 1]) << 8
-    }
-
-    static func u32(_ b: [UInt8], _ o: Int) -> UInt32? {
-        guard o >= 0, o <= b.count - 4 else { return nil }
-        return (0..<4).reduce(UInt32(0)) { $0 | UInt32(b[o + $1]) << (8 * UInt32($1)) }
-    }
-
-    static func u64(_ b: [UInt8], _ o: Int) -> UInt64? {
-        guard o >= 0, o <= b.count - 8 else { return nil }
-        return (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) }
-    }
-
-    static func put32(_ b: inout [UInt8], _ o: Int, _ v: UInt32) {
-        for i in 0..<4 { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) }
-    }
-
-    /// A zeroed buffer of `size` bytes with `argsz` (the first u32) set: the one
-    /// place VFIO's variable-size arguments get their size.
-    static func argszBuffer(_ size: Int) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: size)
-        put32(&b, 0, UInt32(truncatingIfNeeded: size))
-        return b
-    }
+/// A zeroed buffer of `size` bytes with `argsz` (the first u32) set: the one
+/// place VFIO's variable-size arguments get their size.
+func argszBuffer(_ size: Int) -> [UInt8] {
+    var b = [UInt8](repeating: 0, count: size)
+    LE.put(UInt32(truncatingIfNeeded: size), into: &b, at: 0)
+    return b
 }

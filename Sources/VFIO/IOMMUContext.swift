@@ -1,5 +1,6 @@
 import Glibc
 import HostSys
+import Bits
 
 /// The DMA side of one VM: an iommufd and the one IOAS every assigned device
 /// of the VM is attached to, holding guest RAM at IOVA == guest physical
@@ -89,11 +90,11 @@ public final class IOMMUContext: @unchecked Sendable {
         let mmu = devices.isEmpty ? "the IOMMU" : "the IOMMU of \(devices.joined(separator: ", "))"
         let list = merged.isEmpty ? "none" : merged.map(hexRange).joined(separator: ", ")
         var s = "guest RAM \(hexRange(guestRange)) is outside the IOVA ranges \(mmu) allows for DMA (\(list)), so it cannot be mapped at IOVA == guest physical address: "
-        let below = "use less guest memory (machine.memory) so RAM stays below 0x\(hexString(blocked.lowerBound))"
+        let below = "use less guest memory (machine.memory) so RAM stays below \(hex(blocked.lowerBound))"
         if let top = merged.last?.upperBound, blocked.lowerBound > top {
             var width = ""
             if top == .max { width = " (64-bit)" } else if (top + 1).nonzeroBitCount == 1 { width = " (\((top + 1).trailingZeroBitCount)-bit address width)" }
-            s += "\(hexRange(blocked)) is above the IOMMU's limit 0x\(hexString(top))\(width); use less guest memory (machine.memory) so RAM stays below the IOMMU's limit"
+            s += "\(hexRange(blocked)) is above the IOMMU's limit \(hex(top))\(width); use less guest memory (machine.memory) so RAM stays below the IOMMU's limit"
         } else if merged.isEmpty {
             s += "the IOMMU allows no IOVA at all; check `dmesg` for IOMMU errors"
         } else if blocked.overlaps(msiWindow) {

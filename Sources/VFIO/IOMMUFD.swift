@@ -1,3 +1,4 @@
+import Bits
 import CShim
 import Glibc
 import HostSys

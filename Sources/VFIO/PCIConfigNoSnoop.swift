@@ -1,3 +1,5 @@
+import Bits
+
 /// The PCIe "Enable No Snoop" bit of a device, from its config space bytes
 /// (`/sys/bus/pci/devices/BDF/config`). The bytes are untrusted: the file may
 /// be short (an unprivileged read returns only the first 64 bytes) and the
@@ -45,16 +47,16 @@ public enum PCIConfigParser {
         guard config.count >= headerSize else {
             return .failure(ConfigSpaceProblem("config space is only \(config.count) bytes (the header alone is 64)"))
         }
-        guard u16(config, statusOffset) & statusCapList != 0 else { return .success(nil) }
+        guard let status = LE.u16(config, statusOffset), status & statusCapList != 0 else { return .success(nil) }
         var pointer = Int(config[capPointerOffset] & 0xFC)
         var seen = Set<Int>()
         while pointer != 0 {
-            guard pointer >= headerSize else { return .failure(ConfigSpaceProblem("capability pointer 0x\(hex(pointer)) points into the header")) }
+            guard pointer >= headerSize else { return .failure(ConfigSpaceProblem("capability pointer \(hex(pointer)) points into the header")) }
             guard pointer + 2 <= config.count else {
-                return .failure(ConfigSpaceProblem("config space is truncated at \(config.count) bytes (capability at 0x\(hex(pointer))); reading all of it needs root"))
+                return .failure(ConfigSpaceProblem("config space is truncated at \(config.count) bytes (capability at \(hex(pointer))); reading all of it needs root"))
             }
             guard seen.insert(pointer).inserted, seen.count <= maxCapabilities else {
-                return .failure(ConfigSpaceProblem("capability list loops at 0x\(hex(pointer))"))
+                return .failure(ConfigSpaceProblem("capability list loops at \(hex(pointer))"))
             }
             if config[pointer] == id { return .success(pointer) }
             pointer = Int(config[pointer + 1] & 0xFC)
@@ -68,11 +70,11 @@ public enum PCIConfigParser {
         case let .failure(problem): return .unknown(problem.message)
         case .success(nil): return .noPCIeCapability
         case let .success(cap?):
-            let control = cap + deviceControlOffset
-            guard control + 2 <= config.count else {
-                return .unknown("config space is truncated at \(config.count) bytes (Device Control at 0x\(hex(control))); reading all of it needs root")
+            let at = cap + deviceControlOffset
+            guard let control = LE.u16(config, at) else {
+                return .unknown("config space is truncated at \(config.count) bytes (Device Control at \(hex(at))); reading all of it needs root")
             }
-            return u16(config, control) & enableNoSnoop != 0 ? .enabled : .disabled
+            return control & enableNoSnoop != 0 ? .enabled : .disabled
         }
     }
 
@@ -89,23 +91,11 @@ public enum PCIConfigParser {
     public static func hasFunctionLevelReset(config: [UInt8]) -> Bool {
         if case let .success(cap?) = findCapability(pcieCapabilityID, in: config) {
             let at = cap + deviceCapabilitiesOffset
-            if at + 4 <= config.count, u32(config, at) & deviceCapabilitiesFLR != 0 { return true }
+            if let capabilities = LE.u32(config, at), capabilities & deviceCapabilitiesFLR != 0 { return true }
         }
         if case let .success(cap?) = findCapability(advancedFeaturesCapabilityID, in: config) {
             if cap + 4 <= config.count, config[cap + 3] & advancedFeaturesFLR != 0 { return true }
         }
         return false
     }
-
-    /// Little-endian u32 at `offset`; the caller checked `offset + 4 <= bytes.count`.
-    static func u32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
-        UInt32(u16(bytes, offset)) | UInt32(u16(bytes, offset + 2)) << 16
-    }
-
-    /// Little-endian u16 at `offset`; the caller checked `offset + 2 <= bytes.count`.
-    static func u16(_ bytes: [UInt8], _ offset: Int) -> UInt16 {
-        UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
-    }
-
-    static func hex(_ v: Int) -> String { String(v, radix: 16) }
 }

@@ -1,3 +1,4 @@
+import Bits
 import CShim
 import Glibc
 import HostSys
@@ -137,8 +138,8 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         let name = "VFIO_DEVICE_GET_REGION_INFO on \(label) region \(index)"
         var size = SHIM_SIZEOF_VFIO_REGION_INFO
         for _ in 0..<2 {
-            var b = LE.argszBuffer(Int(size))
-            LE.put32(&b, VFIORegionInfo.indexOffset, index)
+            var b = argszBuffer(Int(size))
+            LE.put(index, into: &b, at: VFIORegionInfo.indexOffset)
             try performer.call(SHIM_VFIO_DEVICE_GET_REGION_INFO, bytes: &b, name)
             guard let wanted = LE.u32(b, 0) else { throw VFIOError.malformedReply("\(name): no argsz") }
             if wanted <= size { return try VFIORegionInfo.decode(b) }
@@ -174,11 +175,11 @@ public final class VFIODeviceCdev: @unchecked Sendable {
             for fd in fds { withUnsafeBytes(of: fd.littleEndian) { p.append(contentsOf: $0) } }
             (kind, count, payload) = (SHIM_VFIO_IRQ_SET_DATA_EVENTFD, UInt32(fds.count), p)
         }
-        var b = LE.argszBuffer(header + payload.count)
-        LE.put32(&b, 4, kind | action.flag)
-        LE.put32(&b, 8, index)
-        LE.put32(&b, 12, start)
-        LE.put32(&b, 16, count)
+        var b = argszBuffer(header + payload.count)
+        LE.put(kind | action.flag, into: &b, at: 4)
+        LE.put(index, into: &b, at: 8)
+        LE.put(start, into: &b, at: 12)
+        LE.put(count, into: &b, at: 16)
         b.replaceSubrange(header..<b.count, with: payload)
         return b
     }
@@ -222,7 +223,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     /// device the reset reaches (EPERM otherwise); a device on a root bus
     /// cannot be reset so (ENODEV). The corresponding ioctl is `VFIO_DEVICE_PCI_HOT_RESET`.
     public func hotReset() throws {
-        var b = LE.argszBuffer(Int(SHIM_SIZEOF_VFIO_PCI_HOT_RESET))  // flags 0, count 0
+        var b = argszBuffer(Int(SHIM_SIZEOF_VFIO_PCI_HOT_RESET))  // flags 0, count 0
         try performer.call(SHIM_VFIO_DEVICE_PCI_HOT_RESET, bytes: &b, "VFIO_DEVICE_PCI_HOT_RESET on \(label)")
     }
 

@@ -1,3 +1,4 @@
+import Bits
 import HostSys
 
 /// Where a VFIO device's region accesses go: positioned reads and writes and
@@ -32,7 +33,7 @@ public final class FileDeviceIO: VFIODeviceIO, @unchecked Sendable {
     }
 
     public func map(length: UInt64, at offset: UInt64) throws -> UnsafeMutableRawPointer {
-        try DeviceIO.mapShared(fd: fd, length: length, offset: offset, what: "VFIO device fd \(fd) at 0x\(hexString(offset))")
+        try DeviceIO.mapShared(fd: fd, length: length, offset: offset, what: "VFIO device fd \(fd) at \(hex(offset))")
     }
 
     public func unmap(_ pointer: UnsafeMutableRawPointer, length: UInt64) {

@@ -1,5 +1,6 @@
 import Glibc
 import HostSys
+import Bits
 
 /// Errors of the VFIO layer, each saying what the user can do about it.
 public enum VFIOError: Error, CustomStringConvertible, Equatable {
@@ -101,11 +102,11 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
         case let .noInterruptRemapping(bdf):
             return "cannot attach \(bdf) to the IOMMU (EPERM): the IOMMU has no interrupt remapping; iommufd refuses such devices unless iommufd.allow_unsafe_interrupts=1 (unsafe: the device could inject arbitrary interrupts). Enable interrupt remapping (intremap=on, x2APIC/IR in firmware), or as root: echo 1 > /sys/module/iommufd/parameters/allow_unsafe_interrupts"
         case let .regionNotMappable(bdf, index, offset, length, areas):
-            let asked = "\(AssignedVFIODevice.regionName(index)) of \(bdf): 0x\(hexString(length)) bytes at 0x\(hexString(offset))"
+            let asked = "\(AssignedVFIODevice.regionName(index)) of \(bdf): \(hex(length)) bytes at \(hex(offset))"
             if areas.isEmpty {
                 return "\(asked) cannot be mmapped: the region is not mappable (no VFIO_REGION_INFO_FLAG_MMAP); trap its accesses with readRegion/writeRegion instead"
             }
-            let list = areas.map { "0x\(hexString($0.lowerBound))-0x\(hexString($0.upperBound))" }.joined(separator: ", ")
+            let list = areas.map { "\(hex($0.lowerBound))-\(hex($0.upperBound))" }.joined(separator: ", ")
             return "\(asked) cannot be mmapped: it must be page aligned and lie inside one mappable area (\(list)); trap the rest with readRegion/writeRegion"
         case let .regionMapFailed(bdf, index, e):
             return "cannot mmap \(AssignedVFIODevice.regionName(index)) of \(bdf): \(e); the BAR may be disabled on the host (check `lspci -vv -s \(bdf)`), or the address space is exhausted"
@@ -114,11 +115,6 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
-
-func hexString<T: BinaryInteger>(_ v: T) -> String { String(v, radix: 16) }
-
-/// "0x100000000-0x17fffffff".
-func hexRange(_ r: ClosedRange<UInt64>) -> String { "0x\(hexString(r.lowerBound))-0x\(hexString(r.upperBound))" }
 
 @inline(__always)
 @discardableResult

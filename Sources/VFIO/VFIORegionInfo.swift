@@ -1,3 +1,4 @@
+import Bits
 import CShim
 
 /// One region of a VFIO device (a BAR, the ROM, config space) and what its

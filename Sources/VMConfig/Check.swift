@@ -1,3 +1,5 @@
+import Bits
+
 /// Value checks shared by config keys and command-line overrides. Each
 /// returns the message that follows the key path.
 enum Check {

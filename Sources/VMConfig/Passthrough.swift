@@ -1,3 +1,5 @@
+import Bits
+
 /// A host PCI device assigned to the guest (`[[passthrough]]` or
 /// `--passthrough`) through iommufd and its VFIO cdev.
 public struct PassthroughConfig: Equatable, Sendable, CustomStringConvertible {
@@ -71,11 +73,7 @@ enum Passthrough {
     }
 
     static func format(domain: Int, bus: Int, device: Int, function: Int) -> String {
-        func pad(_ n: Int, _ width: Int) -> String {
-            let s = String(n, radix: 16)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
-        }
-        return "\(pad(domain, 4)):\(pad(bus, 2)):\(pad(device, 2)).\(function)"
+        "\(hexDigits(domain, width: 4)):\(hexDigits(bus, width: 2)):\(hexDigits(device, width: 2)).\(function)"
     }
 }
 

@@ -1,3 +1,4 @@
+import Bits
 import Foundation
 import GuestMemory
 import HostSys
@@ -332,8 +333,6 @@ final class MachinePassthrough: @unchecked Sendable {
         devices = []
     }
 }
-
-func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
 
 func formatBytes(_ n: UInt64) -> String {
     if n >= 1 << 30, n % (1 << 30) == 0 { return "\(n >> 30) GiB" }

@@ -1,3 +1,4 @@
+import Bits
 import CShim
 import HostSys
 
@@ -58,7 +59,7 @@ public enum ExitStatus {
 extension StopReason: CustomStringConvertible {
     /// One line for the user.
     public var description: String {
-        func hex(_ v: UInt64?) -> String { v.map { " at RIP 0x" + String($0, radix: 16) } ?? "" }
+        func atRIP(_ rip: UInt64?) -> String { rip.map { " at RIP " + hex($0) } ?? "" }
         switch self {
         case .powerOff: return "guest powered off"
         case .reset: return "guest rebooted"
@@ -72,11 +73,11 @@ extension StopReason: CustomStringConvertible {
             if rip == Self.resetVectorRIP {
                 return "guest triple fault on vCPU \(v) (KVM_EXIT_SHUTDOWN; KVM had already reset the vCPU, so its last RIP is unknown)"
             }
-            return "guest triple fault on vCPU \(v)\(hex(rip)) (KVM_EXIT_SHUTDOWN)"
+            return "guest triple fault on vCPU \(v)\(atRIP(rip)) (KVM_EXIT_SHUTDOWN)"
         case let .kvmInternalError(v, sub, data, rip):
             let what = sub == SHIM_KVM_INTERNAL_ERROR_EMULATION ? "KVM emulation failure" : "KVM internal error \(sub)"
-            let extra = data.isEmpty ? "" : " [" + data.map { "0x" + String($0, radix: 16) }.joined(separator: " ") + "]"
-            return "\(what) on vCPU \(v)\(hex(rip))\(extra)"
+            let extra = data.isEmpty ? "" : " [" + data.map { hex($0) }.joined(separator: " ") + "]"
+            return "\(what) on vCPU \(v)\(atRIP(rip))\(extra)"
         case let .timeout(s): return "timeout: guest still running after \(s) s"
         case let .expectMatched(p): return "console matched expectation /\(p)/"
         case let .failPatternMatched(p): return "console matched failure pattern /\(p)/"

@@ -1,3 +1,4 @@
+import Bits
 import Devices
 import GuestMemory
 import PCI
@@ -431,12 +432,4 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         func signalConfigChange() { transport?.signalConfig(epoch: epoch) }
         func deviceNeedsReset(_ error: VirtqueueError) { transport?.needsReset(error, epoch: epoch) }
     }
-}
-
-/// True when `[a, a+n)` and `[b, b+m)` intersect, for any inputs.
-private func rangesOverlap(_ a: Int, _ n: Int, _ b: Int, _ m: Int) -> Bool {
-    guard n > 0, m > 0 else { return false }
-    let (aEnd, o1) = a.addingReportingOverflow(n)
-    let (bEnd, o2) = b.addingReportingOverflow(m)
-    return a < (o2 ? Int.max : bEnd) && b < (o1 ? Int.max : aEnd)
 }

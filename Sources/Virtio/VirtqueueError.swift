@@ -1,3 +1,5 @@
+import Bits
+
 /// Something the guest driver did that the virtio 1.2 specification forbids.
 /// A device that meets one stops using its queues, sets DEVICE_NEEDS_RESET
 /// (§2.1.2) and sends a configuration change notification; the VMM logs
@@ -102,6 +104,3 @@ public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
-
-@inline(__always)
-func hex<T: BinaryInteger>(_ v: T) -> String { "0x" + String(v, radix: 16) }

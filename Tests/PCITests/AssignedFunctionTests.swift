@@ -1,3 +1,4 @@
+import Bits
 import Devices
 import Dispatch
 import XCTest

@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 import XCTest
 @testable import PCI

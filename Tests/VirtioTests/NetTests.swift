@@ -323,7 +323,8 @@ final class NetTests: XCTestCase {
 
     func testMACAddressValidationAndParsing() {
         XCTAssertEqual(MACAddress(string: "52:54:00:12:34:56"), mac)
-        XCTAssertEqual(MACAddress(string: "52-54-00-12-34-56"), mac)
+        XCTAssertNil(MACAddress(string: "52-54-00-12-34-56"), "one grammar: ':' only, as the config takes")
+        XCTAssertNil(MACAddress(string: "+2:54:00:12:34:56"), "no signs")
         XCTAssertEqual(mac.description, "52:54:00:12:34:56")
         XCTAssertEqual(MACAddress(string: "02:0a:0B:00:00:01")?.bytes, [0x02, 0x0A, 0x0B, 0, 0, 1])
         XCTAssertNil(MACAddress([1, 2, 3, 4, 5]), "5 bytes")
@@ -334,6 +335,7 @@ final class NetTests: XCTestCase {
         XCTAssertNil(MACAddress(string: "52:54:00:12:34:5"))
         XCTAssertNil(MACAddress(string: "52:54:00:12:34:zz"))
         XCTAssertNil(MACAddress(string: "52:54:00:12:34:56:"))
+        XCTAssertNil(MACAddress(string: "01:00:5e:00:00:01"), "parses, but multicast")
         XCTAssertNil(MACAddress(string: ""))
     }
 
