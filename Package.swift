@@ -57,14 +57,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
 
+        // Fakes the test targets share (recording interrupt line and console, a seeded
+        // generator). A regular target because test targets cannot depend on each other.
+        .target(name: "TestFakes", dependencies: ["Devices"], path: "Tests/TestFakes"),
+
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: v5),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "PCITests", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "VFIOTests", dependencies: ["VFIO"], swiftSettings: v5),
+        .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),

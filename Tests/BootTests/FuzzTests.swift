@@ -1,4 +1,5 @@
 import GuestMemory
+import TestFakes
 import XCTest
 @testable import Boot
 
@@ -7,7 +8,7 @@ import XCTest
 /// mutations stop reaching the interesting paths.
 final class FuzzTests: XCTestCase {
     func testTwoThousandMutatedImagesNeverTrap() throws {
-        var rng = SplitMix64(state: 0x5EED_B007)
+        var rng = SplitMix64(seed: 0x5EED_B007)
         let bz = BzImageBuilder().build()
         let elf = ELFBuilder().build()
         var notes = ELFBuilder()

@@ -1,22 +1,6 @@
 import Devices
 import Foundation
 
-/// Records every level the device drives, in order.
-final class RecordingLine: InterruptLine, @unchecked Sendable {
-    private let lock = NSLock()
-    private var _levels: [Bool] = []
-    var levels: [Bool] { lock.withLock { _levels } }
-    var level: Bool { lock.withLock { _levels.last ?? false } }
-    func setLevel(_ high: Bool) { lock.withLock { _levels.append(high) } }
-}
-
-final class RecordingConsole: ConsoleOutput, @unchecked Sendable {
-    private let lock = NSLock()
-    private var _bytes: [UInt8] = []
-    var bytes: [UInt8] { lock.withLock { _bytes } }
-    func write(_ bytes: [UInt8]) { lock.withLock { _bytes += bytes } }
-}
-
 final class RecordingSink: MachineEventSink, @unchecked Sendable {
     private let lock = NSLock()
     private var _events: [MachineEvent] = []

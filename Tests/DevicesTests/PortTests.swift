@@ -1,4 +1,5 @@
 import Devices
+import TestFakes
 import XCTest
 
 final class PortTests: XCTestCase {

@@ -1,5 +1,6 @@
 import Devices
 import Foundation
+import TestFakes
 import XCTest
 
 // Register offsets and bits (PC16550D datasheet; Linux serial_reg.h), spelled

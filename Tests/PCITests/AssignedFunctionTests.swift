@@ -1,6 +1,7 @@
 import Bits
 import Devices
 import Dispatch
+import TestFakes
 import XCTest
 @testable import PCI
 
@@ -665,7 +666,7 @@ final class AssignedFunctionTests: XCTestCase {
     func testRandomAccessesNeverTrapOrReachEmulatedRegisters() throws {
         let (f, d) = try makeE1000e(rom: 0x800)
         d.attached(PCIAttachContext(address: PCIAddress(device: 1), msiRouter: RecordingRouter(), intx: nil, intxGSI: 17))
-        var rng = TestRNG(seed: 42)
+        var rng = SplitMix64(seed: 42)
         let widths = [0, 1, 2, 3, 4, 8, 16]
         for _ in 0..<20000 {
             let offset = Int.random(in: -16...0x1010, using: &rng)

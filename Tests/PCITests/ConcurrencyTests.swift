@@ -1,5 +1,6 @@
 import Dispatch
 import Synchronization
+import TestFakes
 import XCTest
 @testable import PCI
 
@@ -28,7 +29,7 @@ final class ConcurrencyTests: XCTestCase {
         let triggers = 2000
 
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
-            var rng = TestRNG(seed: UInt64(worker + 1))
+            var rng = SplitMix64(seed: UInt64(worker + 1))
             for i in 0..<triggers {
                 switch worker {
                 case 0:

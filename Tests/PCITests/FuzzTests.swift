@@ -1,4 +1,5 @@
 import Devices
+import TestFakes
 import XCTest
 @testable import PCI
 
@@ -26,11 +27,11 @@ final class FuzzTests: XCTestCase {
         return (bus, devices, router)
     }
 
-    func width(_ rng: inout TestRNG) -> Int {
+    func width(_ rng: inout SplitMix64) -> Int {
         [0, 1, 1, 2, 2, 4, 4, 4, 3, 8, 16][Int(rng.next() % 11)]
     }
 
-    func offset(_ rng: inout TestRNG, _ limit: UInt64) -> UInt64 {
+    func offset(_ rng: inout SplitMix64, _ limit: UInt64) -> UInt64 {
         switch rng.next() % 8 {
         case 0: return UInt64.max - rng.next() % 16
         case 1: return rng.next()
@@ -39,7 +40,7 @@ final class FuzzTests: XCTestCase {
     }
 
     func testConfigSpaceNeverTraps() {
-        var rng = TestRNG(seed: 1)
+        var rng = SplitMix64(seed: 1)
         var c = PCIConfigSpace.type0(vendorID: 1, deviceID: 2, classCode: 3, interruptPin: .intA)
         XCTAssertNoThrow(try c.setBar(0, size: 0x1000, kind: .memory64))
         for _ in 0..<20_000 {
@@ -60,7 +61,7 @@ final class FuzzTests: XCTestCase {
         let (bus, devices, _) = try makeBus()
         let mmio = Bus(), pio = Bus()
         try bus.install(mmioBus: mmio, pioBus: pio)
-        var rng = TestRNG(seed: 0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         let targets: [(BusDevice, UInt64)] = [
             (bus.configIO, 8), (bus.configMMIO, testWindows.ecam.size), (bus.mmio32Router, testWindows.mmio32.size),
             (bus.mmio64Router, testWindows.mmio64.size), (bus.ioRouter, testWindows.io.size),
@@ -105,7 +106,7 @@ final class FuzzTests: XCTestCase {
 
     func testDirectDeviceAccessesNeverTrap() throws {
         let (_, devices, _) = try makeBus()
-        var rng = TestRNG(seed: 42)
+        var rng = SplitMix64(seed: 42)
         for _ in 0..<20_000 {
             let d = devices[Int(rng.next() % 2)]
             let index = Int(truncatingIfNeeded: Int64(bitPattern: rng.next() % 10) - 2)

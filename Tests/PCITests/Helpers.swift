@@ -68,25 +68,6 @@ final class RecordingRouter: MSIRouter {
     }
 }
 
-final class RecordingLine: InterruptLine {
-    let gsi: UInt32
-    var levels: [Bool] = []
-    init(gsi: UInt32) { self.gsi = gsi }
-    func setLevel(_ high: Bool) { levels.append(high) }
-}
-
-/// xorshift64*: a deterministic generator for the fuzz loops.
-struct TestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 0x2545_F491_4F6C_DD1D
-    }
-}
-
 // Little-endian access helpers for tests.
 func read(_ d: BusDevice, _ offset: UInt64, _ width: Int) -> UInt64 {
     var b = [UInt8](repeating: 0xAA, count: width)

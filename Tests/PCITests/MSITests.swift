@@ -1,3 +1,4 @@
+import TestFakes
 import XCTest
 @testable import PCI
 

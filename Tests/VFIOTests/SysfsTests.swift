@@ -1,4 +1,5 @@
 import Foundation
+import TestFakes
 import XCTest
 @testable import VFIO
 
@@ -190,14 +191,57 @@ final class SysfsTests: XCTestCase {
         guard case .unknown = PCIConfigParser.noSnoop(config: c) else { return XCTFail() }
     }
 
-    func testRandomConfigNeverTraps() {
-        var rng = SystemRandomNumberGenerator()
-        for _ in 0..<2000 {
+    /// Random config spaces (seeded, so a failure replays) against the walk
+    /// written out plainly: every answer must match it, and every kind of
+    /// answer must come up, so the loop cannot pass by never reaching the
+    /// capability list.
+    func testRandomConfigsMatchAPlainWalk() {
+        var rng = SplitMix64(seed: 0xC0F1_6000)
+        var seen: [String: Int] = [:]
+        for _ in 0..<3000 {
             let n = Int.random(in: 0...256, using: &rng)
             var c = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            if n > 0x34 { c[0x06] |= 0x10 }
-            _ = PCIConfigParser.noSnoop(config: c)
+            if n > 0x40, Int.random(in: 0..<8, using: &rng) != 0 { c[0x06] |= 0x10 }
+            if n > 0x42, Bool.random(using: &rng) {
+                // Plant a capability where the pointer leads: PCIe half the time.
+                let at = Int.random(in: 0x40...min(n - 2, 0xFC), using: &rng) & ~3
+                c[0x34] = UInt8(at)
+                if Bool.random(using: &rng) { c[at] = 0x10 }
+                if Bool.random(using: &rng) { c[at + 1] = 0 }
+            }
+            let got = PCIConfigParser.noSnoop(config: c)
+            let kind: String
+            switch got {
+            case .enabled: kind = "enabled"
+            case .disabled: kind = "disabled"
+            case .noPCIeCapability: kind = "none"
+            case .unknown: kind = "unknown"
+            }
+            XCTAssertEqual(kind, Self.plainNoSnoopWalk(c), "config \(c)")
+            XCTAssertEqual(got.isEnabled, ["enabled": true, "disabled": false, "none": false][kind])
+            seen[kind, default: 0] += 1
         }
+        for kind in ["enabled", "disabled", "none", "unknown"] {
+            XCTAssertGreaterThan(seen[kind, default: 0], 50, "\(kind) came up only \(seen[kind, default: 0]) times: \(seen)")
+        }
+    }
+
+    /// PCI 3.0 §6.7 and PCIe 4.0 §7.5.3.4 without the parser's bookkeeping:
+    /// Status bit 4 (byte 6) says there is a list, 0x34 points at it, each
+    /// entry is (ID, next), Device Control's bit 11 is bit 3 of byte cap + 9.
+    /// Pointers are dword aligned and above the 64-byte header, so 48 hops
+    /// visit every possible one; a 49th would revisit.
+    static func plainNoSnoopWalk(_ c: [UInt8]) -> String {
+        guard c.count >= 64 else { return "unknown" }
+        guard c[6] & 0x10 != 0 else { return "none" }
+        var p = Int(c[0x34] & 0xFC)
+        for _ in 0..<48 {
+            if p == 0 { return "none" }
+            if p < 64 || p + 2 > c.count { return "unknown" }
+            if c[p] == 0x10 { return p + 10 > c.count ? "unknown" : c[p + 9] & 0x08 != 0 ? "enabled" : "disabled" }
+            p = Int(c[p + 1] & 0xFC)
+        }
+        return p == 0 ? "none" : "unknown"
     }
 }
 

@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import HostSys
+import TestFakes
 import XCTest
 @testable import VFIO
 
@@ -344,14 +345,51 @@ final class VFIODeviceTests: XCTestCase {
         XCTAssertThrowsError(try VFIODeviceCdev(performer: dev).regionInfo(0))
     }
 
-    func testRandomRegionRepliesNeverTrap() {
-        var rng = SystemRandomNumberGenerator()
+    /// Random region replies (seeded, so a failure replays): a reply decodes
+    /// or throws, never traps, and what decodes says what the bytes say.
+    /// Half the replies get a well-formed last capability, so the loop also
+    /// reaches the decoded cases and the header check.
+    func testRandomRegionRepliesDecodeAsTheBytesSay() {
+        let header = Int(SHIM_SIZEOF_VFIO_REGION_INFO)
+        let capsFlag = SHIM_VFIO_REGION_INFO_FLAG_CAPS
+        var rng = SplitMix64(seed: 0x4E61_0000)
+        var decodedWithCaps = 0, decodedWithout = 0, refused = 0
         for _ in 0..<3000 {
             let n = Int.random(in: 0...128, using: &rng)
             var b = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            if n >= 16 { b[4] |= 0x08; b[12] = UInt8.random(in: 0...140, using: &rng); b[13] = 0; b[14] = 0; b[15] = 0 }
-            _ = try? VFIORegionInfo.decode(b)
+            if n >= 16 {
+                if Int.random(in: 0..<4, using: &rng) != 0 { b[4] |= 0x08 } else { b[4] &= ~0x08 }
+                b[12] = UInt8.random(in: 0...140, using: &rng); b[13] = 0; b[14] = 0; b[15] = 0
+            }
+            var planted: VFIORegionCapability?
+            let at = n >= 16 ? Int(b[12]) : 0
+            if at >= 16, at + 8 <= n, Bool.random(using: &rng) {
+                // A last capability (next = 0): MSI-X mappable, or one this build does not
+                // decode. Some land inside the 32-byte fixed header, where none may start.
+                let id: UInt16 = Bool.random(using: &rng) ? SHIM_VFIO_REGION_INFO_CAP_MSIX_MAPPABLE : 0x77
+                b.replaceSubrange(at..<(at + 8), with: [UInt8(id & 0xFF), UInt8(id >> 8), 1, 0, 0, 0, 0, 0])
+                planted = id == SHIM_VFIO_REGION_INFO_CAP_MSIX_MAPPABLE ? .msixMappable : .other(id: id, version: 1)
+            }
+            let hasCaps = n >= header && u32(b, 4) & capsFlag != 0 && at != 0
+            guard let r = try? VFIORegionInfo.decode(b) else {
+                refused += 1
+                XCTAssertTrue(n < header || (hasCaps && (planted == nil || at < header)), "refused a well-formed reply \(b)")
+                continue
+            }
+            XCTAssertGreaterThanOrEqual(n, header)
+            XCTAssertEqual(r.flags, u32(b, 4))
+            XCTAssertEqual(r.index, u32(b, 8))
+            XCTAssertEqual(r.size, u64(b, 16))
+            XCTAssertEqual(r.offset, u64(b, 24))
+            XCTAssertLessThanOrEqual(r.capabilities.count, VFIORegionInfo.maxCapabilities)
+            if !hasCaps { XCTAssertEqual(r.capabilities, []) }
+            if hasCaps, let c = planted { XCTAssertEqual(r.capabilities, [c]) }
+            XCTAssertFalse(hasCaps && at < header, "a chain into the fixed header decoded")
+            if r.capabilities.isEmpty { decodedWithout += 1 } else { decodedWithCaps += 1 }
         }
+        XCTAssertGreaterThan(decodedWithCaps, 100)
+        XCTAssertGreaterThan(decodedWithout, 100)
+        XCTAssertGreaterThan(refused, 100)
     }
 
     func testSetIRQs() throws {

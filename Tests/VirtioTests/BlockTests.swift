@@ -1,6 +1,7 @@
 import Foundation
 import GuestMemory
 @testable import HostSys
+import TestFakes
 import Virtio
 import XCTest
 

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import GuestMemory
+import TestFakes
 @testable import Virtio
 import XCTest
 

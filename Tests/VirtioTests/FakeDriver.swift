@@ -166,25 +166,6 @@ final class CountingEntropy: EntropySource {
     }
 }
 
-final class RecordingConsole: ConsoleOutput {
-    var bytes: [UInt8] = []
-    func write(_ b: [UInt8]) { bytes += b }
-    var text: String { String(decoding: bytes, as: UTF8.self) }
-}
-
-/// A deterministic PRNG (SplitMix64) for the fuzz loops.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Guest memory that claims an 8 GiB region but stores only what is written
 /// (4 KiB pages in a dictionary): for chains larger than 4 GiB.
 final class SparseMemory: GuestMemoryAccess {

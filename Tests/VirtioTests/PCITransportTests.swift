@@ -2,6 +2,7 @@ import Devices
 import Foundation
 import GuestMemory
 import PCI
+import TestFakes
 @testable import Virtio
 import XCTest
 
@@ -12,12 +13,6 @@ final class RecordingMSIRouter: MSIRouter {
     var signals: [Int] = []
     func configure(device: PCIAddress, vector: Int, message: MSIMessage?) { configured[vector] = message }
     func signal(device: PCIAddress, vector: Int) { signals.append(vector) }
-}
-
-final class RecordingLine: InterruptLine {
-    var levels: [Bool] = []
-    var level: Bool { levels.last ?? false }
-    func setLevel(_ high: Bool) { levels.append(high) }
 }
 
 /// A device that records what the transport asks of it.
