@@ -70,7 +70,6 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
     private var direct: [Int: [(range: Range<UInt64>, host: UnsafeMutableRawPointer)]] = [:]
     /// BAR index -> the memory slots installed for it now.
     private var installed: [Int: [UInt32]] = [:]
-    private(set) var interruptsDelivered = 0
 
     init(vfio: AssignedVFIODevice, entry: PassthroughConfig, vm: VirtualMachine, router: KVMMSIRouter,
          slots: MemorySlotPool, logger: Logger) {

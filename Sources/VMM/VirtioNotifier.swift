@@ -20,8 +20,9 @@ final class VirtioNotifier: @unchecked Sendable {
     private let lock = NSLock()
     private var queues: [Queue] = []
     private var byDevice: [PCIAddress: [Int]] = [:]
-    /// Notifications delivered through ioeventfds so far.
-    private(set) var delivered = 0
+    /// Notifications delivered through ioeventfds so far; read it through
+    /// `deliveredCount`, which takes the lock.
+    private var delivered = 0
     var queueCount: Int { lock.lock(); defer { lock.unlock() }; return queues.count }
     /// Notify writes are 16-bit queue indices (virtio 1.2 §4.1.5.2).
     static let notifyWidth: UInt32 = 2
@@ -76,6 +77,7 @@ final class VirtioNotifier: @unchecked Sendable {
         queues[id] = q
     }
 
+    /// Notifications delivered through ioeventfds so far.
     var deliveredCount: Int { lock.lock(); defer { lock.unlock() }; return delivered }
 
     /// The thread that delivers notifications until `latch` stops the VM.

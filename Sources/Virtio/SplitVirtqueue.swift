@@ -152,12 +152,6 @@ public struct SplitVirtqueue: Sendable {
         return chain
     }
 
-    /// Steps back over the last popped chain, for a device that took a chain
-    /// it cannot use yet (e.g. console input arrived with no room for it).
-    public mutating func undoPop() {
-        nextAvail &-= 1
-    }
-
     /// A raw `struct virtq_desc` (§2.7.5).
     private struct RawDescriptor {
         let address: UInt64
