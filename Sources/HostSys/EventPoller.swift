@@ -34,11 +34,3 @@ public final class EventPoller: @unchecked Sendable {
         return events[0..<Int(n)].map { $0.data.u64 }
     }
 }
-
-extension EventFD {
-    /// Reads and clears the counter without blocking (the fd must be non-blocking).
-    public func drain() {
-        var v: UInt64 = 0
-        _ = withUnsafeMutableBytes(of: &v) { b in Glibc.read(fd.raw, b.baseAddress, 8) }
-    }
-}

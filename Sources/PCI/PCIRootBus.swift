@@ -40,9 +40,9 @@ public final class PCIRootBus: @unchecked Sendable {
     public let configIO: PCIConfigIO
     /// ECAM at `windows.ecam`.
     public let configMMIO: PCIConfigMMIO
-    public let mmio32Router: PCIMMIORouter
-    public let mmio64Router: PCIMMIORouter
-    public let ioRouter: PCIMMIORouter
+    public let mmio32Router: PCIWindowRouter
+    public let mmio64Router: PCIWindowRouter
+    public let ioRouter: PCIWindowRouter
 
     private let msiRouter: MSIRouter?
     private let intxLineForGSI: ((UInt32) -> InterruptLine)?
@@ -78,9 +78,9 @@ public final class PCIRootBus: @unchecked Sendable {
         state = Mutex(s)
         configIO = PCIConfigIO()
         configMMIO = PCIConfigMMIO(ecam: windows.ecam)
-        mmio32Router = PCIMMIORouter(window: windows.mmio32, space: .memory, routes: table)
-        mmio64Router = PCIMMIORouter(window: windows.mmio64, space: .memory, routes: table)
-        ioRouter = PCIMMIORouter(window: windows.io, space: .io, routes: table)
+        mmio32Router = PCIWindowRouter(window: windows.mmio32, space: .memory, routes: table)
+        mmio64Router = PCIWindowRouter(window: windows.mmio64, space: .memory, routes: table)
+        ioRouter = PCIWindowRouter(window: windows.io, space: .io, routes: table)
         configIO.bus = self
         configMMIO.bus = self
         hostBridge.attached(PCIAttachContext(address: PCIAddress(device: 0), msiRouter: nil, intx: nil, intxGSI: nil))
@@ -390,7 +390,7 @@ final class PCIRouteTable: @unchecked Sendable {
     /// The BAR wholly containing `[address, address+count)` in `space`, and
     /// the offset into it. Overlapping BARs (a guest can program them): the
     /// lowest slot, then the lowest BAR index, wins.
-    func lookup(_ address: UInt64, count: Int, space: PCIMMIORouter.Space) -> (PCIDevice, Int, UInt64)? {
+    func lookup(_ address: UInt64, count: Int, space: PCIWindowRouter.Space) -> (PCIDevice, Int, UInt64)? {
         guard let n = UInt64(exactly: count) else { return nil }
         return routes.withLock { r in
             for route in r where (route.region.kind == .io) == (space == .io) && route.region.contains(address, count: n) {
