@@ -1,7 +1,9 @@
 // swift-tools-version:6.0
 // SwiftVMM: a small virtual machine monitor for Linux x86_64 on KVM.
-// Layers (one direction of dependencies, see STYLE in README.md):
+// Layers, one direction of dependencies (README.md, "Layout", says what each holds):
 //   CShim -> HostSys -> GuestMemory | KVM -> Devices -> PCI -> Virtio; VFIO; Boot; ACPI -> VMM -> swiftvmm
+// with Bits (pure-Swift helpers, no dependencies) below all of them. Only HostSys calls
+// libc; devices see protocols (interrupt lines, guest memory), never ioctls.
 import PackageDescription
 
 let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
