@@ -19,8 +19,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
-        // Pure-Swift helpers every layer shares: hex text, little-endian bytes,
-        // alignment, range overlap, checksums, MAC addresses. No dependencies, no libc.
+        // Pure-Swift helpers every layer shares: hex text, little-endian bytes, alignment,
+        // range overlap, checksums, fixed-width ASCII fields, MAC addresses. No dependencies.
         .target(name: "Bits"),
         // uAPI headers, ioctl numbers, offsetof values and layout asserts.
         .target(name: "CShim"),

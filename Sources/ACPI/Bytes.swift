@@ -1,3 +1,5 @@
+import Bits
+
 /// Little-endian byte helpers for the structures this module emits. Every
 /// offset passed to them is one of this module's constants, never a value
 /// from the guest.
@@ -12,11 +14,7 @@ extension Array where Element == UInt8 {
 
     /// Overwrites `[offset, offset + size of T)` with `value`, little-endian.
     mutating func setLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        let size = T.bitWidth / 8
-        precondition(offset >= 0 && offset <= count - size, "setLE outside the structure")
-        for i in 0..<size {
-            self[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i))
-        }
+        LE.put(value, into: &self, at: offset)
     }
 
     /// Overwrites `[offset, offset + other.count)` with `other`.
@@ -26,11 +24,3 @@ extension Array where Element == UInt8 {
     }
 }
 
-/// The ASCII bytes of a fixed-width table field (signatures, OEM IDs):
-/// `text` cut or space-padded to exactly `width` bytes. Only used with this
-/// module's own constants.
-func asciiField(_ text: String, width: Int) -> [UInt8] {
-    var field = Array(text.utf8.prefix(width))
-    field.append(contentsOf: [UInt8](repeating: 0x20, count: width - field.count))
-    return field
-}

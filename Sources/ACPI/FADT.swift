@@ -1,3 +1,5 @@
+import Bits
+
 /// Fixed ACPI Description Table, signature "FACP" (ACPI 6.5 §5.2.9,
 /// Table 5.9): revision 6, minor version 5, 276 bytes, for a
 /// hardware-reduced ACPI platform.

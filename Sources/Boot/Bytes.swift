@@ -1,3 +1,5 @@
+import Bits
+
 /// Bounds-checked little-endian reads from an untrusted byte array (a kernel
 /// image). Every offset comes from the file, so every read returns nil instead
 /// of trapping when it does not fit.
@@ -15,13 +17,8 @@ struct ByteReader {
     }
 
     func integer<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, at offset: UInt64) -> T? {
-        let size = MemoryLayout<T>.size
-        guard contains(offset, UInt64(size)), let start = Int(exactly: offset) else { return nil }
-        var value: T = 0
-        for i in 0..<size {
-            value |= T(bytes[start + i]) << (8 * i)
-        }
-        return value
+        guard let start = Int(exactly: offset) else { return nil }
+        return LE.read(T.self, bytes, at: start)
     }
 
     func u8(_ offset: UInt64) -> UInt8? { integer(UInt8.self, at: offset) }
@@ -57,17 +54,11 @@ struct ByteWriter {
 
     /// ASCII `text`, space-padded or cut to exactly `width` bytes.
     mutating func appendPadded(_ text: String, width: Int) {
-        var field = Array(text.utf8.prefix(width))
-        field.append(contentsOf: [UInt8](repeating: 0x20, count: width - field.count))
-        bytes.append(contentsOf: field)
+        bytes.append(contentsOf: asciiField(text, width: width))
     }
 
     mutating func set<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        let size = MemoryLayout<T>.size
-        precondition(offset >= 0 && offset <= bytes.count - size, "ByteWriter.set outside the structure")
-        withUnsafeBytes(of: value.littleEndian) { raw in
-            for i in 0..<size { bytes[offset + i] = raw[i] }
-        }
+        LE.put(value, into: &bytes, at: offset)
     }
 
     mutating func set(bytes other: [UInt8], at offset: Int) {

@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 import Synchronization
 
@@ -140,17 +141,13 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
         self.serial = id
 
         var c = [UInt8](repeating: 0, count: ConfigOffset.size)
-        Self.put(capacitySectors, into: &c, at: ConfigOffset.capacity, width: 8)
+        LE.put(capacitySectors, into: &c, at: ConfigOffset.capacity)
         // seg_max: data segments per request. The header and the status take
         // a descriptor each, so at most queueSize - 2 are left for data when
         // the chain is direct (QEMU offers the same).
-        Self.put(UInt64(max(Int(queueSize) - 2, 1)), into: &c, at: ConfigOffset.segMax, width: 4)
-        Self.put(Self.sectorSize, into: &c, at: ConfigOffset.blockSize, width: 4)
+        LE.put(UInt32(max(Int(queueSize) - 2, 1)), into: &c, at: ConfigOffset.segMax)
+        LE.put(UInt32(Self.sectorSize), into: &c, at: ConfigOffset.blockSize)
         config = c
-    }
-
-    private static func put(_ v: UInt64, into b: inout [UInt8], at offset: Int, width: Int) {
-        for k in 0..<width { b[offset + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(k))) }
     }
 
     public var deviceType: UInt16 { Self.deviceTypeID }
@@ -225,8 +222,9 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
         }
         var header = [UInt8](repeating: 0, count: Int(Self.headerSize))
         try header.withUnsafeMutableBytes { try readable.read(into: $0, memory: memory) }
-        let type = Self.le(header, 0, 4)
-        let sector = Self.le(header, 8, 8)
+        // The header is 16 bytes: both reads are inside it.
+        let type = LE.u32(header, 0) ?? 0
+        let sector = LE.u64(header, 8) ?? 0
         // Data the driver gave the device (OUT), and room it gave for data
         // (IN, GET_ID): everything but the header and the status byte.
         let dataOut = readable.remaining
@@ -234,7 +232,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
 
         var written: UInt64 = 0
         let status: UInt8
-        switch UInt32(truncatingIfNeeded: type) {
+        switch type {
         case RequestType.in:
             if dataOut == 0, let offset = byteOffset(sector: sector, length: dataIn) {
                 status = try readIn(offset: offset, length: dataIn, to: &writable, memory: memory,
@@ -340,12 +338,5 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
         statistics.writes += 1
         statistics.bytesWritten += length
         return Status.ok
-    }
-
-    /// The little-endian integer of `width` bytes at `offset` of `b`.
-    private static func le(_ b: [UInt8], _ offset: Int, _ width: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for k in 0..<width { v |= UInt64(b[offset + k]) << (8 * UInt64(k)) }
-        return v
     }
 }

@@ -1,3 +1,4 @@
+import Bits
 import GuestMemory
 import Synchronization
 
@@ -127,7 +128,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
         let up = state.withLock { $0.linkUp }
         var image = mac.bytes
         let status = up ? Self.statusLinkUp : 0
-        image += [UInt8(truncatingIfNeeded: status), UInt8(truncatingIfNeeded: status >> 8)]
+        image += LE.bytes(UInt64(status), count: 2)
         copyConfig(image, offset: offset, into: data)
     }
 

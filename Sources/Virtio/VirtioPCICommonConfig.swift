@@ -1,3 +1,5 @@
+import Bits
+
 /// The virtio-pci common configuration registers (virtio 1.2 §4.1.4.3,
 /// `struct virtio_pci_common_cfg`) as a plain value: the transport keeps one
 /// behind its lock and turns the returned `Effect`s into device calls after
@@ -98,7 +100,7 @@ struct VirtioPCICommonConfig {
     func image() -> [UInt8] {
         var b = [UInt8](repeating: 0, count: Offset.size)
         func put(_ v: UInt64, _ at: Int, _ width: Int) {
-            for k in 0..<width { b[at + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(k))) }
+            b.replaceSubrange(at..<(at + width), with: LE.bytes(v, count: width))
         }
         // §4.1.4.3.1: feature bits from device_feature_select * 32; 0 past bit 63.
         let dsel = UInt64(deviceFeatureSelect)
@@ -148,8 +150,7 @@ struct VirtioPCICommonConfig {
         guard offset < UInt64(Offset.size), let width = [1, 2, 4, 8].first(where: { $0 == data.count }) else {
             return nil
         }
-        var value: UInt64 = 0
-        for k in 0..<width { value |= UInt64(data[k]) << (8 * UInt64(k)) }
+        let value = LE.load(data)
         let o = Int(offset)
         switch (o, width) {
         case (Offset.deviceFeatureSelect, 4):

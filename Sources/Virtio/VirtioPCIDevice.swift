@@ -151,7 +151,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
     static func capabilities(queueCount: Int, configSize: Int) -> [(bytes: [UInt8], writableMask: [UInt8]?)] {
         func cap(_ type: UInt8, _ length: UInt8, _ offset: UInt64, _ size: UInt64) -> [UInt8] {
             [VirtioSpec.PCI.vendorCapabilityID, 0, length, type, UInt8(Layout.bar), 0, 0, 0]
-                + le(offset, 4) + le(size, 4)
+                + LE.bytes(offset, count: 4) + LE.bytes(size, count: 4)
         }
         var out: [(bytes: [UInt8], writableMask: [UInt8]?)] = []
         out.append((cap(VirtioSpec.PCI.capCommonConfig, VirtioSpec.PCI.capLength, Layout.commonOffset,
@@ -159,7 +159,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         // §4.1.4.4.1: cap.length >= queue_notify_off * multiplier + 2 for every queue.
         let notifyLength = max(UInt64(queueCount) * Layout.notifyMultiplier, 2)
         out.append((cap(VirtioSpec.PCI.capNotifyConfig, VirtioSpec.PCI.notifyCapLength, Layout.notifyOffset, notifyLength)
-                        + le(Layout.notifyMultiplier, 4), nil))
+                        + LE.bytes(Layout.notifyMultiplier, count: 4), nil))
         out.append((cap(VirtioSpec.PCI.capISRConfig, VirtioSpec.PCI.capLength, Layout.isrOffset, 1), nil))
         if configSize > 0 {
             out.append((cap(VirtioSpec.PCI.capDeviceConfig, VirtioSpec.PCI.capLength, Layout.deviceConfigOffset,
@@ -171,10 +171,6 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         for i in 8..<20 { mask[i] = 0xFF }
         out.append((cap(VirtioSpec.PCI.capPCIConfig, VirtioSpec.PCI.pciConfigCapLength, 0, 0) + [0, 0, 0, 0], mask))
         return out
-    }
-
-    private static func le(_ v: UInt64, _ n: Int) -> [UInt8] {
-        (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) }
     }
 
     // MARK: - For the VMM
@@ -402,7 +398,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
               let access = pciCfgAccess() else { return }
         var bytes = [UInt8](repeating: 0, count: 4)
         bytes.withUnsafeMutableBytes { readBar(Layout.bar, offset: access.offset, data: UnsafeMutableRawBufferPointer(rebasing: $0[0..<access.length])) }
-        let value = UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
+        let value = UInt32(truncatingIfNeeded: bytes.withUnsafeBytes { LE.load($0) })
         withConfig { $0.set32(pciCfgData, value) }
     }
 
@@ -410,7 +406,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         guard pciConfigCapabilityOffset > 0, rangesOverlap(offset, count, pciCfgData, 4),
               let access = pciCfgAccess() else { return }
         let value = withConfig { $0.read32(pciCfgData) }
-        let bytes = (0..<access.length).map { UInt8(truncatingIfNeeded: value >> (8 * UInt32($0))) }
+        let bytes = LE.bytes(UInt64(value), count: access.length)
         bytes.withUnsafeBytes { writeBar(Layout.bar, offset: access.offset, data: $0) }
     }
 

@@ -8,9 +8,11 @@ import XCTest
 final class IASLTests: XCTestCase {
     static let iasl = "/usr/bin/iasl"
 
-    func runIASL(_ arguments: [String], in directory: URL) throws -> (status: Int32, output: String) {
+    /// Runs `tool` in `directory` and returns its status and its output
+    /// (stdout and stderr together).
+    func run(_ tool: String, _ arguments: [String], in directory: URL) throws -> (status: Int32, output: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.iasl)
+        process.executableURL = URL(fileURLWithPath: tool)
         process.arguments = arguments
         process.currentDirectoryURL = directory
         let pipe = Pipe()
@@ -20,6 +22,10 @@ final class IASLTests: XCTestCase {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func runIASL(_ arguments: [String], in directory: URL) throws -> (status: Int32, output: String) {
+        try run(Self.iasl, arguments, in: directory)
     }
 
     func makeTempDir() throws -> URL {

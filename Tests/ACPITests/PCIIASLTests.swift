@@ -8,20 +8,6 @@ import XCTest
 extension IASLTests {
     static let acpiexec = "/usr/bin/acpiexec"
 
-    func run(_ tool: String, _ arguments: [String], in directory: URL) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
     /// `text` with every run of whitespace made one space, so needles do not
     /// depend on iasl's column layout.
     func squeezed(_ text: String) -> String {

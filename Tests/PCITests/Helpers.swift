@@ -1,3 +1,4 @@
+import Bits
 import Devices
 import XCTest
 @testable import PCI
@@ -72,7 +73,7 @@ final class RecordingRouter: MSIRouter {
 func read(_ d: BusDevice, _ offset: UInt64, _ width: Int) -> UInt64 {
     var b = [UInt8](repeating: 0xAA, count: width)
     b.withUnsafeMutableBytes { d.read(offset: offset, data: $0) }
-    return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    return b.withUnsafeBytes { LE.load($0) }
 }
 
 func readBytes(_ d: BusDevice, _ offset: UInt64, _ width: Int) -> [UInt8] {
@@ -82,29 +83,29 @@ func readBytes(_ d: BusDevice, _ offset: UInt64, _ width: Int) -> [UInt8] {
 }
 
 func write(_ d: BusDevice, _ offset: UInt64, _ value: UInt64, _ width: Int) {
-    let b = (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+    let b = LE.bytes(value, count: width)
     b.withUnsafeBytes { d.write(offset: offset, data: $0) }
 }
 
 func cfgRead(_ d: PCIDevice, _ offset: Int, _ width: Int) -> UInt64 {
     var b = [UInt8](repeating: 0xAA, count: width)
     b.withUnsafeMutableBytes { d.readConfig(offset: offset, data: $0) }
-    return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    return b.withUnsafeBytes { LE.load($0) }
 }
 
 func cfgWrite(_ d: PCIDevice, _ offset: Int, _ value: UInt64, _ width: Int) {
-    let b = (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+    let b = LE.bytes(value, count: width)
     b.withUnsafeBytes { d.writeConfig(offset: offset, data: $0) }
 }
 
 func barRead(_ d: PCIDevice, _ index: Int, _ offset: UInt64, _ width: Int) -> UInt64 {
     var b = [UInt8](repeating: 0xAA, count: width)
     b.withUnsafeMutableBytes { d.readBar(index, offset: offset, data: $0) }
-    return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    return b.withUnsafeBytes { LE.load($0) }
 }
 
 func barWrite(_ d: PCIDevice, _ index: Int, _ offset: UInt64, _ value: UInt64, _ width: Int) {
-    let b = (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+    let b = LE.bytes(value, count: width)
     b.withUnsafeBytes { d.writeBar(index, offset: offset, data: $0) }
 }
 
