@@ -43,7 +43,6 @@ let package = Package(
         ], swiftSettings: v5),
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
-            "CShim",
             "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),

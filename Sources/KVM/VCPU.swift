@@ -1,5 +1,4 @@
 import CShim
-import Glibc
 import HostSys
 
 /// Segment register state (struct kvm_segment), as plain values.
@@ -45,7 +44,7 @@ public struct GeneralRegisters: Equatable, Sendable {
 /// A virtual CPU (the fd returned by KVM_CREATE_VCPU) and its kvm_run page.
 public final class VCPU: @unchecked Sendable {
     public let id: UInt32
-    public let fd: FileDescriptor
+    let fd: FileDescriptor
     let runMapping: FileMapping
 
     init(id: UInt32, fd: FileDescriptor, run: FileMapping) {
@@ -54,8 +53,8 @@ public final class VCPU: @unchecked Sendable {
         self.runMapping = run
     }
 
-    /// The shared kvm_run page (exit information, PIO data).
-    public var runPage: UnsafeMutableRawBufferPointer {
+    /// The shared kvm_run page (exit information, PIO and MMIO data).
+    var runPage: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: runMapping.pointer, count: runMapping.size)
     }
 
@@ -67,50 +66,50 @@ public final class VCPU: @unchecked Sendable {
 
     /// Runs the vCPU until the next exit and decodes it. EINTR is not retried:
     /// it means the vCPU was kicked, and is reported as `.interrupted`.
-    /// The corresponding ioctl is `KVM_RUN`.
+    /// The `ExitData` of an I/O or MMIO exit is this vCPU's run page: what the
+    /// caller stores into it for a read reaches the guest on the next `run()`,
+    /// and it must not be used after that. The corresponding ioctl is `KVM_RUN`.
     public func run() throws -> VCPUExit {
         let (r, err) = fd.ioctlOnce(SHIM_KVM_RUN)
         if r < 0 {
-            if err == EINTR || err == EAGAIN { return .interrupted }
+            if err == Errno.EINTR || err == Errno.EAGAIN { return .interrupted }
             throw KVMError.ioctl(SysError(errno: err, operation: "KVM_RUN on vCPU \(id)"))
         }
-        return VCPUExit.decode(UnsafeRawBufferPointer(runPage))
+        return VCPUExit.decode(runPage)
     }
 
     /// The corresponding ioctl is `KVM_SET_CPUID2`.
     public func setCPUID(_ entries: [CPUIDEntry]) throws {
-        guard let c = shim_cpuid2_alloc(UInt32(entries.count)) else { throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_cpuid2")) }
-        defer { free(c) }
-        // SAFETY: allocated with room for entries.count entries after the header.
-        let p = UnsafeMutableRawPointer(c).advanced(by: MemoryLayout<kvm_cpuid2>.size)
-            .bindMemory(to: kvm_cpuid_entry2.self, capacity: entries.count)
-        for (i, e) in entries.enumerated() {
-            var k = kvm_cpuid_entry2()
-            k.function = e.function; k.index = e.index; k.flags = e.flags
-            k.eax = e.eax; k.ebx = e.ebx; k.ecx = e.ecx; k.edx = e.edx
-            p[i] = k
+        var header = kvm_cpuid2()
+        header.nent = UInt32(entries.count)
+        try withFlexibleArray(header, count: entries.count, of: kvm_cpuid_entry2.self) { c, p in
+            for (i, e) in entries.enumerated() {
+                var k = kvm_cpuid_entry2()
+                k.function = e.function; k.index = e.index; k.flags = e.flags
+                k.eax = e.eax; k.ebx = e.ebx; k.ecx = e.ecx; k.edx = e.edx
+                p[i] = k
+            }
+            try kvmCall { try fd.ioctl(SHIM_KVM_SET_CPUID2, pointer: UnsafeMutableRawPointer(c), "KVM_SET_CPUID2 on vCPU \(id)") }
         }
-        try kvmCall { try fd.ioctl(SHIM_KVM_SET_CPUID2, pointer: UnsafeMutableRawPointer(c), "KVM_SET_CPUID2 on vCPU \(id)") }
     }
 
     /// Sets model-specific registers. The corresponding ioctl is `KVM_SET_MSRS`.
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws {
         guard !msrs.isEmpty else { return }
-        guard let m = shim_msrs_alloc(UInt32(msrs.count)) else { throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_msrs")) }
-        defer { free(m) }
-        // SAFETY: allocated with room for msrs.count entries after the header.
-        let p = UnsafeMutableRawPointer(m).advanced(by: MemoryLayout<kvm_msrs>.size)
-            .bindMemory(to: kvm_msr_entry.self, capacity: msrs.count)
-        for (i, e) in msrs.enumerated() {
-            var k = kvm_msr_entry()
-            k.index = e.index
-            k.data = e.value
-            p[i] = k
+        var header = kvm_msrs()
+        header.nmsrs = UInt32(msrs.count)
+        let n = try withFlexibleArray(header, count: msrs.count, of: kvm_msr_entry.self) { m, p in
+            for (i, e) in msrs.enumerated() {
+                var k = kvm_msr_entry()
+                k.index = e.index
+                k.data = e.value
+                p[i] = k
+            }
+            return try kvmCall { try fd.ioctl(SHIM_KVM_SET_MSRS, pointer: UnsafeMutableRawPointer(m), "KVM_SET_MSRS on vCPU \(id)") }
         }
-        let n = try kvmCall { try fd.ioctl(SHIM_KVM_SET_MSRS, pointer: UnsafeMutableRawPointer(m), "KVM_SET_MSRS on vCPU \(id)") }
         if Int(n) != msrs.count {
             let failed = msrs[Int(n)].index
-            throw KVMError.ioctl(SysError(errno: EINVAL, operation: "KVM_SET_MSRS on vCPU \(id): MSR 0x\(String(failed, radix: 16)) rejected"))
+            throw KVMError.ioctl(SysError(errno: Errno.EINVAL, operation: "KVM_SET_MSRS on vCPU \(id): MSR 0x\(String(failed, radix: 16)) rejected"))
         }
     }
 
@@ -121,10 +120,14 @@ public final class VCPU: @unchecked Sendable {
         try kvmCall { try fd.ioctl(SHIM_KVM_SET_REGS, value: &r, "KVM_SET_REGS") }
     }
 
-    public func getRegisters() throws -> kvm_regs {
+    /// The general registers SwiftVMM knows (RIP for crash reports).
+    /// The corresponding ioctl is `KVM_GET_REGS`.
+    public func getRegisters() throws -> GeneralRegisters {
         var r = kvm_regs()
         try kvmCall { try fd.ioctl(SHIM_KVM_GET_REGS, value: &r, "KVM_GET_REGS") }
-        return r
+        var g = GeneralRegisters()
+        g.rip = r.rip; g.rsp = r.rsp; g.rbp = r.rbp; g.rsi = r.rsi; g.rbx = r.rbx; g.rflags = r.rflags
+        return g
     }
 
     /// Reads the current special registers, applies `s`, writes them back.

@@ -197,7 +197,7 @@ public enum VMMRunner {
                 latch.stop(.vmmError("\(error)"))
                 return
             }
-            switch handleExit(exit, vcpu: v.id, runPage: v.runPage, pio: machine.pio, mmio: machine.mmio) {
+            switch handleExit(exit, vcpu: v.id, pio: machine.pio, mmio: machine.mmio) {
             case .resume: continue
             case let .stop(reason):
                 latch.stop(enrich(reason, vcpu: v))
