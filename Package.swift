@@ -37,8 +37,9 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
         .target(name: "ACPI", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
-        // Config model: TOML parsing, validation with key paths, no kernel access.
+        // Config model: TOML parsing, validation with key paths, no kernel access (file checks through HostSys).
         .target(name: "VMConfig", dependencies: [
+            "HostSys",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ], swiftSettings: v5),
         // Machine builder, run loop, lifecycle.

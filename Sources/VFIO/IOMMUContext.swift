@@ -1,4 +1,3 @@
-import Glibc
 import HostSys
 
 /// The DMA side of one VM: an iommufd and the one IOAS every assigned device
