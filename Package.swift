@@ -30,7 +30,7 @@ let package = Package(
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
         .target(name: "PCI", dependencies: ["Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
-        .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory", "HostSys"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
         .target(name: "VFIO", dependencies: ["CShim", "HostSys", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Devices", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
