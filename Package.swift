@@ -64,5 +64,7 @@ let package = Package(
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),
         .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"], swiftSettings: v5),
+        // Reads Sources/ and checks the layer rules the compiler cannot see (imports, libc, KVM's uAPI).
+        .testTarget(name: "LayeringTests", swiftSettings: v5),
     ]
 )
