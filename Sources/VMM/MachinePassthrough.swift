@@ -314,8 +314,14 @@ final class MachinePassthrough: @unchecked Sendable {
     /// At exit: interrupts off, devices reset and closed, guest RAM unpinned.
     func shutdown() {
         for d in devices {
+            // Out of kvm-vfio while the fd is still open (KVM_DEV_VFIO_FILE_DEL names the
+            // file by its fd), then reset and closed.
+            if let kvmVFIO {
+                do { try d.vfio.cdev.unregister(from: kvmVFIO) } catch {
+                    logger.warning("passthrough \(d.name): removing it from KVM's kvm-vfio device: \(error)")
+                }
+            }
             let what = d.shutdown()
-            if let kvmVFIO { try? d.vfio.cdev.unregister(from: kvmVFIO) }
             logger.info("passthrough \(d.name): \(what)")
         }
         do { try context?.unmapAll() } catch { logger.warning("IOAS unmap at exit: \(error)") }
