@@ -41,6 +41,54 @@ public struct GeneralRegisters: Equatable, Sendable {
     public init() {}
 }
 
+/// A vCPU's state as `VCPU.snapshot()` read it.
+public struct VCPUSnapshot: Equatable, Sendable {
+    /// KVM_MP_STATE_*: whether the vCPU runs, waits in HLT, or waits for INIT/SIPI.
+    public enum MPState: Equatable, Sendable {
+        case runnable, uninitialized, initReceived, halted, sipiReceived, other(UInt32)
+        init(raw: UInt32) {
+            switch raw {
+            case 0: self = .runnable
+            case 1: self = .uninitialized
+            case 2: self = .initReceived
+            case 3: self = .halted
+            case 4: self = .sipiReceived
+            default: self = .other(raw)
+            }
+        }
+    }
+    public var rip, rsp, rflags, cr0, cr2, cr3, cr4, efer: UInt64
+    /// CS.L: the vCPU runs 64-bit code.
+    public var longModeCode: Bool
+    public var mpState: MPState
+
+    public init(rip: UInt64, rsp: UInt64, rflags: UInt64, cr0: UInt64, cr2: UInt64, cr3: UInt64, cr4: UInt64,
+                efer: UInt64, longModeCode: Bool, mpState: MPState) {
+        self.rip = rip; self.rsp = rsp; self.rflags = rflags; self.cr0 = cr0; self.cr2 = cr2; self.cr3 = cr3
+        self.cr4 = cr4; self.efer = efer; self.longModeCode = longModeCode; self.mpState = mpState
+    }
+
+    /// One line for a log: "RIP 0x... (64-bit, interrupts on, halted in HLT), RSP ..., CR2 ..., CR3 ...".
+    public var summary: String {
+        func h(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        let mode: String
+        if cr0 & 1 == 0 { mode = "real mode" } else if longModeCode { mode = "64-bit" } else if efer & (1 << 10) != 0 {
+            mode = "compatibility mode"
+        } else { mode = "32-bit protected mode" }
+        let irq = rflags & (1 << 9) != 0 ? "interrupts on" : "interrupts off"
+        let state: String
+        switch mpState {
+        case .runnable: state = "running"
+        case .halted: state = "halted in HLT"
+        case .uninitialized: state = "not started (waits for INIT)"
+        case .initReceived: state = "waits for SIPI"
+        case .sipiReceived: state = "SIPI received"
+        case let .other(v): state = "MP state \(v)"
+        }
+        return "RIP \(h(rip)) (\(mode), \(irq), \(state)), RSP \(h(rsp)), RFLAGS \(h(rflags)), CR0 \(h(cr0)), CR2 \(h(cr2)), CR3 \(h(cr3)), CR4 \(h(cr4))"
+    }
+}
+
 /// A virtual CPU (the fd returned by KVM_CREATE_VCPU) and its kvm_run page.
 public final class VCPU: @unchecked Sendable {
     public let id: UInt32
@@ -128,6 +176,21 @@ public final class VCPU: @unchecked Sendable {
         var g = GeneralRegisters()
         g.rip = r.rip; g.rsp = r.rsp; g.rbp = r.rbp; g.rsi = r.rsi; g.rbx = r.rbx; g.rflags = r.rflags
         return g
+    }
+
+    /// Where the vCPU is, for a report on a guest that hung: its registers and
+    /// whether it waits in HLT. The corresponding ioctls are `KVM_GET_REGS`,
+    /// `KVM_GET_SREGS` and `KVM_GET_MP_STATE`; call it only while the vCPU is
+    /// not in KVM_RUN.
+    public func snapshot() throws -> VCPUSnapshot {
+        var r = kvm_regs()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_REGS, value: &r, "KVM_GET_REGS") }
+        var k = kvm_sregs()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_SREGS, value: &k, "KVM_GET_SREGS") }
+        var m = kvm_mp_state()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_MP_STATE, value: &m, "KVM_GET_MP_STATE") }
+        return VCPUSnapshot(rip: r.rip, rsp: r.rsp, rflags: r.rflags, cr0: k.cr0, cr2: k.cr2, cr3: k.cr3, cr4: k.cr4,
+                            efer: k.efer, longModeCode: k.cs.l != 0, mpState: VCPUSnapshot.MPState(raw: m.mp_state))
     }
 
     /// Reads the current special registers, applies `s`, writes them back.

@@ -53,6 +53,7 @@ final class IoctlNumberTests: XCTestCase {
         XCTAssertEqual(SHIM_KVM_SET_LAPIC, 0x4400_AE8F)
         XCTAssertEqual(SHIM_KVM_SET_CPUID2, 0x4008_AE90)
         XCTAssertEqual(SHIM_KVM_SET_MP_STATE, 0x4004_AE99)
+        XCTAssertEqual(SHIM_KVM_GET_MP_STATE, 0x8004_AE98)
     }
 
     func testRunLayout() {

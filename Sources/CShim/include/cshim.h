@@ -55,6 +55,7 @@ static const unsigned long SHIM_KVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long SHIM_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long SHIM_KVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long SHIM_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long SHIM_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
 
 // --- irqfd / ioeventfd / GSI routing flags ---
 static const uint32_t SHIM_KVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
