@@ -35,22 +35,21 @@ let package = Package(
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
         .target(name: "PCI", dependencies: ["Bits", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
-        .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory", "HostSys"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
         .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
         .target(name: "ACPI", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
-        // Config model: TOML parsing, validation with key paths, no kernel access.
+        // Config model: TOML parsing, validation with key paths, no kernel access (file checks through HostSys).
         .target(name: "VMConfig", dependencies: [
-            "Bits",
+            "Bits", "HostSys",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ], swiftSettings: v5),
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
-            "Bits", "CShim",
-            "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
+            "Bits", "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: v5),
         .executableTarget(name: "swiftvmm", dependencies: [
@@ -69,11 +68,13 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),
         .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"], swiftSettings: v5),
+        // Reads Sources/ and checks the layer rules the compiler cannot see (imports, libc, KVM's uAPI).
+        .testTarget(name: "LayeringTests", swiftSettings: v5),
     ]
 )

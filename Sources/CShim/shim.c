@@ -1,6 +1,5 @@
 #define _GNU_SOURCE
 #include "cshim.h"
-#include <stdlib.h>
 #include <sys/mman.h>
 #include <string.h>
 
@@ -21,27 +20,11 @@ _Static_assert(sizeof(struct kvm_pit_config) == 64, "kvm_pit_config");
 _Static_assert(sizeof(struct kvm_irq_routing_entry) == 48, "kvm_irq_routing_entry");
 _Static_assert(sizeof(struct kvm_ioeventfd) == 64, "kvm_ioeventfd");
 _Static_assert(sizeof(struct kvm_irq_routing) == 8, "kvm_irq_routing");
+_Static_assert(sizeof(struct kvm_create_device) == 12, "kvm_create_device");
+_Static_assert(sizeof(struct kvm_device_attr) == 24, "kvm_device_attr");
 _Static_assert(offsetof(struct kvm_run, exit_reason) == 8, "kvm_run.exit_reason");
 _Static_assert(offsetof(struct kvm_run, io) == 32, "kvm_run union at 32");
 _Static_assert(offsetof(struct kvm_run, mmio.data) == 40, "kvm_run.mmio.data");
-
-struct kvm_cpuid2 *shim_cpuid2_alloc(uint32_t n) {
-    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)n * sizeof(struct kvm_cpuid_entry2));
-    if (c) c->nent = n;
-    return c;
-}
-
-struct kvm_msrs *shim_msrs_alloc(uint32_t n) {
-    struct kvm_msrs *m = calloc(1, sizeof(*m) + (size_t)n * sizeof(struct kvm_msr_entry));
-    if (m) m->nmsrs = n;
-    return m;
-}
-
-struct kvm_irq_routing *shim_irq_routing_alloc(uint32_t n) {
-    struct kvm_irq_routing *r = calloc(1, sizeof(*r) + (size_t)n * sizeof(struct kvm_irq_routing_entry));
-    if (r) r->nr = n;
-    return r;
-}
 
 int shim_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 int shim_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }

@@ -42,6 +42,3 @@ _Static_assert(offsetof(struct vfio_pci_hot_reset, count) == 8, "hot_reset count
 _Static_assert(sizeof(struct vfio_info_cap_header) == 8, "vfio_info_cap_header");
 _Static_assert(sizeof(struct vfio_region_info_cap_sparse_mmap) == 16, "cap_sparse_mmap");
 _Static_assert(sizeof(struct vfio_region_sparse_mmap_area) == 16, "sparse_mmap_area");
-
-_Static_assert(sizeof(struct kvm_create_device) == 12, "kvm_create_device");
-_Static_assert(sizeof(struct kvm_device_attr) == 24, "kvm_device_attr");

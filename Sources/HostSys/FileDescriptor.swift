@@ -17,6 +17,12 @@ public final class FileDescriptor: @unchecked Sendable {
         return FileDescriptor(adopting: Int32(fd))
     }
 
+    /// Opens `path` read-write (`O_RDWR | O_CLOEXEC`): device nodes such as
+    /// /dev/kvm, /dev/iommu and VFIO cdevs.
+    public static func openReadWrite(_ path: String) throws -> FileDescriptor {
+        try open(path, flags: O_RDWR)
+    }
+
     public func close() {
         if !closed { closed = true; _ = Glibc.close(raw) }
     }
@@ -99,4 +105,10 @@ public enum HostFiles {
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
     public static func isReadWritable(_ path: String) -> Bool { access(path, R_OK | W_OK) == 0 }
+
+    /// Why this process may not write `path`, as access(2)'s errno (EROFS on a
+    /// read-only mount even for root), or nil when it may.
+    public static func writeAccessError(_ path: String) -> Int32? {
+        access(path, W_OK) == 0 ? nil : errno
+    }
 }

@@ -40,9 +40,38 @@ public struct SysError: Error, CustomStringConvertible, Equatable {
         }
     }
 
-    public var description: String {
-        "\(operation): \(String(cString: strerror(errno))) (\(errnoName))"
+    /// What the C library says about the errno (strerror(3)).
+    public var message: String { Self.message(errno: errno) }
+
+    /// strerror(3) of `errno`, for layers that do not call libc themselves.
+    public static func message(errno: Int32) -> String {
+        String(cString: strerror(errno))
     }
+
+    public var description: String {
+        "\(operation): \(message) (\(errnoName))"
+    }
+}
+
+/// The errno values the layers above HostSys test `SysError.errno` against
+/// (asm-generic/errno-base.h, asm-generic/errno.h), so that only HostSys
+/// imports the C library.
+public enum Errno {
+    public static let EPERM: Int32 = Glibc.EPERM
+    public static let ENOENT: Int32 = Glibc.ENOENT
+    public static let EINTR: Int32 = Glibc.EINTR
+    public static let EIO: Int32 = Glibc.EIO
+    public static let ENXIO: Int32 = Glibc.ENXIO
+    public static let EAGAIN: Int32 = Glibc.EAGAIN
+    public static let ENOMEM: Int32 = Glibc.ENOMEM
+    public static let EACCES: Int32 = Glibc.EACCES
+    public static let EBUSY: Int32 = Glibc.EBUSY
+    public static let ETXTBSY: Int32 = Glibc.ETXTBSY
+    public static let EROFS: Int32 = Glibc.EROFS
+    public static let ENODEV: Int32 = Glibc.ENODEV
+    public static let EINVAL: Int32 = Glibc.EINVAL
+    public static let ERANGE: Int32 = Glibc.ERANGE
+    public static let EMSGSIZE: Int32 = Glibc.EMSGSIZE
 }
 
 /// Runs `body` until it does not fail with EINTR. For ordinary calls only:

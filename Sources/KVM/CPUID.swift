@@ -1,5 +1,4 @@
 import CShim
-import Glibc
 
 /// One CPUID leaf (struct kvm_cpuid_entry2).
 public struct CPUIDEntry: Equatable, Sendable {
@@ -16,11 +15,9 @@ public struct CPUIDEntry: Equatable, Sendable {
         self.eax = eax; self.ebx = ebx; self.ecx = ecx; self.edx = edx
     }
 
-    static func decode(_ c: UnsafeMutablePointer<kvm_cpuid2>) -> [CPUIDEntry] {
-        let n = Int(min(c.pointee.nent, SHIM_KVM_MAX_CPUID_ENTRIES))
-        // SAFETY: the allocation has room for SHIM_KVM_MAX_CPUID_ENTRIES entries after the header.
-        let entries = UnsafeMutableRawPointer(c).advanced(by: MemoryLayout<kvm_cpuid2>.size)
-            .bindMemory(to: kvm_cpuid_entry2.self, capacity: n)
+    /// The first `nent` of `entries` (the count KVM wrote back, clamped to the room it had).
+    static func decode(nent: UInt32, _ entries: UnsafeMutableBufferPointer<kvm_cpuid_entry2>) -> [CPUIDEntry] {
+        let n = min(Int(nent), entries.count)
         return (0..<n).map { i in
             let e = entries[i]
             return CPUIDEntry(function: e.function, index: e.index, flags: e.flags, eax: e.eax, ebx: e.ebx, ecx: e.ecx, edx: e.edx)

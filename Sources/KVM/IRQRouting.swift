@@ -1,5 +1,4 @@
 import CShim
-import Glibc
 import HostSys
 
 /// One GSI route (struct kvm_irq_routing_entry).
@@ -53,15 +52,12 @@ public enum GSIRoute: Equatable, Sendable {
 extension VirtualMachine {
     /// Replaces the GSI routing table. The corresponding ioctl is `KVM_SET_GSI_ROUTING`.
     public func setGSIRouting(_ routes: [GSIRoute]) throws {
-        guard let r = shim_irq_routing_alloc(UInt32(routes.count)) else {
-            throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_irq_routing"))
+        var header = kvm_irq_routing()
+        header.nr = UInt32(routes.count)
+        try withFlexibleArray(header, count: routes.count, of: kvm_irq_routing_entry.self) { r, entries in
+            for (i, route) in routes.enumerated() { entries[i] = route.kvm }
+            try kvmCall { try fd.ioctl(SHIM_KVM_SET_GSI_ROUTING, pointer: UnsafeMutableRawPointer(r), "KVM_SET_GSI_ROUTING (\(routes.count) routes)") }
         }
-        defer { free(r) }
-        // SAFETY: allocated with room for routes.count entries after the header.
-        let p = UnsafeMutableRawPointer(r).advanced(by: MemoryLayout<kvm_irq_routing>.size)
-            .bindMemory(to: kvm_irq_routing_entry.self, capacity: routes.count)
-        for (i, route) in routes.enumerated() { p[i] = route.kvm }
-        try kvmCall { try fd.ioctl(SHIM_KVM_SET_GSI_ROUTING, pointer: UnsafeMutableRawPointer(r), "KVM_SET_GSI_ROUTING (\(routes.count) routes)") }
     }
 
     /// Makes a write to `event` raise `gsi`; with `resample`, a level-triggered

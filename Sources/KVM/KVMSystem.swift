@@ -1,14 +1,13 @@
 import CShim
-import Glibc
 import HostSys
 
 /// The KVM subsystem (/dev/kvm).
 public final class KVMSystem: @unchecked Sendable {
-    public let fd: FileDescriptor
+    let fd: FileDescriptor
     public let path: String
 
     /// Capabilities SwiftVMM cannot run without, by name.
-    public static let requiredCapabilities: [(Int32, String)] = [
+    static let requiredCapabilities: [(Int32, String)] = [
         (SHIM_KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"),
         (SHIM_KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"),
         (SHIM_KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"),
@@ -25,11 +24,11 @@ public final class KVMSystem: @unchecked Sendable {
     public init(path: String = "/dev/kvm") throws {
         self.path = path
         do {
-            fd = try FileDescriptor.open(path, flags: O_RDWR)
+            fd = try FileDescriptor.openReadWrite(path)
         } catch let e as SysError {
             switch e.errno {
-            case ENOENT: throw KVMError.deviceMissing(path: path)
-            case EACCES, EPERM: throw KVMError.permissionDenied(path: path)
+            case Errno.ENOENT: throw KVMError.deviceMissing(path: path)
+            case Errno.EACCES, Errno.EPERM: throw KVMError.permissionDenied(path: path)
             default: throw KVMError.openFailed(path: path, e)
             }
         }
@@ -43,7 +42,7 @@ public final class KVMSystem: @unchecked Sendable {
     }
 
     /// The corresponding ioctl is `KVM_CHECK_EXTENSION`.
-    public func checkExtension(_ cap: Int32) throws -> Int32 {
+    func checkExtension(_ cap: Int32) throws -> Int32 {
         try kvmCall { try fd.ioctl(SHIM_KVM_CHECK_EXTENSION, UInt(cap), "KVM_CHECK_EXTENSION") }
     }
 
@@ -52,6 +51,13 @@ public final class KVMSystem: @unchecked Sendable {
         let n = Int(try kvmCall { try fd.ioctl(SHIM_KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE") })
         guard n >= SHIM_RUN_SIZE else { throw KVMError.runPageTooSmall(n) }
         return n
+    }
+
+    /// Whether the in-kernel local APIC emulates the TSC-deadline timer mode,
+    /// which KVM_GET_SUPPORTED_CPUID leaves to userspace to advertise (api.rst).
+    /// The corresponding ioctl is `KVM_CHECK_EXTENSION` (`KVM_CAP_TSC_DEADLINE_TIMER`).
+    public var hasTSCDeadlineTimer: Bool {
+        ((try? checkExtension(SHIM_KVM_CAP_TSC_DEADLINE_TIMER)) ?? 0) > 0
     }
 
     /// Maximum vCPUs per VM (KVM_CAP_MAX_VCPUS, else KVM_CAP_NR_VCPUS, else 4 per api.rst).
@@ -63,11 +69,12 @@ public final class KVMSystem: @unchecked Sendable {
 
     /// The CPUID entries KVM can expose. The corresponding ioctl is `KVM_GET_SUPPORTED_CPUID`.
     public func supportedCPUID() throws -> [CPUIDEntry] {
-        let n = SHIM_KVM_MAX_CPUID_ENTRIES
-        guard let c = shim_cpuid2_alloc(n) else { throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_cpuid2")) }
-        defer { free(c) }
-        try kvmCall { try fd.ioctl(SHIM_KVM_GET_SUPPORTED_CPUID, pointer: UnsafeMutableRawPointer(c), "KVM_GET_SUPPORTED_CPUID") }
-        return CPUIDEntry.decode(c)
+        var header = kvm_cpuid2()
+        header.nent = SHIM_KVM_MAX_CPUID_ENTRIES
+        return try withFlexibleArray(header, count: Int(header.nent), of: kvm_cpuid_entry2.self) { c, entries in
+            try kvmCall { try fd.ioctl(SHIM_KVM_GET_SUPPORTED_CPUID, pointer: UnsafeMutableRawPointer(c), "KVM_GET_SUPPORTED_CPUID") }
+            return CPUIDEntry.decode(nent: c.pointee.nent, entries)
+        }
     }
 
     /// Creates a VM. The corresponding ioctl is `KVM_CREATE_VM`.

@@ -1,5 +1,4 @@
 import CShim
-import Glibc
 import HostSys
 
 /// Segment register state (struct kvm_segment), as plain values.
@@ -42,10 +41,58 @@ public struct GeneralRegisters: Equatable, Sendable {
     public init() {}
 }
 
+/// A vCPU's state as `VCPU.snapshot()` read it.
+public struct VCPUSnapshot: Equatable, Sendable {
+    /// KVM_MP_STATE_*: whether the vCPU runs, waits in HLT, or waits for INIT/SIPI.
+    public enum MPState: Equatable, Sendable {
+        case runnable, uninitialized, initReceived, halted, sipiReceived, other(UInt32)
+        init(raw: UInt32) {
+            switch raw {
+            case 0: self = .runnable
+            case 1: self = .uninitialized
+            case 2: self = .initReceived
+            case 3: self = .halted
+            case 4: self = .sipiReceived
+            default: self = .other(raw)
+            }
+        }
+    }
+    public var rip, rsp, rflags, cr0, cr2, cr3, cr4, efer: UInt64
+    /// CS.L: the vCPU runs 64-bit code.
+    public var longModeCode: Bool
+    public var mpState: MPState
+
+    public init(rip: UInt64, rsp: UInt64, rflags: UInt64, cr0: UInt64, cr2: UInt64, cr3: UInt64, cr4: UInt64,
+                efer: UInt64, longModeCode: Bool, mpState: MPState) {
+        self.rip = rip; self.rsp = rsp; self.rflags = rflags; self.cr0 = cr0; self.cr2 = cr2; self.cr3 = cr3
+        self.cr4 = cr4; self.efer = efer; self.longModeCode = longModeCode; self.mpState = mpState
+    }
+
+    /// One line for a log: "RIP 0x... (64-bit, interrupts on, halted in HLT), RSP ..., CR2 ..., CR3 ...".
+    public var summary: String {
+        func h(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        let mode: String
+        if cr0 & 1 == 0 { mode = "real mode" } else if longModeCode { mode = "64-bit" } else if efer & (1 << 10) != 0 {
+            mode = "compatibility mode"
+        } else { mode = "32-bit protected mode" }
+        let irq = rflags & (1 << 9) != 0 ? "interrupts on" : "interrupts off"
+        let state: String
+        switch mpState {
+        case .runnable: state = "running"
+        case .halted: state = "halted in HLT"
+        case .uninitialized: state = "not started (waits for INIT)"
+        case .initReceived: state = "waits for SIPI"
+        case .sipiReceived: state = "SIPI received"
+        case let .other(v): state = "MP state \(v)"
+        }
+        return "RIP \(h(rip)) (\(mode), \(irq), \(state)), RSP \(h(rsp)), RFLAGS \(h(rflags)), CR0 \(h(cr0)), CR2 \(h(cr2)), CR3 \(h(cr3)), CR4 \(h(cr4))"
+    }
+}
+
 /// A virtual CPU (the fd returned by KVM_CREATE_VCPU) and its kvm_run page.
 public final class VCPU: @unchecked Sendable {
     public let id: UInt32
-    public let fd: FileDescriptor
+    let fd: FileDescriptor
     let runMapping: FileMapping
 
     init(id: UInt32, fd: FileDescriptor, run: FileMapping) {
@@ -54,8 +101,8 @@ public final class VCPU: @unchecked Sendable {
         self.runMapping = run
     }
 
-    /// The shared kvm_run page (exit information, PIO data).
-    public var runPage: UnsafeMutableRawBufferPointer {
+    /// The shared kvm_run page (exit information, PIO and MMIO data).
+    var runPage: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: runMapping.pointer, count: runMapping.size)
     }
 
@@ -67,50 +114,50 @@ public final class VCPU: @unchecked Sendable {
 
     /// Runs the vCPU until the next exit and decodes it. EINTR is not retried:
     /// it means the vCPU was kicked, and is reported as `.interrupted`.
-    /// The corresponding ioctl is `KVM_RUN`.
+    /// The `ExitData` of an I/O or MMIO exit is this vCPU's run page: what the
+    /// caller stores into it for a read reaches the guest on the next `run()`,
+    /// and it must not be used after that. The corresponding ioctl is `KVM_RUN`.
     public func run() throws -> VCPUExit {
         let (r, err) = fd.ioctlOnce(SHIM_KVM_RUN)
         if r < 0 {
-            if err == EINTR || err == EAGAIN { return .interrupted }
+            if err == Errno.EINTR || err == Errno.EAGAIN { return .interrupted }
             throw KVMError.ioctl(SysError(errno: err, operation: "KVM_RUN on vCPU \(id)"))
         }
-        return VCPUExit.decode(UnsafeRawBufferPointer(runPage))
+        return VCPUExit.decode(runPage)
     }
 
     /// The corresponding ioctl is `KVM_SET_CPUID2`.
     public func setCPUID(_ entries: [CPUIDEntry]) throws {
-        guard let c = shim_cpuid2_alloc(UInt32(entries.count)) else { throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_cpuid2")) }
-        defer { free(c) }
-        // SAFETY: allocated with room for entries.count entries after the header.
-        let p = UnsafeMutableRawPointer(c).advanced(by: MemoryLayout<kvm_cpuid2>.size)
-            .bindMemory(to: kvm_cpuid_entry2.self, capacity: entries.count)
-        for (i, e) in entries.enumerated() {
-            var k = kvm_cpuid_entry2()
-            k.function = e.function; k.index = e.index; k.flags = e.flags
-            k.eax = e.eax; k.ebx = e.ebx; k.ecx = e.ecx; k.edx = e.edx
-            p[i] = k
+        var header = kvm_cpuid2()
+        header.nent = UInt32(entries.count)
+        try withFlexibleArray(header, count: entries.count, of: kvm_cpuid_entry2.self) { c, p in
+            for (i, e) in entries.enumerated() {
+                var k = kvm_cpuid_entry2()
+                k.function = e.function; k.index = e.index; k.flags = e.flags
+                k.eax = e.eax; k.ebx = e.ebx; k.ecx = e.ecx; k.edx = e.edx
+                p[i] = k
+            }
+            try kvmCall { try fd.ioctl(SHIM_KVM_SET_CPUID2, pointer: UnsafeMutableRawPointer(c), "KVM_SET_CPUID2 on vCPU \(id)") }
         }
-        try kvmCall { try fd.ioctl(SHIM_KVM_SET_CPUID2, pointer: UnsafeMutableRawPointer(c), "KVM_SET_CPUID2 on vCPU \(id)") }
     }
 
     /// Sets model-specific registers. The corresponding ioctl is `KVM_SET_MSRS`.
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws {
         guard !msrs.isEmpty else { return }
-        guard let m = shim_msrs_alloc(UInt32(msrs.count)) else { throw KVMError.ioctl(SysError(errno: ENOMEM, operation: "calloc kvm_msrs")) }
-        defer { free(m) }
-        // SAFETY: allocated with room for msrs.count entries after the header.
-        let p = UnsafeMutableRawPointer(m).advanced(by: MemoryLayout<kvm_msrs>.size)
-            .bindMemory(to: kvm_msr_entry.self, capacity: msrs.count)
-        for (i, e) in msrs.enumerated() {
-            var k = kvm_msr_entry()
-            k.index = e.index
-            k.data = e.value
-            p[i] = k
+        var header = kvm_msrs()
+        header.nmsrs = UInt32(msrs.count)
+        let n = try withFlexibleArray(header, count: msrs.count, of: kvm_msr_entry.self) { m, p in
+            for (i, e) in msrs.enumerated() {
+                var k = kvm_msr_entry()
+                k.index = e.index
+                k.data = e.value
+                p[i] = k
+            }
+            return try kvmCall { try fd.ioctl(SHIM_KVM_SET_MSRS, pointer: UnsafeMutableRawPointer(m), "KVM_SET_MSRS on vCPU \(id)") }
         }
-        let n = try kvmCall { try fd.ioctl(SHIM_KVM_SET_MSRS, pointer: UnsafeMutableRawPointer(m), "KVM_SET_MSRS on vCPU \(id)") }
         if Int(n) != msrs.count {
             let failed = msrs[Int(n)].index
-            throw KVMError.ioctl(SysError(errno: EINVAL, operation: "KVM_SET_MSRS on vCPU \(id): MSR 0x\(String(failed, radix: 16)) rejected"))
+            throw KVMError.ioctl(SysError(errno: Errno.EINVAL, operation: "KVM_SET_MSRS on vCPU \(id): MSR 0x\(String(failed, radix: 16)) rejected"))
         }
     }
 
@@ -121,10 +168,29 @@ public final class VCPU: @unchecked Sendable {
         try kvmCall { try fd.ioctl(SHIM_KVM_SET_REGS, value: &r, "KVM_SET_REGS") }
     }
 
-    public func getRegisters() throws -> kvm_regs {
+    /// The general registers SwiftVMM knows (RIP for crash reports).
+    /// The corresponding ioctl is `KVM_GET_REGS`.
+    public func getRegisters() throws -> GeneralRegisters {
         var r = kvm_regs()
         try kvmCall { try fd.ioctl(SHIM_KVM_GET_REGS, value: &r, "KVM_GET_REGS") }
-        return r
+        var g = GeneralRegisters()
+        g.rip = r.rip; g.rsp = r.rsp; g.rbp = r.rbp; g.rsi = r.rsi; g.rbx = r.rbx; g.rflags = r.rflags
+        return g
+    }
+
+    /// Where the vCPU is, for a report on a guest that hung: its registers and
+    /// whether it waits in HLT. The corresponding ioctls are `KVM_GET_REGS`,
+    /// `KVM_GET_SREGS` and `KVM_GET_MP_STATE`; call it only while the vCPU is
+    /// not in KVM_RUN.
+    public func snapshot() throws -> VCPUSnapshot {
+        var r = kvm_regs()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_REGS, value: &r, "KVM_GET_REGS") }
+        var k = kvm_sregs()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_SREGS, value: &k, "KVM_GET_SREGS") }
+        var m = kvm_mp_state()
+        try kvmCall { try fd.ioctl(SHIM_KVM_GET_MP_STATE, value: &m, "KVM_GET_MP_STATE") }
+        return VCPUSnapshot(rip: r.rip, rsp: r.rsp, rflags: r.rflags, cr0: k.cr0, cr2: k.cr2, cr3: k.cr3, cr4: k.cr4,
+                            efer: k.efer, longModeCode: k.cs.l != 0, mpState: VCPUSnapshot.MPState(raw: m.mp_state))
     }
 
     /// Reads the current special registers, applies `s`, writes them back.

@@ -1,11 +1,10 @@
 import CShim
-import Glibc
 import HostSys
 
 /// A KVM virtual machine (the fd returned by KVM_CREATE_VM).
 public final class VirtualMachine: @unchecked Sendable {
     public let system: KVMSystem
-    public let fd: FileDescriptor
+    let fd: FileDescriptor
 
     init(system: KVMSystem, fd: FileDescriptor) {
         self.system = system

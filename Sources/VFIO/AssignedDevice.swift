@@ -1,5 +1,4 @@
 import CShim
-import Glibc
 import HostSys
 
 /// How the user names a device to assign.
@@ -47,8 +46,8 @@ public enum DeviceResetKind: Equatable, Sendable {
 /// One host PCI device assigned to a VM through its VFIO cdev and iommufd.
 ///
 /// The VMM's order: `open` (sysfs checks, opens the cdev), register
-/// `cdev` with kvm-vfio (`KVMVFIODevice.add`, which must come before the
-/// bind), `bindAndAttach` (bind, attach to the VM's IOAS, read device,
+/// `cdev` with kvm-vfio (`VFIODeviceCdev.register(with:)`, which must come
+/// before the bind), `bindAndAttach` (bind, attach to the VM's IOAS, read device,
 /// region and IRQ info), `IOMMUContext.checkGuestRAM` / `mapGuestRAM`,
 /// `mapRegion` for the BARs it maps into the guest and `readRegion` /
 /// `writeRegion` / `readConfig` / `writeConfig` for the trapped parts, the
@@ -153,16 +152,16 @@ public final class AssignedVFIODevice: @unchecked Sendable {
         guard deviceID == nil else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is already bound to an iommufd") }
         do {
             deviceID = try cdev.bind(to: ctx.iommufd)
-        } catch let VFIOError.ioctl(e) where e.errno == EBUSY || e.errno == EINVAL {
+        } catch let VFIOError.ioctl(e) where e.errno == Errno.EBUSY || e.errno == Errno.EINVAL {
             // EBUSY: another process has the legacy group open. EINVAL: the
             // cdev is already open and bound elsewhere (cdevs are exclusive).
             let holders = findHolders()
-            if e.errno == EBUSY || !holders.isEmpty { throw VFIOError.deviceBusy(bdf: bdf, holders: holders) }
+            if e.errno == Errno.EBUSY || !holders.isEmpty { throw VFIOError.deviceBusy(bdf: bdf, holders: holders) }
             throw VFIOError.ioctl(e)
         }
         do {
             pageTableID = try cdev.attach(ptID: ctx.ioas.id)
-        } catch let VFIOError.ioctl(e) where e.errno == EPERM {
+        } catch let VFIOError.ioctl(e) where e.errno == Errno.EPERM {
             throw VFIOError.noInterruptRemapping(bdf: bdf)
         }
         context = ctx
@@ -178,7 +177,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
             do {
                 let region = try cdev.regionInfo(index)
                 if region.size > 0 { r[index] = region }
-            } catch let VFIOError.ioctl(e) where e.errno == EINVAL {
+            } catch let VFIOError.ioctl(e) where e.errno == Errno.EINVAL {
                 continue
             }
         }
@@ -188,7 +187,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
             do {
                 let i = try cdev.irqInfo(kind.rawValue)
                 if i.count > 0 { q[kind] = i }
-            } catch let VFIOError.ioctl(e) where e.errno == EINVAL {
+            } catch let VFIOError.ioctl(e) where e.errno == Errno.EINVAL {
                 continue
             }
         }
@@ -369,9 +368,9 @@ public final class AssignedVFIODevice: @unchecked Sendable {
         do {
             try cdev.hotReset()
             return .bus
-        } catch let VFIOError.ioctl(e) where e.errno == ENODEV {
+        } catch let VFIOError.ioctl(e) where e.errno == Errno.ENODEV {
             whyNot = "no bus reset: it sits on a root bus, with no bridge above it to reset"
-        } catch let VFIOError.ioctl(e) where e.errno == EPERM || e.errno == EBUSY {
+        } catch let VFIOError.ioctl(e) where e.errno == Errno.EPERM || e.errno == Errno.EBUSY {
             whyNot = "no bus reset: its bus holds other devices this VM does not own"
         } catch {
             whyNot = "no bus reset: \(error)"

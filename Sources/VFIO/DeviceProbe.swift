@@ -1,6 +1,5 @@
 import Bits
 import CShim
-import Glibc
 import HostSys
 
 /// What `swiftvmm devices --probe BDF` found by driving the real iommufd + VFIO
@@ -91,10 +90,9 @@ public enum DeviceProbe {
         return nil
     }
 
+    /// The monotonic clock in microseconds.
     static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) * 1e6 + Double(t.tv_nsec) / 1e3
+        Double(ProcessStats.monotonicNanos) / 1e3
     }
 
     static func irqName(_ i: UInt32) -> String {
@@ -181,7 +179,7 @@ public enum DeviceProbe {
         // answers EINVAL for those this device lacks (VGA region without VGA,
         // ERR IRQ without PCIe): absent, not a failure.
         for i in 0..<min(info.numRegions, 64) {
-            do { rep.regions.append(region(try device.regionInfo(i))) } catch VFIOError.ioctl(let e) where e.errno == EINVAL {
+            do { rep.regions.append(region(try device.regionInfo(i))) } catch VFIOError.ioctl(let e) where e.errno == Errno.EINVAL {
                 rep.absentRegions.append(i)
             }
         }
@@ -189,7 +187,7 @@ public enum DeviceProbe {
             do {
                 let q = try device.irqInfo(i)
                 rep.irqs.append(.init(index: q.index, name: irqName(q.index), count: q.count, flags: q.flags))
-            } catch VFIOError.ioctl(let e) where e.errno == EINVAL {
+            } catch VFIOError.ioctl(let e) where e.errno == Errno.EINVAL {
                 rep.absentIRQs.append(i)
             }
         }

@@ -1,6 +1,5 @@
 import Bits
 import CShim
-import Glibc
 import HostSys
 
 /// Where the VFIO layer's ioctls go. The real one is a file descriptor; tests
@@ -36,7 +35,7 @@ public final class FileDescriptorPerformer: IOCTLPerformer, @unchecked Sendable 
 
     /// Opens `path` read-write; errors keep the errno for the caller to explain.
     static func open(_ path: String) throws -> FileDescriptorPerformer {
-        FileDescriptorPerformer(try FileDescriptor.open(path, flags: O_RDWR))
+        FileDescriptorPerformer(try FileDescriptor.openReadWrite(path))
     }
 }
 

@@ -1,6 +1,5 @@
 import Bits
 import CShim
-import Glibc
 import HostSys
 
 /// An iommufd context (`/dev/iommu`): owns IO address spaces, hardware page
@@ -21,8 +20,8 @@ public final class IOMMUFD: @unchecked Sendable {
             return IOMMUFD(performer: try FileDescriptorPerformer.open(path), path: path)
         } catch let e as SysError {
             switch e.errno {
-            case ENOENT, ENODEV, ENXIO: throw VFIOError.iommufdMissing(path: path)
-            case EACCES, EPERM: throw VFIOError.permissionDenied(path: path)
+            case Errno.ENOENT, Errno.ENODEV, Errno.ENXIO: throw VFIOError.iommufdMissing(path: path)
+            case Errno.EACCES, Errno.EPERM: throw VFIOError.permissionDenied(path: path)
             default: throw VFIOError.openFailed(path: path, e)
             }
         }
@@ -151,7 +150,7 @@ public final class IOAS: @unchecked Sendable {
                     r.allowed_iovas = UInt64(UInt(bitPattern: buf.baseAddress))
                     try iommufd.performer.call(SHIM_IOMMU_IOAS_IOVA_RANGES, &r, "IOMMU_IOAS_IOVA_RANGES on \(iommufd.path) ioas \(id)")
                 }
-            } catch VFIOError.ioctl(let e) where e.errno == EMSGSIZE && r.num_iovas > capacity && r.num_iovas <= 4096 {
+            } catch VFIOError.ioctl(let e) where e.errno == Errno.EMSGSIZE && r.num_iovas > capacity && r.num_iovas <= 4096 {
                 capacity = r.num_iovas
                 continue
             }

@@ -1,6 +1,5 @@
 import Bits
 import CShim
-import Glibc
 import HostSys
 
 /// `VFIO_DEVICE_GET_INFO`'s reply.
@@ -81,8 +80,8 @@ public final class VFIODeviceCdev: @unchecked Sendable {
             return VFIODeviceCdev(performer: try FileDescriptorPerformer.open(path), path: path, bdf: bdf)
         } catch let e as SysError {
             switch e.errno {
-            case ENOENT: throw VFIOError.cdevMissing(path: path)
-            case EACCES, EPERM: throw VFIOError.permissionDenied(path: path)
+            case Errno.ENOENT: throw VFIOError.cdevMissing(path: path)
+            case Errno.EACCES, Errno.EPERM: throw VFIOError.permissionDenied(path: path)
             default: throw VFIOError.openFailed(path: path, e)
             }
         }
@@ -244,42 +243,5 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     public func hardwareInfo(_ iommufd: IOMMUFD) throws -> IOMMUHardwareInfo {
         guard let deviceID else { throw VFIOError.invalidArgument("\(label) is not bound to an iommufd") }
         return try iommufd.hardwareInfo(deviceID: deviceID)
-    }
-}
-
-/// The kvm-vfio pseudo device of a VM. Adding a VFIO file tells KVM about
-/// the device's DMA coherency: a file whose IOMMU does not enforce it makes
-/// the VM's WBINVD a real flush (see README.md).
-public final class KVMVFIODevice: @unchecked Sendable {
-    public let performer: IOCTLPerformer
-
-    public init(performer: IOCTLPerformer) { self.performer = performer }
-
-    /// Creates the device on VM `vm` (e.g. a `FileDescriptorPerformer` of the VM fd).
-    /// The corresponding ioctl is `KVM_CREATE_DEVICE`.
-    public static func create(on vm: IOCTLPerformer) throws -> KVMVFIODevice {
-        var c = kvm_create_device()
-        c.type = SHIM_KVM_DEV_TYPE_VFIO
-        try vm.call(SHIM_KVM_CREATE_DEVICE, &c, "KVM_CREATE_DEVICE kvm-vfio")
-        return KVMVFIODevice(performer: FileDescriptorPerformer(FileDescriptor(adopting: Int32(bitPattern: c.fd))))
-    }
-
-    /// Registers a VFIO device cdev fd with KVM. The corresponding ioctl is
-    /// `KVM_SET_DEVICE_ATTR` (`KVM_DEV_VFIO_FILE_ADD`).
-    public func add(_ device: VFIODeviceCdev) throws { try file(device.performer.descriptor, SHIM_KVM_DEV_VFIO_FILE_ADD, "ADD") }
-
-    /// Unregisters it. The corresponding ioctl is `KVM_SET_DEVICE_ATTR` (`KVM_DEV_VFIO_FILE_DEL`).
-    public func remove(_ device: VFIODeviceCdev) throws { try file(device.performer.descriptor, SHIM_KVM_DEV_VFIO_FILE_DEL, "DEL") }
-
-    private func file(_ fd: Int32, _ attr: UInt64, _ what: String) throws {
-        var value = fd
-        try withUnsafeMutablePointer(to: &value) { p in
-            var a = kvm_device_attr()
-            a.group = SHIM_KVM_DEV_VFIO_FILE
-            a.attr = attr
-            // SAFETY: `p` points at an Int32 that lives until the ioctl returns.
-            a.addr = UInt64(UInt(bitPattern: p))
-            try performer.call(SHIM_KVM_SET_DEVICE_ATTR, &a, "KVM_SET_DEVICE_ATTR KVM_DEV_VFIO_FILE_\(what) fd \(fd)")
-        }
     }
 }

@@ -1,4 +1,3 @@
-import Glibc
 import HostSys
 import Bits
 
@@ -58,7 +57,7 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
         case let .ioctl(e):
             // "STEP on PATH: ENAME (what strerror says)": the errno first, as
             // the kernel's documentation of each ioctl lists them by name.
-            return "\(e.operation): \(e.errnoName) (\(String(cString: strerror(e.errno))))"
+            return "\(e.operation): \(e.errnoName) (\(e.message))"
         case let .malformedReply(s):
             return "the kernel's reply makes no sense: \(s)"
         case let .invalidArgument(s):
@@ -82,14 +81,14 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
         case let .guestRAMMapFailed(r, e):
             let what = "cannot map guest RAM \(hexRange(r)) for device DMA (\(e.operation): \(e.errnoName))"
             switch e.errno {
-            case ENOMEM, EAGAIN:
+            case Errno.ENOMEM, Errno.EAGAIN:
                 return "\(what): cannot pin guest RAM for DMA: raise RLIMIT_MEMLOCK (ulimit -l, or LimitMEMLOCK= for a service) to at least the guest's memory, or run as root"
-            case EPERM, EACCES:
+            case Errno.EPERM, Errno.EACCES:
                 return "\(what): pinning guest RAM needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK: raise ulimit -l, or run as root"
-            case EINVAL, ENOENT, ERANGE:
+            case Errno.EINVAL, Errno.ENOENT, Errno.ERANGE:
                 return "\(what): the range is not inside the IOVA ranges the IOMMU allows (a reserved region, or above its address width); use less guest memory (machine.memory)"
             default:
-                return "\(what): \(String(cString: strerror(e.errno)))"
+                return "\(what): \(e.message)"
             }
         case let .deviceBusy(bdf, holders):
             let who: String

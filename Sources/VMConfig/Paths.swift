@@ -1,4 +1,5 @@
 import Foundation
+import HostSys
 
 /// Path resolution and the file checks done at load time, so that a missing
 /// kernel is a config error with a key path rather than a failure mid-boot.
@@ -74,17 +75,17 @@ enum Paths {
         guard !readOnly else { return nil }
         // access(2) rather than the mode bits: as root it passes any mode,
         // but still fails with EROFS on a read-only mount.
-        if access(path, W_OK) == 0 { return nil }
-        return notWritable(path, errno: errno)
+        guard let e = HostFiles.writeAccessError(path) else { return nil }
+        return notWritable(path, errno: e)
     }
 
     static func notWritable(_ path: String, errno e: Int32) -> String {
         let why: String
         switch e {
-        case EROFS: why = "on a read-only file system"
-        case EACCES, EPERM: why = "permission denied"
-        case ETXTBSY: why = "in use as a running program"
-        default: why = String(cString: strerror(e))
+        case Errno.EROFS: why = "on a read-only file system"
+        case Errno.EACCES, Errno.EPERM: why = "permission denied"
+        case Errno.ETXTBSY: why = "in use as a running program"
+        default: why = SysError.message(errno: e)
         }
         return "\(path): not writable (\(why)); set read_only = true to use it read-only"
     }

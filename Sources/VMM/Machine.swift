@@ -1,6 +1,5 @@
 import ACPI
 import Boot
-import CShim
 import Devices
 import Foundation
 import GuestMemory
@@ -170,7 +169,7 @@ final class Machine {
         }
 
         let supported = try kvm.supportedCPUID()
-        let tscDeadline = ((try? kvm.checkExtension(SHIM_KVM_CAP_TSC_DEADLINE_TIMER)) ?? 0) > 0
+        let tscDeadline = kvm.hasTSCDeadlineTimer
         var vcpus: [VCPU] = []
         for i in 0..<config.vcpus {
             let v = try vm.createVCPU(id: UInt32(i))

@@ -8,19 +8,9 @@ import PCI
 import VFIO
 import VMConfig
 
-/// The VM's fd as an `IOCTLPerformer` for the VFIO layer's kvm-vfio device,
-/// without taking ownership (the VirtualMachine closes it).
-final class BorrowedVMPerformer: IOCTLPerformer, @unchecked Sendable {
-    let vm: VirtualMachine
-    init(vm: VirtualMachine) { self.vm = vm }
-    var descriptor: Int32 { vm.fd.raw }
-    func ioctl(_ request: UInt, _ argument: UnsafeMutableRawBufferPointer, _ name: String) throws -> Int32 {
-        try vm.fd.ioctl(request, pointer: argument.baseAddress, name)
-    }
-    func ioctl(_ request: UInt, integer: UInt, _ name: String) throws -> Int32 {
-        try vm.fd.ioctl(request, integer, name)
-    }
-}
+/// KVM's kvm-vfio device is the one the VFIO layer registers device files
+/// with: `addVFIOFile` / `deleteVFIOFile` already have the protocol's shape.
+extension KVMDevice: KVMVFIODevice {}
 
 /// KVM memory slot numbers for BAR mappings, above the guest RAM slots.
 final class MemorySlotPool: @unchecked Sendable {
@@ -227,7 +217,7 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
 /// the WBINVD verdicts logged.
 final class MachinePassthrough: @unchecked Sendable {
     let context: IOMMUContext?
-    let kvmVFIO: KVMVFIODevice?
+    let kvmVFIO: KVMDevice?
     private(set) var devices: [PassthroughDevice] = []
     private let lock = NSLock()
     private var byAddress: [PCIAddress: PassthroughDevice] = [:]
@@ -235,7 +225,7 @@ final class MachinePassthrough: @unchecked Sendable {
 
     static func none(logger: Logger) -> MachinePassthrough { MachinePassthrough(context: nil, kvmVFIO: nil, logger: logger) }
 
-    private init(context: IOMMUContext?, kvmVFIO: KVMVFIODevice?, logger: Logger) {
+    private init(context: IOMMUContext?, kvmVFIO: KVMDevice?, logger: Logger) {
         self.context = context
         self.kvmVFIO = kvmVFIO
         self.logger = logger
@@ -247,7 +237,7 @@ final class MachinePassthrough: @unchecked Sendable {
         do {
             let discovery = SysfsDiscovery()
             let ctx = try IOMMUContext.open()
-            let kvmVFIO = try KVMVFIODevice.create(on: BorrowedVMPerformer(vm: vm))
+            let kvmVFIO = try vm.createDevice(.vfio)
             let set = MachinePassthrough(context: ctx, kvmVFIO: kvmVFIO, logger: logger)
             for (i, entry) in config.passthrough.enumerated() {
                 let spec: AssignedDeviceSpec
@@ -259,7 +249,7 @@ final class MachinePassthrough: @unchecked Sendable {
                 do { dev = try AssignedVFIODevice.open(spec, discovery: discovery) } catch {
                     throw MachineError.passthrough("passthrough[\(i)].device \(entry.description): \(error)")
                 }
-                try kvmVFIO.add(dev.cdev)
+                try dev.cdev.register(with: kvmVFIO)
                 try dev.bindAndAttach(ctx)
                 logger.info("passthrough \(dev.bdf): cdev \(dev.cdevPath), iommufd device \(dev.deviceID.map(String.init) ?? "?"), IOAS \(ctx.ioas.id), page table \(dev.pageTableID.map(String.init) ?? "?")")
                 set.devices.append(PassthroughDevice(vfio: dev, entry: entry, vm: vm, router: router, slots: slots, logger: logger))
@@ -324,8 +314,14 @@ final class MachinePassthrough: @unchecked Sendable {
     /// At exit: interrupts off, devices reset and closed, guest RAM unpinned.
     func shutdown() {
         for d in devices {
+            // Out of kvm-vfio while the fd is still open (KVM_DEV_VFIO_FILE_DEL names the
+            // file by its fd), then reset and closed.
+            if let kvmVFIO {
+                do { try d.vfio.cdev.unregister(from: kvmVFIO) } catch {
+                    logger.warning("passthrough \(d.name): removing it from KVM's kvm-vfio device: \(error)")
+                }
+            }
             let what = d.shutdown()
-            try? kvmVFIO?.remove(d.vfio.cdev)
             logger.info("passthrough \(d.name): \(what)")
         }
         do { try context?.unmapAll() } catch { logger.warning("IOAS unmap at exit: \(error)") }

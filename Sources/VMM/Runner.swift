@@ -158,6 +158,7 @@ public enum VMMRunner {
         for t in threads { t.kick() }
         for t in threads { t.join() }
         terminal?.restore()
+        reportWhereVCPUsWere(reason, machine: machine, logger: logger)
         machine.passthrough.shutdown()
         if machine.pci.notifier.queueCount > 0 {
             logger.info("virtio: \(machine.pci.notifier.deliveredCount) queue notifications arrived through ioeventfds")
@@ -168,6 +169,23 @@ public enum VMMRunner {
                                  peakRSSBytes: ProcessStats.peakRSSBytes, peakVMMRSSBytes: rss.peak,
                                  consoleTail: machine.serial.recentOutput)
         return outcome
+    }
+
+    /// A guest stopped from outside (a timeout, or SIGTERM after the power button
+    /// went unanswered) was hung or busy somewhere: say where each vCPU was.
+    static func reportWhereVCPUsWere(_ reason: StopReason, machine: Machine, logger: Logger) {
+        switch reason {
+        case .timeout, .signal(HostSignal.terminate): break
+        default: return
+        }
+        for v in machine.vcpus {
+            do {
+                let where_ = try v.snapshot().summary
+                logger.info("vCPU \(v.id) was at \(where_)")
+            } catch {
+                logger.info("vCPU \(v.id): its registers could not be read: \(error)")
+            }
+        }
     }
 
     /// The exit status of a machine that could not be built.
@@ -197,7 +215,7 @@ public enum VMMRunner {
                 latch.stop(.vmmError("\(error)"))
                 return
             }
-            switch handleExit(exit, vcpu: v.id, runPage: v.runPage, pio: machine.pio, mmio: machine.mmio) {
+            switch handleExit(exit, vcpu: v.id, pio: machine.pio, mmio: machine.mmio) {
             case .resume: continue
             case let .stop(reason):
                 latch.stop(enrich(reason, vcpu: v))

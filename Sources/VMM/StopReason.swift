@@ -1,16 +1,6 @@
 import Bits
-import CShim
 import HostSys
-
-/// KVM system event types (linux/kvm.h KVM_SYSTEM_EVENT_*).
-enum SystemEventType {
-    static let shutdown = SHIM_KVM_SYSTEM_EVENT_SHUTDOWN
-    static let reset = SHIM_KVM_SYSTEM_EVENT_RESET
-    static let crash = SHIM_KVM_SYSTEM_EVENT_CRASH
-}
-
-/// Offset of kvm_run.mmio.data.
-let mmioDataOffset = SHIM_RUN_MMIO_DATA
+import KVM
 
 /// Why a VM stopped.
 public enum StopReason: Equatable, Sendable {
@@ -75,7 +65,7 @@ extension StopReason: CustomStringConvertible {
             }
             return "guest triple fault on vCPU \(v)\(atRIP(rip)) (KVM_EXIT_SHUTDOWN)"
         case let .kvmInternalError(v, sub, data, rip):
-            let what = sub == SHIM_KVM_INTERNAL_ERROR_EMULATION ? "KVM emulation failure" : "KVM internal error \(sub)"
+            let what = sub == VCPUExit.internalErrorEmulation ? "KVM emulation failure" : "KVM internal error \(sub)"
             let extra = data.isEmpty ? "" : " [" + data.map { hex($0) }.joined(separator: " ") + "]"
             return "\(what) on vCPU \(v)\(atRIP(rip))\(extra)"
         case let .timeout(s): return "timeout: guest still running after \(s) s"

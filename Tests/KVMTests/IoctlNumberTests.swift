@@ -29,6 +29,18 @@ final class IoctlNumberTests: XCTestCase {
         XCTAssertEqual(SHIM_KVM_SET_DEVICE_ATTR, 0x4018_AEE1)
     }
 
+    func testKVMVFIODeviceValues() {
+        // _IOWR(0xAE, 0xE0, struct kvm_create_device = 12 bytes): dir 3 << 30 | 12 << 16.
+        XCTAssertEqual(SHIM_KVM_CREATE_DEVICE, 0xC00C_AEE0)
+        // _IOW(0xAE, 0xE1, struct kvm_device_attr = 24 bytes).
+        XCTAssertEqual(SHIM_KVM_SET_DEVICE_ATTR, 0x4018_AEE1)
+        // enum kvm_device_type: FSL_MPIC_20 = 1, FSL_MPIC_42, XICS, VFIO = 4.
+        XCTAssertEqual(SHIM_KVM_DEV_TYPE_VFIO, 4)
+        XCTAssertEqual(SHIM_KVM_DEV_VFIO_FILE, 1)
+        XCTAssertEqual(SHIM_KVM_DEV_VFIO_FILE_ADD, 1)
+        XCTAssertEqual(SHIM_KVM_DEV_VFIO_FILE_DEL, 2)
+    }
+
     func testVCPUIoctls() {
         XCTAssertEqual(SHIM_KVM_RUN, 0xAE80)
         XCTAssertEqual(SHIM_KVM_GET_REGS, 0x8090_AE81)
@@ -41,6 +53,7 @@ final class IoctlNumberTests: XCTestCase {
         XCTAssertEqual(SHIM_KVM_SET_LAPIC, 0x4400_AE8F)
         XCTAssertEqual(SHIM_KVM_SET_CPUID2, 0x4008_AE90)
         XCTAssertEqual(SHIM_KVM_SET_MP_STATE, 0x4004_AE99)
+        XCTAssertEqual(SHIM_KVM_GET_MP_STATE, 0x8004_AE98)
     }
 
     func testRunLayout() {

@@ -29,18 +29,6 @@ final class IoctlNumberTests: XCTestCase {
         XCTAssertEqual(SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, 0x3B78) // 100 + 20
     }
 
-    func testKVMVFIODevice() {
-        // _IOWR(0xAE, 0xE0, struct kvm_create_device = 12 bytes): dir 3 << 30 | 12 << 16.
-        XCTAssertEqual(SHIM_KVM_CREATE_DEVICE, 0xC00C_AEE0)
-        // _IOW(0xAE, 0xE1, struct kvm_device_attr = 24 bytes).
-        XCTAssertEqual(SHIM_KVM_SET_DEVICE_ATTR, 0x4018_AEE1)
-        // enum kvm_device_type: FSL_MPIC_20 = 1, FSL_MPIC_42, XICS, VFIO = 4.
-        XCTAssertEqual(SHIM_KVM_DEV_TYPE_VFIO, 4)
-        XCTAssertEqual(SHIM_KVM_DEV_VFIO_FILE, 1)
-        XCTAssertEqual(SHIM_KVM_DEV_VFIO_FILE_ADD, 1)
-        XCTAssertEqual(SHIM_KVM_DEV_VFIO_FILE_DEL, 2)
-    }
-
     func testHardwareInfoValues() {
         XCTAssertEqual(SHIM_IOMMU_HW_INFO_TYPE_NONE, 0)
         XCTAssertEqual(SHIM_IOMMU_HW_INFO_TYPE_INTEL_VTD, 1)

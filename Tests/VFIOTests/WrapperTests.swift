@@ -434,20 +434,19 @@ final class VFIODeviceTests: XCTestCase {
         XCTAssertEqual(Array(b[20...]), [1, 0])
     }
 
-    func testKVMVFIOFileAdd() throws {
-        let kdev = FakePerformer()
-        var added: Int32 = 0
-        kdev.reply = { req, arg in
-            XCTAssertEqual(req, SHIM_KVM_SET_DEVICE_ATTR)
-            let b = Array(arg)
-            XCTAssertEqual(u32(b, 4), SHIM_KVM_DEV_VFIO_FILE)
-            XCTAssertEqual(u64(b, 8), SHIM_KVM_DEV_VFIO_FILE_ADD)
-            added = UnsafeRawPointer(bitPattern: UInt(u64(b, 16)))!.load(as: Int32.self)
-            return nil
+    func testKVMVFIORegistrationHandsOverTheCdevFD() throws {
+        final class FakeKVMVFIO: KVMVFIODevice {
+            var calls: [String] = []
+            func addVFIOFile(_ file: Int32) throws { calls.append("add \(file)") }
+            func deleteVFIOFile(_ file: Int32) throws { calls.append("del \(file)") }
         }
+        let kvm = FakeKVMVFIO()
         let vfio = FakePerformer()
         vfio.descriptor = 33
-        try KVMVFIODevice(performer: kdev).add(VFIODeviceCdev(performer: vfio))
-        XCTAssertEqual(added, 33)
+        let cdev = VFIODeviceCdev(performer: vfio)
+        try cdev.register(with: kvm)
+        try cdev.unregister(from: kvm)
+        XCTAssertEqual(kvm.calls, ["add 33", "del 33"])
+        XCTAssertTrue(vfio.calls.isEmpty, "no ioctl on the device itself")
     }
 }

@@ -1,7 +1,6 @@
-import CShim
 import Foundation
 import Devices
-import KVM
+@testable import KVM
 import XCTest
 @testable import VMM
 
@@ -19,73 +18,101 @@ final class RecordingDevice: BusDevice {
 }
 
 final class ExitHandlerTests: XCTestCase {
-    var page = [UInt8](repeating: 0, count: 3 * 4096)
+    /// Stands in for the data area of a run page.
+    let area = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
+    deinit { area.deallocate() }
+
+    /// Exit data holding `bytes`, at the start of `area`.
+    func data(_ bytes: [UInt8]) -> ExitData {
+        let window = UnsafeMutableRawBufferPointer(rebasing: area[0..<bytes.count])
+        window.copyBytes(from: bytes)
+        return ExitData(window)
+    }
+
+    /// What the handler left in the first `count` bytes of `area`.
+    func stored(_ count: Int) -> [UInt8] { Array(area[0..<count]) }
 
     func run(_ exit: VCPUExit, pio: Bus = Bus(), mmio: Bus = Bus()) -> ExitAction {
-        page.withUnsafeMutableBytes { handleExit(exit, vcpu: 0, runPage: $0, pio: pio, mmio: mmio) }
+        handleExit(exit, vcpu: 0, pio: pio, mmio: mmio)
     }
 
     func testPortOutReachesDeviceAtOffset() throws {
         let d = RecordingDevice()
         let pio = Bus()
         try pio.insert(d, base: 0x3F8, length: 8)
-        page[0x1000] = 0x41
-        XCTAssertEqual(run(.io(.init(isOut: true, port: 0x3F9, size: 1, count: 1, dataOffset: 0x1000)), pio: pio), .resume)
+        XCTAssertEqual(run(.ioOut(port: 0x3F9, size: 1, data: data([0x41])), pio: pio), .resume)
         XCTAssertEqual(d.writes.count, 1)
         XCTAssertEqual(d.writes[0].0, 1)
         XCTAssertEqual(d.writes[0].1, [0x41])
+    }
+
+    func testRepOutsWritesEachElement() throws {
+        let d = RecordingDevice()
+        let pio = Bus()
+        try pio.insert(d, base: 0x1F0, length: 2)
+        XCTAssertEqual(run(.ioOut(port: 0x1F0, size: 2, data: data([1, 2, 3, 4])), pio: pio), .resume)
+        XCTAssertEqual(d.writes.map { $0.1 }, [[1, 2], [3, 4]])
     }
 
     func testRepInsFillsEachElement() throws {
         let d = RecordingDevice(answer: 0x17)
         let pio = Bus()
         try pio.insert(d, base: 0x60, length: 1)
-        _ = run(.io(.init(isOut: false, port: 0x60, size: 1, count: 3, dataOffset: 0x1000)), pio: pio)
-        XCTAssertEqual(Array(page[0x1000..<0x1003]), [0x17, 0x17, 0x17])
+        _ = run(.ioIn(port: 0x60, size: 1, data: data([0, 0, 0])), pio: pio)
+        XCTAssertEqual(stored(3), [0x17, 0x17, 0x17])
         XCTAssertEqual(d.reads.count, 3)
     }
 
     func testUnclaimedPortReadsAllOnes() {
-        _ = run(.io(.init(isOut: false, port: 0x2F8, size: 4, count: 1, dataOffset: 0x1000)))
-        XCTAssertEqual(Array(page[0x1000..<0x1004]), [0xFF, 0xFF, 0xFF, 0xFF])
+        _ = run(.ioIn(port: 0x2F8, size: 4, data: data([0, 0, 0, 0])))
+        XCTAssertEqual(stored(4), [0xFF, 0xFF, 0xFF, 0xFF])
         // A write to nothing is dropped and the guest continues.
-        XCTAssertEqual(run(.io(.init(isOut: true, port: 0x2F8, size: 1, count: 1, dataOffset: 0x1000))), .resume)
+        XCTAssertEqual(run(.ioOut(port: 0x2F8, size: 1, data: data([0]))), .resume)
     }
 
     func testAccessStraddlingDeviceEndIsUnclaimed() throws {
         let d = RecordingDevice()
         let pio = Bus()
         try pio.insert(d, base: 0x3F8, length: 8)
-        _ = run(.io(.init(isOut: false, port: 0x3FE, size: 4, count: 1, dataOffset: 0x1000)), pio: pio)
+        _ = run(.ioIn(port: 0x3FE, size: 4, data: data([0, 0, 0, 0])), pio: pio)
         XCTAssertEqual(d.reads.count, 0)
-        XCTAssertEqual(Array(page[0x1000..<0x1004]), [0xFF, 0xFF, 0xFF, 0xFF])
+        XCTAssertEqual(stored(4), [0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    func testBadPortElementSizeStops() {
+        if case .stop(.vmmError) = run(.ioIn(port: 0x60, size: 0, data: data([0]))) {} else { XCTFail("size 0 must stop") }
+        if case .stop(.vmmError) = run(.ioOut(port: 0x60, size: 16, data: data([UInt8](repeating: 0, count: 16)))) {} else {
+            XCTFail("size 16 must stop")
+        }
     }
 
     func testMMIOReadAndWrite() throws {
         let d = RecordingDevice(answer: 0x99)
         let mmio = Bus()
         try mmio.insert(d, base: 0xD000_0000, length: 0x1000)
-        XCTAssertEqual(run(.mmio(address: 0xD000_0010, length: 4, isWrite: true, data: [1, 2, 3, 4]), mmio: mmio), .resume)
+        XCTAssertEqual(run(.mmioWrite(address: 0xD000_0010, data: data([1, 2, 3, 4])), mmio: mmio), .resume)
         XCTAssertEqual(d.writes.first?.0, 0x10)
         XCTAssertEqual(d.writes.first?.1, [1, 2, 3, 4])
-        _ = run(.mmio(address: 0xD000_0020, length: 2, isWrite: false, data: []), mmio: mmio)
-        XCTAssertEqual(Array(page[SHIM_RUN_MMIO_DATA..<(SHIM_RUN_MMIO_DATA + 2)]), [0x99, 0x99])
-        _ = run(.mmio(address: 0xE000_0000, length: 8, isWrite: false, data: []), mmio: mmio)
-        XCTAssertEqual(Array(page[SHIM_RUN_MMIO_DATA..<(SHIM_RUN_MMIO_DATA + 8)]), [UInt8](repeating: 0xFF, count: 8))
+        _ = run(.mmioRead(address: 0xD000_0020, data: data([0, 0])), mmio: mmio)
+        XCTAssertEqual(stored(2), [0x99, 0x99])
+        _ = run(.mmioRead(address: 0xE000_0000, data: data([UInt8](repeating: 0, count: 8))), mmio: mmio)
+        XCTAssertEqual(stored(8), [UInt8](repeating: 0xFF, count: 8))
     }
 
     func testCrashExitsStopWithReasons() {
         XCTAssertEqual(run(.shutdown), .stop(.tripleFault(vcpu: 0, rip: nil)))
         XCTAssertEqual(run(.internalError(suberror: 1, data: [7])), .stop(.kvmInternalError(vcpu: 0, suberror: 1, data: [7], rip: nil)))
-        XCTAssertEqual(run(.systemEvent(type: SHIM_KVM_SYSTEM_EVENT_RESET)), .stop(.reset))
-        XCTAssertEqual(run(.systemEvent(type: SHIM_KVM_SYSTEM_EVENT_SHUTDOWN)), .stop(.powerOff))
+        XCTAssertEqual(run(.systemEvent(.reset)), .stop(.reset))
+        XCTAssertEqual(run(.systemEvent(.shutdown)), .stop(.powerOff))
+        XCTAssertEqual(run(.systemEvent(.crash)), .stop(.tripleFault(vcpu: 0, rip: nil)))
+        XCTAssertEqual(run(.systemEvent(.other(9))), .stop(.vmmError("unexpected KVM system event 9 on vCPU 0")))
         XCTAssertEqual(run(.interrupted), .resume)
         if case .stop(.vmmError) = run(.unknown(reason: 1234)) {} else { XCTFail("unknown exit must stop with an error") }
         if case .stop(.vmmError) = run(.failEntry(reason: 0x80000021, cpu: 1)) {} else { XCTFail("fail entry must stop") }
     }
 
     func testCrashDescriptionsNameRIP() {
-        let r = StopReason.kvmInternalError(vcpu: 0, suberror: SHIM_KVM_INTERNAL_ERROR_EMULATION, data: [], rip: nil).withRIP(0xFFFF_FFFF_8100_0000)
+        let r = StopReason.kvmInternalError(vcpu: 0, suberror: VCPUExit.internalErrorEmulation, data: [], rip: nil).withRIP(0xFFFF_FFFF_8100_0000)
         XCTAssertEqual(r.description, "KVM emulation failure on vCPU 0 at RIP 0xffffffff81000000")
         XCTAssertEqual(StopReason.tripleFault(vcpu: 1, rip: 0x1000).description, "guest triple fault on vCPU 1 at RIP 0x1000 (KVM_EXIT_SHUTDOWN)")
         XCTAssertTrue(StopReason.tripleFault(vcpu: 0, rip: 0xFFF0).description.contains("last RIP is unknown"))

@@ -16,8 +16,10 @@ lab_test verdict-status-3 240 t_verdict
 # 2. A hung guest is stopped by --timeout with status 124, the run time and the console tail.
 t_timeout() {
     vmm timeout 180 run "$SMOKE" --timeout 60s --cmdline "$BASE swiftvmm.test=hang"
-    if [ "$STATUS" -eq 124 ] && has "timeout: guest still running after 60" && has "last console lines" && has "hanging on purpose"; then
-        pass timeout-stops-hung-guest "${SECS}s"; else fail timeout-stops-hung-guest "status $STATUS" "$LOG"; fi
+    # ... and says where the vCPU was (the guest's init sleeps: 64-bit, most likely halted).
+    local at='vCPU 0 was at RIP 0x[0-9a-f]+ \(64-bit, interrupts o(n|ff), (halted in HLT|running)\), RSP 0x[0-9a-f]+'
+    if [ "$STATUS" -eq 124 ] && has "timeout: guest still running after 60" && has "last console lines" && has "hanging on purpose" && has "$at"; then
+        pass timeout-stops-hung-guest "${SECS}s; $(grep -oE 'vCPU 0 was at RIP [^,]+' "$LOG")"; else fail timeout-stops-hung-guest "status $STATUS" "$LOG"; fi
 }
 lab_test timeout-stops-hung-guest 240 t_timeout
 

@@ -28,7 +28,9 @@ boot() {
     local i=$1 log=$LOGDIR/soak-$1.log t0 st
     t0=$(date +%s.%N)
     if [ "$kind" = swiftvmm ]; then
-        timeout -k 5 120 "$SWIFTVMM" run configs/smoke.toml --vcpus "$vcpus" --cmdline "$CMDLINE" </dev/null >"$log" 2>&1
+        # swiftvmm's own timeout, so a hung guest's log says where its vCPUs were;
+        # the outer one guards against a hung VMM.
+        timeout -k 5 150 "$SWIFTVMM" run configs/smoke.toml --vcpus "$vcpus" --timeout 120s --cmdline "$CMDLINE" </dev/null >"$log" 2>&1
     else
         timeout -k 5 120 qemu-system-x86_64 -accel kvm -cpu host -smp "$vcpus" -m 512M -M pc \
             -nodefaults -no-reboot -display none -monitor none -serial stdio \
@@ -76,7 +78,7 @@ while [ "$i" -lt "$n" ]; do
         else
             bad_n=$((bad_n + 1))
             echo "soak: boot $j/$n (round $round): BAD: $(meaning "$st") after ${secs}s; console tail:"
-            tr -d '\r' <"$LOGDIR/soak-$j.log" | grep -v '^$' | tail -n 6 | sed 's/^/    /'
+            tr -d '\r' <"$LOGDIR/soak-$j.log" | grep -v '^$' | tail -n 8 | sed 's/^/    /'
         fi
     done
 done

@@ -55,6 +55,7 @@ static const unsigned long SHIM_KVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long SHIM_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long SHIM_KVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long SHIM_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long SHIM_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
 
 // --- irqfd / ioeventfd / GSI routing flags ---
 static const uint32_t SHIM_KVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
@@ -67,6 +68,12 @@ static const uint32_t SHIM_KVM_IRQ_ROUTING_MSI = KVM_IRQ_ROUTING_MSI;
 static const uint32_t SHIM_KVM_IRQCHIP_PIC_MASTER = KVM_IRQCHIP_PIC_MASTER;
 static const uint32_t SHIM_KVM_IRQCHIP_PIC_SLAVE = KVM_IRQCHIP_PIC_SLAVE;
 static const uint32_t SHIM_KVM_IRQCHIP_IOAPIC = KVM_IRQCHIP_IOAPIC;
+
+// --- in-kernel devices (KVM_CREATE_DEVICE): the kvm-vfio pseudo device ---
+static const uint32_t SHIM_KVM_DEV_TYPE_VFIO = KVM_DEV_TYPE_VFIO;
+static const uint32_t SHIM_KVM_DEV_VFIO_FILE = KVM_DEV_VFIO_FILE;
+static const uint64_t SHIM_KVM_DEV_VFIO_FILE_ADD = KVM_DEV_VFIO_FILE_ADD;
+static const uint64_t SHIM_KVM_DEV_VFIO_FILE_DEL = KVM_DEV_VFIO_FILE_DEL;
 
 // --- capabilities ---
 static const int SHIM_KVM_CAP_IRQCHIP = KVM_CAP_IRQCHIP;
@@ -134,14 +141,6 @@ static const size_t SHIM_RUN_EX_ERROR_CODE = offsetof(struct kvm_run, ex.error_c
 // --- kvm_lapic_state register offsets (Intel SDM vol. 3, table 11-1) ---
 static const size_t SHIM_APIC_LVT0 = 0x350;
 static const size_t SHIM_APIC_LVT1 = 0x360;
-
-// --- helpers for flexible-array structs: allocate with count set ---
-/// A zeroed kvm_cpuid2 with room for `n` entries and nent = n. free() it.
-struct kvm_cpuid2 *shim_cpuid2_alloc(uint32_t n);
-/// A zeroed kvm_msrs with room for `n` entries and nmsrs = n. free() it.
-struct kvm_msrs *shim_msrs_alloc(uint32_t n);
-/// A zeroed kvm_irq_routing with room for `n` entries and nr = n. free() it.
-struct kvm_irq_routing *shim_irq_routing_alloc(uint32_t n);
 
 /// ioctl with an integer argument (Swift cannot call variadic ioctl).
 int shim_ioctl_int(int fd, unsigned long request, unsigned long arg);

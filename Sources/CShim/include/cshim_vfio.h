@@ -1,5 +1,5 @@
 // VFIO / iommufd layer: the uAPI of /dev/iommu (linux/iommufd.h) and of VFIO
-// device cdevs (linux/vfio.h), plus the kvm-vfio pseudo device (linux/kvm.h).
+// device cdevs (linux/vfio.h). The kvm-vfio pseudo device is KVM's (cshim.h).
 // The headers are linux-libc-dev 6.12 (bookworm-backports, scripts/deps);
 // struct sizes SwiftVMM relies on are checked in vfio_asserts.c.
 #ifndef SWIFTVMM_CSHIM_VFIO_H
@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
-#include <linux/kvm.h>
 
 // --- /dev/iommu ioctls (all _IO(';', 0x80 + n), linux/iommufd.h) ---
 static const unsigned long SHIM_IOMMU_DESTROY = IOMMU_DESTROY;
@@ -89,12 +88,6 @@ static const uint32_t SHIM_VFIO_PCI_MSIX_IRQ_INDEX = VFIO_PCI_MSIX_IRQ_INDEX;
 static const uint32_t SHIM_VFIO_PCI_ERR_IRQ_INDEX = VFIO_PCI_ERR_IRQ_INDEX;
 static const uint32_t SHIM_VFIO_PCI_REQ_IRQ_INDEX = VFIO_PCI_REQ_IRQ_INDEX;
 
-// --- kvm-vfio pseudo device (linux/kvm.h) ---
-static const uint32_t SHIM_KVM_DEV_TYPE_VFIO = KVM_DEV_TYPE_VFIO;
-static const uint32_t SHIM_KVM_DEV_VFIO_FILE = KVM_DEV_VFIO_FILE;
-static const uint64_t SHIM_KVM_DEV_VFIO_FILE_ADD = KVM_DEV_VFIO_FILE_ADD;
-static const uint64_t SHIM_KVM_DEV_VFIO_FILE_DEL = KVM_DEV_VFIO_FILE_DEL;
-
 // --- struct sizes (argsz / size fields are set from these) ---
 static const uint32_t SHIM_SIZEOF_IOMMU_DESTROY = sizeof(struct iommu_destroy);
 static const uint32_t SHIM_SIZEOF_IOMMU_IOAS_ALLOC = sizeof(struct iommu_ioas_alloc);
@@ -117,7 +110,5 @@ static const uint32_t SHIM_SIZEOF_VFIO_PCI_HOT_RESET = sizeof(struct vfio_pci_ho
 static const uint32_t SHIM_SIZEOF_VFIO_INFO_CAP_HEADER = sizeof(struct vfio_info_cap_header);
 static const uint32_t SHIM_SIZEOF_VFIO_REGION_INFO_CAP_SPARSE_MMAP = sizeof(struct vfio_region_info_cap_sparse_mmap);
 static const uint32_t SHIM_SIZEOF_VFIO_REGION_SPARSE_MMAP_AREA = sizeof(struct vfio_region_sparse_mmap_area);
-static const uint32_t SHIM_SIZEOF_KVM_CREATE_DEVICE = sizeof(struct kvm_create_device);
-static const uint32_t SHIM_SIZEOF_KVM_DEVICE_ATTR = sizeof(struct kvm_device_attr);
 
 #endif
