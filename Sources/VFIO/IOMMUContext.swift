@@ -1,5 +1,5 @@
-import HostSys
 import Bits
+import HostSys
 
 /// The DMA side of one VM: an iommufd and the one IOAS every assigned device
 /// of the VM is attached to, holding guest RAM at IOVA == guest physical

@@ -1,5 +1,5 @@
-import HostSys
 import Bits
+import HostSys
 
 /// Errors of the VFIO layer, each saying what the user can do about it.
 public enum VFIOError: Error, CustomStringConvertible, Equatable {
