@@ -53,6 +53,36 @@ meaning() {
     esac
 }
 
+# LAB_TRACE_KVM=1: the lab host's KVM trace events (every exit and entry, injected
+# exceptions and interrupts, nested page faults) go to its trace buffer, which freezes
+# when a vCPU exits with KVM_EXIT_SHUTDOWN (a triple fault). After that round the
+# faulting vCPU thread's last 60 events are printed: what KVM saw the guest do just
+# before it died.
+T=/sys/kernel/tracing
+trace_kvm=${LAB_TRACE_KVM:-0}
+if [ "$trace_kvm" = 1 ]; then
+    [ -e $T/trace ] || mount -t tracefs nodev $T
+    echo 16384 >$T/buffer_size_kb
+    echo 1 >$T/events/kvm/enable
+    echo 'traceoff if reason == 8' >$T/events/kvm/kvm_userspace_exit/trigger
+    echo >$T/trace
+    echo 1 >$T/tracing_on
+    echo "soak: tracing KVM events; the buffer freezes at a triple fault"
+fi
+trace_report() {
+    [ "$trace_kvm" = 1 ] && [ "$(cat $T/tracing_on)" = 0 ] || return 0
+    local line tid
+    line=$(grep 'KVM_EXIT_SHUTDOWN' $T/trace | tail -n 1)
+    tid=$(echo "$line" | sed -nE 's/^ *[^ ]+-([0-9]+) .*/\1/p')
+    echo "soak: the KVM trace froze at: $line"
+    if [ -n "$tid" ]; then
+        echo "soak: thread $tid's last 60 KVM events:"
+        grep -E "^ *[^ ]+-$tid " $T/trace | tail -n 60 | sed 's/^/    /'
+    fi
+    echo >$T/trace
+    echo 1 >$T/tracing_on
+}
+
 start=$(date +%s) good_n=0 bad_n=0 i=0 round=0
 declare -A by_status=()
 while [ "$i" -lt "$n" ]; do
@@ -81,6 +111,7 @@ while [ "$i" -lt "$n" ]; do
             tr -d '\r' <"$LOGDIR/soak-$j.log" | grep -v '^$' | tail -n 8 | sed 's/^/    /'
         fi
     done
+    trace_report
 done
 tally=""
 for st in "${!by_status[@]}"; do tally="$tally status $st x${by_status[$st]},"; done
