@@ -62,7 +62,7 @@ extension VirtualMachine {
 
     /// Makes a write to `event` raise `gsi`; with `resample`, a level-triggered
     /// line whose EOI signals `resample` (INTx). The corresponding ioctl is `KVM_IRQFD`.
-    public func registerIRQFD(_ event: EventFD, gsi: UInt32, resample: EventFD? = nil) throws {
+    public func registerIRQFD(_ event: EventFD, gsi: UInt32, resample: EventFD?) throws {
         var f = kvm_irqfd()
         f.fd = UInt32(bitPattern: event.fd.raw)
         f.gsi = gsi
@@ -85,7 +85,16 @@ extension VirtualMachine {
     /// Makes guest writes of `length` bytes at `address` (MMIO, or port I/O with
     /// `pio`) signal `event` inside KVM, without a userspace exit; with
     /// `datamatch`, only writes of that value. The corresponding ioctl is `KVM_IOEVENTFD`.
-    public func registerIOEventFD(_ event: EventFD, address: UInt64, length: UInt32, pio: Bool = false, datamatch: UInt64? = nil, deassign: Bool = false) throws {
+    public func registerIOEventFD(_ event: EventFD, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64?) throws {
+        try ioEventFD(event, address: address, length: length, pio: pio, datamatch: datamatch, deassign: false)
+    }
+
+    /// The corresponding ioctl is `KVM_IOEVENTFD` with KVM_IOEVENTFD_FLAG_DEASSIGN.
+    public func unregisterIOEventFD(_ event: EventFD, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64?) throws {
+        try ioEventFD(event, address: address, length: length, pio: pio, datamatch: datamatch, deassign: true)
+    }
+
+    private func ioEventFD(_ event: EventFD, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64?, deassign: Bool) throws {
         var e = kvm_ioeventfd()
         e.addr = address
         e.len = length

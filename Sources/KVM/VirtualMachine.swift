@@ -11,9 +11,9 @@ public final class VirtualMachine: @unchecked Sendable {
         self.fd = fd
     }
 
-    /// Maps host memory into guest physical space.
+    /// Maps host memory into guest physical space (size 0 deletes the slot).
     /// The corresponding ioctl is `KVM_SET_USER_MEMORY_REGION`.
-    public func setUserMemoryRegion(slot: UInt32, guestAddress: UInt64, size: UInt64, hostAddress: UInt64, readOnly: Bool = false) throws {
+    public func setUserMemoryRegion(slot: UInt32, guestAddress: UInt64, size: UInt64, hostAddress: UInt64, readOnly: Bool) throws {
         var r = kvm_userspace_memory_region()
         r.slot = slot
         r.flags = readOnly ? UInt32(KVM_MEM_READONLY) : 0

@@ -6,11 +6,11 @@ import VMConfig
 
 /// An ISA interrupt line of the in-kernel irqchip, as devices see it.
 final class KVMIRQLine: InterruptLine {
-    private let vm: VirtualMachine
+    private let vm: any VMInterruptRouting
     let irq: UInt32
     private let onError: (String) -> Void
 
-    init(vm: VirtualMachine, irq: UInt32, onError: @escaping (String) -> Void) {
+    init(vm: any VMInterruptRouting, irq: UInt32, onError: @escaping (String) -> Void) {
         self.vm = vm
         self.irq = irq
         self.onError = onError

@@ -21,7 +21,7 @@ final class KVMMSIRouter: MSIRouter, @unchecked Sendable {
     private struct Key: Hashable { let device: PCIAddress; let vector: Int }
     private struct Vector { let gsi: UInt32; let event: EventFD; var message: MSIMessage?; var assigned: Bool }
 
-    private let vm: VirtualMachine
+    private let vm: any VMInterruptRouting
     private let logger: Logger
     private let lock = NSLock()
     private var vectors: [Key: Vector] = [:]
@@ -29,7 +29,7 @@ final class KVMMSIRouter: MSIRouter, @unchecked Sendable {
     /// KVM's limit on GSIs (KVM_MAX_IRQ_ROUTES is 4096 on x86).
     static let maxGSI: UInt32 = 4096
 
-    init(vm: VirtualMachine, logger: Logger) {
+    init(vm: any VMInterruptRouting, logger: Logger) {
         self.vm = vm
         self.logger = logger
     }

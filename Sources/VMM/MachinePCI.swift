@@ -46,7 +46,7 @@ final class MachinePCI {
     /// any guest code runs).
     var passthrough: MachinePassthrough?
 
-    init(vm: VirtualMachine, memoryMap: GuestMemoryMap, mmio64Size: UInt64, mmio: Bus, pio: Bus, logger: Logger) throws {
+    init(vm: any VMInterruptRouting, memoryMap: GuestMemoryMap, mmio64Size: UInt64, mmio: Bus, pio: Bus, logger: Logger) throws {
         msiRouter = KVMMSIRouter(vm: vm, logger: logger)
         bus = PCIRootBus(windows: PCIWindows.standard(memoryMap: memoryMap, mmio64Size: mmio64Size), msiRouter: msiRouter,
                          intxLine: { gsi in KVMIRQLine(vm: vm, irq: gsi) { logger.error("\($0)") } })

@@ -12,6 +12,10 @@ import VMConfig
 /// with: `addVFIOFile` / `deleteVFIOFile` already have the protocol's shape.
 extension KVMDevice: KVMVFIODevice {}
 
+/// What an assigned device's glue needs of the VM: irqfds for its interrupts,
+/// memory slots for its BARs. `VirtualMachine` in the VMM, a recorder in tests.
+typealias PassthroughVM = VMInterruptRouting & VMMemorySlots
+
 /// KVM memory slot numbers for BAR mappings, above the guest RAM slots.
 final class MemorySlotPool: @unchecked Sendable {
     private let lock = NSLock()
@@ -47,7 +51,7 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
     let vfio: AssignedVFIODevice
     let entry: PassthroughConfig
     let name: String
-    private let vm: VirtualMachine
+    private let vm: any PassthroughVM
     private let router: KVMMSIRouter
     private let slots: MemorySlotPool
     private let logger: Logger
@@ -61,7 +65,7 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
     /// BAR index -> the memory slots installed for it now.
     private var installed: [Int: [UInt32]] = [:]
 
-    init(vfio: AssignedVFIODevice, entry: PassthroughConfig, vm: VirtualMachine, router: KVMMSIRouter,
+    init(vfio: AssignedVFIODevice, entry: PassthroughConfig, vm: any PassthroughVM, router: KVMMSIRouter,
          slots: MemorySlotPool, logger: Logger) {
         self.vfio = vfio
         self.entry = entry
@@ -172,7 +176,7 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         guard let maps = direct[bar] else { return }
         for s in installed[bar] ?? [] {
-            do { try vm.setUserMemoryRegion(slot: s, guestAddress: 0, size: 0, hostAddress: 0) } catch {
+            do { try vm.deleteUserMemoryRegion(slot: s) } catch {
                 logger.error("passthrough \(name) BAR \(bar): cannot remove memory slot \(s): \(error)")
             }
             slots.give(s)

@@ -14,7 +14,7 @@ import Virtio
 final class VirtioNotifier: @unchecked Sendable {
     private struct Queue { let transport: VirtioPCIDevice; let index: Int; let event: EventFD; var address: UInt64? }
 
-    private let vm: VirtualMachine
+    private let vm: any VMInterruptRouting
     private let logger: Logger
     private let poller: EventPoller
     private let lock = NSLock()
@@ -27,7 +27,7 @@ final class VirtioNotifier: @unchecked Sendable {
     /// Notify writes are 16-bit queue indices (virtio 1.2 §4.1.5.2).
     static let notifyWidth: UInt32 = 2
 
-    init(vm: VirtualMachine, logger: Logger) throws {
+    init(vm: any VMInterruptRouting, logger: Logger) throws {
         self.vm = vm
         self.logger = logger
         poller = try EventPoller()
@@ -63,7 +63,7 @@ final class VirtioNotifier: @unchecked Sendable {
         let new = bar0.flatMap { $0.addingReportingOverflow(offset).overflow ? nil : $0 + offset }
         guard new != q.address else { return }
         if let old = q.address {
-            try? vm.registerIOEventFD(q.event, address: old, length: Self.notifyWidth, deassign: true)
+            try? vm.unregisterIOEventFD(q.event, address: old, length: Self.notifyWidth)
         }
         q.address = nil
         if let a = new {
