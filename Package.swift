@@ -59,8 +59,8 @@ let package = Package(
         ], swiftSettings: v5),
 
         // Fakes the test targets share (recording interrupt line and console, a seeded
-        // generator). A regular target because test targets cannot depend on each other.
-        .target(name: "TestFakes", dependencies: ["Devices"], path: "Tests/TestFakes"),
+        // generator, the VFIO ioctl performer and device). A regular target because test targets cannot depend on each other.
+        .target(name: "TestFakes", dependencies: ["CShim", "HostSys", "Devices", "VFIO"], path: "Tests/TestFakes"),
 
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: v5),

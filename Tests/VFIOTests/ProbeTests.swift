@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import HostSys
+import TestFakes
 import XCTest
 @testable import VFIO
 

@@ -5,35 +5,6 @@ import TestFakes
 import XCTest
 @testable import VFIO
 
-/// A kernel stand-in: records every request and its argument bytes, and lets
-/// the test write the reply (or fail with an errno).
-final class FakePerformer: IOCTLPerformer, @unchecked Sendable {
-    struct Call { let request: UInt; let bytes: [UInt8]; let name: String }
-    var calls = [Call]()
-    var descriptor: Int32 = 42
-    /// Gets the request and the argument; returns an errno to fail, or nil.
-    var reply: (UInt, UnsafeMutableRawBufferPointer) -> Int32? = { _, _ in nil }
-
-    func ioctl(_ request: UInt, _ argument: UnsafeMutableRawBufferPointer, _ name: String) throws -> Int32 {
-        calls.append(Call(request: request, bytes: Array(argument), name: name))
-        if let e = reply(request, argument) { throw SysError(errno: e, operation: name) }
-        return 0
-    }
-
-    func ioctl(_ request: UInt, integer: UInt, _ name: String) throws -> Int32 {
-        calls.append(Call(request: request, bytes: [], name: name))
-        if let e = reply(request, UnsafeMutableRawBufferPointer(start: nil, count: 0)) { throw SysError(errno: e, operation: name) }
-        return 0
-    }
-}
-
-func u32(_ b: [UInt8], _ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * UInt32($1)) } }
-func u64(_ b: [UInt8], _ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) } }
-func put32(_ p: UnsafeMutableRawBufferPointer, _ o: Int, _ v: UInt32) { p.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt32.self) }
-func put64(_ p: UnsafeMutableRawBufferPointer, _ o: Int, _ v: UInt64) {
-    withUnsafeBytes(of: v.littleEndian) { for i in 0..<8 { p[o + i] = $0[i] } }
-}
-
 final class IOMMUFDTests: XCTestCase {
     func testAllocMapUnmapDestroy() throws {
         let k = FakePerformer()
@@ -251,21 +222,10 @@ final class VFIODeviceTests: XCTestCase {
         }
     }
 
-    static func sparseBody(_ areas: [(UInt64, UInt64)]) -> [UInt8] {
-        var b = [UInt8]()
-        withUnsafeBytes(of: UInt32(areas.count).littleEndian) { b += $0 }
-        b += [0, 0, 0, 0]
-        for (o, s) in areas {
-            withUnsafeBytes(of: o.littleEndian) { b += $0 }
-            withUnsafeBytes(of: s.littleEndian) { b += $0 }
-        }
-        return b
-    }
-
     func testRegionInfoTwoPassWithSparseAndMSIX() throws {
         let dev = FakePerformer()
         let caps: [(id: UInt16, body: [UInt8])] = [
-            (1, Self.sparseBody([(0, 0x1000), (0x3000, 0x1_D000)])),
+            (1, FakeVFIODevice.sparseBody([(0, 0x1000), (0x3000, 0x1_D000)])),
             (3, []),
         ]
         let full: UInt32 = 32 + 8 + 8 + 32 + 8
@@ -322,7 +282,7 @@ final class VFIODeviceTests: XCTestCase {
         // next points outside.
         decodeFails([(3, [])], argsz: 40, next: [0: 0xFFFF_FFF0])
         // Sparse areas run past the end: claims 4 areas, room for 1.
-        var body = Self.sparseBody([(0, 0x1000)])
+        var body = FakeVFIODevice.sparseBody([(0, 0x1000)])
         body[0] = 4
         decodeFails([(1, body)], argsz: UInt32(32 + 8 + body.count))
         // Sparse count absurd.
