@@ -72,7 +72,10 @@ let package = Package(
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
-        .testTarget(name: "VMMTests", dependencies: ["VMM"], swiftSettings: v5),
+        .testTarget(name: "VMMTests", dependencies: [
+            "TestFakes", "VMM", "CShim", "HostSys", "GuestMemory", "KVM", "PCI", "Virtio", "VFIO", "VMConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: v5),
         .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"], swiftSettings: v5),
         // Reads Sources/ and checks the layer rules the compiler cannot see (imports, libc, KVM's uAPI).
         .testTarget(name: "LayeringTests", swiftSettings: v5),

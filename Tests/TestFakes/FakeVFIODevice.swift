@@ -134,6 +134,17 @@ public final class FakeVFIODevice {
         performer.calls.filter { $0.request == SHIM_VFIO_DEVICE_SET_IRQS }.map { (u32($0.bytes, 8), u32($0.bytes, 4), u32($0.bytes, 16)) }
     }
 
+    /// The SET_IRQS calls made so far with their eventfds (the `int32` data
+    /// after the 20-byte `vfio_irq_set` header when DATA_EVENTFD is set).
+    public var irqSets: [(index: UInt32, flags: UInt32, count: UInt32, eventfds: [Int32])] {
+        performer.calls.filter { $0.request == SHIM_VFIO_DEVICE_SET_IRQS }.map { c in
+            let count = u32(c.bytes, 16)
+            let fds = u32(c.bytes, 4) & SHIM_VFIO_IRQ_SET_DATA_EVENTFD == 0 ? [] :
+                (0..<Int(count)).map { Int32(bitPattern: u32(c.bytes, 20 + 4 * $0)) }
+            return (u32(c.bytes, 8), u32(c.bytes, 4), count, fds)
+        }
+    }
+
     /// The body of a VFIO_REGION_INFO_CAP_SPARSE_MMAP capability with `areas` (offset, size).
     public static func sparseBody(_ areas: [(UInt64, UInt64)]) -> [UInt8] {
         var b = [UInt8]()
