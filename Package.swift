@@ -3,7 +3,8 @@
 // Layers, one direction of dependencies (README.md, "Layout", says what each holds):
 //   CShim -> HostSys -> GuestMemory | KVM -> Devices -> PCI -> Virtio; VFIO; Boot; ACPI -> VMM -> swiftvmm
 // with Bits (pure-Swift helpers, no dependencies) below all of them. Only HostSys calls
-// libc; devices see protocols (interrupt lines, guest memory), never ioctls.
+// libc; devices see protocols (interrupt lines, guest memory, DMA mappings), never ioctls,
+// and the VMM glue sees the VM as protocols (interrupt routing, memory slots).
 import PackageDescription
 
 let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
@@ -26,9 +27,11 @@ let package = Package(
         .target(name: "CShim"),
         // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty.
         .target(name: "HostSys", dependencies: ["CShim"], swiftSettings: v5),
-        // Guest physical memory: addresses, regions, checked reads and writes.
+        // Guest physical memory: addresses, regions, checked reads and writes; the DMA mapping
+        // protocol (IOVA -> GPA), its translator for emulated devices and the identity mapping.
         .target(name: "GuestMemory", dependencies: ["HostSys"], swiftSettings: v5),
-        // KVM: System -> VirtualMachine -> VCPU, exit decoding.
+        // KVM: System -> VirtualMachine -> VCPU, exit decoding; the VM as protocols
+        // (VMInterruptRouting, VMMemorySlots) for the glue above.
         .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
         // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
         .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
@@ -63,13 +66,13 @@ let package = Package(
         .target(name: "TestFakes", dependencies: ["CShim", "HostSys", "Devices", "VFIO"], path: "Tests/TestFakes"),
 
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
-        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
-        .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO"], swiftSettings: v5),
+        .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: [

@@ -1,0 +1,289 @@
+import Foundation
+import TestFakes
+import XCTest
+@testable import GuestMemory
+
+/// Records what a client asks of a DMA mapping; refuses maps `refuse` picks.
+final class RecordingDMA: DMAMapping {
+    enum Call: Equatable { case map(iova: UInt64, size: UInt64, guest: UInt64), unmap(iova: UInt64, size: UInt64), attach, detach }
+    struct Refused: Error {}
+    var calls: [Call] = []
+    var refuse: (UInt64) -> Bool = { _ in false }
+    func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws {
+        calls.append(.map(iova: iova, size: size, guest: guestAddress.raw))
+        if refuse(iova) { throw Refused() }
+    }
+    func unmap(iova: UInt64, size: UInt64) throws { calls.append(.unmap(iova: iova, size: size)) }
+    func attach() throws { calls.append(.attach) }
+    func detach() throws { calls.append(.detach) }
+}
+
+final class DMAMappingTableTests: XCTestCase {
+    func testMapAndTranslateInsideOneMapping() throws {
+        var t = DMAMappingTable()
+        try t.map(iova: 0x1_0000, size: 0x2000, guestAddress: 0x5000)
+        XCTAssertEqual(t.translate(iova: 0x1_0000, length: 0x2000), 0x5000)
+        XCTAssertEqual(t.translate(iova: 0x1_1000, length: 0x1000), 0x6000)
+        XCTAssertEqual(t.translate(iova: 0x1_2000, length: 0), 0x7000, "0 bytes at the end, as GuestRAM allows")
+        XCTAssertNil(t.translate(iova: 0xFFFF, length: 1), "below")
+        XCTAssertNil(t.translate(iova: 0x1_1FFF, length: 2), "past the end")
+        XCTAssertNil(t.translate(iova: 0x1_2000, length: 1))
+        XCTAssertNil(t.translate(iova: 0x1_2001, length: 0))
+        XCTAssertNil(t.translate(iova: .max, length: .max), "no trap on hostile values")
+    }
+
+    func testOverlappingMapsAreRejectedAndChangeNothing() throws {
+        var t = DMAMappingTable()
+        try t.map(iova: 0x1_0000, size: 0x2000, guestAddress: 0x5000)
+        let before = t
+        for (iova, size) in [(UInt64(0x1_1000), UInt64(0x2000)), (0xF000, 0x1001), (0x1_1FFF, 0x10), (0x1_0000, 0x2000), (0x1_0800, 0x10), (0, 0x10_0000)] {
+            XCTAssertThrowsError(try t.map(iova: iova, size: size, guestAddress: 0x20_0000)) { e in
+                XCTAssertEqual(e as? DMAMappingError, .overlaps(iova: iova...(iova + size - 1), existing: 0x1_0000...0x1_1FFF))
+            }
+        }
+        XCTAssertEqual(t, before)
+        // Adjacent on either side is fine.
+        try t.map(iova: 0xF000, size: 0x1000, guestAddress: 0x1000)
+        try t.map(iova: 0x1_2000, size: 0x1000, guestAddress: 0x9000)
+        XCTAssertEqual(t.entries.map(\.iova), [0xF000, 0x1_0000, 0x1_2000], "kept in IOVA order")
+    }
+
+    func testUnmapRemovesWholeMappingsAndRefusesToSplitOne() throws {
+        var t = DMAMappingTable()
+        try t.map(iova: 0x5000, size: 0x2000, guestAddress: 0x40_0000) // C
+        try t.map(iova: 0x1000, size: 0x1000, guestAddress: 0x10_0000) // A
+        try t.map(iova: 0x2000, size: 0x1000, guestAddress: 0x20_0000) // B
+        let all = t
+
+        // Splitting C from either end, or A while covering B whole: refused, nothing removed.
+        XCTAssertThrowsError(try t.unmap(iova: 0x5000, size: 0x1000)) { e in
+            XCTAssertEqual(e as? DMAMappingError, .splits(iova: 0x5000...0x5FFF, existing: 0x5000...0x6FFF))
+        }
+        XCTAssertThrowsError(try t.unmap(iova: 0x6000, size: 0x1000))
+        XCTAssertThrowsError(try t.unmap(iova: 0x1800, size: 0x2000)) { e in
+            XCTAssertEqual(e as? DMAMappingError, .splits(iova: 0x1800...0x37FF, existing: 0x1000...0x1FFF))
+        }
+        XCTAssertEqual(t, all)
+
+        // Nothing mapped there: not an error (virtio-iommu), nothing removed.
+        XCTAssertEqual(try t.unmap(iova: 0x3000, size: 0x2000), [])
+        XCTAssertEqual(t, all)
+
+        XCTAssertEqual(try t.unmap(iova: 0x1000, size: 0x1000).map(\.iova), [0x1000])
+        // One range covering several mappings and the holes between them.
+        XCTAssertEqual(try t.unmap(iova: 0, size: 0x10_0000).map(\.iova), [0x2000, 0x5000])
+        XCTAssertEqual(t.entries, [])
+    }
+
+    func testLookupsAcrossMappingBoundariesFail() throws {
+        // Adjacent in IOVA and in guest space: still two mappings.
+        var t = DMAMappingTable()
+        try t.map(iova: 0x1000, size: 0x1000, guestAddress: 0x8000)
+        try t.map(iova: 0x2000, size: 0x1000, guestAddress: 0x9000)
+        XCTAssertEqual(t.translate(iova: 0x1FF8, length: 8), 0x8FF8)
+        XCTAssertEqual(t.translate(iova: 0x2000, length: 8), 0x9000)
+        XCTAssertNil(t.translate(iova: 0x1FFC, length: 8))
+        XCTAssertNil(t.translate(iova: 0x1000, length: 0x2000))
+
+        // Swapped in guest space: the IOVA range is contiguous, guest memory is not.
+        var s = DMAMappingTable()
+        try s.map(iova: 0x1000, size: 0x1000, guestAddress: 0x9000)
+        try s.map(iova: 0x2000, size: 0x1000, guestAddress: 0x8000)
+        XCTAssertEqual(s.translate(iova: 0x1FFF, length: 1), 0x9FFF)
+        XCTAssertEqual(s.translate(iova: 0x2000, length: 1), 0x8000)
+        XCTAssertNil(s.translate(iova: 0x1FFF, length: 2))
+    }
+
+    func testBadArgumentsAreErrorsNotTraps() throws {
+        var t = DMAMappingTable()
+        XCTAssertThrowsError(try t.map(iova: 0x1000, size: 0, guestAddress: 0)) { XCTAssertEqual($0 as? DMAMappingError, .empty(iova: 0x1000)) }
+        XCTAssertThrowsError(try t.map(iova: .max - 0xFFF, size: 0x2000, guestAddress: 0)) {
+            XCTAssertEqual($0 as? DMAMappingError, .wraps(address: .max - 0xFFF, size: 0x2000))
+        }
+        XCTAssertThrowsError(try t.map(iova: 0, size: 0x2000, guestAddress: .max)) { XCTAssertEqual($0 as? DMAMappingError, .wraps(address: .max, size: 0x2000)) }
+        XCTAssertThrowsError(try t.unmap(iova: 2, size: .max)) { XCTAssertEqual($0 as? DMAMappingError, .wraps(address: 2, size: .max)) }
+        XCTAssertThrowsError(try t.unmap(iova: 0, size: 0))
+        // The very top of both spaces is usable.
+        try t.map(iova: .max - 0xFFF, size: 0x1000, guestAddress: .max - 0xFFF)
+        XCTAssertEqual(t.translate(iova: .max, length: 1), .max)
+        XCTAssertNil(t.translate(iova: .max, length: 2))
+        XCTAssertThrowsError(try t.unmap(iova: 0, size: .max), "[0, 2^64 - 1) leaves the mapping's last byte: a split")
+        XCTAssertEqual(try t.unmap(iova: .max - 0xFFF, size: 0x1000).count, 1)
+    }
+
+    func testLimitOnMappings() throws {
+        var t = DMAMappingTable(limit: 2)
+        try t.map(iova: 0, size: 0x1000, guestAddress: 0)
+        try t.map(iova: 0x1000, size: 0x1000, guestAddress: 0)
+        XCTAssertThrowsError(try t.map(iova: 0x2000, size: 0x1000, guestAddress: 0)) { XCTAssertEqual($0 as? DMAMappingError, .tooManyMappings(limit: 2)) }
+        try t.unmap(iova: 0, size: 0x1000)
+        XCTAssertNoThrow(try t.map(iova: 0x2000, size: 0x1000, guestAddress: 0))
+    }
+
+    func testMatchesAReferenceModelOnRandomOperations() throws {
+        // A byte-per-page model: the table must accept exactly the maps that
+        // touch no mapped page, refuse exactly the unmaps that cut a mapping,
+        // and translate every page as the model does.
+        var rng = SplitMix64(seed: 0xD3A_7AB1E)
+        var t = DMAMappingTable()
+        var owner = [Int?](repeating: nil, count: 64) // page -> mapping start page
+        var target: [Int: UInt64] = [:] // mapping start page -> guest address
+        var size: [Int: Int] = [:]
+        for _ in 0..<4000 {
+            let start = Int(rng.next() % 64), pages = 1 + Int(rng.next() % 8)
+            let end = min(start + pages, 64)
+            let iova = UInt64(start) << 12, bytes = UInt64(end - start) << 12
+            if rng.next() % 2 == 0 {
+                let guest = (rng.next() % 1024) << 12
+                let free = owner[start..<end].allSatisfy { $0 == nil }
+                do {
+                    try t.map(iova: iova, size: bytes, guestAddress: guest)
+                    XCTAssertTrue(free, "mapped over a mapping at page \(start)")
+                    for p in start..<end { owner[p] = start }
+                    target[start] = guest
+                    size[start] = end - start
+                } catch {
+                    XCTAssertFalse(free, "refused a map of free pages \(start)..<\(end): \(error)")
+                }
+            } else {
+                let hit = Set(owner[start..<end].compactMap { $0 })
+                let cuts = hit.contains { $0 < start || $0 + size[$0]! > end }
+                do {
+                    let gone = try t.unmap(iova: iova, size: bytes)
+                    XCTAssertFalse(cuts, "split a mapping in \(start)..<\(end)")
+                    XCTAssertEqual(Set(gone.map { Int($0.iova >> 12) }), hit)
+                    for m in hit { for p in m..<(m + size[m]!) { owner[p] = nil } }
+                } catch {
+                    XCTAssertTrue(cuts, "refused a clean unmap of \(start)..<\(end): \(error)")
+                }
+            }
+            for p in 0..<64 {
+                let want = owner[p].map { target[$0]! + UInt64(p - $0) << 12 }
+                XCTAssertEqual(t.translate(iova: UInt64(p) << 12, length: 0x1000), want, "page \(p)")
+            }
+        }
+    }
+}
+
+final class DMATranslatorTests: XCTestCase {
+    func memory() throws -> ArrayGuestMemory { try ArrayGuestMemory(regions: [(0, 0x4000), (0x8000, 0x4000)]) }
+
+    func testMapsOnlyToGuestRAM() throws {
+        let d = DMATranslator(memory: try memory())
+        XCTAssertThrowsError(try d.map(iova: 0, size: 0x2000, guestAddress: GuestAddress(0x3000))) {
+            XCTAssertEqual($0 as? DMAMappingError, .notGuestRAM(guestAddress: 0x3000, size: 0x2000), "across the hole")
+        }
+        XCTAssertThrowsError(try d.map(iova: 0, size: 0x1000, guestAddress: GuestAddress(0x1_0000)))
+        XCTAssertEqual(d.mappings, [])
+        try d.map(iova: 0x10_0000, size: 0x1000, guestAddress: GuestAddress(0x9000))
+        XCTAssertEqual(d.mappings, [DMAMappingTable.Entry(iova: 0x10_0000, size: 0x1000, guestAddress: 0x9000)])
+    }
+
+    func testDetachedEndpointReachesNothing() throws {
+        let d = DMATranslator(memory: try memory())
+        try d.map(iova: 0, size: 0x1000, guestAddress: GuestAddress(0))
+        XCTAssertFalse(d.isAttached)
+        XCTAssertNil(d.translate(iova: 0, length: 4), "a new endpoint is detached")
+        try d.attach()
+        XCTAssertEqual(d.translate(iova: 0x10, length: 4), GuestAddress(0x10))
+        try d.detach()
+        XCTAssertNil(d.translate(iova: 0x10, length: 4))
+        XCTAssertEqual(d.mappings.count, 1, "detach keeps the mappings")
+    }
+
+    func testDMAGuestMemoryThroughAMovedWindow() throws {
+        let m = try memory()
+        let d = DMATranslator(memory: m)
+        try d.attach()
+        let dma = DMAGuestMemory(translator: d)
+        try d.map(iova: 0x10_0000, size: 0x1000, guestAddress: GuestAddress(0x8000))
+        try dma.writeInteger(UInt32(0xCAFE_F00D), at: GuestAddress(0x10_0010))
+        XCTAssertEqual(try m.readInteger(UInt32.self, at: GuestAddress(0x8010)), 0xCAFE_F00D)
+        XCTAssertEqual(try dma.readInteger(UInt32.self, at: GuestAddress(0x10_0010)), 0xCAFE_F00D)
+        XCTAssertTrue(dma.contains(GuestAddress(0x10_0000), length: 0x1000))
+        XCTAssertFalse(dma.contains(GuestAddress(0x8000), length: 4), "the guest physical address is not an IOVA here")
+
+        try d.unmap(iova: 0x10_0000, size: 0x1000)
+        XCTAssertThrowsError(try dma.readInteger(UInt32.self, at: GuestAddress(0x10_0010))) {
+            XCTAssertEqual($0 as? GuestMemoryError, .outOfRange(address: 0x10_0010, length: 4))
+        }
+        XCTAssertEqual(try m.readInteger(UInt32.self, at: GuestAddress(0x8010)), 0xCAFE_F00D, "revoking a mapping leaves memory alone")
+    }
+
+    func testIdentityMappingIsTransparent() throws {
+        // Through the identity mapping a device sees what it sees in guest
+        // memory itself: the same bytes, the same holes, the same errors.
+        let m = try memory()
+        let d = DMATranslator(memory: m)
+        XCTAssertEqual(try IdentityDMA.mapGuestRAM([(0, 0x4000), (0x8000, 0x4000)], into: d), 0x8000)
+        try d.attach()
+        let dma = DMAGuestMemory(translator: d)
+        var rng = SplitMix64(seed: 0x1D_E17)
+        let edges: [UInt64] = [0, 0x3FFC, 0x3FFF, 0x4000, 0x7FFF, 0x8000, 0xBFFC, 0xC000, .max - 3, .max]
+        for i in 0..<3000 {
+            let address = i % 3 == 0 ? edges[Int(rng.next() % UInt64(edges.count))] : rng.next() % 0xD000
+            let length = Int(rng.next() % 9)
+            XCTAssertEqual(dma.contains(GuestAddress(address), length: UInt64(length)), m.contains(GuestAddress(address), length: UInt64(length)))
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var viaDMA: Error?, direct: Error?
+            do { try dma.writeBytes(bytes, at: GuestAddress(address)) } catch { viaDMA = error }
+            do { try m.writeBytes(bytes, at: GuestAddress(address)) } catch { direct = error }
+            XCTAssertEqual(viaDMA as? GuestMemoryError, direct as? GuestMemoryError, "0x\(String(address, radix: 16))+\(length)")
+            XCTAssertEqual(viaDMA == nil, direct == nil)
+            if viaDMA == nil {
+                XCTAssertEqual(try dma.readBytes(at: GuestAddress(address), count: length), bytes)
+                XCTAssertEqual(try m.readBytes(at: GuestAddress(address), count: length), bytes)
+            }
+        }
+    }
+
+    func testTranslationWhileAnotherRangeIsRemapped() throws {
+        let d = DMATranslator(memory: try memory())
+        try d.map(iova: 0, size: 0x1000, guestAddress: GuestAddress(0))
+        try d.attach()
+        let misses = Counter()
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for i in 0..<2000 {
+                if worker == 0 {
+                    try? d.map(iova: 0x8000, size: 0x1000, guestAddress: GuestAddress(0x8000))
+                    try? d.unmap(iova: 0x8000, size: 0x1000)
+                } else if d.translate(iova: UInt64(i % 0x1000), length: 1) != GuestAddress(UInt64(i % 0x1000)) {
+                    misses.add()
+                }
+            }
+        }
+        XCTAssertEqual(misses.value, 0)
+    }
+}
+
+final class IdentityDMATests: XCTestCase {
+    static let gib: UInt64 = 1 << 30
+
+    func testMapsEveryRAMRangeAtItsGuestAddress() throws {
+        XCTAssertEqual(IdentityDMA.ranges(of: GuestMemoryMap(ramBytes: 4 * Self.gib)).map { [$0.guest, $0.size] }, [[0, 3 * Self.gib], [4 * Self.gib, Self.gib]])
+        let dma = RecordingDMA()
+        let bytes = try IdentityDMA.mapGuestRAM([(0, 3 * Self.gib), (4 * Self.gib, Self.gib), (5 * Self.gib, 0)], into: dma)
+        XCTAssertEqual(bytes, 4 * Self.gib)
+        XCTAssertEqual(dma.calls, [.map(iova: 0, size: 3 * Self.gib, guest: 0), .map(iova: 4 * Self.gib, size: Self.gib, guest: 4 * Self.gib)],
+                       "empty ranges are skipped")
+    }
+
+    func testFailureUnmapsWhatThisCallMappedLastFirst() {
+        let dma = RecordingDMA()
+        dma.refuse = { $0 == 8 * Self.gib }
+        XCTAssertThrowsError(try IdentityDMA.mapGuestRAM([(0, Self.gib), (4 * Self.gib, Self.gib), (8 * Self.gib, Self.gib)], into: dma)) { e in
+            guard let f = e as? IdentityDMA.Failure else { return XCTFail("\(e)") }
+            XCTAssertEqual(f.range, (8 * Self.gib)...(9 * Self.gib - 1))
+            XCTAssertTrue(f.underlying is RecordingDMA.Refused)
+        }
+        XCTAssertEqual(dma.calls.suffix(2), [.unmap(iova: 4 * Self.gib, size: Self.gib), .unmap(iova: 0, size: Self.gib)])
+    }
+}
+
+/// A thread-safe counter for the concurrency test.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func add() { lock.lock(); n += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
