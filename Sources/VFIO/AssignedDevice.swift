@@ -159,14 +159,30 @@ public final class AssignedVFIODevice: @unchecked Sendable {
             if e.errno == Errno.EBUSY || !holders.isEmpty { throw VFIOError.deviceBusy(bdf: bdf, holders: holders) }
             throw VFIOError.ioctl(e)
         }
+        try attachPageTable(ctx)
+        context = ctx
+        ctx.attachedDevices.append(bdf)
+        ctx.addEndpoint(self)
+        try discover()
+    }
+
+    /// Attaches the bound device to `ctx`'s IOAS (again, after
+    /// `detachPageTable`). The corresponding ioctl is `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+    func attachPageTable(_ ctx: IOMMUContext) throws {
+        guard !isClosed, deviceID != nil else { throw VFIOError.deviceNotReady(bdf: bdf, "it is not bound to an iommufd") }
         do {
             pageTableID = try cdev.attach(ptID: ctx.ioas.id)
         } catch let VFIOError.ioctl(e) where e.errno == Errno.EPERM {
             throw VFIOError.noInterruptRemapping(bdf: bdf)
         }
-        context = ctx
-        ctx.attachedDevices.append(bdf)
-        try discover()
+    }
+
+    /// Detaches the device from its IOAS: its DMA faults until it is attached
+    /// again. The corresponding ioctl is `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+    func detachPageTable() throws {
+        guard !isClosed, pageTableID != nil else { return }
+        try cdev.detach()
+        pageTableID = nil
     }
 
     /// Device info, then every region and IRQ kind it reports.
@@ -424,6 +440,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
         for m in mappings { io.unmap(m.pointer, length: m.length) }
         mappings.removeAll()
         context?.attachedDevices.removeAll { $0 == bdf }
+        context?.removeEndpoint(self)
         context = nil
         cdev.close()
         deviceID = nil

@@ -1,21 +1,45 @@
 import Bits
+import GuestMemory
 import HostSys
+import Synchronization
 
 /// The DMA side of one VM: an iommufd and the one IOAS every assigned device
 /// of the VM is attached to, holding guest RAM at IOVA == guest physical
 /// address. Order of use: `open`, attach the devices
 /// (`AssignedVFIODevice.bindAndAttach`), `checkGuestRAM`, `mapGuestRAM`;
 /// at the end close the devices, then `unmapAll`.
-public final class IOMMUContext: @unchecked Sendable {
+///
+/// It is the assigned devices' `DMAMapping` (see Sources/GuestMemory): `map`
+/// pins the guest RAM behind a guest range (where it lives in this process,
+/// from `addGuestRAM`) and maps it into the IOAS at the IOVA asked for,
+/// `unmap` undoes whole mappings, `attach` and `detach` attach and detach
+/// every device bound through this context. Today all of them share the
+/// IOAS, so they are one endpoint, with the identity mapping (`mapGuestRAM`,
+/// a client of `IdentityDMA`); a vIOMMU would give each endpoint (or domain)
+/// an IOAS of its own, one context each on the same iommufd.
+public final class IOMMUContext: DMAMapping, @unchecked Sendable {
+    /// A guest RAM range and where this process has it.
+    public typealias GuestRAMRange = (guest: UInt64, host: UInt64, size: UInt64)
+
+    private struct WeakDevice { weak var device: AssignedVFIODevice? }
+
+    private struct State {
+        var table = DMAMappingTable()
+        var guestRAM: [GuestRAMRange] = []
+        var endpoints: [WeakDevice] = []
+    }
+
     public let iommufd: IOMMUFD
     public let ioas: IOAS
-    /// The IOVA ranges mapped by `mapGuestRAM` and not unmapped yet.
-    public private(set) var mappings: [ClosedRange<UInt64>] = []
+    private let state = Mutex(State())
     /// PCI addresses of the devices attached to `ioas`, for messages.
     public internal(set) var attachedDevices: [String] = []
 
     /// The IOAS's id (what devices attach to).
     public var ioasID: UInt32 { ioas.id }
+
+    /// The IOVA ranges mapped and not unmapped yet, in IOVA order.
+    public var mappings: [ClosedRange<UInt64>] { state.withLock { $0.table.entries.map(\.iovaRange) } }
 
     public init(iommufd: IOMMUFD, ioas: IOAS) {
         self.iommufd = iommufd
@@ -107,43 +131,123 @@ public final class IOMMUContext: @unchecked Sendable {
     // MARK: - Mapping guest RAM
 
     /// Maps each guest RAM range readable and writable at IOVA == `guest`
-    /// (pinning it); returns the bytes mapped and the time it took. On
-    /// failure the ranges mapped by this call are unmapped again and the
-    /// error names the range (ENOMEM: RLIMIT_MEMLOCK).
+    /// (pinning it) through `IdentityDMA`; returns the bytes mapped and the
+    /// time it took. On failure the ranges mapped by this call are unmapped
+    /// again and the error names the range (ENOMEM: RLIMIT_MEMLOCK).
     @discardableResult
-    public func mapGuestRAM(_ ranges: [(guest: UInt64, host: UInt64, size: UInt64)]) throws -> (bytes: UInt64, seconds: Double) {
+    public func mapGuestRAM(_ ranges: [GuestRAMRange]) throws -> (bytes: UInt64, seconds: Double) {
         let start = ProcessStats.monotonicNanos
-        var done = [ClosedRange<UInt64>]()
-        let before = mappings.count
-        var bytes: UInt64 = 0
-        for r in ranges where r.size > 0 {
-            do {
-                try ioas.map(hostAddress: r.host, length: r.size, iova: r.guest, readable: true, writable: true)
-            } catch {
-                for m in done.reversed() { _ = try? ioas.unmap(iova: m.lowerBound, length: m.upperBound - m.lowerBound + 1) }
-                mappings.removeSubrange(before...)
-                let (last, wraps) = r.guest.addingReportingOverflow(r.size - 1)
-                if case let VFIOError.ioctl(e) = error {
-                    throw VFIOError.guestRAMMapFailed(guestRange: r.guest...(wraps ? .max : last), e)
-                }
-                throw error
-            }
-            let m = r.guest...(r.guest + (r.size - 1)) // map checked that this does not wrap
-            done.append(m)
-            mappings.append(m)
-            bytes += r.size
+        addGuestRAM(ranges)
+        let bytes: UInt64
+        do {
+            bytes = try IdentityDMA.mapGuestRAM(ranges.map { (guest: $0.guest, size: $0.size) }, into: self)
+        } catch let f as IdentityDMA.Failure {
+            if case let VFIOError.ioctl(e) = f.underlying { throw VFIOError.guestRAMMapFailed(guestRange: f.range, e) }
+            throw f.underlying
         }
         return (bytes, Double(ProcessStats.monotonicNanos &- start) / 1e9)
     }
 
-    /// Unmaps everything `mapGuestRAM` mapped. Tries every range; throws the
-    /// first error after trying them all.
-    public func unmapAll() throws {
-        var first: Error?
-        for m in mappings.reversed() {
-            do { try ioas.unmap(iova: m.lowerBound, length: m.upperBound - m.lowerBound + 1) } catch { first = first ?? error }
+    /// Tells the context where guest RAM lives in this process, so `map` can
+    /// pin it. Ranges already known are not added twice.
+    public func addGuestRAM(_ ranges: [GuestRAMRange]) {
+        state.withLock { s in
+            for r in ranges where r.size > 0 && !s.guestRAM.contains(where: { $0 == r }) { s.guestRAM.append(r) }
         }
-        mappings.removeAll()
-        if let first { throw first }
+    }
+
+    /// The host pieces behind guest `[guest, guest + size)`: one per guest RAM
+    /// range it crosses, or nil when any byte is not guest RAM. The range
+    /// does not wrap (checked by the table first).
+    static func hostPieces(guest: UInt64, size: UInt64, ram: [GuestRAMRange]) -> [(offset: UInt64, host: UInt64, size: UInt64)]? {
+        var pieces: [(offset: UInt64, host: UInt64, size: UInt64)] = []
+        var done: UInt64 = 0
+        while done < size {
+            let at = guest + done
+            guard let r = ram.first(where: { at >= $0.guest && at - $0.guest < $0.size }) else { return nil }
+            let n = min(size - done, r.size - (at - r.guest))
+            let (host, wraps) = r.host.addingReportingOverflow(at - r.guest)
+            guard !wraps else { return nil }
+            pieces.append((done, host, n))
+            done += n
+        }
+        return pieces
+    }
+
+    // MARK: - DMAMapping
+
+    /// Pins the guest RAM behind `[guestAddress, guestAddress + size)` and
+    /// maps it readable and writable at `iova` (one `IOMMU_IOAS_MAP` per guest
+    /// RAM range it crosses; if one fails, the others are unmapped again).
+    /// Refused before any ioctl when the range overlaps a mapping, wraps, or
+    /// is not all guest RAM. The corresponding ioctl is `IOMMU_IOAS_MAP`.
+    public func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws {
+        try state.withLock { s in
+            let e = try s.table.checkMap(iova: iova, size: size, guestAddress: guestAddress.raw)
+            guard let pieces = Self.hostPieces(guest: e.guestAddress, size: e.size, ram: s.guestRAM) else {
+                throw DMAMappingError.notGuestRAM(guestAddress: e.guestAddress, size: e.size)
+            }
+            var done: [(iova: UInt64, size: UInt64)] = []
+            for p in pieces {
+                do {
+                    try ioas.map(hostAddress: p.host, length: p.size, iova: e.iova + p.offset, readable: true, writable: true)
+                } catch {
+                    for d in done.reversed() { _ = try? ioas.unmap(iova: d.iova, length: d.size) }
+                    throw error
+                }
+                done.append((e.iova + p.offset, p.size))
+            }
+            try s.table.map(iova: e.iova, size: e.size, guestAddress: e.guestAddress)
+        }
+    }
+
+    /// Unmaps (and unpins) every mapping inside `[iova, iova + size)`, one
+    /// `IOMMU_IOAS_UNMAP` each; refused, unmapping nothing, when it would split
+    /// one. On an ioctl error the mappings unmapped so far are gone and the
+    /// rest stay. The corresponding ioctl is `IOMMU_IOAS_UNMAP`.
+    public func unmap(iova: UInt64, size: UInt64) throws {
+        try state.withLock { s in
+            for e in try s.table.checkUnmap(iova: iova, size: size) {
+                try ioas.unmap(iova: e.iova, length: e.size)
+                s.table.remove([e])
+            }
+        }
+    }
+
+    /// Attaches every device bound through this context that is not attached
+    /// to the IOAS now. The corresponding ioctl is `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+    public func attach() throws {
+        for d in endpoints where d.pageTableID == nil { try d.attachPageTable(self) }
+    }
+
+    /// Detaches every device bound through this context from the IOAS; their
+    /// DMA then faults. The corresponding ioctl is `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+    public func detach() throws {
+        for d in endpoints where d.pageTableID != nil { try d.detachPageTable() }
+    }
+
+    /// The open devices bound through this context.
+    var endpoints: [AssignedVFIODevice] {
+        state.withLock { s in
+            s.endpoints.removeAll { $0.device == nil }
+            return s.endpoints.compactMap(\.device)
+        }
+    }
+
+    /// Called by `AssignedVFIODevice` when it binds through this context and when it closes.
+    func addEndpoint(_ d: AssignedVFIODevice) { state.withLock { $0.endpoints.append(WeakDevice(device: d)) } }
+    func removeEndpoint(_ d: AssignedVFIODevice) { state.withLock { $0.endpoints.removeAll { $0.device == nil || $0.device === d } } }
+
+    /// Unmaps everything mapped. Tries every mapping, last first; throws the
+    /// first error after trying them all (the table is emptied either way).
+    public func unmapAll() throws {
+        try state.withLock { s in
+            var first: Error?
+            for e in s.table.entries.reversed() {
+                do { try ioas.unmap(iova: e.iova, length: e.size) } catch { first = first ?? error }
+            }
+            s.table.remove(s.table.entries)
+            if let first { throw first }
+        }
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 import HostSys
 import TestFakes
 import XCTest
+@testable import GuestMemory
 @testable import VFIO
 
 final class IOMMUContextTests: XCTestCase {
@@ -157,4 +158,133 @@ final class IOMMUContextTests: XCTestCase {
         XCTAssertEqual(ctx.mappings, [0...0xFFF])
         XCTAssertEqual(k.calls.filter { $0.request == SHIM_IOMMU_IOAS_UNMAP }.count, 0)
     }
+
+    // MARK: - The IOAS as a DMAMapping
+
+    static let hostLow: UInt64 = 0x7f00_0000_0000
+    static let hostHigh: UInt64 = 0x7f00_c000_0000
+
+    /// A context that knows 3 GiB of RAM at 0 and 1 GiB at 4 GiB.
+    func dmaContext(_ k: FakePerformer) throws -> IOMMUContext {
+        let ctx = try context(k)
+        ctx.addGuestRAM([(0, Self.hostLow, 3 * Self.gib), (4 * Self.gib, Self.hostHigh, Self.gib)])
+        return ctx
+    }
+
+    /// The (user_va, length, iova) of each IOMMU_IOAS_MAP so far.
+    func maps(_ k: FakePerformer) -> [[UInt64]] {
+        k.calls.filter { $0.request == SHIM_IOMMU_IOAS_MAP }.map { [u64($0.bytes, 16), u64($0.bytes, 24), u64($0.bytes, 32)] }
+    }
+
+    /// The (iova, length) of each IOMMU_IOAS_UNMAP so far.
+    func unmaps(_ k: FakePerformer) -> [[UInt64]] {
+        k.calls.filter { $0.request == SHIM_IOMMU_IOAS_UNMAP }.map { [u64($0.bytes, 8), u64($0.bytes, 16)] }
+    }
+
+    func testMapPinsTheGuestRAMBehindTheRangeAtTheIOVAAskedFor() throws {
+        let k = fakeIOMMU()
+        let ctx = try dmaContext(k)
+        let dma: DMAMapping = ctx
+        try dma.map(iova: 0x10_0000_0000, size: 0x2000, guestAddress: GuestAddress(0x1000))
+        try dma.map(iova: 0x20_0000_0000, size: 0x1000, guestAddress: GuestAddress(4 * Self.gib + 0x5000))
+        XCTAssertEqual(maps(k), [[Self.hostLow + 0x1000, 0x2000, 0x10_0000_0000], [Self.hostHigh + 0x5000, 0x1000, 0x20_0000_0000]])
+        let m = k.calls.first { $0.request == SHIM_IOMMU_IOAS_MAP }!.bytes
+        XCTAssertEqual(u32(m, 4), SHIM_IOMMU_IOAS_MAP_FIXED_IOVA | SHIM_IOMMU_IOAS_MAP_READABLE | SHIM_IOMMU_IOAS_MAP_WRITEABLE)
+        XCTAssertEqual(u32(m, 8), 3, "into the context's IOAS")
+        XCTAssertEqual(ctx.mappings, [0x10_0000_0000...0x10_0000_1FFF, 0x20_0000_0000...0x20_0000_0FFF])
+
+        try dma.unmap(iova: 0x10_0000_0000, size: 0x2000)
+        XCTAssertEqual(unmaps(k), [[0x10_0000_0000, 0x2000]])
+        XCTAssertEqual(ctx.mappings, [0x20_0000_0000...0x20_0000_0FFF])
+    }
+
+    func testMapAcrossTwoRAMRangesIsOneMappingOfTwoPieces() throws {
+        let k = fakeIOMMU()
+        let ctx = try context(k)
+        // Adjacent in guest space, apart in this process.
+        ctx.addGuestRAM([(0, 0x1_0000, 0x1000), (0x1000, 0x9_0000, 0x1000)])
+        try ctx.map(iova: 0x5000, size: 0x2000, guestAddress: GuestAddress(0))
+        XCTAssertEqual(maps(k), [[0x1_0000, 0x1000, 0x5000], [0x9_0000, 0x1000, 0x6000]])
+        XCTAssertEqual(ctx.mappings, [0x5000...0x6FFF])
+        XCTAssertThrowsError(try ctx.unmap(iova: 0x5000, size: 0x1000), "the pieces are one mapping: no split")
+        try ctx.unmap(iova: 0x5000, size: 0x2000)
+        XCTAssertEqual(unmaps(k), [[0x5000, 0x2000]], "one unmap covers both pieces")
+    }
+
+    func testFailedPieceUnmapsTheOthers() throws {
+        let k = fakeIOMMU(failMap: 2, errno: ENOMEM)
+        let ctx = try context(k)
+        ctx.addGuestRAM([(0, 0x1_0000, 0x1000), (0x1000, 0x9_0000, 0x1000)])
+        XCTAssertThrowsError(try ctx.map(iova: 0x5000, size: 0x2000, guestAddress: GuestAddress(0))) { e in
+            guard case let VFIOError.ioctl(s) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(s.errno, ENOMEM)
+        }
+        XCTAssertEqual(unmaps(k), [[0x5000, 0x1000]])
+        XCTAssertEqual(ctx.mappings, [])
+    }
+
+    func testBadMapsAndSplittingUnmapsAreRefusedBeforeAnyIoctl() throws {
+        let k = fakeIOMMU()
+        let ctx = try dmaContext(k)
+        try ctx.map(iova: 0x10_0000, size: 0x4000, guestAddress: GuestAddress(0x10_0000))
+        let before = k.calls.count
+        func refused(_ want: DMAMappingError, _ body: () throws -> Void, line: UInt = #line) {
+            XCTAssertThrowsError(try body(), line: line) { XCTAssertEqual($0 as? DMAMappingError, want, line: line) }
+        }
+        refused(.overlaps(iova: 0x10_3000...0x10_4FFF, existing: 0x10_0000...0x10_3FFF)) {
+            try ctx.map(iova: 0x10_3000, size: 0x2000, guestAddress: GuestAddress(0))
+        }
+        refused(.notGuestRAM(guestAddress: 3 * Self.gib - 0x1000, size: 0x2000)) {
+            try ctx.map(iova: 0, size: 0x2000, guestAddress: GuestAddress(3 * Self.gib - 0x1000)) // into the hole below 4 GiB
+        }
+        refused(.notGuestRAM(guestAddress: 5 * Self.gib, size: 0x1000)) { try ctx.map(iova: 0, size: 0x1000, guestAddress: GuestAddress(5 * Self.gib)) }
+        refused(.empty(iova: 0)) { try ctx.map(iova: 0, size: 0, guestAddress: GuestAddress(0)) }
+        refused(.wraps(address: .max, size: 2)) { try ctx.map(iova: .max, size: 2, guestAddress: GuestAddress(0)) }
+        refused(.splits(iova: 0x10_1000...0x10_1FFF, existing: 0x10_0000...0x10_3FFF)) { try ctx.unmap(iova: 0x10_1000, size: 0x1000) }
+        XCTAssertNoThrow(try ctx.unmap(iova: 0x20_0000, size: 0x1000), "nothing mapped there: not an error")
+        XCTAssertEqual(k.calls.count, before, "no ioctl for any of them")
+        XCTAssertEqual(ctx.mappings, [0x10_0000...0x10_3FFF])
+    }
+
+    func testUnmapOfARangeTakesEveryWholeMappingInIt() throws {
+        let k = fakeIOMMU()
+        let ctx = try dmaContext(k)
+        try IdentityDMA.mapGuestRAM([(0x1000, 0x1000), (0x8000, 0x2000)], into: ctx)
+        try ctx.unmap(iova: 0, size: 0x1_0000)
+        XCTAssertEqual(unmaps(k), [[0x1000, 0x1000], [0x8000, 0x2000]])
+        XCTAssertEqual(ctx.mappings, [])
+    }
+
+    func testAttachAndDetachMoveEveryBoundDevice() throws {
+        let k = fakeIOMMU()
+        let ctx = try context(k)
+        let fake = FakeVFIODevice()
+        let dev = AssignedVFIODevice(cdev: VFIODeviceCdev(performer: fake.performer, bdf: "0000:01:00.0"), io: FakeDeviceIO(),
+                                     bdf: "0000:01:00.0", cdevPath: "/dev/vfio/devices/vfio0")
+        try dev.bindAndAttach(ctx)
+        func pageTableCalls() -> [(UInt, UInt32)] {
+            fake.performer.calls.filter { $0.request == SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT || $0.request == SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT }
+                .map { ($0.request, $0.request == SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT ? u32($0.bytes, 8) : 0) }
+        }
+        XCTAssertEqual(pageTableCalls().map(\.0), [SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT])
+
+        try ctx.detach()
+        try ctx.detach()
+        XCTAssertNil(dev.pageTableID)
+        try ctx.attach()
+        try ctx.attach()
+        XCTAssertEqual(dev.pageTableID, 11)
+        let calls = pageTableCalls()
+        XCTAssertEqual(calls.map(\.0), [SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT, SHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT, SHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT],
+                       "each once: attach and detach skip devices already there")
+        XCTAssertEqual(calls.last?.1, 3, "to the context's IOAS")
+
+        // A closed device is no endpoint any more.
+        dev.close()
+        let n = fake.performer.calls.count
+        try ctx.attach()
+        try ctx.detach()
+        XCTAssertEqual(fake.performer.calls.count, n)
+    }
 }
+
