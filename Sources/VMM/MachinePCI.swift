@@ -45,8 +45,11 @@ final class MachinePCI {
     /// Assigned devices, told about their BAR moves too (set once, before
     /// any guest code runs).
     var passthrough: MachinePassthrough?
+    /// The guest RAM every emulated device can reach by DMA (identity mapped).
+    private let ramRanges: [(guest: UInt64, size: UInt64)]
 
     init(vm: any VMInterruptRouting, memoryMap: GuestMemoryMap, mmio64Size: UInt64, mmio: Bus, pio: Bus, logger: Logger) throws {
+        ramRanges = IdentityDMA.ranges(of: memoryMap)
         msiRouter = KVMMSIRouter(vm: vm, logger: logger)
         bus = PCIRootBus(windows: PCIWindows.standard(memoryMap: memoryMap, mmio64Size: mmio64Size), msiRouter: msiRouter,
                          intxLine: { gsi in KVMIRQLine(vm: vm, irq: gsi) { logger.error("\($0)") } })
@@ -75,10 +78,15 @@ final class MachinePCI {
             })
     }
 
-    /// Wraps a virtio device model in the virtio-pci transport and attaches it.
+    /// Wraps a virtio device model in the virtio-pci transport and attaches
+    /// it. The device reaches `memory` through its own `DMATranslator`, which
+    /// holds the identity mapping of guest RAM (a vIOMMU would replace it).
     func attachVirtio(_ device: VirtioDevice, name: String, memory: GuestMemoryAccess, logger: Logger) throws {
         var address: PCIAddress?
-        let transport = try VirtioPCIDevice(device: device, memory: memory) { error in
+        let dma = DMATranslator(memory: memory)
+        try IdentityDMA.mapGuestRAM(ramRanges, into: dma)
+        try dma.attach()
+        let transport = try VirtioPCIDevice(device: device, memory: DMAGuestMemory(translator: dma)) { error in
             // The guest broke the virtio protocol: the device is now in
             // DEVICE_NEEDS_RESET; the VMM keeps running.
             logger.warning("guest error: \(name) at \(address.map { "\($0)" } ?? "?"): \(error)")
