@@ -32,7 +32,7 @@ public final class IOMMUContext: DMAMapping, @unchecked Sendable {
     public let iommufd: IOMMUFD
     public let ioas: IOAS
     private let state = Mutex(State())
-    /// PCI addresses of the devices attached to `ioas`, for messages.
+    /// PCI addresses of the devices bound and attached through this context, for messages.
     public internal(set) var attachedDevices: [String] = []
 
     /// The IOAS's id (what devices attach to).
