@@ -26,7 +26,7 @@ let package = Package(
         // uAPI headers, ioctl numbers, offsetof values and layout asserts.
         .target(name: "CShim"),
         // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty.
-        .target(name: "HostSys", dependencies: ["CShim"], swiftSettings: v5),
+        .target(name: "HostSys", dependencies: ["CShim"]),
         // Guest physical memory: addresses, regions, checked reads and writes; the DMA mapping
         // protocol (IOVA -> GPA), its translator for emulated devices and the identity mapping.
         .target(name: "GuestMemory", dependencies: ["HostSys"], swiftSettings: v5),
