@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "HostSys", dependencies: ["CShim"]),
         // Guest physical memory: addresses, regions, checked reads and writes; the DMA mapping
         // protocol (IOVA -> GPA), its translator for emulated devices and the identity mapping.
-        .target(name: "GuestMemory", dependencies: ["HostSys"], swiftSettings: v5),
+        .target(name: "GuestMemory", dependencies: ["HostSys"]),
         // KVM: System -> VirtualMachine -> VCPU, exit decoding; the VM as protocols
         // (VMInterruptRouting, VMMemorySlots) for the glue above.
         .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "TestFakes", dependencies: ["CShim", "HostSys", "Devices", "VFIO"], path: "Tests/TestFakes"),
 
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
-        .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
