@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["HostSys"]),
         // KVM: System -> VirtualMachine -> VCPU, exit decoding; the VM as protocols
         // (VMInterruptRouting, VMMemorySlots) for the glue above.
-        .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
+        .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"]),
         // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
         .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
@@ -67,7 +67,7 @@ let package = Package(
 
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
