@@ -34,7 +34,7 @@ let package = Package(
         // (VMInterruptRouting, VMMemorySlots) for the glue above.
         .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"]),
         // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
-        .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"]),
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
         .target(name: "PCI", dependencies: ["Bits", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"]),
-        .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
