@@ -5,7 +5,7 @@ import XCTest
 @testable import PCI
 
 /// Counts router calls from any thread.
-final class CountingRouter: MSIRouter, @unchecked Sendable {
+final class CountingRouter: MSIRouter {
     let counts = Mutex<(configure: Int, signal: Int)>((0, 0))
     func configure(device: PCIAddress, vector: Int, message: MSIMessage?) { counts.withLock { $0.configure += 1 } }
     func signal(device: PCIAddress, vector: Int) { counts.withLock { $0.signal += 1 } }
