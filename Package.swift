@@ -42,7 +42,7 @@ let package = Package(
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
         .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"]),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
-        .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
         .target(name: "ACPI", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // Config model: TOML parsing, validation with key paths, no kernel access (file checks through HostSys).
@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"]),
-        .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"]),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
