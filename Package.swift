@@ -44,7 +44,7 @@ let package = Package(
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
-        .target(name: "ACPI", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "ACPI", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"]),
         // Config model: TOML parsing, validation with key paths, no kernel access (file checks through HostSys).
         .target(name: "VMConfig", dependencies: [
             "Bits", "HostSys",
@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
-        .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
         .testTarget(name: "VMMTests", dependencies: [
             "TestFakes", "VMM", "CShim", "HostSys", "GuestMemory", "KVM", "PCI", "Virtio", "VFIO", "VMConfig",
