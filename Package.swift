@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "VMConfig", dependencies: [
             "Bits", "HostSys",
             .product(name: "TOMLKit", package: "TOMLKit"),
-        ], swiftSettings: v5),
+        ]),
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
             "Bits", "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
-        .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
+        .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"]),
         .testTarget(name: "VMMTests", dependencies: [
             "TestFakes", "VMM", "CShim", "HostSys", "GuestMemory", "KVM", "PCI", "Virtio", "VFIO", "VMConfig",
             .product(name: "Logging", package: "swift-log"),
