@@ -60,7 +60,7 @@ public final class PCIRootBus: Sendable {
     private let state: Mutex<State>
     /// Serializes config writes, attach, route refreshes and `onBarMoved`
     /// calls, so the VMM sees BAR moves in the order the guest made them.
-    private let configLock = Mutex(0)
+    private let configLock = Mutex<Void>(())
     private let barMoved = Mutex<(@Sendable (PCIAddress, Int, UInt64?, UInt64?) -> Void)?>(nil)
 
     /// - Parameters:
