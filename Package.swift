@@ -26,30 +26,30 @@ let package = Package(
         // uAPI headers, ioctl numbers, offsetof values and layout asserts.
         .target(name: "CShim"),
         // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty.
-        .target(name: "HostSys", dependencies: ["CShim"], swiftSettings: v5),
+        .target(name: "HostSys", dependencies: ["CShim"]),
         // Guest physical memory: addresses, regions, checked reads and writes; the DMA mapping
         // protocol (IOVA -> GPA), its translator for emulated devices and the identity mapping.
-        .target(name: "GuestMemory", dependencies: ["HostSys"], swiftSettings: v5),
+        .target(name: "GuestMemory", dependencies: ["HostSys"]),
         // KVM: System -> VirtualMachine -> VCPU, exit decoding; the VM as protocols
         // (VMInterruptRouting, VMMemorySlots) for the glue above.
-        .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"], swiftSettings: v5),
+        .target(name: "KVM", dependencies: ["CShim", "HostSys", "GuestMemory"]),
         // Buses and devices. Devices see protocols (interrupt lines, consoles), never ioctls.
-        .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Devices", dependencies: ["GuestMemory"], exclude: ["README.md"]),
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
-        .target(name: "PCI", dependencies: ["Bits", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "PCI", dependencies: ["Bits", "Devices", "GuestMemory"], exclude: ["README.md"]),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
         .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
-        .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"]),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
-        .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
-        .target(name: "ACPI", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "ACPI", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"]),
         // Config model: TOML parsing, validation with key paths, no kernel access (file checks through HostSys).
         .target(name: "VMConfig", dependencies: [
             "Bits", "HostSys",
             .product(name: "TOMLKit", package: "TOMLKit"),
-        ], swiftSettings: v5),
+        ]),
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
             "Bits", "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
@@ -66,15 +66,15 @@ let package = Package(
         .target(name: "TestFakes", dependencies: ["CShim", "HostSys", "Devices", "VFIO"], path: "Tests/TestFakes"),
 
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
-        .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"], swiftSettings: v5),
-        .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"], swiftSettings: v5),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CShim"]),
+        .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"]),
+        .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"]),
+        .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
-        .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"], swiftSettings: v5),
-        .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"], swiftSettings: v5),
+        .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
+        .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
+        .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"]),
         .testTarget(name: "VMMTests", dependencies: [
             "TestFakes", "VMM", "CShim", "HostSys", "GuestMemory", "KVM", "PCI", "Virtio", "VFIO", "VMConfig",
             .product(name: "Logging", package: "swift-log"),

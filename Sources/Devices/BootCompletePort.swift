@@ -9,7 +9,7 @@
 ///
 /// Only a one-byte write of 123 counts; other values and wider writes are
 /// ignored. Reads return 0xFF (open bus).
-public final class BootCompletePort: BusDevice, @unchecked Sendable { // no mutable state
+public final class BootCompletePort: BusDevice {
     public static let port: UInt64 = 0x3F0
     public static let length: UInt64 = 1
     public static let magicValue: UInt8 = 123

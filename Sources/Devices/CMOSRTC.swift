@@ -9,7 +9,7 @@ import Synchronization
 /// mode; the guest's writes to them are ignored, other CMOS bytes are plain
 /// storage. Register numbers: MC146818A datasheet, Table 2; century at 0x32
 /// as the PC/AT BIOS keeps it (ACPI FADT CENTURY field).
-public final class CMOSRTC: BusDevice, @unchecked Sendable {
+public final class CMOSRTC: BusDevice {
     public static let base: UInt64 = 0x70
     public static let length: UInt64 = 2
 

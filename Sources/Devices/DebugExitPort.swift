@@ -10,7 +10,7 @@
 /// Wider writes are ignored (a guest using `outw` here is confused, and
 /// guessing which byte it meant is worse than doing nothing). Reads return
 /// 0xFF (open bus).
-public final class DebugExitPort: BusDevice, @unchecked Sendable { // no mutable state
+public final class DebugExitPort: BusDevice {
     public static let port: UInt64 = 0x501
     public static let length: UInt64 = 1
 

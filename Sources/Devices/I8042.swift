@@ -14,7 +14,7 @@ import Synchronization
 /// reads controller replies by polling the status register. Command and bit
 /// values are Linux's (`drivers/input/serio/i8042.h`), which follow the IBM
 /// PC/AT Technical Reference's 8042 description.
-public final class I8042: BusDevice, @unchecked Sendable {
+public final class I8042: BusDevice {
     public static let base: UInt64 = 0x60
     public static let length: UInt64 = 5
     static let dataOffset: UInt64 = 0    // port 0x60

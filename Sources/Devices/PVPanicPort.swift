@@ -9,7 +9,7 @@
 ///
 /// Only one-byte writes count. Reads return 0x03 in the first byte and 0xFF
 /// for any byte past the port.
-public final class PVPanicPort: BusDevice, @unchecked Sendable { // no mutable state
+public final class PVPanicPort: BusDevice {
     public static let port: UInt64 = 0x505
     public static let length: UInt64 = 1
     static let panicked: UInt8 = 0x01     // PVPANIC_PANICKED

@@ -26,7 +26,7 @@ import Synchronization
 ///
 /// All state is behind one lock; the interrupt line and the console are called
 /// with the lock held, so their calls are ordered like the guest's accesses.
-public final class Serial16550: BusDevice, @unchecked Sendable {
+public final class Serial16550: BusDevice {
     /// COM1's base port and IRQ (the PC/AT assignment; Linux's
     /// `arch/x86/include/asm/serial.h` SERIAL_PORT_DFNS).
     public static let com1Base: UInt64 = 0x3F8

@@ -1,8 +1,11 @@
+import Synchronization
+
 /// Guest memory backed by Swift arrays: for tests and fuzzing. Regions may
-/// leave holes between them, as real guest memory maps do.
-public final class ArrayGuestMemory: GuestMemoryAccess {
+/// leave holes between them, as real guest memory maps do. Each access holds
+/// one lock, so tests may share it between threads.
+public final class ArrayGuestMemory: GuestMemoryAccess, Sendable {
     private struct Region { let base: UInt64; var bytes: [UInt8] }
-    private var regions: [Region]
+    private let regions: Mutex<[Region]>
 
     /// One region per `(base, size)`; throws if regions overlap.
     public init(regions layout: [(base: UInt64, size: Int)]) throws {
@@ -17,15 +20,16 @@ public final class ArrayGuestMemory: GuestMemoryAccess {
             prevEnd = end
             first = false
         }
-        regions = sorted.map { Region(base: $0.base, bytes: [UInt8](repeating: 0, count: $0.size)) }
+        regions = Mutex(sorted.map { Region(base: $0.base, bytes: [UInt8](repeating: 0, count: $0.size)) })
     }
 
     /// A single region starting at guest address 0.
     public init(size: Int) {
-        regions = [Region(base: 0, bytes: [UInt8](repeating: 0, count: max(size, 1)))]
+        regions = Mutex([Region(base: 0, bytes: [UInt8](repeating: 0, count: max(size, 1)))])
     }
 
-    private func locate(_ address: GuestAddress, _ length: UInt64) -> (Int, Int)? {
+    /// The region holding `[address, address+length)` and the offset into it.
+    private static func locate(_ regions: [Region], _ address: GuestAddress, _ length: UInt64) -> (Int, Int)? {
         for (i, r) in regions.enumerated() where address.raw >= r.base {
             let off = address.raw - r.base
             let size = UInt64(r.bytes.count)
@@ -35,25 +39,31 @@ public final class ArrayGuestMemory: GuestMemoryAccess {
         return nil
     }
 
-    public func contains(_ address: GuestAddress, length: UInt64) -> Bool { locate(address, length) != nil }
+    public func contains(_ address: GuestAddress, length: UInt64) -> Bool {
+        regions.withLock { Self.locate($0, address, length) != nil }
+    }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws {
-        guard let (i, off) = locate(address, UInt64(buffer.count)) else {
-            throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(buffer.count))
-        }
-        guard buffer.count > 0 else { return }
-        regions[i].bytes.withUnsafeBytes { src in
-            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[off..<(off + buffer.count)]))
+        try regions.withLock { regions in
+            guard let (i, off) = Self.locate(regions, address, UInt64(buffer.count)) else {
+                throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(buffer.count))
+            }
+            guard buffer.count > 0 else { return }
+            regions[i].bytes.withUnsafeBytes { src in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[off..<(off + buffer.count)]))
+            }
         }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws {
-        guard let (i, off) = locate(address, UInt64(bytes.count)) else {
-            throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(bytes.count))
-        }
-        guard bytes.count > 0 else { return }
-        regions[i].bytes.withUnsafeMutableBytes { dst in
-            UnsafeMutableRawBufferPointer(rebasing: dst[off..<(off + bytes.count)]).copyMemory(from: bytes)
+        try regions.withLock { regions in
+            guard let (i, off) = Self.locate(regions, address, UInt64(bytes.count)) else {
+                throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(bytes.count))
+            }
+            guard bytes.count > 0 else { return }
+            regions[i].bytes.withUnsafeMutableBytes { dst in
+                UnsafeMutableRawBufferPointer(rebasing: dst[off..<(off + bytes.count)]).copyMemory(from: bytes)
+            }
         }
     }
 }

@@ -27,7 +27,10 @@
 ///
 /// The arguments may come from the guest (through a vIOMMU): a bad one gets a
 /// `DMAMappingError`, never a trap.
-public protocol DMAMapping: AnyObject {
+///
+/// Sendable: a vIOMMU maps and unmaps from its own thread while the endpoint's
+/// DMA goes through the mappings on others.
+public protocol DMAMapping: AnyObject, Sendable {
     /// Makes the endpoint's DMA to `[iova, iova + size)` reach guest physical
     /// `[guestAddress, guestAddress + size)`.
     func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws

@@ -7,7 +7,7 @@ import Synchronization
 /// and revoke them. A map's guest range must be RAM of `memory`.
 ///
 /// Thread-safe: the device's queue threads translate while the vIOMMU maps.
-public final class DMATranslator: DMAMapping, @unchecked Sendable {
+public final class DMATranslator: DMAMapping, Sendable {
     private struct State {
         var table: DMAMappingTable
         var attached = false
@@ -59,7 +59,7 @@ public final class DMATranslator: DMAMapping, @unchecked Sendable {
 /// fails as a range outside guest RAM does (`GuestMemoryError.outOfRange`
 /// with the IOVA), so under the identity mapping a device sees exactly what
 /// it saw with `memory` itself.
-public final class DMAGuestMemory: GuestMemoryAccess, @unchecked Sendable {
+public final class DMAGuestMemory: GuestMemoryAccess, Sendable {
     public let translator: DMATranslator
 
     public init(translator: DMATranslator) {

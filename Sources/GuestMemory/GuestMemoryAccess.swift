@@ -1,7 +1,11 @@
 /// Checked access to guest physical memory. Parsers and devices take this
 /// protocol, so tests run them on `ArrayGuestMemory` (with holes) and fuzzers
 /// feed them random bytes. A range must be wholly inside one region.
-public protocol GuestMemoryAccess: AnyObject {
+///
+/// Sendable: vCPU threads and device I/O threads reach guest memory at once.
+/// Concurrent accesses to the same bytes race as they do on real hardware
+/// (the guest's business); the implementation's own state must not.
+public protocol GuestMemoryAccess: AnyObject, Sendable {
     /// Copies `buffer.count` bytes from guest memory at `address`.
     func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws
     /// Copies `bytes` into guest memory at `address`.

@@ -3,8 +3,10 @@ import HostSys
 /// Guest RAM: one memfd-backed shared mapping per region of a
 /// `GuestMemoryMap`. The only place that turns guest addresses into host
 /// pointers; every access is range-checked first.
-public final class GuestRAM: GuestMemoryAccess, @unchecked Sendable {
-    public struct Slot {
+///
+/// Sendable: immutable after init; the mappings live as long as it does.
+public final class GuestRAM: GuestMemoryAccess, Sendable {
+    public struct Slot: Sendable {
         public let guestBase: UInt64
         public let size: UInt64
         public let mapping: SharedMemoryMapping

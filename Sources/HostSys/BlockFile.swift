@@ -13,7 +13,7 @@ import Glibc
 ///
 /// Thread safety: `pread`/`pwrite` carry their own offset, so calls from
 /// several threads do not disturb each other.
-public final class BlockFile: @unchecked Sendable {
+public final class BlockFile: Sendable {
     public let path: String
     public let isReadOnly: Bool
     /// Size of the image in bytes.

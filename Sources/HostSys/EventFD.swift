@@ -2,7 +2,7 @@ import CShim
 import Glibc
 
 /// An eventfd (irqfd, ioeventfd, wakeups).
-public final class EventFD: @unchecked Sendable {
+public final class EventFD: Sendable {
     public let fd: FileDescriptor
 
     public init(nonBlocking: Bool = false) throws {

@@ -2,7 +2,7 @@ import CShim
 import Glibc
 
 /// An epoll instance: waits for any of several fds to become readable.
-public final class EventPoller: @unchecked Sendable {
+public final class EventPoller: Sendable {
     public let fd: FileDescriptor
 
     public init() throws {

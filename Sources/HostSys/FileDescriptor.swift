@@ -1,14 +1,17 @@
 import CShim
 import Glibc
+import Synchronization
 
 /// An owned file descriptor: closed when the last reference goes away.
-public final class FileDescriptor: @unchecked Sendable {
+public final class FileDescriptor: Sendable {
     public let raw: Int32
-    private var closed = false
+    /// Set by the first `close()`, so the descriptor is closed exactly once
+    /// even when `close()` races another `close()`.
+    private let closed = Atomic<Bool>(false)
 
     public init(adopting raw: Int32) { self.raw = raw }
 
-    deinit { if !closed { _ = Glibc.close(raw) } }
+    deinit { if !closed.load(ordering: .relaxed) { _ = Glibc.close(raw) } }
 
     /// Opens `path`. `O_CLOEXEC` is always added.
     public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws -> FileDescriptor {
@@ -24,7 +27,8 @@ public final class FileDescriptor: @unchecked Sendable {
     }
 
     public func close() {
-        if !closed { closed = true; _ = Glibc.close(raw) }
+        let (exchanged, _) = closed.compareExchange(expected: false, desired: true, ordering: .relaxed)
+        if exchanged { _ = Glibc.close(raw) }
     }
 
     /// ioctl with an integer argument; returns the non-negative result.

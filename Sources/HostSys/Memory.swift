@@ -3,6 +3,9 @@ import Glibc
 
 /// An anonymous memory file (memfd) mapped shared: guest RAM lives here so it
 /// can later be mapped into an iommufd IOAS or handed to another process.
+// @unchecked Sendable: every stored property is a `let`; the raw pointer is not
+// Sendable, but the mapping it points to lives until deinit, and accesses to
+// the bytes behind it are the guest memory layer's business.
 public final class SharedMemoryMapping: @unchecked Sendable {
     public let fd: FileDescriptor
     public let pointer: UnsafeMutableRawPointer
@@ -123,6 +126,9 @@ public struct HugePageError: Error, CustomStringConvertible, Equatable {
 }
 
 /// A shared mapping of an fd region (the vCPU's kvm_run page, device BARs).
+// @unchecked Sendable: immutable (`let` pointer and size); the mapping lives
+// until deinit, and who may touch the bytes (the vCPU that owns kvm_run, the
+// BAR's device) is its owner's rule.
 public final class FileMapping: @unchecked Sendable {
     public let pointer: UnsafeMutableRawPointer
     public let size: Int

@@ -34,7 +34,7 @@ public enum TunUAPI {
 /// disappears when the descriptor closes, unless it was created beforehand
 /// (`ip tuntap add NAME mode tap user $USER`), which is also how an
 /// unprivileged user gets one.
-public final class TapDevice: @unchecked Sendable {
+public final class TapDevice: Sendable {
     public static let controlPath = "/dev/net/tun"
     /// Largest frame `readFrame` returns: 64 KiB covers any MTU a tap accepts
     /// (the virtio-net device caps frames at the same size).

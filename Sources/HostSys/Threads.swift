@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import Foundation
+import Synchronization
 
 /// The signal used to kick a vCPU thread out of KVM_RUN (no-op handler,
 /// no SA_RESTART, so the ioctl returns EINTR).
@@ -20,28 +21,30 @@ public enum HostThreads {
 }
 
 /// A thread whose pthread handle is known once it runs, so it can be kicked.
-public final class KickableThread: @unchecked Sendable {
-    private let lock = NSLock()
-    private var handle: pthread_t?
-    private var finished = false
+public final class KickableThread: Sendable {
+    /// The running thread's handle (nil until it starts) and whether its body returned.
+    private let state = Mutex<(handle: pthread_t?, finished: Bool)>((nil, false))
     private let done = DispatchSemaphore(value: 0)
 
     public init(name: String, body: @escaping @Sendable () -> Void) {
         let t = Thread { [self] in
-            self.lock.lock(); self.handle = pthread_self(); self.lock.unlock()
+            state.withLock { $0.handle = pthread_self() }
             body()
-            self.lock.lock(); self.finished = true; self.lock.unlock()
-            self.done.signal()
+            state.withLock { $0.finished = true }
+            done.signal()
         }
         t.name = name
         t.stackSize = 1 << 20
         t.start()
     }
 
-    /// Kicks the thread (no-op until it has started, or after it ended).
+    /// Kicks the thread (no-op until it has started, or after it ended). The
+    /// signal is sent with the lock held, so the thread cannot finish (and its
+    /// handle be reused) in between.
     public func kick() {
-        lock.lock(); defer { lock.unlock() }
-        if let h = handle, !finished { HostThreads.kick(h) }
+        state.withLock { s in
+            if let h = s.handle, !s.finished { HostThreads.kick(h) }
+        }
     }
 
     /// Waits for the thread's body to return.

@@ -3,7 +3,7 @@ import HostSys
 
 /// A device KVM emulates in the kernel for one VM (the fd returned by
 /// KVM_CREATE_DEVICE), driven through device attributes.
-public final class KVMDevice: @unchecked Sendable {
+public final class KVMDevice: Sendable {
     /// The device types SwiftVMM creates (linux/kvm.h enum kvm_device_type).
     public enum Kind: Sendable {
         /// The kvm-vfio pseudo device: it learns the VM's VFIO files, so KVM

@@ -2,7 +2,7 @@ import CShim
 import HostSys
 
 /// The KVM subsystem (/dev/kvm).
-public final class KVMSystem: @unchecked Sendable {
+public final class KVMSystem: Sendable {
     let fd: FileDescriptor
     public let path: String
 

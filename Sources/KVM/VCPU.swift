@@ -90,7 +90,7 @@ public struct VCPUSnapshot: Equatable, Sendable {
 }
 
 /// A virtual CPU (the fd returned by KVM_CREATE_VCPU) and its kvm_run page.
-public final class VCPU: @unchecked Sendable {
+public final class VCPU: Sendable {
     public let id: UInt32
     let fd: FileDescriptor
     let runMapping: FileMapping

@@ -2,7 +2,7 @@ import CShim
 import HostSys
 
 /// A KVM virtual machine (the fd returned by KVM_CREATE_VM).
-public final class VirtualMachine: @unchecked Sendable {
+public final class VirtualMachine: Sendable {
     public let system: KVMSystem
     let fd: FileDescriptor
 

@@ -15,7 +15,7 @@ public enum AssignedInterruptMode: Equatable, Sendable {
 /// and the BAR regions, and VFIO_DEVICE_SET_IRQS. Called from vCPU threads
 /// (config accesses with the model's lock held); implementations must not
 /// call back into the model.
-public protocol AssignedDeviceBackend: AnyObject {
+public protocol AssignedDeviceBackend: AnyObject, Sendable {
     /// The real device's config space. Failed reads fill 0xFF.
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer)
     func writeConfig(offset: Int, data: UnsafeRawBufferPointer)

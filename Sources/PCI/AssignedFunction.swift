@@ -66,7 +66,7 @@ import Synchronization
 /// sees config writes in the guest's order), and MSI / MSI-X are updated
 /// under it (order: this lock -> MSI(-X) -> router). BAR accesses take no
 /// lock of this class.
-public final class AssignedPCIFunction: PCIDevice, @unchecked Sendable {
+public final class AssignedPCIFunction: PCIDevice {
     /// Where a config byte comes from.
     enum ByteSource: Equatable {
         /// The virtual config space.

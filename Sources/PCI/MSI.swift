@@ -58,7 +58,7 @@ public enum MSICapabilityLayout {
 /// and the interrupt is delivered when the vector is unmasked. With MSI
 /// disabled nothing is sent and `trigger` returns false (the function uses
 /// INTx instead). The router hears vector 0's effective message on change.
-public final class MSICapability: @unchecked Sendable {
+public final class MSICapability: Sendable {
     private struct State {
         var enabled = false
         var address: UInt64 = 0

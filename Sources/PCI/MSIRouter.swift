@@ -22,7 +22,7 @@ public struct MSIMessage: Equatable, Hashable, Sendable, CustomStringConvertible
 /// Calls are made with the device's MSI/MSI-X lock held, so a `configure`
 /// always reaches the router before the `signal` that depends on it.
 /// Implementations must not call back into the device.
-public protocol MSIRouter: AnyObject {
+public protocol MSIRouter: AnyObject, Sendable {
     /// The guest changed vector `vector` of `device` (address/data/mask); the
     /// VMM updates its KVM GSI route. `nil`: the vector is disabled or
     /// masked (MSI-X disabled, function masked or vector masked), so nothing

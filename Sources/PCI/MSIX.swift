@@ -99,7 +99,7 @@ public struct MSIXEntry: Equatable, Sendable {
 ///   reserved and read 0. The PBA is read-only.
 /// The router hears about every change of a vector's effective message
 /// (`configure`) and about each delivery (`signal`), with the lock held.
-public final class MSIXTable: @unchecked Sendable {
+public final class MSIXTable: Sendable {
     // Entry layout (pci_regs.h): PCI_MSIX_ENTRY_LOWER_ADDR 0, UPPER_ADDR 4,
     // DATA 8, VECTOR_CTRL 12; PCI_MSIX_ENTRY_CTRL_MASKBIT 1.
     static let lowerAddress = 0, upperAddress = 4, dataOffset = 8, vectorControl = 12

@@ -2,6 +2,13 @@ import Bits
 import Devices
 import Synchronization
 
+/// The root bus the config-access devices forward to, held weakly (the bus
+/// owns them). It can only be set after the bus exists, so it lives behind
+/// a `Mutex` rather than in a `weak let`.
+struct WeakRootBus {
+    weak var bus: PCIRootBus?
+}
+
 /// Configuration mechanism #1 (PCI 3.0 §3.2.2.3.2): CONFIG_ADDRESS at port
 /// 0xCF8 and CONFIG_DATA at 0xCFC-0xCFF. Insert at 0xCF8 with length 8.
 ///
@@ -19,7 +26,7 @@ import Synchronization
 ///   0xFC) + n, at any width that stays inside the DWORD. With the enable
 ///   bit clear, or for a function that does not exist, reads return all
 ///   ones and writes are dropped.
-public final class PCIConfigIO: BusDevice, @unchecked Sendable {
+public final class PCIConfigIO: BusDevice {
     /// Bits of CONFIG_ADDRESS that hold state (enable, bus, device,
     /// function, register).
     public static let addressMask: UInt32 = 0x80FF_FFFC
@@ -30,10 +37,15 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
     public static let resetControlMask: UInt8 = 0x0E // SYS_RST | RST_CPU | FULL_RST
     public static let resetCPU: UInt8 = 0x04         // RST_CPU
 
-    weak var bus: PCIRootBus?
+    /// The bus this forwards to; set once, by the bus's init.
+    var bus: PCIRootBus? {
+        get { root.withLock { $0.bus } }
+        set { root.withLock { $0.bus = newValue } }
+    }
+    private let root = Mutex(WeakRootBus())
     private let address = Mutex<UInt32>(0)
     private let resetControl = Mutex<UInt8>(0)
-    private let resetHandler = Mutex<(() -> Void)?>(nil)
+    private let resetHandler = Mutex<(@Sendable () -> Void)?>(nil)
 
     init() {}
 
@@ -41,7 +53,7 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
     public var configAddress: UInt32 { address.withLock { $0 } }
 
     /// Called (with no lock held) when the guest writes RST_CPU to 0xCF9.
-    public var onReset: (() -> Void)? {
+    public var onReset: (@Sendable () -> Void)? {
         get { resetHandler.withLock { $0 } }
         set { resetHandler.withLock { $0 = newValue } }
     }
@@ -106,9 +118,14 @@ public final class PCIConfigIO: BusDevice, @unchecked Sendable {
 /// at `windows.ecam.base` with `windows.ecam.size` (1 MiB per bus). Buses
 /// other than 0, missing functions, and accesses that cross a function's
 /// 4 KiB page read all ones; writes to them are dropped.
-public final class PCIConfigMMIO: BusDevice, @unchecked Sendable {
+public final class PCIConfigMMIO: BusDevice {
     public let ecam: PCIAddressWindow
-    weak var bus: PCIRootBus?
+    /// The bus this forwards to; set once, by the bus's init.
+    var bus: PCIRootBus? {
+        get { root.withLock { $0.bus } }
+        set { root.withLock { $0.bus = newValue } }
+    }
+    private let root = Mutex(WeakRootBus())
 
     init(ecam: PCIAddressWindow) {
         self.ecam = ecam

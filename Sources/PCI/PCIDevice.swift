@@ -2,7 +2,7 @@ import Devices
 
 /// What the root bus talks to: one PCI function. Every method is called from
 /// vCPU threads with guest-chosen offsets and widths; none may trap.
-public protocol PCIDevice: AnyObject {
+public protocol PCIDevice: AnyObject, Sendable {
     /// Config read at any width (normally 1, 2 or 4) and any offset; bytes
     /// outside the function's config space read 0xFF.
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer)
@@ -25,7 +25,7 @@ extension PCIDevice {
 }
 
 /// What a device learns when it is attached.
-public struct PCIAttachContext {
+public struct PCIAttachContext: Sendable {
     public let address: PCIAddress
     /// Where its MSI / MSI-X vectors go (nil when the VMM has none).
     public let msiRouter: MSIRouter?

@@ -25,6 +25,13 @@ import Synchronization
 /// router), so Message Control writes reach the table in the guest's order.
 /// The INTx line is driven with the config lock held. The hooks and the BAR
 /// content methods run without any lock of this class.
+///
+/// A subclass is shared by vCPU threads like any `PCIDevice`: it restates
+/// `@unchecked Sendable` and guards its own stored state (a `Mutex`, or
+/// `let`s of Sendable types).
+// @unchecked Sendable: an open class cannot be checked Sendable. Its own
+// state is a Mutex and `let`s of Sendable types (MSIXTable, MSICapability);
+// each subclass answers for its own.
 open class PCIFunction: PCIDevice, @unchecked Sendable {
     private struct State {
         var config: PCIConfigSpace

@@ -35,7 +35,7 @@ public enum PCIINTxRouting {
 /// An IOAPIC input shared by several functions' INTx pins: it is high while
 /// any of them asserts (wired-OR of level-triggered lines, PCI 3.0 §2.2.6).
 /// The underlying line is set on change only.
-final class SharedINTxLine: @unchecked Sendable {
+final class SharedINTxLine: Sendable {
     private struct State {
         var asserted: Set<Int> = []
         var driven = false
@@ -61,7 +61,7 @@ final class SharedINTxLine: @unchecked Sendable {
 }
 
 /// One function's view of a shared line.
-final class INTxSource: InterruptLine, @unchecked Sendable {
+final class INTxSource: InterruptLine {
     let shared: SharedINTxLine
     let id: Int
 

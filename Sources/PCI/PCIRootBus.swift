@@ -8,6 +8,8 @@ import Synchronization
 /// interrupt pin. Linux's `pci_sanity_check` (arch/x86/pci/direct.c) looks
 /// for a host bridge class or an Intel/Compaq vendor before trusting
 /// CF8/CFC; this one has both.
+// @unchecked Sendable: restated from PCIFunction (the compiler asks for it);
+// this subclass adds no stored state.
 public final class PCIHostBridge: PCIFunction, @unchecked Sendable {
     public static let vendorID: UInt16 = 0x8086
     public static let deviceID: UInt16 = 0x0D57
@@ -28,7 +30,7 @@ public final class PCIHostBridge: PCIFunction, @unchecked Sendable {
 /// - routes BAR accesses from its window routers to whichever BAR decodes
 ///   the address now, following the guest's reprogramming, and reports
 ///   every change of a decoded BAR address to `onBarMoved`.
-public final class PCIRootBus: @unchecked Sendable {
+public final class PCIRootBus: Sendable {
     /// Device numbers are 5 bits (PCI 3.0 §3.2.2.3.2).
     public static let slotCount = 32
     public static let configAddressPort: UInt64 = 0xCF8
@@ -45,7 +47,7 @@ public final class PCIRootBus: @unchecked Sendable {
     public let ioRouter: PCIWindowRouter
 
     private let msiRouter: MSIRouter?
-    private let intxLineForGSI: ((UInt32) -> InterruptLine)?
+    private let intxLineForGSI: (@Sendable (UInt32) -> InterruptLine)?
     private let routes: PCIRouteTable
 
     private struct State {
@@ -58,15 +60,15 @@ public final class PCIRootBus: @unchecked Sendable {
     private let state: Mutex<State>
     /// Serializes config writes, attach, route refreshes and `onBarMoved`
     /// calls, so the VMM sees BAR moves in the order the guest made them.
-    private let configLock = Mutex(0)
-    private let barMoved = Mutex<((PCIAddress, Int, UInt64?, UInt64?) -> Void)?>(nil)
+    private let configLock = Mutex<Void>(())
+    private let barMoved = Mutex<(@Sendable (PCIAddress, Int, UInt64?, UInt64?) -> Void)?>(nil)
 
     /// - Parameters:
     ///   - windows: where BARs, ECAM and I/O BARs go (`PCIWindows.standard`).
     ///   - msiRouter: receives MSI/MSI-X configuration and signals.
     ///   - intxLine: the VMM's line for an IOAPIC GSI (KVM_IRQ_LINE); called
     ///     once per GSI in use. Without it, devices get no INTx line.
-    public init(windows: PCIWindows, msiRouter: MSIRouter? = nil, intxLine: ((UInt32) -> InterruptLine)? = nil) {
+    public init(windows: PCIWindows, msiRouter: MSIRouter? = nil, intxLine: (@Sendable (UInt32) -> InterruptLine)? = nil) {
         self.windows = windows
         self.msiRouter = msiRouter
         self.intxLineForGSI = intxLine
@@ -92,7 +94,7 @@ public final class PCIRootBus: @unchecked Sendable {
     /// assigned BAR as (nil -> address). Calls are serialized and made with
     /// no bus lock but the config lock held: the handler must not make config
     /// accesses to this bus.
-    public var onBarMoved: ((PCIAddress, Int, UInt64?, UInt64?) -> Void)? {
+    public var onBarMoved: (@Sendable (PCIAddress, Int, UInt64?, UInt64?) -> Void)? {
         get { barMoved.withLock { $0 } }
         set { barMoved.withLock { $0 = newValue } }
     }
@@ -370,7 +372,7 @@ public final class PCIRootBus: @unchecked Sendable {
 
 /// The decoded BARs of all devices, shared by the window routers. Lookups
 /// take the lock only to find the target; the device is called after.
-final class PCIRouteTable: @unchecked Sendable {
+final class PCIRouteTable: Sendable {
     struct Route {
         let slot: Int
         let region: PCIBarRegion

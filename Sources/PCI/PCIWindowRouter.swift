@@ -5,7 +5,7 @@ import Devices
 /// device BAR decodes the address at the moment of the access. Insert at the
 /// window's base with its size. An access not wholly inside one decoded BAR
 /// reads all ones (master abort) and writes are dropped.
-public final class PCIWindowRouter: BusDevice, @unchecked Sendable {
+public final class PCIWindowRouter: BusDevice {
     public enum Space: Equatable, Sendable { case memory, io }
 
     public let window: PCIAddressWindow

@@ -1,5 +1,6 @@
 import CShim
 import HostSys
+import Synchronization
 
 /// How the user names a device to assign.
 public enum AssignedDeviceSpec: Equatable, Sendable, CustomStringConvertible {
@@ -53,34 +54,53 @@ public enum DeviceResetKind: Equatable, Sendable {
 /// `writeRegion` / `readConfig` / `writeConfig` for the trapped parts, the
 /// IRQ calls as the guest programs MSI/MSI-X/INTx, and `close` once no vCPU
 /// runs any more.
-public final class AssignedVFIODevice: @unchecked Sendable {
+///
+/// Thread safety: the device's state is behind one `Mutex`. Binding, the IRQ
+/// calls, `mapRegion` and `close` hold it across their ioctls, so they happen
+/// one at a time; region and config accesses hold it only to look the region
+/// up, and do their pread/pwrite without it.
+public final class AssignedVFIODevice: Sendable {
     public let bdf: String
     public let cdevPath: String
     public let cdev: VFIODeviceCdev
     /// Where region reads, writes and mmaps go (the cdev's fd, or a test fake).
     public let io: VFIODeviceIO
+
+    private struct State {
+        var deviceID: UInt32?
+        var pageTableID: UInt32?
+        var info = VFIODeviceInfo(flags: 0, numRegions: 0, numIRQs: 0)
+        var regions: [UInt32: VFIORegionInfo] = [:]
+        var irqs: [VFIOIRQIndex: VFIOIRQInfo] = [:]
+        var activeIRQ: VFIOIRQIndex?
+        var activeVectors = 0
+        var isClosed = false
+        var context: IOMMUContext?
+        /// What `mapRegion` mapped (addresses as bit patterns), unmapped by `close`.
+        var mappings: [(address: UInt, length: UInt64)] = []
+    }
+    private let state = Mutex(State())
+
     /// iommufd's id for the device, set by `bindAndAttach`.
-    public private(set) var deviceID: UInt32?
+    public var deviceID: UInt32? { state.withLock { $0.deviceID } }
     /// The page table (the IOAS's automatic HWPT) the device is attached to.
-    public private(set) var pageTableID: UInt32?
+    public var pageTableID: UInt32? { state.withLock { $0.pageTableID } }
     /// Read by `bindAndAttach` (the kernel refuses it before the bind).
-    public private(set) var info = VFIODeviceInfo(flags: 0, numRegions: 0, numIRQs: 0)
+    public var info: VFIODeviceInfo { state.withLock { $0.info } }
     /// The regions the device has, by VFIO index: BAR0-5 = 0-5, ROM = 6,
     /// config space = 7, then VGA and device-specific ones. Absent ones
     /// (EINVAL, or size 0 as vfio-pci reports unimplemented BARs and the upper
     /// half of a 64-bit BAR) are left out.
-    public private(set) var regions: [UInt32: VFIORegionInfo] = [:]
+    public var regions: [UInt32: VFIORegionInfo] { state.withLock { $0.regions } }
     /// The interrupt kinds the device has (EINVAL or a count of 0 left out).
-    public private(set) var irqs: [VFIOIRQIndex: VFIOIRQInfo] = [:]
+    public var irqs: [VFIOIRQIndex: VFIOIRQInfo] { state.withLock { $0.irqs } }
     /// The interrupt kind enabled now, and with how many vectors.
-    public private(set) var activeIRQ: VFIOIRQIndex?
-    public private(set) var activeVectors = 0
-    public private(set) var isClosed = false
+    public var activeIRQ: VFIOIRQIndex? { state.withLock { $0.activeIRQ } }
+    public var activeVectors: Int { state.withLock { $0.activeVectors } }
+    public var isClosed: Bool { state.withLock { $0.isClosed } }
 
-    private var context: IOMMUContext?
-    private var mappings: [(pointer: UnsafeMutableRawPointer, length: UInt64)] = []
     /// "pid N (comm)" of other processes holding the device, for EBUSY.
-    private let findHolders: () -> [String]
+    private let findHolders: @Sendable () -> [String]
 
     public static let romRegion: UInt32 = SHIM_VFIO_PCI_ROM_REGION_INDEX
     public static let configRegion: UInt32 = SHIM_VFIO_PCI_CONFIG_REGION_INDEX
@@ -91,7 +111,8 @@ public final class AssignedVFIODevice: @unchecked Sendable {
 
     /// A device over any cdev and I/O (tests pass fakes); `findHolders`
     /// lists other processes holding it when the bind says it is busy.
-    public init(cdev: VFIODeviceCdev, io: VFIODeviceIO, bdf: String, cdevPath: String, findHolders: @escaping () -> [String] = { [] }) {
+    public init(cdev: VFIODeviceCdev, io: VFIODeviceIO, bdf: String, cdevPath: String,
+                findHolders: @escaping @Sendable () -> [String] = { [] }) {
         self.cdev = cdev
         self.io = io
         self.bdf = bdf
@@ -139,7 +160,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
         if let group = discovery.iommuGroup(bdf) { paths.append("/dev/vfio/\(group)") }
         return AssignedVFIODevice(
             cdev: cdev, io: FileDeviceIO(fd: cdev.performer.descriptor), bdf: bdf, cdevPath: path,
-            findHolders: { ProcScan.holders(of: paths).map { "pid \($0.pid) (\($0.command))" } })
+            findHolders: { [paths] in ProcScan.holders(of: paths).map { "pid \($0.pid) (\($0.command))" } })
     }
 
     // MARK: - Binding
@@ -148,20 +169,21 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// reads its info, regions and IRQs. The corresponding ioctls are
     /// `VFIO_DEVICE_BIND_IOMMUFD` and `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
     public func bindAndAttach(_ ctx: IOMMUContext) throws {
-        guard !isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
-        guard deviceID == nil else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is already bound to an iommufd") }
-        do {
-            deviceID = try cdev.bind(to: ctx.iommufd)
-        } catch let VFIOError.ioctl(e) where e.errno == Errno.EBUSY || e.errno == Errno.EINVAL {
-            // EBUSY: another process has the legacy group open. EINVAL: the
-            // cdev is already open and bound elsewhere (cdevs are exclusive).
-            let holders = findHolders()
-            if e.errno == Errno.EBUSY || !holders.isEmpty { throw VFIOError.deviceBusy(bdf: bdf, holders: holders) }
-            throw VFIOError.ioctl(e)
+        try state.withLock { s in
+            guard !s.isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
+            guard s.deviceID == nil else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is already bound to an iommufd") }
+            do {
+                s.deviceID = try cdev.bind(to: ctx.iommufd)
+            } catch let VFIOError.ioctl(e) where e.errno == Errno.EBUSY || e.errno == Errno.EINVAL {
+                // EBUSY: another process has the legacy group open. EINVAL: the
+                // cdev is already open and bound elsewhere (cdevs are exclusive).
+                let holders = findHolders()
+                if e.errno == Errno.EBUSY || !holders.isEmpty { throw VFIOError.deviceBusy(bdf: bdf, holders: holders) }
+                throw VFIOError.ioctl(e)
+            }
+            try attachPageTable(ctx, &s)
+            s.context = ctx
         }
-        try attachPageTable(ctx)
-        context = ctx
-        ctx.attachedDevices.append(bdf)
         ctx.addEndpoint(self)
         try discover()
     }
@@ -169,9 +191,13 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// Attaches the bound device to `ctx`'s IOAS (again, after
     /// `detachPageTable`). The corresponding ioctl is `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
     func attachPageTable(_ ctx: IOMMUContext) throws {
-        guard !isClosed, deviceID != nil else { throw VFIOError.deviceNotReady(bdf: bdf, "it is not bound to an iommufd") }
+        try state.withLock { s in try attachPageTable(ctx, &s) }
+    }
+
+    private func attachPageTable(_ ctx: IOMMUContext, _ s: inout State) throws {
+        guard !s.isClosed, s.deviceID != nil else { throw VFIOError.deviceNotReady(bdf: bdf, "it is not bound to an iommufd") }
         do {
-            pageTableID = try cdev.attach(ptID: ctx.ioas.id)
+            s.pageTableID = try cdev.attach(ptID: ctx.ioas.id)
         } catch let VFIOError.ioctl(e) where e.errno == Errno.EPERM {
             throw VFIOError.noInterruptRemapping(bdf: bdf)
         }
@@ -180,14 +206,17 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// Detaches the device from its IOAS: its DMA faults until it is attached
     /// again. The corresponding ioctl is `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
     func detachPageTable() throws {
-        guard !isClosed, pageTableID != nil else { return }
-        try cdev.detach()
-        pageTableID = nil
+        try state.withLock { s in
+            guard !s.isClosed, s.pageTableID != nil else { return }
+            try cdev.detach()
+            s.pageTableID = nil
+        }
     }
 
     /// Device info, then every region and IRQ kind it reports.
     func discover() throws {
-        info = try cdev.info()
+        let info = try cdev.info()
+        state.withLock { $0.info = info }
         var r = [UInt32: VFIORegionInfo]()
         for index in 0..<min(info.numRegions, Self.maxRegions) {
             do {
@@ -197,7 +226,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
                 continue
             }
         }
-        regions = r
+        state.withLock { $0.regions = r }
         var q = [VFIOIRQIndex: VFIOIRQInfo]()
         for kind in VFIOIRQIndex.allCases where kind.rawValue < info.numIRQs {
             do {
@@ -207,7 +236,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
                 continue
             }
         }
-        irqs = q
+        state.withLock { $0.irqs = q }
     }
 
     // MARK: - Region access (vCPU threads: no throwing, no allocation)
@@ -216,7 +245,8 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// when the region is absent, lacks the access, or the bytes fall outside it.
     @inline(__always)
     private func fileOffset(_ index: UInt32, _ offset: UInt64, _ count: Int, write: Bool) -> UInt64? {
-        guard !isClosed, let r = regions[index], write ? r.isWritable : r.isReadable else { return nil }
+        let region = state.withLock { s in s.isClosed ? nil : s.regions[index] }
+        guard let r = region, write ? r.isWritable : r.isReadable else { return nil }
         let (end, o1) = offset.addingReportingOverflow(UInt64(count))
         let (at, o2) = r.offset.addingReportingOverflow(offset)
         guard !o1, !o2, end <= r.size else { return nil }
@@ -276,7 +306,11 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// MSIX_MAPPABLE that includes the MSI-X table, which the VMM must still
     /// trap in the guest), else none.
     public func mappableAreas(_ index: UInt32) -> [Range<UInt64>] {
-        guard let r = regions[index], r.isMappable, r.size > 0 else { return [] }
+        Self.mappableAreas(state.withLock { $0.regions[index] })
+    }
+
+    private static func mappableAreas(_ region: VFIORegionInfo?) -> [Range<UInt64>] {
+        guard let r = region, r.isMappable, r.size > 0 else { return [] }
         guard let sparse = r.sparseAreas else { return [0..<r.size] }
         return sparse.compactMap { a -> Range<UInt64>? in
             let (end, o) = a.offset.addingReportingOverflow(a.size)
@@ -290,23 +324,25 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// one of `mappableAreas(index)`. Nothing is copied (8 GiB BARs are one
     /// mmap). The mapping stays until `close`.
     public func mapRegion(_ index: UInt32, offset: UInt64, length: UInt64) throws -> UnsafeMutableRawPointer {
-        guard !isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
-        let areas = mappableAreas(index)
-        let (end, o1) = offset.addingReportingOverflow(length)
-        guard let r = regions[index], length > 0, !o1, offset % DeviceIO.pageSize == 0,
-              areas.contains(where: { $0.lowerBound <= offset && end <= $0.upperBound }) else {
-            throw VFIOError.regionNotMappable(bdf: bdf, index: index, offset: offset, length: length, areas: areas)
+        try state.withLock { s in
+            guard !s.isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
+            let areas = Self.mappableAreas(s.regions[index])
+            let (end, o1) = offset.addingReportingOverflow(length)
+            guard let r = s.regions[index], length > 0, !o1, offset % DeviceIO.pageSize == 0,
+                  areas.contains(where: { $0.lowerBound <= offset && end <= $0.upperBound }) else {
+                throw VFIOError.regionNotMappable(bdf: bdf, index: index, offset: offset, length: length, areas: areas)
+            }
+            let (at, o2) = r.offset.addingReportingOverflow(offset)
+            guard !o2 else { throw VFIOError.regionNotMappable(bdf: bdf, index: index, offset: offset, length: length, areas: areas) }
+            let p: UnsafeMutableRawPointer
+            do {
+                p = try io.map(length: length, at: at)
+            } catch let e as SysError {
+                throw VFIOError.regionMapFailed(bdf: bdf, index: index, e)
+            }
+            s.mappings.append((UInt(bitPattern: p), length))
+            return p
         }
-        let (at, o2) = r.offset.addingReportingOverflow(offset)
-        guard !o2 else { throw VFIOError.regionNotMappable(bdf: bdf, index: index, offset: offset, length: length, areas: areas) }
-        let p: UnsafeMutableRawPointer
-        do {
-            p = try io.map(length: length, at: at)
-        } catch let e as SysError {
-            throw VFIOError.regionMapFailed(bdf: bdf, index: index, e)
-        }
-        mappings.append((p, length))
-        return p
     }
 
     // MARK: - Interrupts
@@ -321,28 +357,34 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// INTx through `trigger`; `resample` (a KVM resample irqfd) unmasks the
     /// line after the guest's EOI. Disables MSI/MSI-X first.
     public func enableINTx(trigger: Int32, resample: Int32? = nil) throws {
-        try requireIRQ(.intx, "INTx", vectors: 1)
-        if let a = activeIRQ, a != .intx { try disableIRQs(a) }
-        try cdev.enableINTx(trigger: trigger, resample: resample)
-        activeIRQ = .intx
-        activeVectors = 1
+        try state.withLock { s in
+            try requireIRQ(.intx, "INTx", vectors: 1, s)
+            if let a = s.activeIRQ, a != .intx { try disableIRQs(a, &s) }
+            try cdev.enableINTx(trigger: trigger, resample: resample)
+            s.activeIRQ = .intx
+            s.activeVectors = 1
+        }
     }
 
     /// Turns off every vector of `kind`. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
     public func disableIRQs(_ kind: VFIOIRQIndex) throws {
+        try state.withLock { s in try disableIRQs(kind, &s) }
+    }
+
+    private func disableIRQs(_ kind: VFIOIRQIndex, _ s: inout State) throws {
         try cdev.disable(kind)
-        if activeIRQ == kind {
-            activeIRQ = nil
-            activeVectors = 0
+        if s.activeIRQ == kind {
+            s.activeIRQ = nil
+            s.activeVectors = 0
         }
     }
 
     /// Once the device is bound (IRQ info known): it has `kind` with at
     /// least `vectors` vectors.
-    private func requireIRQ(_ kind: VFIOIRQIndex, _ name: String, vectors: Int) throws {
-        guard !isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
-        guard deviceID != nil else { return }
-        guard let i = irqs[kind] else {
+    private func requireIRQ(_ kind: VFIOIRQIndex, _ name: String, vectors: Int, _ s: State) throws {
+        guard !s.isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
+        guard s.deviceID != nil else { return }
+        guard let i = s.irqs[kind] else {
             throw VFIOError.invalidArgument("\(bdf) has no \(name) interrupt (VFIO reports none); the guest driver must use another kind")
         }
         guard vectors <= Int(i.count) else {
@@ -353,13 +395,15 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     private func enable(_ kind: VFIOIRQIndex, _ eventfds: [Int32]) throws {
         let name = kind == .msix ? "MSI-X" : "MSI"
         guard !eventfds.isEmpty else { throw VFIOError.invalidArgument("enabling \(name) of \(bdf) with no vectors (use disableIRQs)") }
-        try requireIRQ(kind, name, vectors: eventfds.count)
-        // Another kind is on, or more vectors than enabled now: the kernel
-        // allocates vectors at enable time, so start over.
-        if let a = activeIRQ, a != kind || eventfds.count > activeVectors { try disableIRQs(a) }
-        try cdev.enable(kind, eventfds: eventfds)
-        activeIRQ = kind
-        activeVectors = max(activeVectors, eventfds.count)
+        try state.withLock { s in
+            try requireIRQ(kind, name, vectors: eventfds.count, s)
+            // Another kind is on, or more vectors than enabled now: the kernel
+            // allocates vectors at enable time, so start over.
+            if let a = s.activeIRQ, a != kind || eventfds.count > s.activeVectors { try disableIRQs(a, &s) }
+            try cdev.enable(kind, eventfds: eventfds)
+            s.activeIRQ = kind
+            s.activeVectors = max(s.activeVectors, eventfds.count)
+        }
     }
 
     // MARK: - Reset, coherency, close
@@ -375,7 +419,8 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// The corresponding ioctls are `VFIO_DEVICE_RESET` and `VFIO_DEVICE_PCI_HOT_RESET`.
     @discardableResult
     public func reset() throws -> DeviceResetKind {
-        guard deviceID != nil, !isClosed else { return .none }
+        let (ready, info) = state.withLock { s in (s.deviceID != nil && !s.isClosed, s.info) }
+        guard ready else { return .none }
         if info.supportsReset, hasFunctionLevelReset() {
             try cdev.reset()
             return .functionLevel
@@ -406,7 +451,9 @@ public final class AssignedVFIODevice: @unchecked Sendable {
 
     /// The device's PCIe No Snoop bit, read from its config space through VFIO.
     public func noSnoopState() -> NoSnoopState {
-        guard let r = regions[Self.configRegion] else { return .unknown("\(bdf) has no config space region") }
+        guard let r = state.withLock({ $0.regions[Self.configRegion] }) else {
+            return .unknown("\(bdf) has no config space region")
+        }
         var config = [UInt8](repeating: 0, count: Int(min(r.size, 256)))
         let ok = config.withUnsafeMutableBytes { readConfig(offset: 0, into: $0) }
         guard ok else { return .unknown("cannot read the config space of \(bdf) through VFIO") }
@@ -417,7 +464,7 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// report (`IOMMU_GET_HW_INFO`) and the No Snoop bit, `noSnoopEnabled`
     /// when given, else read from the device (unknown counts as enabled).
     public func coherency(noSnoopEnabled: Bool? = nil) throws -> CoherencyVerdict {
-        guard let ctx = context, !isClosed else {
+        guard let ctx = state.withLock({ s in s.isClosed ? nil : s.context }) else {
             throw VFIOError.deviceNotReady(bdf: bdf, "its DMA coherency is known only once it is bound to an iommufd (bindAndAttach)")
         }
         let hw = try cdev.hardwareInfo(ctx.iommufd)
@@ -430,19 +477,24 @@ public final class AssignedVFIODevice: @unchecked Sendable {
     /// all in the kernel anyway). Idempotent. No vCPU may use the device
     /// (or a mapping) any more.
     public func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        if let a = activeIRQ { _ = try? cdev.disable(a) }
-        activeIRQ = nil
-        activeVectors = 0
-        if pageTableID != nil { _ = try? cdev.detach() }
-        pageTableID = nil
-        for m in mappings { io.unmap(m.pointer, length: m.length) }
-        mappings.removeAll()
-        context?.attachedDevices.removeAll { $0 == bdf }
+        let context: IOMMUContext? = state.withLock { s in
+            guard !s.isClosed else { return nil }
+            s.isClosed = true
+            if let a = s.activeIRQ { _ = try? cdev.disable(a) }
+            s.activeIRQ = nil
+            s.activeVectors = 0
+            if s.pageTableID != nil { _ = try? cdev.detach() }
+            s.pageTableID = nil
+            for m in s.mappings {
+                if let p = UnsafeMutableRawPointer(bitPattern: m.address) { io.unmap(p, length: m.length) }
+            }
+            s.mappings.removeAll()
+            let context = s.context
+            s.context = nil
+            cdev.close()
+            s.deviceID = nil
+            return context
+        }
         context?.removeEndpoint(self)
-        context = nil
-        cdev.close()
-        deviceID = nil
     }
 }

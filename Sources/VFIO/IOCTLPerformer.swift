@@ -18,7 +18,7 @@ public protocol IOCTLPerformer: AnyObject, Sendable {
 }
 
 /// The real performer: an owned fd, closed when the performer goes away.
-public final class FileDescriptorPerformer: IOCTLPerformer, @unchecked Sendable {
+public final class FileDescriptorPerformer: IOCTLPerformer {
     public let fd: FileDescriptor
 
     public init(_ fd: FileDescriptor) { self.fd = fd }

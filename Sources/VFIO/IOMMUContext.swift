@@ -17,7 +17,7 @@ import Synchronization
 /// IOAS, so they are one endpoint, with the identity mapping (`mapGuestRAM`,
 /// a client of `IdentityDMA`); a vIOMMU would give each endpoint (or domain)
 /// an IOAS of its own, one context each on the same iommufd.
-public final class IOMMUContext: DMAMapping, @unchecked Sendable {
+public final class IOMMUContext: DMAMapping {
     /// A guest RAM range and where this process has it.
     public typealias GuestRAMRange = (guest: UInt64, host: UInt64, size: UInt64)
 
@@ -27,13 +27,17 @@ public final class IOMMUContext: DMAMapping, @unchecked Sendable {
         var table = DMAMappingTable()
         var guestRAM: [GuestRAMRange] = []
         var endpoints: [WeakDevice] = []
+        var attachedDevices: [String] = []
     }
 
     public let iommufd: IOMMUFD
     public let ioas: IOAS
     private let state = Mutex(State())
     /// PCI addresses of the devices bound and attached through this context, for messages.
-    public internal(set) var attachedDevices: [String] = []
+    public internal(set) var attachedDevices: [String] {
+        get { state.withLock { $0.attachedDevices } }
+        set { state.withLock { $0.attachedDevices = newValue } }
+    }
 
     /// The IOAS's id (what devices attach to).
     public var ioasID: UInt32 { ioas.id }
@@ -235,8 +239,19 @@ public final class IOMMUContext: DMAMapping, @unchecked Sendable {
     }
 
     /// Called by `AssignedVFIODevice` when it binds through this context and when it closes.
-    func addEndpoint(_ d: AssignedVFIODevice) { state.withLock { $0.endpoints.append(WeakDevice(device: d)) } }
-    func removeEndpoint(_ d: AssignedVFIODevice) { state.withLock { $0.endpoints.removeAll { $0.device == nil || $0.device === d } } }
+    func addEndpoint(_ d: AssignedVFIODevice) {
+        state.withLock { s in
+            s.attachedDevices.append(d.bdf)
+            s.endpoints.append(WeakDevice(device: d))
+        }
+    }
+
+    func removeEndpoint(_ d: AssignedVFIODevice) {
+        state.withLock { s in
+            s.attachedDevices.removeAll { $0 == d.bdf }
+            s.endpoints.removeAll { $0.device == nil || $0.device === d }
+        }
+    }
 
     /// Unmaps everything mapped. Tries every mapping, last first; throws the
     /// first error after trying them all (the table is emptied either way).

@@ -4,7 +4,7 @@ import HostSys
 
 /// An iommufd context (`/dev/iommu`): owns IO address spaces, hardware page
 /// tables and the devices bound to it. Closing it destroys all of them.
-public final class IOMMUFD: @unchecked Sendable {
+public final class IOMMUFD: Sendable {
     public let performer: IOCTLPerformer
     /// The device node, named in error messages.
     public let path: String
@@ -118,7 +118,7 @@ public final class IOMMUFD: @unchecked Sendable {
 
 /// An IO address space: the IOVA -> host memory map devices attached to it use.
 /// Map guest RAM here at IOVA == guest physical address.
-public final class IOAS: @unchecked Sendable {
+public final class IOAS: Sendable {
     public let iommufd: IOMMUFD
     public let id: UInt32
 

@@ -1,6 +1,7 @@
 import Bits
 import CShim
 import HostSys
+import Synchronization
 
 /// `VFIO_DEVICE_GET_INFO`'s reply.
 public struct VFIODeviceInfo: Equatable, Sendable {
@@ -59,11 +60,12 @@ public enum VFIOIRQData: Sendable, Equatable {
 
 /// A VFIO device opened through its cdev (`/dev/vfio/devices/vfioN`), the
 /// iommufd way: bind it to an iommufd, attach it to an IOAS, then use it.
-public final class VFIODeviceCdev: @unchecked Sendable {
+public final class VFIODeviceCdev: Sendable {
     public let performer: IOCTLPerformer
     public let path: String
     /// The device id iommufd gave it at bind time.
-    public private(set) var deviceID: UInt32?
+    public var deviceID: UInt32? { boundID.withLock { $0 } }
+    private let boundID = Mutex<UInt32?>(nil)
     /// How error messages name the device: "BDF (path)" when the PCI address
     /// is known, else the path.
     public let label: String
@@ -96,7 +98,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
         b.argsz = SHIM_SIZEOF_VFIO_DEVICE_BIND_IOMMUFD
         b.iommufd = iommufd.performer.descriptor
         try performer.call(SHIM_VFIO_DEVICE_BIND_IOMMUFD, &b, "VFIO_DEVICE_BIND_IOMMUFD on \(label)")
-        deviceID = b.out_devid
+        boundID.withLock { $0 = b.out_devid }
         return b.out_devid
     }
 
@@ -235,7 +237,7 @@ public final class VFIODeviceCdev: @unchecked Sendable {
     /// performer owns one; a fake performer is left alone. Idempotent.
     public func close() {
         (performer as? FileDescriptorPerformer)?.fd.close()
-        deviceID = nil
+        boundID.withLock { $0 = nil }
     }
 
     /// What the IOMMU behind this device reports; the device must be bound to

@@ -19,7 +19,7 @@ public protocol VFIODeviceIO: AnyObject, Sendable {
 
 /// The real `VFIODeviceIO`: pread/pwrite/mmap on a device fd owned elsewhere
 /// (the `VFIODeviceCdev`'s performer).
-public final class FileDeviceIO: VFIODeviceIO, @unchecked Sendable {
+public final class FileDeviceIO: VFIODeviceIO {
     public let fd: Int32
 
     public init(fd: Int32) { self.fd = fd }

@@ -1,4 +1,6 @@
 import Devices
+import Foundation
+import Synchronization
 import XCTest
 
 final class BusTests: XCTestCase {
@@ -93,4 +95,95 @@ final class BusTests: XCTestCase {
             XCTAssertNil(bus.resolve(base + 5, size: 1), "the gap after it")
         }
     }
+
+    func testFreezeKeepsLookupsAndRefusesInserts() throws {
+        let bus = Bus()
+        let a = NullDevice(), b = NullDevice()
+        try bus.insert(b, base: 0x400, length: 4)
+        try bus.insert(a, base: 0x3F8, length: 8)
+        XCTAssertFalse(bus.isFrozen)
+        bus.freeze()
+        XCTAssertTrue(bus.isFrozen)
+        XCTAssertEqual(bus.entries.map(\.base), [0x3F8, 0x400], "the same sorted entries")
+        XCTAssertTrue(bus.resolve(0x3FF, size: 1)?.0 === a)
+        XCTAssertEqual(bus.resolve(0x3FF, size: 1)?.1, 7)
+        XCTAssertTrue(bus.resolve(0x400, size: 4)?.0 === b)
+        XCTAssertNil(bus.resolve(0x3FF, size: 2), "crossing into the adjacent device")
+        XCTAssertNil(bus.resolve(0x404, size: 1))
+
+        XCTAssertThrowsError(try bus.insert(NullDevice(), base: 0x1000, length: 1)) {
+            XCTAssertEqual($0 as? BusError, .frozen(base: 0x1000, length: 1))
+            XCTAssertTrue("\($0)".contains("frozen"))
+        }
+        XCTAssertThrowsError(try bus.insert(NullDevice(), base: 0x3F8, length: 8), "an overlap is refused as frozen too") {
+            XCTAssertEqual($0 as? BusError, .frozen(base: 0x3F8, length: 8))
+        }
+        XCTAssertNil(bus.resolve(0x1000, size: 1), "the refused insert changed nothing")
+        XCTAssertEqual(bus.entries.count, 2)
+
+        bus.freeze()
+        XCTAssertTrue(bus.isFrozen, "a second freeze is a no-op")
+        XCTAssertEqual(bus.entries.count, 2)
+    }
+
+    func testFreezingAnEmptyBus() {
+        let bus = Bus()
+        bus.freeze()
+        XCTAssertNil(bus.resolve(0, size: 1))
+        XCTAssertEqual(bus.entries.count, 0)
+        XCTAssertThrowsError(try bus.insert(NullDevice(), base: 0, length: 1))
+    }
+
+    func testEmptyAndWrappingRangesAreReportedAsSuchAfterFreezing() {
+        let bus = Bus()
+        bus.freeze()
+        XCTAssertThrowsError(try bus.insert(NullDevice(), base: 0x10, length: 0)) {
+            XCTAssertEqual($0 as? BusError, .emptyRange(base: 0x10))
+        }
+        XCTAssertThrowsError(try bus.insert(NullDevice(), base: .max, length: 1)) {
+            XCTAssertEqual($0 as? BusError, .overlap(base: .max, length: 1))
+        }
+    }
+
+    /// Lookups race inserts and the freeze: every lookup sees either nothing
+    /// or the whole device, inserts before the freeze land, inserts after it
+    /// are refused, and nothing is lost.
+    func testLookupsDuringInsertsAndFreeze() throws {
+        let bus = Bus()
+        let devices = (0..<64).map { _ in NullDevice() }
+        let outcomes = Outcomes()
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            if worker == 0 {
+                for (i, d) in devices.enumerated() {
+                    if i == 48 { bus.freeze() }
+                    do {
+                        try bus.insert(d, base: UInt64(i) * 0x10, length: 0x10)
+                        outcomes.record(inserted: i)
+                    } catch {
+                        XCTAssertEqual(error as? BusError, .frozen(base: UInt64(i) * 0x10, length: 0x10))
+                    }
+                }
+            } else {
+                for n in 0..<20_000 {
+                    let i = (n &* 7 &+ worker) % devices.count
+                    if let (d, off) = bus.resolve(UInt64(i) * 0x10 + 0xF, size: 1) {
+                        XCTAssertTrue(d === devices[i])
+                        XCTAssertEqual(off, 0xF)
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(outcomes.inserted, Array(0..<48))
+        XCTAssertEqual(bus.entries.count, 48)
+        for i in 0..<64 {
+            XCTAssertEqual(bus.resolve(UInt64(i) * 0x10, size: 0x10)?.0 === devices[i], i < 48)
+        }
+    }
+}
+
+/// Which inserts succeeded, from the concurrent test's writer thread.
+private final class Outcomes: Sendable {
+    private let indices = Mutex<[Int]>([])
+    func record(inserted i: Int) { indices.withLock { $0.append(i) } }
+    var inserted: [Int] { indices.withLock { $0 } }
 }

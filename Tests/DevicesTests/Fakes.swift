@@ -1,11 +1,11 @@
 import Devices
 import Foundation
+import Synchronization
 
-final class RecordingSink: MachineEventSink, @unchecked Sendable {
-    private let lock = NSLock()
-    private var _events: [MachineEvent] = []
-    var events: [MachineEvent] { lock.withLock { _events } }
-    func machineEvent(_ event: MachineEvent) { lock.withLock { _events.append(event) } }
+final class RecordingSink: MachineEventSink {
+    private let recorded = Mutex<[MachineEvent]>([])
+    var events: [MachineEvent] { recorded.withLock { $0 } }
+    func machineEvent(_ event: MachineEvent) { recorded.withLock { $0.append(event) } }
 }
 
 final class NullDevice: BusDevice {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestFakes
 import XCTest
 @testable import GuestMemory
@@ -7,15 +8,20 @@ import XCTest
 final class RecordingDMA: DMAMapping {
     enum Call: Equatable { case map(iova: UInt64, size: UInt64, guest: UInt64), unmap(iova: UInt64, size: UInt64), attach, detach }
     struct Refused: Error {}
-    var calls: [Call] = []
-    var refuse: (UInt64) -> Bool = { _ in false }
+    private let log = Mutex<[Call]>([])
+    private let refusal = Mutex<@Sendable (UInt64) -> Bool>({ _ in false })
+    var calls: [Call] { log.withLock { $0 } }
+    var refuse: @Sendable (UInt64) -> Bool {
+        get { refusal.withLock { $0 } }
+        set { refusal.withLock { $0 = newValue } }
+    }
     func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws {
-        calls.append(.map(iova: iova, size: size, guest: guestAddress.raw))
+        log.withLock { $0.append(.map(iova: iova, size: size, guest: guestAddress.raw)) }
         if refuse(iova) { throw Refused() }
     }
-    func unmap(iova: UInt64, size: UInt64) throws { calls.append(.unmap(iova: iova, size: size)) }
-    func attach() throws { calls.append(.attach) }
-    func detach() throws { calls.append(.detach) }
+    func unmap(iova: UInt64, size: UInt64) throws { log.withLock { $0.append(.unmap(iova: iova, size: size)) } }
+    func attach() throws { log.withLock { $0.append(.attach) } }
+    func detach() throws { log.withLock { $0.append(.detach) } }
 }
 
 final class DMAMappingTableTests: XCTestCase {
@@ -281,9 +287,8 @@ final class IdentityDMATests: XCTestCase {
 }
 
 /// A thread-safe counter for the concurrency test.
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var n = 0
-    func add() { lock.lock(); n += 1; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+final class Counter: Sendable {
+    private let n = Atomic<Int>(0)
+    func add() { n.add(1, ordering: .relaxed) }
+    var value: Int { n.load(ordering: .relaxed) }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 import XCTest
 @testable import PCI
 
@@ -5,70 +6,106 @@ import XCTest
 /// stores writes (Status bits are RW1C, as on real hardware), sparse BAR
 /// contents, and a log of every call.
 final class FakeAssignedBackend: AssignedDeviceBackend {
-    var config = [UInt8](repeating: 0, count: 4096)
-    var configWrites: [(offset: Int, bytes: [UInt8])] = []
-    var configReads: [(offset: Int, count: Int)] = []
-    var barContents: [Int: [UInt64: UInt8]] = [:]
-    var barReads: [(index: Int, offset: UInt64, count: Int)] = []
-    var barWrites: [(index: Int, offset: UInt64, bytes: [UInt8])] = []
-    var modes: [AssignedInterruptMode] = []
-    /// Shared with a `SequenceRouter` to check the order of calls.
-    var sequence: SequenceLog?
+    private struct State {
+        var config = [UInt8](repeating: 0, count: 4096)
+        var configWrites: [(offset: Int, bytes: [UInt8])] = []
+        var configReads: [(offset: Int, count: Int)] = []
+        var barContents: [Int: [UInt64: UInt8]] = [:]
+        var barReads: [(index: Int, offset: UInt64, count: Int)] = []
+        var barWrites: [(index: Int, offset: UInt64, bytes: [UInt8])] = []
+        var modes: [AssignedInterruptMode] = []
+        var sequence: SequenceLog?
+    }
     /// The backend methods may be called from several threads at once.
-    private let lock = NSLock()
+    private let state = Mutex(State())
+
+    var config: [UInt8] {
+        get { state.withLock { $0.config } }
+        set { state.withLock { $0.config = newValue } }
+    }
+    var configWrites: [(offset: Int, bytes: [UInt8])] {
+        get { state.withLock { $0.configWrites } }
+        set { state.withLock { $0.configWrites = newValue } }
+    }
+    var configReads: [(offset: Int, count: Int)] {
+        get { state.withLock { $0.configReads } }
+        set { state.withLock { $0.configReads = newValue } }
+    }
+    var barContents: [Int: [UInt64: UInt8]] {
+        get { state.withLock { $0.barContents } }
+        set { state.withLock { $0.barContents = newValue } }
+    }
+    var barReads: [(index: Int, offset: UInt64, count: Int)] {
+        get { state.withLock { $0.barReads } }
+        set { state.withLock { $0.barReads = newValue } }
+    }
+    var barWrites: [(index: Int, offset: UInt64, bytes: [UInt8])] {
+        get { state.withLock { $0.barWrites } }
+        set { state.withLock { $0.barWrites = newValue } }
+    }
+    var modes: [AssignedInterruptMode] { state.withLock { $0.modes } }
+    /// Shared with a `SequenceRouter` to check the order of calls.
+    var sequence: SequenceLog? {
+        get { state.withLock { $0.sequence } }
+        set { state.withLock { $0.sequence = newValue } }
+    }
 
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
-        lock.lock()
-        defer { lock.unlock() }
-        configReads.append((offset, data.count))
-        for i in 0..<data.count {
-            let o = offset + i
-            data[i] = o >= 0 && o < config.count ? config[o] : 0xFF
+        state.withLock { s in
+            s.configReads.append((offset, data.count))
+            for i in 0..<data.count {
+                let o = offset + i
+                data[i] = o >= 0 && o < s.config.count ? s.config[o] : 0xFF
+            }
         }
     }
 
     func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {
-        lock.lock()
-        defer { lock.unlock() }
-        configWrites.append((offset, Array(data)))
-        for i in 0..<data.count {
-            let o = offset + i
-            guard o >= 0, o < config.count else { continue }
-            if o == PCIReg.status || o == PCIReg.status + 1 {
-                config[o] &= ~data[i] // RW1C
-            } else {
-                config[o] = data[i]
+        state.withLock { s in
+            s.configWrites.append((offset, Array(data)))
+            for i in 0..<data.count {
+                let o = offset + i
+                guard o >= 0, o < s.config.count else { continue }
+                if o == PCIReg.status || o == PCIReg.status + 1 {
+                    s.config[o] &= ~data[i] // RW1C
+                } else {
+                    s.config[o] = data[i]
+                }
             }
         }
     }
 
     func readBar(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
-        lock.lock()
-        defer { lock.unlock() }
-        barReads.append((index, offset, data.count))
-        for i in 0..<data.count { data[i] = barContents[index]?[offset + UInt64(i)] ?? 0 }
+        state.withLock { s in
+            s.barReads.append((index, offset, data.count))
+            for i in 0..<data.count { data[i] = s.barContents[index]?[offset + UInt64(i)] ?? 0 }
+        }
     }
 
     func writeBar(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
-        lock.lock()
-        defer { lock.unlock() }
-        barWrites.append((index, offset, Array(data)))
-        for i in 0..<data.count { barContents[index, default: [:]][offset + UInt64(i)] = data[i] }
+        state.withLock { s in
+            s.barWrites.append((index, offset, Array(data)))
+            for i in 0..<data.count { s.barContents[index, default: [:]][offset + UInt64(i)] = data[i] }
+        }
     }
 
     func setInterruptMode(_ mode: AssignedInterruptMode) {
-        lock.lock()
-        defer { lock.unlock() }
-        modes.append(mode)
-        sequence?.entries.append("mode \(mode)")
+        state.withLock { s in
+            s.modes.append(mode)
+            s.sequence?.append("mode \(mode)")
+        }
     }
 
     // MARK: Building fake devices
 
-    func set8(_ o: Int, _ v: UInt8) { config[o] = v }
-    func set16(_ o: Int, _ v: UInt16) { for i in 0..<2 { config[o + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
-    func set32(_ o: Int, _ v: UInt32) { for i in 0..<4 { config[o + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
-    func get16(_ o: Int) -> UInt16 { UInt16(config[o]) | UInt16(config[o + 1]) << 8 }
+    func set8(_ o: Int, _ v: UInt8) { state.withLock { $0.config[o] = v } }
+    func set16(_ o: Int, _ v: UInt16) {
+        state.withLock { s in for i in 0..<2 { s.config[o + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
+    }
+    func set32(_ o: Int, _ v: UInt32) {
+        state.withLock { s in for i in 0..<4 { s.config[o + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
+    }
+    func get16(_ o: Int) -> UInt16 { state.withLock { UInt16($0.config[o]) | UInt16($0.config[o + 1]) << 8 } }
     func get32(_ o: Int) -> UInt32 { UInt32(get16(o)) | UInt32(get16(o + 2)) << 16 }
 
     /// Offsets of every config byte the guest's writes reached.
@@ -143,11 +180,14 @@ final class FakeAssignedBackend: AssignedDeviceBackend {
 }
 
 /// Records the order of router and backend calls in one list.
-final class SequenceLog {
-    var entries: [String] = []
+final class SequenceLog: Sendable {
+    private let entries = Mutex<[String]>([])
+    func append(_ entry: String) { entries.withLock { $0.append(entry) } }
     func take() -> [String] {
-        defer { entries = [] }
-        return entries
+        entries.withLock { e in
+            defer { e = [] }
+            return e
+        }
     }
 }
 
@@ -156,10 +196,10 @@ final class SequenceRouter: MSIRouter {
     init(log: SequenceLog) { self.log = log }
 
     func configure(device: PCIAddress, vector: Int, message: MSIMessage?) {
-        log.entries.append("configure \(device) \(vector) \(message.map { "\($0)" } ?? "nil")")
+        log.append("configure \(device) \(vector) \(message.map { "\($0)" } ?? "nil")")
     }
 
     func signal(device: PCIAddress, vector: Int) {
-        log.entries.append("signal \(device) \(vector)")
+        log.append("signal \(device) \(vector)")
     }
 }

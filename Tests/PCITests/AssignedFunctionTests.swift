@@ -559,17 +559,17 @@ final class AssignedFunctionTests: XCTestCase {
     func testAttachToRootBus() throws {
         let (f, d) = try makeE1000e(rom: 0x40000)
         let router = RecordingRouter()
-        var lines: [RecordingLine] = []
+        let lines = CallbackLog<RecordingLine>()
         let bus = PCIRootBus(windows: testWindows, msiRouter: router, intxLine: { g in
             let l = RecordingLine(gsi: g)
             lines.append(l)
             return l
         })
-        var moves: [String] = []
+        let moves = CallbackLog<String>()
         bus.onBarMoved = { _, index, _, new in moves.append("\(index) \(new.map { hex($0) } ?? "nil")") }
         let addr = try bus.attach(d)
         XCTAssertEqual(addr, PCIAddress(device: 1))
-        XCTAssertEqual(moves, ["0 0xc0000000", "1 0xc0020000", "2 0xc000", "3 0xc0040000"])
+        XCTAssertEqual(moves.all, ["0 0xc0000000", "1 0xc0020000", "2 0xc000", "3 0xc0040000"])
         XCTAssertEqual(bus.decodedBars(slot: 1).map { $0.address }, [0xC000_0000, 0xC002_0000, 0xC000, 0xC004_0000])
         // The bus enabled decoding on the device itself; the BARs and Interrupt Line stayed virtual.
         XCTAssertEqual(f.get16(0x04), PCICommand.io | PCICommand.memory)
@@ -579,7 +579,7 @@ final class AssignedFunctionTests: XCTestCase {
         XCTAssertEqual(cfgRead(d, 0x30, 4), 0xC008_0000, "ROM placed, enable bit clear")
         XCTAssertEqual(f.writtenOffsets.sorted(), [0x04, 0x05])
         XCTAssertEqual(f.modes, [.intx(gsi: 17)])
-        XCTAssertTrue(lines.allSatisfy { $0.levels.isEmpty }, "the model never drives the bus's INTx line")
+        XCTAssertTrue(lines.all.allSatisfy { $0.levels.isEmpty }, "the model never drives the bus's INTx line")
         // BAR accesses through the window routers.
         f.barContents[0] = [0x10: 0x78, 0x11: 0x56, 0x12: 0x34, 0x13: 0x12]
         XCTAssertEqual(read(bus.mmio32Router, 0x10, 4), 0x1234_5678)

@@ -78,19 +78,19 @@ final class ConfigAccessTests: XCTestCase {
 
     func testResetControlRegister() {
         let io = bus.configIO
-        var resets = 0
-        io.onReset = { resets += 1 }
+        let resets = CallbackLog<Void>()
+        io.onReset = { resets.append(()) }
         XCTAssertEqual(read(io, 1, 1), 0x00)
         // Linux's BOOT_CF9_FORCE: cf9 = inb(0xcf9) & ~6; outb(cf9|2); outb(cf9|6).
         write(io, 1, 0x02, 1)
-        XCTAssertEqual(resets, 0)
+        XCTAssertEqual(resets.all.count, 0)
         XCTAssertEqual(read(io, 1, 1), 0x02)
         write(io, 1, 0x06, 1)
-        XCTAssertEqual(resets, 1)
+        XCTAssertEqual(resets.all.count, 1)
         write(io, 1, 0xF1, 1)
         XCTAssertEqual(read(io, 1, 1), 0x00, "only bits 1-3 are kept")
         write(io, 1, 0x0404, 2)
-        XCTAssertEqual(resets, 1, "only byte writes reach RST_CNT")
+        XCTAssertEqual(resets.all.count, 1, "only byte writes reach RST_CNT")
         XCTAssertEqual(read(io, 0, 4), 0, "CONFIG_ADDRESS untouched")
     }
 

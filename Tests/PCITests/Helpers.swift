@@ -1,15 +1,35 @@
 import Bits
 import Devices
+import Synchronization
 import XCTest
 @testable import PCI
 
 /// A device with RAM-like BARs that records BAR accesses.
+// @unchecked Sendable: restated from PCIFunction (an open class); this
+// subclass keeps all its own state in `recorded`, a Mutex.
 final class TestDevice: PCIFunction, @unchecked Sendable {
-    var storage: [Int: [UInt8]] = [:]
-    var barLog: [(write: Bool, index: Int, offset: UInt64, count: Int)] = []
-    var configWrites: [(offset: Int, count: Int)] = []
-    var attachContext: PCIAttachContext?
+    private struct Recorded {
+        var storage: [Int: [UInt8]] = [:]
+        var barLog: [(write: Bool, index: Int, offset: UInt64, count: Int)] = []
+        var configWrites: [(offset: Int, count: Int)] = []
+        var attachContext: PCIAttachContext?
+    }
+    private let recorded = Mutex(Recorded())
     static let storageLimit: UInt64 = 0x1_0000
+
+    var storage: [Int: [UInt8]] {
+        get { recorded.withLock { $0.storage } }
+        set { recorded.withLock { $0.storage = newValue } }
+    }
+    var barLog: [(write: Bool, index: Int, offset: UInt64, count: Int)] {
+        get { recorded.withLock { $0.barLog } }
+        set { recorded.withLock { $0.barLog = newValue } }
+    }
+    var configWrites: [(offset: Int, count: Int)] {
+        get { recorded.withLock { $0.configWrites } }
+        set { recorded.withLock { $0.configWrites = newValue } }
+    }
+    var attachContext: PCIAttachContext? { recorded.withLock { $0.attachContext } }
 
     override init(config: PCIConfigSpace, msix: MSIXConfiguration? = nil, msi: MSIConfiguration? = nil) throws {
         if msix == nil && msi == nil {
@@ -20,31 +40,35 @@ final class TestDevice: PCIFunction, @unchecked Sendable {
     }
 
     override func readBarContents(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
-        barLog.append((false, index, offset, data.count))
-        let mem = storage[index] ?? []
-        for i in 0..<data.count {
-            let o = offset < Self.storageLimit ? Int(offset) + i : Int.max
-            data[i] = o < mem.count ? mem[o] : 0
+        recorded.withLock { r in
+            r.barLog.append((false, index, offset, data.count))
+            let mem = r.storage[index] ?? []
+            for i in 0..<data.count {
+                let o = offset < Self.storageLimit ? Int(offset) + i : Int.max
+                data[i] = o < mem.count ? mem[o] : 0
+            }
         }
     }
 
     override func writeBarContents(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
-        barLog.append((true, index, offset, data.count))
-        // Only the first 64 KiB of each BAR is backed (a 4 GiB BAR would not fit in a test).
-        guard offset < Self.storageLimit else { return }
-        var mem = storage[index] ?? []
-        let end = Int(offset) + data.count
-        if mem.count < end { mem += [UInt8](repeating: 0, count: end - mem.count) }
-        for i in 0..<data.count { mem[Int(offset) + i] = data[i] }
-        storage[index] = mem
+        recorded.withLock { r in
+            r.barLog.append((true, index, offset, data.count))
+            // Only the first 64 KiB of each BAR is backed (a 4 GiB BAR would not fit in a test).
+            guard offset < Self.storageLimit else { return }
+            var mem = r.storage[index] ?? []
+            let end = Int(offset) + data.count
+            if mem.count < end { mem += [UInt8](repeating: 0, count: end - mem.count) }
+            for i in 0..<data.count { mem[Int(offset) + i] = data[i] }
+            r.storage[index] = mem
+        }
     }
 
     override func configDidWrite(offset: Int, count: Int) {
-        configWrites.append((offset, count))
+        recorded.withLock { $0.configWrites.append((offset, count)) }
     }
 
     override func didAttach(_ context: PCIAttachContext) {
-        attachContext = context
+        recorded.withLock { $0.attachContext = context }
     }
 }
 
@@ -53,20 +77,30 @@ final class RecordingRouter: MSIRouter {
         case configure(PCIAddress, Int, MSIMessage?)
         case signal(PCIAddress, Int)
     }
-    var events: [Event] = []
+    private let recorded = Mutex<[Event]>([])
+    var events: [Event] { recorded.withLock { $0 } }
 
     func configure(device: PCIAddress, vector: Int, message: MSIMessage?) {
-        events.append(.configure(device, vector, message))
+        recorded.withLock { $0.append(.configure(device, vector, message)) }
     }
 
     func signal(device: PCIAddress, vector: Int) {
-        events.append(.signal(device, vector))
+        recorded.withLock { $0.append(.signal(device, vector)) }
     }
 
     func take() -> [Event] {
-        defer { events = [] }
-        return events
+        recorded.withLock { e in
+            defer { e = [] }
+            return e
+        }
     }
+}
+
+/// What a test's callbacks (the bus's `@Sendable` closures) record, in order.
+final class CallbackLog<Element: Sendable>: Sendable {
+    private let items = Mutex<[Element]>([])
+    func append(_ item: Element) { items.withLock { $0.append(item) } }
+    var all: [Element] { items.withLock { $0 } }
 }
 
 // Little-endian access helpers for tests.

@@ -92,10 +92,10 @@ final class INTxTests: XCTestCase {
     }
 
     func testSharedLineIsWiredOR() throws {
-        var lines: [UInt32: RecordingLine] = [:]
+        let created = CallbackLog<RecordingLine>()
         let bus = PCIRootBus(windows: testWindows, intxLine: { gsi in
             let l = RecordingLine(gsi: gsi)
-            lines[gsi] = l
+            created.append(l)
             return l
         })
         let c = PCIConfigSpace.type0(vendorID: 1, deviceID: 1, classCode: 0, interruptPin: .intA)
@@ -106,7 +106,8 @@ final class INTxTests: XCTestCase {
         XCTAssertEqual(a.attachContext?.intxGSI, 17)
         XCTAssertEqual(b.attachContext?.intxGSI, 17)
         XCTAssertEqual(other.attachContext?.intxGSI, 18)
-        XCTAssertEqual(Set(lines.keys), [17, 18], "one line per GSI in use")
+        XCTAssertEqual(created.all.map(\.gsi).sorted(), [17, 18], "one line per GSI in use")
+        let lines = Dictionary(uniqueKeysWithValues: created.all.map { ($0.gsi, $0) })
         let l17 = try XCTUnwrap(lines[17])
         a.setINTx(true)
         b.setINTx(true)
@@ -118,14 +119,16 @@ final class INTxTests: XCTestCase {
     }
 
     func testInterruptDisableAndStatus() throws {
-        var line: RecordingLine?
+        let created = CallbackLog<RecordingLine>()
         let bus = PCIRootBus(windows: testWindows, intxLine: { gsi in
             let l = RecordingLine(gsi: gsi)
-            line = l
+            created.append(l)
             return l
         })
         let dev = try TestDevice(config: .type0(vendorID: 1, deviceID: 1, classCode: 0, interruptPin: .intB))
         try bus.attach(dev, slot: 7)
+        XCTAssertEqual(created.all.count, 1)
+        let line = created.all.last
         XCTAssertEqual(line?.gsi, 16 + (7 + 1) % 4)
         XCTAssertEqual(cfgRead(dev, 0x3C, 2), 0x0210)
         dev.setINTx(true)

@@ -7,12 +7,13 @@ final class RoutingTests: XCTestCase {
     var bus: PCIRootBus!
     var a: TestDevice!
     var b: TestDevice!
-    var moves: [String] = []
+    let movesLog = CallbackLog<String>()
+    var moves: [String] { movesLog.all }
 
     override func setUpWithError() throws {
         bus = PCIRootBus(windows: testWindows)
-        bus.onBarMoved = { [unowned self] addr, index, old, new in
-            self.moves.append("\(addr) \(index) \(old.map { hex($0) } ?? "nil")->\(new.map { hex($0) } ?? "nil")")
+        bus.onBarMoved = { [movesLog] addr, index, old, new in
+            movesLog.append("\(addr) \(index) \(old.map { hex($0) } ?? "nil")->\(new.map { hex($0) } ?? "nil")")
         }
         var c = PCIConfigSpace.type0(vendorID: 0x1234, deviceID: 1, classCode: 0xFF_00_00)
         try c.setBar(0, size: 0x1000, kind: .memory32)

@@ -1,29 +1,57 @@
 import HostSys
+import Synchronization
 import VFIO
 
 /// A kernel stand-in for the VFIO layer's ioctls: records every request and
 /// its argument bytes, and lets the test write the reply (or fail with an errno).
-public final class FakePerformer: IOCTLPerformer, @unchecked Sendable {
-    public struct Call {
+/// Its state is behind a Mutex; `reply` runs outside it.
+public final class FakePerformer: IOCTLPerformer {
+    public struct Call: Sendable {
         public let request: UInt
         public let bytes: [UInt8]
         public let name: String
     }
-    public var calls = [Call]()
-    public var descriptor: Int32 = 42
     /// Gets the request and the argument; returns an errno to fail, or nil.
-    public var reply: (UInt, UnsafeMutableRawBufferPointer) -> Int32? = { _, _ in nil }
+    public typealias Reply = @Sendable (UInt, UnsafeMutableRawBufferPointer) -> Int32?
+
+    private struct State {
+        var calls = [Call]()
+        var descriptor: Int32 = 42
+        var reply: Reply = { _, _ in nil }
+    }
+    private let state = Mutex(State())
+
+    public var calls: [Call] {
+        get { state.withLock { $0.calls } }
+        set { state.withLock { $0.calls = newValue } }
+    }
+    public var descriptor: Int32 {
+        get { state.withLock { $0.descriptor } }
+        set { state.withLock { $0.descriptor = newValue } }
+    }
+    public var reply: Reply {
+        get { state.withLock { $0.reply } }
+        set { state.withLock { $0.reply = newValue } }
+    }
 
     public init() {}
 
+    /// Records the call and returns the reply to run (outside the lock).
+    private func record(_ call: Call) -> Reply {
+        state.withLock { s in
+            s.calls.append(call)
+            return s.reply
+        }
+    }
+
     public func ioctl(_ request: UInt, _ argument: UnsafeMutableRawBufferPointer, _ name: String) throws -> Int32 {
-        calls.append(Call(request: request, bytes: Array(argument), name: name))
+        let reply = record(Call(request: request, bytes: Array(argument), name: name))
         if let e = reply(request, argument) { throw SysError(errno: e, operation: name) }
         return 0
     }
 
     public func ioctl(_ request: UInt, integer: UInt, _ name: String) throws -> Int32 {
-        calls.append(Call(request: request, bytes: [], name: name))
+        let reply = record(Call(request: request, bytes: [], name: name))
         if let e = reply(request, UnsafeMutableRawBufferPointer(start: nil, count: 0)) { throw SysError(errno: e, operation: name) }
         return 0
     }

@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import HostSys
+import Synchronization
 import TestFakes
 import XCTest
 @testable import GuestMemory
@@ -63,7 +64,7 @@ final class IOMMUContextTests: XCTestCase {
     /// `failMap`-th IOAS map (1-based) with `errno`.
     func fakeIOMMU(ranges: [ClosedRange<UInt64>] = vtd39, failMap: Int? = nil, errno: Int32 = ENOMEM) -> FakePerformer {
         let k = FakePerformer()
-        var maps = 0
+        let maps = Atomic<Int>(0)
         k.reply = { req, arg in
             switch req {
             case SHIM_IOMMU_IOAS_ALLOC:
@@ -79,8 +80,7 @@ final class IOMMUContextTests: XCTestCase {
                     out.storeBytes(of: r.upperBound, toByteOffset: i * 16 + 8, as: UInt64.self)
                 }
             case SHIM_IOMMU_IOAS_MAP:
-                maps += 1
-                if maps == failMap { return errno }
+                if maps.add(1, ordering: .relaxed).newValue == failMap { return errno }
             case SHIM_IOMMU_IOAS_UNMAP:
                 break
             default:
