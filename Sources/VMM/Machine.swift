@@ -182,6 +182,9 @@ final class Machine {
             vcpus.append(v)
         }
         self.vcpus = vcpus
+        // Every device is on its bus now: from here on lookups take no lock.
+        pio.freeze()
+        mmio.freeze()
     }
 
     /// "Presses" the ACPI power button: an edge on the GED's interrupt; the
