@@ -104,12 +104,17 @@ final class DeviceIOLoop: @unchecked Sendable {
             return !s.started
         }
         guard first else { return }
+        let named = DispatchSemaphore(value: 0)
         let t = Thread { [self] in
+            named.wait()
             run()
             finished.signal()
         }
-        t.name = name
         t.start()
+        // Named once started: Foundation on Linux passes a name to the OS
+        // thread (top, gdb, /proc) only when the thread exists.
+        t.name = name
+        named.signal()
     }
 
     /// Asks the loop to end after the handler it is running, if any.

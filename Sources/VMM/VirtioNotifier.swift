@@ -61,6 +61,13 @@ final class VirtioNotifier: @unchecked Sendable {
         return loop
     }
 
+    /// The eventfd of queue `queue` of the device at `device` (tests signal
+    /// it as KVM would).
+    func event(device: PCIAddress, queue: Int) -> EventFD? {
+        lock.lock(); defer { lock.unlock() }
+        return (byDevice[device] ?? []).lazy.map { self.queues[$0] }.first { $0.index == queue }?.event
+    }
+
     /// The root bus reports a BAR move (nil = not decoding).
     func barMoved(device: PCIAddress, bar: Int, to newAddress: UInt64?) {
         guard bar == VirtioPCIDevice.Layout.bar else { return }
