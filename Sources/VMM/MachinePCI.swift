@@ -19,8 +19,6 @@ final class MachinePCI {
     let msiRouter: KVMMSIRouter
     private(set) var attached: [(PCIAddress, String)] = []
     private(set) var virtioConsole: VirtioConsole?
-    private(set) var nets: [(TapDevice, VirtioNet)] = []
-
     /// Queue ioeventfds and the I/O thread of each virtio device: `io-blkN`
     /// per disk, `io-netN` per NIC (which also reads its TAP), `io-console`,
     /// `io-rng`.
@@ -119,7 +117,6 @@ final class MachinePCI {
                     return false
                 }
             }
-            nets.append((tap, net))
         }
         if let out = consoleOutput {
             let c = VirtioConsole(output: out)

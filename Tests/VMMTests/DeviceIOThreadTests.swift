@@ -277,7 +277,8 @@ final class DeviceIOThreadTests: XCTestCase {
         n.start()
         try blk.memory.writeInteger(UInt32(1), at: GuestAddress(0x10000))
         try blk.post(queue: 0, [(0x10000, 16, false), (0x10200, 512, false), (0x10400, 1, true)])
-        blk.notifyByMMIO(queue: 0)
+        defer { backend.open() }
+        n.event(device: PCIAddress(device: 1), queue: 0)?.signal()
         XCTAssertEqual(backend.entered.wait(timeout: .now() + 5), .success)
 
         let start = Date()
