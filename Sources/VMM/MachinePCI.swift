@@ -19,28 +19,9 @@ final class MachinePCI {
     let msiRouter: KVMMSIRouter
     private(set) var attached: [(PCIAddress, String)] = []
     private(set) var virtioConsole: VirtioConsole?
-    private(set) var nets: [(TapDevice, VirtioNet)] = []
-
-    /// One thread per TAP: frames from the host go to the guest's receive
-    /// queue. The thread blocks in read(2) and ends with the process.
-    func startNetworkReceivers(latch: StopLatch, logger: Logger) {
-        for (tap, net) in nets {
-            let t = Thread {
-                while !latch.isStopped {
-                    do {
-                        let frame = try tap.readFrame()
-                        if !frame.isEmpty { net.receive(frame: frame) }
-                    } catch {
-                        logger.error("tap \(tap.name): \(error)")
-                        return
-                    }
-                }
-            }
-            t.name = "net-rx-\(tap.name)"
-            t.start()
-        }
-    }
-
+    /// Queue ioeventfds and the I/O thread of each virtio device: `io-blkN`
+    /// per disk, `io-netN` per NIC (which also reads its TAP), `io-console`,
+    /// `io-rng`.
     let notifier: VirtioNotifier
     /// Assigned devices, told about their BAR moves too (set once, before
     /// any guest code runs).
@@ -54,7 +35,7 @@ final class MachinePCI {
         bus = PCIRootBus(windows: PCIWindows.standard(memoryMap: memoryMap, mmio64Size: mmio64Size), msiRouter: msiRouter,
                          intxLine: { gsi in KVMIRQLine(vm: vm, irq: gsi) { logger.error("\($0)") } })
         try bus.install(mmioBus: mmio, pioBus: pio)
-        let notifier = try VirtioNotifier(vm: vm, logger: logger)
+        let notifier = VirtioNotifier(vm: vm, logger: logger)
         self.notifier = notifier
         bus.onBarMoved = { [weak self] address, bar, _, new in
             notifier.barMoved(device: address, bar: bar, to: new)
@@ -79,9 +60,13 @@ final class MachinePCI {
     }
 
     /// Wraps a virtio device model in the virtio-pci transport and attaches
-    /// it. The device reaches `memory` through its own `DMATranslator`, which
-    /// holds the identity mapping of guest RAM (a vIOMMU would replace it).
-    func attachVirtio(_ device: VirtioDevice, name: String, memory: GuestMemoryAccess, logger: Logger) throws {
+    /// it, with its queue notifications on a new I/O thread named `thread`
+    /// (returned, so the device can watch other descriptors there). The
+    /// device reaches `memory` through its own `DMATranslator`, which holds
+    /// the identity mapping of guest RAM (a vIOMMU would replace it).
+    @discardableResult
+    func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
+                      logger: Logger) throws -> DeviceIOLoop {
         var address: PCIAddress?
         let dma = DMATranslator(memory: memory)
         try IdentityDMA.mapGuestRAM(ramRanges, into: dma)
@@ -95,8 +80,9 @@ final class MachinePCI {
         address = a
         attached.append((a, name))
         let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
-        try notifier.register(transport, at: a, bar0: bar0)
+        let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
         logger.info("pci \(a): \(name)")
+        return loop
     }
 
     func attachConfiguredDevices(config: VMConfig, memory: GuestMemoryAccess, consoleOutput: ConsoleOutput?, logger: Logger) throws {
@@ -107,7 +93,7 @@ final class MachinePCI {
             }
             let blk = VirtioBlock(backend: file, serial: "swiftvmm-disk\(i)")
             try attachVirtio(blk, name: "virtio-blk \(d.path)\(d.readOnly ? " (read-only)" : "") \(file.capacity >> 20) MiB",
-                             memory: memory, logger: logger)
+                             thread: "io-blk\(i)", memory: memory, logger: logger)
         }
         for (i, n) in config.nets.enumerated() {
             let tap: TapDevice
@@ -116,16 +102,29 @@ final class MachinePCI {
             }
             guard let mac = MACAddress(n.mac) else { throw MachineError.setup("net[\(i)].mac: \(n.macString) is not a unicast address") }
             let net = VirtioNet(backend: tap, mac: mac)
-            try attachVirtio(net, name: "virtio-net tap \(tap.name) mac \(n.macString)", memory: memory, logger: logger)
-            nets.append((tap, net))
+            let loop = try attachVirtio(net, name: "virtio-net tap \(tap.name) mac \(n.macString)", thread: "io-net\(i)",
+                                        memory: memory, logger: logger)
+            // Frames from the host go to the guest's receive queue, read on
+            // the device's I/O thread when the TAP is readable (one frame a
+            // wake-up; the descriptor stays blocking for the transmit path).
+            try loop.addReadable(tap.fd) {
+                do {
+                    let frame = try tap.readFrame()
+                    if !frame.isEmpty { net.receive(frame: frame) }
+                    return true
+                } catch {
+                    logger.error("tap \(tap.name): \(error)")
+                    return false
+                }
+            }
         }
         if let out = consoleOutput {
             let c = VirtioConsole(output: out)
-            try attachVirtio(c, name: "virtio-console (hvc0)", memory: memory, logger: logger)
+            try attachVirtio(c, name: "virtio-console (hvc0)", thread: "io-console", memory: memory, logger: logger)
             virtioConsole = c
         }
         if config.rng {
-            try attachVirtio(VirtioRNG(), name: "virtio-rng", memory: memory, logger: logger)
+            try attachVirtio(VirtioRNG(), name: "virtio-rng", thread: "io-rng", memory: memory, logger: logger)
         }
     }
 }

@@ -135,11 +135,12 @@ public enum VMMRunner {
             startInputThread(sink: sink, latch: latch)
         }
 
-        machine.pci.startNetworkReceivers(latch: latch, logger: logger)
-        machine.pci.notifier.start(latch: latch)
+        // One I/O thread per virtio device (queue notifications; a NIC's TAP).
+        machine.pci.notifier.start()
 
         // vCPU threads.
         do { try HostThreads.installKickHandler() } catch {
+            stopIOThreads(machine, logger: logger)
             terminal?.restore()
             return failed(.vmmError("\(error)"), clock: clock, tail: [], status: ExitStatus.vmmError)
         }
@@ -159,6 +160,8 @@ public enum VMMRunner {
         for t in threads { t.join() }
         terminal?.restore()
         reportWhereVCPUsWere(reason, machine: machine, logger: logger)
+        // No vCPU runs now, so nothing notifies the devices any more.
+        stopIOThreads(machine, logger: logger)
         machine.passthrough.shutdown()
         if machine.pci.notifier.queueCount > 0 {
             logger.info("virtio: \(machine.pci.notifier.deliveredCount) queue notifications arrived through ioeventfds")
@@ -169,6 +172,16 @@ public enum VMMRunner {
                                  peakRSSBytes: ProcessStats.peakRSSBytes, peakVMMRSSBytes: rss.peak,
                                  consoleTail: machine.serial.recentOutput)
         return outcome
+    }
+
+    /// Stops the devices' I/O threads and joins them, for at most
+    /// `VirtioNotifier.stopTimeoutSeconds`; one stuck in its device's I/O is
+    /// left to the process exit, with a warning.
+    static func stopIOThreads(_ machine: Machine, logger: Logger) {
+        let stuck = machine.pci.notifier.stop()
+        for name in stuck {
+            logger.warning("\(name) did not stop within \(Int(VirtioNotifier.stopTimeoutSeconds)) s (its device is in a host call); leaving it to the exit")
+        }
     }
 
     /// A guest stopped from outside (a timeout, or SIGTERM after the power button

@@ -5,48 +5,67 @@ import Logging
 import PCI
 import Virtio
 
-/// Virtio queue notifications through KVM ioeventfds: a guest write to a
-/// queue's notify address signals an eventfd inside KVM (no exit to the VMM
-/// on the vCPU thread), and one thread here turns ready eventfds into
-/// `notifyQueue` calls. The ioeventfds follow BAR 0 when the guest moves or
-/// stops decoding it. Accesses that don't match (other widths) still reach
-/// the device through the ordinary MMIO exit.
+/// Virtio queue notifications through KVM ioeventfds, and the I/O thread
+/// of each virtio device. A guest write to a queue's notify address signals
+/// an eventfd inside KVM (no exit to the VMM on the vCPU thread); the
+/// device's own `DeviceIOLoop` thread owns those eventfds and turns them
+/// into `notifyQueue` calls. The ioeventfds follow BAR 0 when the guest
+/// moves it or stops decoding it. Notify writes that still exit (another
+/// width, an ioeventfd KVM refused, the PCI_CFG window) reach the transport
+/// on the vCPU thread, which passes them to the same I/O thread.
 final class VirtioNotifier: @unchecked Sendable {
     private struct Queue { let transport: VirtioPCIDevice; let index: Int; let event: EventFD; var address: UInt64? }
 
     private let vm: any VMInterruptRouting
     private let logger: Logger
-    private let poller: EventPoller
     private let lock = NSLock()
     private var queues: [Queue] = []
     private var byDevice: [PCIAddress: [Int]] = [:]
-    /// Notifications delivered through ioeventfds so far; read it through
-    /// `deliveredCount`, which takes the lock.
-    private var delivered = 0
+    private var loops: [DeviceIOLoop] = []
     var queueCount: Int { lock.lock(); defer { lock.unlock() }; return queues.count }
+    /// The I/O threads, one per registered device, in registration order.
+    var ioLoops: [DeviceIOLoop] { lock.lock(); defer { lock.unlock() }; return loops }
     /// Notify writes are 16-bit queue indices (virtio 1.2 §4.1.5.2).
     static let notifyWidth: UInt32 = 2
+    /// How long `stop` waits for all I/O threads together. A loop ends when
+    /// the handler it is in returns; only a device stuck in a host call (a
+    /// disk image on a server that stopped answering) takes longer.
+    static let stopTimeoutSeconds = 2.0
 
-    init(vm: any VMInterruptRouting, logger: Logger) throws {
+    init(vm: any VMInterruptRouting, logger: Logger) {
         self.vm = vm
         self.logger = logger
-        poller = try EventPoller()
     }
 
-    /// Registers every queue of `transport` at its current BAR 0 address.
-    func register(_ transport: VirtioPCIDevice, at address: PCIAddress, bar0: UInt64?) throws {
+    /// Registers every queue of `transport` at its current BAR 0 address,
+    /// on a new I/O thread named `thread` (not started until `start`), to
+    /// which the transport also routes its MMIO notify writes. Returns the
+    /// thread's loop, so the device can watch other descriptors there.
+    @discardableResult
+    func register(_ transport: VirtioPCIDevice, at address: PCIAddress, bar0: UInt64?, thread: String) throws -> DeviceIOLoop {
+        let loop = try DeviceIOLoop(name: thread) { [weak transport] in transport?.notifyQueue($0) }
         lock.lock(); defer { lock.unlock() }
         var ids: [Int] = []
         var i = 0
         while let (bar, _) = transport.notifyAddress(forQueue: i), bar == VirtioPCIDevice.Layout.bar {
             let q = Queue(transport: transport, index: i, event: try EventFD(nonBlocking: true), address: nil)
-            try poller.add(q.event.fd, token: UInt64(queues.count))
+            try loop.addQueue(i, event: q.event)
             ids.append(queues.count)
             queues.append(q)
             i += 1
         }
+        transport.routeNotifyWrites { loop.notifyByMMIO($0) }
+        loops.append(loop)
         byDevice[address] = ids
         for id in ids { move(id, toBar: bar0) }
+        return loop
+    }
+
+    /// The eventfd of queue `queue` of the device at `device` (tests signal
+    /// it as KVM would).
+    func event(device: PCIAddress, queue: Int) -> EventFD? {
+        lock.lock(); defer { lock.unlock() }
+        return (byDevice[device] ?? []).lazy.map { self.queues[$0] }.first { $0.index == queue }?.event
     }
 
     /// The root bus reports a BAR move (nil = not decoding).
@@ -77,25 +96,22 @@ final class VirtioNotifier: @unchecked Sendable {
         queues[id] = q
     }
 
-    /// Notifications delivered through ioeventfds so far.
-    var deliveredCount: Int { lock.lock(); defer { lock.unlock() }; return delivered }
+    /// Notifications delivered through ioeventfds so far, over all devices.
+    var deliveredCount: Int { ioLoops.reduce(0) { $0 + $1.ioeventfdNotifications } }
 
-    /// The thread that delivers notifications until `latch` stops the VM.
-    func start(latch: StopLatch) {
-        let t = Thread { [self] in
-            while !latch.isStopped {
-                for token in poller.wait(timeoutMs: 200) {
-                    lock.lock()
-                    let q = Int(exactly: token).flatMap { $0 < queues.count ? queues[$0] : nil }
-                    if q != nil { delivered += 1 }
-                    lock.unlock()
-                    guard let q else { continue }
-                    q.event.drain()
-                    q.transport.notifyQueue(q.index)
-                }
-            }
-        }
-        t.name = "virtio-notify"
-        t.start()
+    /// Starts every device's I/O thread.
+    func start() {
+        for loop in ioLoops { loop.start() }
+    }
+
+    /// Stops every I/O thread and joins them, waiting at most `timeout`
+    /// seconds for all of them together; returns the names of those still
+    /// running then (stuck in their device's I/O), which the process exit
+    /// ends.
+    func stop(timeout: Double = VirtioNotifier.stopTimeoutSeconds) -> [String] {
+        let all = ioLoops
+        for loop in all { loop.stop() }
+        let deadline = DispatchTime.now() + timeout
+        return all.filter { !$0.join(until: deadline) }.map(\.name)
     }
 }

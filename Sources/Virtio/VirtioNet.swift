@@ -20,7 +20,7 @@ import Synchronization
 /// counted, never read whole; a backend error is counted; the chain is
 /// returned (used length 0) in every case.
 ///
-/// Receive (`receive(frame:)`, from the VMM's reader thread): the frame goes
+/// Receive (`receive(frame:)`, from the NIC's I/O thread in the VMM): the frame goes
 /// into the next receive chain with its header. A chain too small for it
 /// gets the frame dropped and is returned with used length 0 (the driver
 /// counts a length error and reposts; Linux posts 1526-byte buffers, what

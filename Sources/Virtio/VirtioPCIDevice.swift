@@ -92,6 +92,8 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
     /// Serializes common-config writes and the status transitions they
     /// trigger (reset, activation), which call into the device.
     private let transitions = Mutex<Void>(())
+    /// Where notify writes that arrive as BAR accesses go (`routeNotifyWrites`).
+    private let notifySink = Mutex<(@Sendable (Int) -> Void)?>(nil)
     private let queueMaxSizes: [UInt16]
     private let configSize: Int
     /// Config-space offset of the PCI_CFG capability.
@@ -195,6 +197,17 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         if deliver { device.queueNotified(index) }
     }
 
+    /// Sends the notify writes that reach BAR 0 (an MMIO exit, when no
+    /// ioeventfd took the write, or the PCI_CFG window) to `sink` with the
+    /// queue index, instead of calling `notifyQueue` on the writing vCPU
+    /// thread. The VMM passes them to the device's I/O thread, which also
+    /// serves its ioeventfds, so every notification of a device is handled
+    /// on one thread and a vCPU never waits for the device's I/O. Indices
+    /// past the device's queues are dropped here, as `notifyQueue` would.
+    public func routeNotifyWrites(to sink: @escaping @Sendable (Int) -> Void) {
+        notifySink.withLock { $0 = sink }
+    }
+
     /// The device status byte (§2.1).
     public var deviceStatus: UInt8 { state.withLock { $0.common.status } }
     /// True between a successful activation and the next reset.
@@ -242,7 +255,12 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
             // §4.1.5.2: the driver writes the queue index to the queue's
             // address; the address alone identifies the queue here.
             guard data.count > 0, rel % Layout.notifyMultiplier == 0 else { return }
-            notifyQueue(Int(rel / Layout.notifyMultiplier))
+            let queue = Int(rel / Layout.notifyMultiplier)
+            if let sink = notifySink.withLock({ $0 }) {
+                if queue < queueMaxSizes.count { sink(queue) }
+            } else {
+                notifyQueue(queue)
+            }
         default:
             break // ISR and unused pages: read-only / ignored
         }

@@ -35,9 +35,9 @@ final class VirtioNotifierGlueTests: XCTestCase {
 
     func testQueuesFollowBAR0() throws {
         let vm = RecordingVM()
-        let n = try VirtioNotifier(vm: vm, logger: RecordingLog().logger)
+        let n = VirtioNotifier(vm: vm, logger: RecordingLog().logger)
         let (t, offsets) = try transport()
-        try n.register(t, at: at, bar0: 0xE000_0000)
+        try n.register(t, at: at, bar0: 0xE000_0000, thread: "io-test")
         let first = vm.take()
         let fd = fds(first)
         XCTAssertEqual(Set(fd).count, offsets.count, "one eventfd per queue")
@@ -66,9 +66,9 @@ final class VirtioNotifierGlueTests: XCTestCase {
 
     func testUndecodedBARRegistersOnFirstPlacement() throws {
         let vm = RecordingVM()
-        let n = try VirtioNotifier(vm: vm, logger: RecordingLog().logger)
+        let n = VirtioNotifier(vm: vm, logger: RecordingLog().logger)
         let (t, offsets) = try transport()
-        try n.register(t, at: at, bar0: nil)
+        try n.register(t, at: at, bar0: nil, thread: "io-test")
         XCTAssertEqual(vm.take(), [])
         n.barMoved(device: at, bar: 0, to: 0xC000_0000)
         let calls = vm.take()
@@ -78,10 +78,10 @@ final class VirtioNotifierGlueTests: XCTestCase {
     func testRefusedIOEventFDFallsBackToTheMMIOExit() throws {
         let vm = RecordingVM()
         let log = RecordingLog()
-        let n = try VirtioNotifier(vm: vm, logger: log.logger)
+        let n = VirtioNotifier(vm: vm, logger: log.logger)
         let (t, offsets) = try transport()
         vm.failing = { if case let .ioeventfd(_, a, _, _, _) = $0 { return a == 0xE000_0000 + offsets[0] }; return false }
-        try n.register(t, at: at, bar0: 0xE000_0000)
+        try n.register(t, at: at, bar0: 0xE000_0000, thread: "io-test")
         let fd = fds(vm.take())
         XCTAssertEqual(log.messages.count, 1)
         XCTAssertTrue(log.messages[0].hasPrefix("warning: ioeventfd for queue 0 at 0x\(String(0xE000_0000 + offsets[0], radix: 16)): refused"), log.messages[0])
@@ -96,9 +96,9 @@ final class VirtioNotifierGlueTests: XCTestCase {
 
     func testBARAtTheTopOfTheAddressSpaceGetsNoIOEventFD() throws {
         let vm = RecordingVM()
-        let n = try VirtioNotifier(vm: vm, logger: RecordingLog().logger)
+        let n = VirtioNotifier(vm: vm, logger: RecordingLog().logger)
         let (t, _) = try transport()
-        try n.register(t, at: at, bar0: UInt64.max - 0xFFF)
+        try n.register(t, at: at, bar0: UInt64.max - 0xFFF, thread: "io-test")
         XCTAssertEqual(vm.take(), [], "notify address would overflow: no registration, no trap")
     }
 }

@@ -154,6 +154,14 @@ final class PCIDriver {
     }
 }
 
+/// Integers appended from any thread.
+final class LockedList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [Int] = []
+    var items: [Int] { lock.lock(); defer { lock.unlock() }; return list }
+    func append(_ i: Int) { lock.lock(); list.append(i); lock.unlock() }
+}
+
 // MARK: - Tests
 
 final class VirtioPCIDeviceTests: XCTestCase {
@@ -280,6 +288,29 @@ final class VirtioPCIDeviceTests: XCTestCase {
         d.initialize(features: v1, queues: [(0, FakeDriver(memory: memory, size: 8), 0xFFFF)], driverOK: false)
         d.notify(0)
         XCTAssertEqual(dev.notified, [])
+    }
+
+    /// With a sink (the VMM's I/O thread), notify writes to BAR 0 reach the
+    /// sink with the queue index and not the device, whatever the width; the
+    /// device hears of them when the sink calls `notifyQueue`.
+    func testRoutedNotifyWritesGoToTheSinkNotTheDevice() throws {
+        let dev = RecordingDevice()
+        let d = try PCIDriver(dev, memory: memory)
+        d.initialize(features: v1, queues: [(0, FakeDriver(memory: memory, size: 8), 0xFFFF),
+                                            (1, FakeDriver(memory: memory, size: 8, base: 0x2000), 0xFFFF)])
+        d.notify(0)
+        XCTAssertEqual(dev.notified, [0], "no sink: the writing thread notifies the device")
+
+        let queues = LockedList()
+        d.dev.routeNotifyWrites { queues.append($0) }
+        d.notify(1)
+        d.barWrite(PCIDriver.notifyBase, 0, 4)
+        d.notify(2) // past the device's queues: dropped
+        d.barWrite(PCIDriver.notifyBase + 0xFFC, 0x3FF, 2)
+        XCTAssertEqual(queues.items, [1, 0])
+        XCTAssertEqual(dev.notified, [0], "routed writes do not reach the device on the writing thread")
+        for q in queues.items { d.dev.notifyQueue(q) }
+        XCTAssertEqual(dev.notified, [0, 1, 0])
     }
 
     func testResetOnStatusZero() throws {
