@@ -111,6 +111,8 @@ def main():
             m = qmp.events.pop(0) if qmp.events else qmp.read_message(5)
             if m is not None and m.get("event") == "SHUTDOWN":
                 reason = m.get("data", {}).get("reason", "?")
+                if reason.startswith("host-"):
+                    return  # QEMU stopped from outside (a signal, --timeout): not the lab's doing
                 if reason != "guest-shutdown":
                     with open(verdict, "w") as f:
                         f.write(f"reset {reason}\n")
