@@ -38,7 +38,7 @@ let package = Package(
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
         .target(name: "PCI", dependencies: ["Bits", "Devices", "GuestMemory"], exclude: ["README.md"]),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
-        .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], exclude: ["README.md"]),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
         .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"]),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"]),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
-        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
+        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"]),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"]),
