@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "VMM", dependencies: [
             "Bits", "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: v5),
+        ]),
         .executableTarget(name: "swiftvmm", dependencies: [
             "VMM", "VFIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "VMMTests", dependencies: [
             "TestFakes", "VMM", "CShim", "HostSys", "GuestMemory", "KVM", "PCI", "Virtio", "VFIO", "VMConfig",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: v5),
+        ]),
         .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"], swiftSettings: v5),
         // Reads Sources/ and checks the layer rules the compiler cannot see (imports, libc, KVM's uAPI).
         .testTarget(name: "LayeringTests", swiftSettings: v5),
