@@ -7,8 +7,6 @@
 // and the VMM glue sees the VM as protocols (interrupt routing, memory slots).
 import PackageDescription
 
-let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
-
 let package = Package(
     name: "SwiftVMM",
     products: [
@@ -59,7 +57,7 @@ let package = Package(
             "VMM", "VFIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: v5),
+        ]),
 
         // Fakes the test targets share (recording interrupt line and console, a seeded
         // generator, the VFIO ioctl performer and device). A regular target because test targets cannot depend on each other.
@@ -79,8 +77,8 @@ let package = Package(
             "TestFakes", "VMM", "CShim", "HostSys", "GuestMemory", "KVM", "PCI", "Virtio", "VFIO", "VMConfig",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"], swiftSettings: v5),
+        .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"]),
         // Reads Sources/ and checks the layer rules the compiler cannot see (imports, libc, KVM's uAPI).
-        .testTarget(name: "LayeringTests", swiftSettings: v5),
+        .testTarget(name: "LayeringTests"),
     ]
 )
