@@ -7,8 +7,6 @@
 // and the VMM glue sees the VM as protocols (interrupt routing, memory slots).
 import PackageDescription
 
-let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
-
 let package = Package(
     name: "SwiftVMM",
     products: [
@@ -38,7 +36,7 @@ let package = Package(
         // PCI: config space, BARs, capabilities, MSI/MSI-X, host bridge, config access (0xCF8/ECAM).
         .target(name: "PCI", dependencies: ["Bits", "Devices", "GuestMemory"], exclude: ["README.md"]),
         // virtio 1.2 over PCI (modern): split virtqueues, feature negotiation, devices.
-        .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], exclude: ["README.md"], swiftSettings: v5),
+        .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], exclude: ["README.md"]),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
         .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"]),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
@@ -54,12 +52,12 @@ let package = Package(
         .target(name: "VMM", dependencies: [
             "Bits", "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: v5),
+        ]),
         .executableTarget(name: "swiftvmm", dependencies: [
             "VMM", "VFIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: v5),
+        ]),
 
         // Fakes the test targets share (recording interrupt line and console, a seeded
         // generator, the VFIO ioctl performer and device). A regular target because test targets cannot depend on each other.
@@ -71,16 +69,16 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"]),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
-        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"], swiftSettings: v5),
+        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"]),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"]),
         .testTarget(name: "VMMTests", dependencies: [
             "TestFakes", "VMM", "CShim", "HostSys", "GuestMemory", "KVM", "PCI", "Virtio", "VFIO", "VMConfig",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: v5),
-        .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"], swiftSettings: v5),
+        ]),
+        .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"]),
         // Reads Sources/ and checks the layer rules the compiler cannot see (imports, libc, KVM's uAPI).
-        .testTarget(name: "LayeringTests", swiftSettings: v5),
+        .testTarget(name: "LayeringTests"),
     ]
 )

@@ -28,9 +28,11 @@ public enum TunUAPI {
 /// Ethernet frames (IFF_TAP | IFF_NO_PI, no vnet header), one per `read` or
 /// `write`.
 ///
-/// The VMM's receive thread loops on `readFrame()` (blocking) and hands each
-/// frame to `VirtioNet.receive(frame:)`; the device's transmit path calls
-/// `writeFrame` through `NetBackend`. The interface is not persistent: it
+/// In the VMM the NIC's I/O thread (its `DeviceIOLoop`) watches `fd` with
+/// epoll and, each time it is readable, reads one frame with `readFrame()`
+/// and hands it to `VirtioNet.receive(frame:)`; the device's transmit path
+/// calls `writeFrame` through `NetBackend`. The descriptor stays blocking,
+/// for that transmit path. The interface is not persistent: it
 /// disappears when the descriptor closes, unless it was created beforehand
 /// (`ip tuntap add NAME mode tap user $USER`), which is also how an
 /// unprivileged user gets one.

@@ -21,21 +21,36 @@ public enum HostThreads {
 }
 
 /// A thread whose pthread handle is known once it runs, so it can be kicked.
+/// The OS knows it by `name` (top -H, gdb, /proc/self/task/*/comm).
 public final class KickableThread: Sendable {
     /// The running thread's handle (nil until it starts) and whether its body returned.
     private let state = Mutex<(handle: pthread_t?, finished: Bool)>((nil, false))
     private let done = DispatchSemaphore(value: 0)
+    /// Bytes of a thread name Linux keeps (TASK_COMM_LEN 16, linux/sched.h,
+    /// less the NUL); pthread_setname_np refuses a longer one (ERANGE).
+    static let osNameBytes = 15
 
+    /// Starts `body` on a new thread named `name` (cut to `osNameBytes`
+    /// bytes), which is named before `body` runs.
     public init(name: String, body: @escaping @Sendable () -> Void) {
+        var cut = Substring(name)
+        while cut.utf8.count > Self.osNameBytes { cut.removeLast() }
+        let osName = String(cut)
+        // Foundation on Linux drops a name set before start() and passes one
+        // to the OS only once start() has returned, so the thread waits for
+        // that and names itself.
+        let started = DispatchSemaphore(value: 0)
         let t = Thread { [self] in
+            started.wait()
+            Thread.current.name = osName
             state.withLock { $0.handle = pthread_self() }
             body()
             state.withLock { $0.finished = true }
             done.signal()
         }
-        t.name = name
         t.stackSize = 1 << 20
         t.start()
+        started.signal()
     }
 
     /// Kicks the thread (no-op until it has started, or after it ended). The

@@ -8,9 +8,9 @@ import VMConfig
 final class KVMIRQLine: InterruptLine {
     private let vm: any VMInterruptRouting
     let irq: UInt32
-    private let onError: (String) -> Void
+    private let onError: @Sendable (String) -> Void
 
-    init(vm: any VMInterruptRouting, irq: UInt32, onError: @escaping (String) -> Void) {
+    init(vm: any VMInterruptRouting, irq: UInt32, onError: @escaping @Sendable (String) -> Void) {
         self.vm = vm
         self.irq = irq
         self.onError = onError
@@ -55,14 +55,14 @@ final class TeeConsoleOutput: ConsoleOutput {
 
 /// Calls a closure for each console chunk.
 final class ClosureConsoleOutput: ConsoleOutput {
-    private let body: ([UInt8]) -> Void
-    init(_ body: @escaping ([UInt8]) -> Void) { self.body = body }
+    private let body: @Sendable ([UInt8]) -> Void
+    init(_ body: @escaping @Sendable ([UInt8]) -> Void) { self.body = body }
     func write(_ bytes: [UInt8]) { body(bytes) }
 }
 
 /// Forwards machine events from devices to a closure.
 final class ClosureEventSink: MachineEventSink {
-    private let body: (MachineEvent) -> Void
-    init(_ body: @escaping (MachineEvent) -> Void) { self.body = body }
+    private let body: @Sendable (MachineEvent) -> Void
+    init(_ body: @escaping @Sendable (MachineEvent) -> Void) { self.body = body }
     func machineEvent(_ event: MachineEvent) { body(event) }
 }

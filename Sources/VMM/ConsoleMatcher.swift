@@ -1,12 +1,13 @@
 import Foundation
+import Synchronization
 
 /// Watches console output for `--expect` and `--fail-on` patterns. Output
 /// arrives in arbitrary chunks, so matching runs on a window that keeps the
 /// tail of earlier output: a pattern split across two chunks still matches,
 /// as long as the text it spans is at most `window` bytes.
-public final class ConsoleMatcher: @unchecked Sendable {
-    public enum Kind: Equatable { case expect, failOn, panic }
-    public struct Match: Equatable { public let kind: Kind; public let pattern: String }
+public final class ConsoleMatcher: Sendable {
+    public enum Kind: Equatable, Sendable { case expect, failOn, panic }
+    public struct Match: Equatable, Sendable { public let kind: Kind; public let pattern: String }
 
     public enum PatternError: Error, CustomStringConvertible {
         case invalid(option: String, pattern: String, reason: String)
@@ -17,11 +18,10 @@ public final class ConsoleMatcher: @unchecked Sendable {
         }
     }
 
-    private let lock = NSLock()
-    private var buffer: [UInt8] = []
+    /// The tail of the output so far, and whether a pattern matched.
+    private let state = Mutex<(buffer: [UInt8], matched: Bool)>(([], false))
     private let window: Int
     private let patterns: [(Kind, String, NSRegularExpression)]
-    private var matched = false
 
     /// What Linux prints when it panics (kernel/panic.c). Seen on the console it
     /// means a guest panic even when the guest has no pvpanic driver.
@@ -49,20 +49,21 @@ public final class ConsoleMatcher: @unchecked Sendable {
 
     /// Feeds a chunk; returns the first match, once.
     public func feed(_ chunk: [UInt8]) -> Match? {
-        lock.lock(); defer { lock.unlock() }
-        guard !matched, !patterns.isEmpty else { return nil }
-        buffer.append(contentsOf: chunk)
-        if buffer.count > window { buffer.removeFirst(buffer.count - window) }
-        // Output often arrives a byte at a time: without a new line in the chunk
-        // only the current partial line can have changed, so match just that.
-        var slice = buffer[...]
-        if !chunk.contains(0x0A), let nl = buffer.lastIndex(of: 0x0A) { slice = buffer[(nl + 1)...] }
-        let text = String(decoding: slice, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
-        let range = NSRange(text.startIndex..., in: text)
-        for (kind, p, re) in patterns where re.firstMatch(in: text, options: [], range: range) != nil {
-            matched = true
-            return Match(kind: kind, pattern: p)
+        state.withLock { s in
+            guard !s.matched, !patterns.isEmpty else { return nil }
+            s.buffer.append(contentsOf: chunk)
+            if s.buffer.count > window { s.buffer.removeFirst(s.buffer.count - window) }
+            // Output often arrives a byte at a time: without a new line in the chunk
+            // only the current partial line can have changed, so match just that.
+            var slice = s.buffer[...]
+            if !chunk.contains(0x0A), let nl = s.buffer.lastIndex(of: 0x0A) { slice = s.buffer[(nl + 1)...] }
+            let text = String(decoding: slice, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+            let range = NSRange(text.startIndex..., in: text)
+            for (kind, p, re) in patterns where re.firstMatch(in: text, options: [], range: range) != nil {
+                s.matched = true
+                return Match(kind: kind, pattern: p)
+            }
+            return nil
         }
-        return nil
     }
 }

@@ -19,7 +19,7 @@ import Synchronization
 /// running now returns, and `join(until:)` waits for that with a deadline. A
 /// handler stuck in the kernel cannot be interrupted: past the deadline the
 /// caller gives up on the thread and says so.
-final class DeviceIOLoop: @unchecked Sendable {
+final class DeviceIOLoop: Sendable {
     /// What a ready descriptor means.
     private enum Source {
         /// Queue `index` was notified: drain `event`, call `deliver(index)`.
@@ -97,24 +97,18 @@ final class DeviceIOLoop: @unchecked Sendable {
     /// wake-up of a queue's eventfd counts once).
     var ioeventfdNotifications: Int { state.withLock { $0.ioeventfdNotifications } }
 
-    /// Starts the thread (once).
+    /// Starts the thread (once), named `name` for the OS (top, gdb, /proc)
+    /// before the loop runs.
     func start() {
         let first = state.withLock { s -> Bool in
             defer { s.started = true }
             return !s.started
         }
         guard first else { return }
-        let named = DispatchSemaphore(value: 0)
-        let t = Thread { [self] in
-            named.wait()
+        _ = KickableThread(name: name) { [self] in
             run()
             finished.signal()
         }
-        t.start()
-        // Named once started: Foundation on Linux passes a name to the OS
-        // thread (top, gdb, /proc) only when the thread exists.
-        t.name = name
-        named.signal()
     }
 
     /// Asks the loop to end after the handler it is running, if any.

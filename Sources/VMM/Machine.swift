@@ -6,6 +6,7 @@ import GuestMemory
 import HostSys
 import KVM
 import Logging
+import Virtio
 import VMConfig
 
 /// Errors found while building a machine, before any guest code runs.
@@ -30,7 +31,8 @@ public enum MachineError: Error, CustomStringConvertible {
 
 /// The x86 machine: KVM VM, guest RAM, in-kernel irqchip and PIT, legacy
 /// devices on the port-I/O bus, vCPUs set up for the kernel's entry.
-final class Machine {
+/// Built whole by `init`, then only read: the vCPU threads share it.
+final class Machine: Sendable {
     /// Addresses KVM needs for Intel's real-mode TSS (3 pages) and EPT identity
     /// map (1 page), inside the MMIO hole below the IOAPIC (as QEMU and
     /// Firecracker place them: linux/Documentation/virt/kvm/api.rst).
@@ -50,6 +52,8 @@ final class Machine {
     let serial: Serial16550
     let pci: MachinePCI
     let passthrough: MachinePassthrough
+    /// The virtio console (hvc0), when the config has one.
+    let virtioConsole: VirtioConsole?
     let vcpus: [VCPU]
     let boot: BootResult
     let latch: StopLatch
@@ -124,18 +128,20 @@ final class Machine {
         try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
         try LegacyDevices.install(on: pio, events: events)
 
-        // PCI: root bus, then virtio devices in the documented order.
+        // PCI: assigned devices first (IOAS, kvm-vfio, bind, attach, DMA
+        // map), so a host problem fails before anything else is built; then
+        // the root bus, the virtio devices in the documented order, and the
+        // assigned devices' PCI models.
         do {
-            pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio: mmio, pio: pio, logger: logger)
-            pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
-            // Assigned devices first (IOAS, kvm-vfio, bind, attach, DMA map), so
-            // a host problem fails before anything else is built.
-            passthrough = try MachinePassthrough.setUp(config: config, vm: vm, ram: ram, router: pci.msiRouter,
+            let msiRouter = KVMMSIRouter(vm: vm, logger: logger)
+            passthrough = try MachinePassthrough.setUp(config: config, vm: vm, ram: ram, router: msiRouter,
                                                        slots: memorySlots, logger: logger)
-            pci.passthrough = passthrough
-            try pci.attachConfiguredDevices(config: config, memory: ram,
-                                            consoleOutput: try Self.virtioConsoleOutput(config.virtioConsole),
-                                            logger: logger)
+            pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio: mmio, pio: pio,
+                                 msiRouter: msiRouter, passthrough: passthrough, logger: logger)
+            pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
+            virtioConsole = try pci.attachConfiguredDevices(config: config, memory: ram,
+                                                            consoleOutput: try Self.virtioConsoleOutput(config.virtioConsole),
+                                                            logger: logger)
             try passthrough.attach(to: pci.bus)
         } catch let e as MachineError {
             throw e

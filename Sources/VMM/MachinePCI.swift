@@ -6,6 +6,7 @@ import HostSys
 import KVM
 import Logging
 import PCI
+import Synchronization
 import Virtio
 import VMConfig
 
@@ -14,32 +15,30 @@ import VMConfig
 /// and the virtio devices the config asks for, in a stable order:
 /// 00.0 host bridge, then virtio-blk per [[disk]], virtio-net per [[net]],
 /// virtio-console, virtio-rng (slots 1, 2, ... in that order).
-final class MachinePCI {
+final class MachinePCI: Sendable {
     let bus: PCIRootBus
     let msiRouter: KVMMSIRouter
-    private(set) var attached: [(PCIAddress, String)] = []
-    private(set) var virtioConsole: VirtioConsole?
     /// Queue ioeventfds and the I/O thread of each virtio device: `io-blkN`
     /// per disk, `io-netN` per NIC (which also reads its TAP), `io-console`,
     /// `io-rng`.
     let notifier: VirtioNotifier
-    /// Assigned devices, told about their BAR moves too (set once, before
-    /// any guest code runs).
-    var passthrough: MachinePassthrough?
     /// The guest RAM every emulated device can reach by DMA (identity mapped).
     private let ramRanges: [(guest: UInt64, size: UInt64)]
 
-    init(vm: any VMInterruptRouting, memoryMap: GuestMemoryMap, mmio64Size: UInt64, mmio: Bus, pio: Bus, logger: Logger) throws {
+    /// The root bus on `mmio` and `pio`, delivering MSIs through `msiRouter`;
+    /// BAR moves go to the virtio notifier and to `passthrough`'s devices.
+    init(vm: any VMInterruptRouting, memoryMap: GuestMemoryMap, mmio64Size: UInt64, mmio: Bus, pio: Bus,
+         msiRouter: KVMMSIRouter, passthrough: MachinePassthrough, logger: Logger) throws {
         ramRanges = IdentityDMA.ranges(of: memoryMap)
-        msiRouter = KVMMSIRouter(vm: vm, logger: logger)
+        self.msiRouter = msiRouter
         bus = PCIRootBus(windows: PCIWindows.standard(memoryMap: memoryMap, mmio64Size: mmio64Size), msiRouter: msiRouter,
                          intxLine: { gsi in KVMIRQLine(vm: vm, irq: gsi) { logger.error("\($0)") } })
         try bus.install(mmioBus: mmio, pioBus: pio)
         let notifier = VirtioNotifier(vm: vm, logger: logger)
         self.notifier = notifier
-        bus.onBarMoved = { [weak self] address, bar, _, new in
+        bus.onBarMoved = { address, bar, _, new in
             notifier.barMoved(device: address, bar: bar, to: new)
-            self?.passthrough?.barMoved(device: address, bar: bar, to: new)
+            passthrough.barMoved(device: address, bar: bar, to: new)
         }
     }
 
@@ -67,25 +66,28 @@ final class MachinePCI {
     @discardableResult
     func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
                       logger: Logger) throws -> DeviceIOLoop {
-        var address: PCIAddress?
         let dma = DMATranslator(memory: memory)
         try IdentityDMA.mapGuestRAM(ramRanges, into: dma)
         try dma.attach()
+        // The handler is made before the bus places the device.
+        let placed = PlacedAddress()
         let transport = try VirtioPCIDevice(device: device, memory: DMAGuestMemory(translator: dma)) { error in
             // The guest broke the virtio protocol: the device is now in
             // DEVICE_NEEDS_RESET; the VMM keeps running.
-            logger.warning("guest error: \(name) at \(address.map { "\($0)" } ?? "?"): \(error)")
+            logger.warning("guest error: \(name) at \(placed.address.map { "\($0)" } ?? "?"): \(error)")
         }
         let a = try bus.attach(transport)
-        address = a
-        attached.append((a, name))
+        placed.address = a
         let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
         let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
         logger.info("pci \(a): \(name)")
         return loop
     }
 
-    func attachConfiguredDevices(config: VMConfig, memory: GuestMemoryAccess, consoleOutput: ConsoleOutput?, logger: Logger) throws {
+    /// Attaches the virtio devices `config` asks for; returns the virtio
+    /// console, if there is one.
+    func attachConfiguredDevices(config: VMConfig, memory: GuestMemoryAccess, consoleOutput: ConsoleOutput?,
+                                 logger: Logger) throws -> VirtioConsole? {
         for (i, d) in config.disks.enumerated() {
             let file: BlockFile
             do { file = try BlockFile(path: d.path, readOnly: d.readOnly) } catch {
@@ -118,13 +120,25 @@ final class MachinePCI {
                 }
             }
         }
+        var console: VirtioConsole?
         if let out = consoleOutput {
             let c = VirtioConsole(output: out)
             try attachVirtio(c, name: "virtio-console (hvc0)", thread: "io-console", memory: memory, logger: logger)
-            virtioConsole = c
+            console = c
         }
         if config.rng {
             try attachVirtio(VirtioRNG(), name: "virtio-rng", thread: "io-rng", memory: memory, logger: logger)
         }
+        return console
+    }
+}
+
+/// A device's PCI address, known once the bus has placed it; for handlers
+/// made before that.
+private final class PlacedAddress: Sendable {
+    private let value = Mutex<PCIAddress?>(nil)
+    var address: PCIAddress? {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
     }
 }

@@ -5,6 +5,7 @@ import HostSys
 import KVM
 import Logging
 import PCI
+import Synchronization
 import VFIO
 import VMConfig
 
@@ -17,26 +18,25 @@ extension KVMDevice: KVMVFIODevice {}
 typealias PassthroughVM = VMInterruptRouting & VMMemorySlots
 
 /// KVM memory slot numbers for BAR mappings, above the guest RAM slots.
-final class MemorySlotPool: @unchecked Sendable {
-    private let lock = NSLock()
-    private var next: UInt32
-    private var free: [UInt32] = []
+final class MemorySlotPool: Sendable {
+    /// The next never-used slot, and slots given back.
+    private let slots: Mutex<(next: UInt32, free: [UInt32])>
     /// KVM_USER_MEM_SLOTS on x86 is 32764 (KVM_CAP_NR_MEMSLOTS says exactly).
     static let limit: UInt32 = 32764
 
-    init(first: UInt32) { next = first }
+    init(first: UInt32) { slots = Mutex((first, [])) }
 
     func take() throws -> UInt32 {
-        lock.lock(); defer { lock.unlock() }
-        if let s = free.popLast() { return s }
-        guard next < Self.limit else { throw MachineError.setup("out of KVM memory slots for BAR mappings") }
-        next += 1
-        return next - 1
+        try slots.withLock { s in
+            if let free = s.free.popLast() { return free }
+            guard s.next < Self.limit else { throw MachineError.setup("out of KVM memory slots for BAR mappings") }
+            s.next += 1
+            return s.next - 1
+        }
     }
 
     func give(_ slot: UInt32) {
-        lock.lock(); defer { lock.unlock() }
-        free.append(slot)
+        slots.withLock { $0.free.append(slot) }
     }
 }
 
@@ -47,7 +47,7 @@ final class MemorySlotPool: @unchecked Sendable {
 /// pages stay trapped and emulated. Interrupts never pass through the VMM:
 /// VFIO signals eventfds that are KVM irqfds (MSI/MSI-X through GSI routes,
 /// INTx as a resampled level irqfd).
-final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
+final class PassthroughDevice: AssignedDeviceBackend {
     let vfio: AssignedVFIODevice
     let entry: PassthroughConfig
     let name: String
@@ -55,15 +55,20 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
     private let router: KVMMSIRouter
     private let slots: MemorySlotPool
     private let logger: Logger
-    private let lock = NSLock()
-    private(set) var model: AssignedPCIFunction?
-    private(set) var address: PCIAddress?
-    private var mode: AssignedInterruptMode = .none
-    private var intx: (trigger: EventFD, resample: EventFD, gsi: UInt32)?
-    /// BAR index -> the parts mapped straight into the guest (offset range, host pointer).
-    private var direct: [Int: [(range: Range<UInt64>, host: UnsafeMutableRawPointer)]] = [:]
-    /// BAR index -> the memory slots installed for it now.
-    private var installed: [Int: [UInt32]] = [:]
+
+    private struct State {
+        var address: PCIAddress?
+        var mode: AssignedInterruptMode = .none
+        var intx: (trigger: EventFD, resample: EventFD, gsi: UInt32)?
+        /// BAR index -> the parts mapped straight into the guest (offset
+        /// range, host address of the mapping).
+        var direct: [Int: [(range: Range<UInt64>, host: UInt64)]] = [:]
+        /// BAR index -> the memory slots installed for it now.
+        var installed: [Int: [UInt32]] = [:]
+    }
+    /// Held across each interrupt-mode switch and BAR move, so those of one
+    /// device never interleave.
+    private let state = Mutex(State())
 
     init(vfio: AssignedVFIODevice, entry: PassthroughConfig, vm: any PassthroughVM, router: KVMMSIRouter,
          slots: MemorySlotPool, logger: Logger) {
@@ -95,45 +100,46 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
     }
 
     func setInterruptMode(_ new: AssignedInterruptMode) {
-        lock.lock(); defer { lock.unlock() }
-        guard new != mode else { return }
-        do {
-            try leaveModeLocked()
-            switch new {
-            case .none:
-                break
-            case let .intx(gsi):
-                let trigger = try EventFD(), resample = try EventFD()
-                try vm.registerIRQFD(trigger, gsi: gsi, resample: resample)
-                intx = (trigger, resample, gsi)
-                try vfio.enableINTx(trigger: trigger.fd.raw, resample: resample.fd.raw)
-            case let .msi(n):
-                guard let a = address else { throw MachineError.setup("MSI enabled before the device was attached") }
-                try vfio.enableMSI(eventfds: try router.eventFDs(device: a, count: n))
-            case let .msix(n):
-                guard let a = address else { throw MachineError.setup("MSI-X enabled before the device was attached") }
-                try vfio.enableMSIX(eventfds: try router.eventFDs(device: a, count: n))
+        state.withLock { s in
+            guard new != s.mode else { return }
+            do {
+                try leaveMode(&s)
+                switch new {
+                case .none:
+                    break
+                case let .intx(gsi):
+                    let trigger = try EventFD(), resample = try EventFD()
+                    try vm.registerIRQFD(trigger, gsi: gsi, resample: resample)
+                    s.intx = (trigger, resample, gsi)
+                    try vfio.enableINTx(trigger: trigger.fd.raw, resample: resample.fd.raw)
+                case let .msi(n):
+                    guard let a = s.address else { throw MachineError.setup("MSI enabled before the device was attached") }
+                    try vfio.enableMSI(eventfds: try router.eventFDs(device: a, count: n))
+                case let .msix(n):
+                    guard let a = s.address else { throw MachineError.setup("MSI-X enabled before the device was attached") }
+                    try vfio.enableMSIX(eventfds: try router.eventFDs(device: a, count: n))
+                }
+                s.mode = new
+                logger.debug("passthrough \(name): interrupts now \(new)")
+            } catch {
+                s.mode = .none
+                logger.error("passthrough \(name): cannot switch interrupts to \(new): \(error)")
             }
-            mode = new
-            logger.debug("passthrough \(name): interrupts now \(new)")
-        } catch {
-            mode = .none
-            logger.error("passthrough \(name): cannot switch interrupts to \(new): \(error)")
         }
     }
 
-    /// Undoes the current interrupt mode. Lock held.
-    private func leaveModeLocked() throws {
-        switch mode {
+    /// Undoes the current interrupt mode (`s` is the locked state).
+    private func leaveMode(_ s: inout State) throws {
+        switch s.mode {
         case .none: break
         case .intx:
             try vfio.disableIRQs(.intx)
-            if let i = intx { try vm.unregisterIRQFD(i.trigger, gsi: i.gsi) }
-            intx = nil
+            if let i = s.intx { try vm.unregisterIRQFD(i.trigger, gsi: i.gsi) }
+            s.intx = nil
         case .msi: try vfio.disableIRQs(.msi)
         case .msix: try vfio.disableIRQs(.msix)
         }
-        mode = .none
+        s.mode = .none
     }
 
     // MARK: Setup
@@ -147,24 +153,23 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
         for (i, size) in sizes.sorted(by: { $0.key < $1.key }) {
             let trapped = m.msixTableRanges.filter { $0.bar == i }.map(\.range)
             let ranges = AssignedPCIFunction.directMapRanges(barSize: size, mappable: vfio.mappableAreas(UInt32(i)), trapped: trapped)
-            var maps: [(range: Range<UInt64>, host: UnsafeMutableRawPointer)] = []
+            var maps: [(range: Range<UInt64>, host: UInt64)] = []
             for r in ranges {
                 let p = try vfio.mapRegion(UInt32(i), offset: r.lowerBound, length: UInt64(r.count))
-                maps.append((r, p))
+                maps.append((r, UInt64(UInt(bitPattern: p))))
             }
-            if !maps.isEmpty { direct[i] = maps }
+            if !maps.isEmpty { state.withLock { $0.direct[i] = maps } }
         }
-        model = m
         return m
     }
 
     func attached(at a: PCIAddress) {
-        lock.lock(); address = a; lock.unlock()
+        state.withLock { $0.address = a }
     }
 
     /// What the log says about the BAR mappings.
     var mappingSummary: String {
-        lock.lock(); defer { lock.unlock() }
+        let direct = state.withLock { $0.direct }
         guard !direct.isEmpty else { return "no BAR is mmap-able: every access traps" }
         return direct.sorted { $0.key < $1.key }.map { bar, maps in
             "BAR \(bar): " + maps.map { "\(hex($0.range.lowerBound))+\(formatBytes(UInt64($0.range.count)))" }.joined(separator: ", ")
@@ -173,35 +178,34 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
 
     /// The root bus moved BAR `bar` (nil: not decoding): move its memory slots.
     func barMoved(_ bar: Int, to newAddress: UInt64?) {
-        lock.lock(); defer { lock.unlock() }
-        guard let maps = direct[bar] else { return }
-        for s in installed[bar] ?? [] {
-            do { try vm.deleteUserMemoryRegion(slot: s) } catch {
-                logger.error("passthrough \(name) BAR \(bar): cannot remove memory slot \(s): \(error)")
+        state.withLock { st in
+            guard let maps = st.direct[bar] else { return }
+            for s in st.installed[bar] ?? [] {
+                do { try vm.deleteUserMemoryRegion(slot: s) } catch {
+                    logger.error("passthrough \(name) BAR \(bar): cannot remove memory slot \(s): \(error)")
+                }
+                slots.give(s)
             }
-            slots.give(s)
-        }
-        installed[bar] = nil
-        guard let base = newAddress else { return }
-        var now: [UInt32] = []
-        for m in maps {
-            do {
-                let s = try slots.take()
-                try vm.setUserMemoryRegion(slot: s, guestAddress: base + m.range.lowerBound, size: UInt64(m.range.count),
-                                           hostAddress: UInt64(UInt(bitPattern: m.host)))
-                now.append(s)
-            } catch {
-                logger.error("passthrough \(name) BAR \(bar) at \(hex(base + m.range.lowerBound)): \(error); accesses will trap instead")
+            st.installed[bar] = nil
+            guard let base = newAddress else { return }
+            var now: [UInt32] = []
+            for m in maps {
+                do {
+                    let s = try slots.take()
+                    try vm.setUserMemoryRegion(slot: s, guestAddress: base + m.range.lowerBound, size: UInt64(m.range.count),
+                                               hostAddress: m.host)
+                    now.append(s)
+                } catch {
+                    logger.error("passthrough \(name) BAR \(bar) at \(hex(base + m.range.lowerBound)): \(error); accesses will trap instead")
+                }
             }
+            st.installed[bar] = now
         }
-        installed[bar] = now
     }
 
     /// Interrupts off, device reset, fds closed. Idempotent.
     func shutdown() -> String {
-        lock.lock()
-        try? leaveModeLocked()
-        lock.unlock()
+        state.withLock { try? leaveMode(&$0) }
         var what = "released"
         do { what = try vfio.reset().text + " and released" } catch {
             what = "released (reset failed: \(error))"
@@ -219,19 +223,28 @@ final class PassthroughDevice: AssignedDeviceBackend, @unchecked Sendable {
 /// checked against guest RAM; guest RAM mapped into the IOAS at IOVA ==
 /// guest physical address (each device reset first, the best way it has);
 /// the WBINVD verdicts logged.
-final class MachinePassthrough: @unchecked Sendable {
+final class MachinePassthrough: Sendable {
     let context: IOMMUContext?
     let kvmVFIO: KVMDevice?
-    private(set) var devices: [PassthroughDevice] = []
-    private let lock = NSLock()
-    private var byAddress: [PCIAddress: PassthroughDevice] = [:]
+    private struct State {
+        /// Emptied by `shutdown`.
+        var devices: [PassthroughDevice]
+        var byAddress: [PCIAddress: PassthroughDevice] = [:]
+    }
+    private let state: Mutex<State>
     private let logger: Logger
 
-    static func none(logger: Logger) -> MachinePassthrough { MachinePassthrough(context: nil, kvmVFIO: nil, logger: logger) }
+    /// The devices not yet shut down.
+    var devices: [PassthroughDevice] { state.withLock { $0.devices } }
 
-    private init(context: IOMMUContext?, kvmVFIO: KVMDevice?, logger: Logger) {
+    static func none(logger: Logger) -> MachinePassthrough {
+        MachinePassthrough(context: nil, kvmVFIO: nil, devices: [], logger: logger)
+    }
+
+    private init(context: IOMMUContext?, kvmVFIO: KVMDevice?, devices: [PassthroughDevice], logger: Logger) {
         self.context = context
         self.kvmVFIO = kvmVFIO
+        state = Mutex(State(devices: devices))
         self.logger = logger
     }
 
@@ -242,7 +255,7 @@ final class MachinePassthrough: @unchecked Sendable {
             let discovery = SysfsDiscovery()
             let ctx = try IOMMUContext.open()
             let kvmVFIO = try vm.createDevice(.vfio)
-            let set = MachinePassthrough(context: ctx, kvmVFIO: kvmVFIO, logger: logger)
+            var devices: [PassthroughDevice] = []
             for (i, entry) in config.passthrough.enumerated() {
                 let spec: AssignedDeviceSpec
                 switch entry.device {
@@ -256,11 +269,11 @@ final class MachinePassthrough: @unchecked Sendable {
                 try dev.cdev.register(with: kvmVFIO)
                 try dev.bindAndAttach(ctx)
                 logger.info("passthrough \(dev.bdf): cdev \(dev.cdevPath), iommufd device \(dev.deviceID.map(String.init) ?? "?"), IOAS \(ctx.ioas.id), page table \(dev.pageTableID.map(String.init) ?? "?")")
-                set.devices.append(PassthroughDevice(vfio: dev, entry: entry, vm: vm, router: router, slots: slots, logger: logger))
+                devices.append(PassthroughDevice(vfio: dev, entry: entry, vm: vm, router: router, slots: slots, logger: logger))
             }
             // Reset before guest RAM is in the IOAS: DMA the last user left
             // running faults instead of landing in this guest's memory.
-            for d in set.devices {
+            for d in devices {
                 let kind = try d.vfio.reset()
                 logger.info("passthrough \(d.name): \(kind.text)")
                 if case let .withoutFLR(why) = kind {
@@ -272,16 +285,16 @@ final class MachinePassthrough: @unchecked Sendable {
             let (bytes, seconds) = try ctx.mapGuestRAM(ranges)
             logger.info("IOAS \(ctx.ioas.id): mapped \(formatBytes(bytes)) of guest RAM in \(ranges.count) range\(ranges.count == 1 ? "" : "s") in \(String(format: "%.1f", seconds * 1000)) ms (\(config.hugePages ? "2 MiB" : "4 KiB") pages)")
             var verdicts: [CoherencyVerdict] = []
-            for d in set.devices {
+            for d in devices {
                 let v = try d.vfio.coherency(noSnoopEnabled: nil)
                 verdicts.append(v)
                 logger.info("coherency \(d.name): \(v.text)")
             }
             logger.info("coherency VM: \(CoherencyVerdict.decideVM(verdicts).text)")
-            for d in set.devices {
+            for d in devices {
                 logger.info("passthrough \(d.name): peer-to-peer DMA is off: its BARs are mapped into the guest but not into the IOAS (that needs Linux 6.19's dma-buf path), so other devices cannot DMA to them")
             }
-            return set
+            return MachinePassthrough(context: ctx, kvmVFIO: kvmVFIO, devices: devices, logger: logger)
         } catch let e as MachineError {
             throw e
         } catch {
@@ -296,7 +309,7 @@ final class MachinePassthrough: @unchecked Sendable {
                 let m = try d.makeModel()
                 let a = try bus.attach(m, placement: d.entry.barAddresses)
                 d.attached(at: a)
-                lock.lock(); byAddress[a] = d; lock.unlock()
+                state.withLock { $0.byAddress[a] = d }
                 for r in bus.decodedBars(slot: Int(a.device)) { d.barMoved(r.index, to: r.address) }
                 var id = [UInt8](repeating: 0xFF, count: 4)
                 id.withUnsafeMutableBytes { d.readConfig(offset: 0, data: $0) }
@@ -309,10 +322,7 @@ final class MachinePassthrough: @unchecked Sendable {
     }
 
     func barMoved(device: PCIAddress, bar: Int, to new: UInt64?) {
-        lock.lock()
-        let d = byAddress[device]
-        lock.unlock()
-        d?.barMoved(bar, to: new)
+        state.withLock { $0.byAddress[device] }?.barMoved(bar, to: new)
     }
 
     /// At exit: interrupts off, devices reset and closed, guest RAM unpinned.
@@ -329,7 +339,7 @@ final class MachinePassthrough: @unchecked Sendable {
             logger.info("passthrough \(d.name): \(what)")
         }
         do { try context?.unmapAll() } catch { logger.warning("IOAS unmap at exit: \(error)") }
-        devices = []
+        state.withLock { $0.devices = [] }
     }
 }
 

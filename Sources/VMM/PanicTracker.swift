@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Turns the signs of a guest panic into one stop reason. Linux prints
 /// "Kernel panic - not syncing" first, then the stack dump, and only then
@@ -8,14 +9,13 @@ import Foundation
 /// gets `consoleWait` seconds for pvpanic or its reset to come (printing a
 /// stack dump over a serial port takes seconds in a slow, nested VM); and a
 /// reset or power-off after any report ends the run as the panic it is.
-final class PanicTracker: @unchecked Sendable {
-    private let lock = NSLock()
+final class PanicTracker: Sendable {
     private let latch: StopLatch
     private let flushDelay: Double
     private let consoleWait: Double
-    private var reported = false
-    private var viaPVPanic = false
-    private var pvPanicScheduled = false
+    /// A panic was reported at all, and through pvpanic (whose stop is then
+    /// scheduled).
+    private let seen = Mutex<(reported: Bool, viaPVPanic: Bool)>((false, false))
 
     init(latch: StopLatch, flushDelay: Double = 1.0, consoleWait: Double = 15.0) {
         self.latch = latch
@@ -23,16 +23,17 @@ final class PanicTracker: @unchecked Sendable {
         self.consoleWait = consoleWait
     }
 
-    var panicked: Bool { lock.lock(); defer { lock.unlock() }; return reported }
+    var panicked: Bool { seen.withLock { $0.reported } }
 
     /// A panic was seen: through pvpanic (`viaPVPanic`) or on the console.
     func report(viaPVPanic pv: Bool) {
-        lock.lock()
-        let firstConsole = !pv && !reported
-        let firstPV = pv && !pvPanicScheduled
-        if pv { viaPVPanic = true; pvPanicScheduled = true }
-        reported = true
-        lock.unlock()
+        let (firstConsole, firstPV) = seen.withLock { s in
+            defer {
+                s.reported = true
+                if pv { s.viaPVPanic = true }
+            }
+            return (!pv && !s.reported, pv && !s.viaPVPanic)
+        }
         // The first stop wins (StopLatch); a later one changes nothing.
         if firstPV {
             DispatchQueue.global().asyncAfter(deadline: .now() + flushDelay) { [self] in stopAsPanic() }
@@ -49,7 +50,6 @@ final class PanicTracker: @unchecked Sendable {
     }
 
     private func stopAsPanic() {
-        lock.lock(); let pv = viaPVPanic; lock.unlock()
-        latch.stop(.guestPanic(viaPVPanic: pv))
+        latch.stop(.guestPanic(viaPVPanic: seen.withLock { $0.viaPVPanic }))
     }
 }

@@ -1,12 +1,11 @@
 import Foundation
 import HostSys
+import Synchronization
 
 /// Milestones of a run, in seconds since the VMM started.
-public final class RunClock: @unchecked Sendable {
-    private let lock = NSLock()
+public final class RunClock: Sendable {
     public let startNanos: UInt64
-    private var firstRun: Double?
-    private var bootComplete: Double?
+    private let milestones = Mutex<(firstRun: Double?, bootComplete: Double?)>((nil, nil))
 
     public init(startNanos: UInt64 = ProcessStats.monotonicNanos) { self.startNanos = startNanos }
 
@@ -14,20 +13,22 @@ public final class RunClock: @unchecked Sendable {
 
     /// Records the first KVM_RUN; returns the time if this was the first.
     func markFirstRun() -> Double? {
-        lock.lock(); defer { lock.unlock() }
-        guard firstRun == nil else { return nil }
-        firstRun = elapsed
-        return firstRun
+        milestones.withLock { m in
+            guard m.firstRun == nil else { return nil }
+            m.firstRun = elapsed
+            return m.firstRun
+        }
     }
 
     /// Records the boot-complete write; returns the time if this was the first.
     func markBootComplete() -> Double? {
-        lock.lock(); defer { lock.unlock() }
-        guard bootComplete == nil else { return nil }
-        bootComplete = elapsed
-        return bootComplete
+        milestones.withLock { m in
+            guard m.bootComplete == nil else { return nil }
+            m.bootComplete = elapsed
+            return m.bootComplete
+        }
     }
 
-    public var firstRunSeconds: Double? { lock.lock(); defer { lock.unlock() }; return firstRun }
-    public var bootCompleteSeconds: Double? { lock.lock(); defer { lock.unlock() }; return bootComplete }
+    public var firstRunSeconds: Double? { milestones.withLock { $0.firstRun } }
+    public var bootCompleteSeconds: Double? { milestones.withLock { $0.bootComplete } }
 }

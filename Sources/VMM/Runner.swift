@@ -3,6 +3,7 @@ import Foundation
 import HostSys
 import KVM
 import Logging
+import Synchronization
 import VMConfig
 
 /// The result of `swiftvmm run`.
@@ -93,7 +94,7 @@ public enum VMMRunner {
         // SIGTERM asks the guest to power off (ACPI power button) and waits
         // up to `powerOffGrace` seconds; a second SIGTERM, or the grace
         // running out, stops the VM at once.
-        let termCount = LockedCounter()
+        let termCount = AtomicCounter()
         signals.on(HostSignal.terminate) {
             if termCount.increment() == 1 {
                 do {
@@ -121,8 +122,8 @@ public enum VMMRunner {
         var terminal: RawTerminal?
         // Keyboard input goes to the virtio console (hvc0) when it is on the
         // terminal, else to the serial port when that is.
-        let inputSink: (([UInt8]) -> Int)?
-        if case .terminal = config.virtioConsole, let hvc = machine.pci.virtioConsole {
+        let inputSink: (@Sendable ([UInt8]) -> Int)?
+        if case .terminal = config.virtioConsole, let hvc = machine.virtioConsole {
             inputSink = { hvc.enqueueInput($0) }
         } else if case .terminal = config.serial {
             inputSink = { machine.serial.enqueueInput($0) }
@@ -248,8 +249,8 @@ public enum VMMRunner {
     }
 
     /// Reads the terminal and feeds the UART; Ctrl-A x quits.
-    static func startInputThread(sink: @escaping ([UInt8]) -> Int, latch: StopLatch) {
-        let t = Thread {
+    static func startInputThread(sink: @escaping @Sendable ([UInt8]) -> Int, latch: StopLatch) {
+        _ = KickableThread(name: "console-input") {
             let stdin = StandardStreams.duplicateInput()
             var sawCtrlA = false
             while !latch.isStopped {
@@ -271,38 +272,31 @@ public enum VMMRunner {
                 }
             }
         }
-        t.name = "console-input"
-        t.start()
     }
 }
 
 /// Samples RssAnon + RssFile until the VM stops.
-final class RSSSampler: @unchecked Sendable {
-    private let lock = NSLock()
-    private var maxBytes: UInt64 = ProcessStats.rssExcludingSharedBytes
+final class RSSSampler: Sendable {
+    private let maxBytes = Atomic<UInt64>(ProcessStats.rssExcludingSharedBytes)
 
     var peak: UInt64 {
-        let now = ProcessStats.rssExcludingSharedBytes
-        lock.lock(); defer { lock.unlock() }
-        maxBytes = max(maxBytes, now)
-        return maxBytes
+        maxBytes.max(ProcessStats.rssExcludingSharedBytes, ordering: .relaxed).newValue
     }
 
     func start(until latch: StopLatch) {
-        let t = Thread { [self] in
+        _ = KickableThread(name: "rss-sampler") { [self] in
             while !latch.isStopped {
                 _ = self.peak
                 sleepMicroseconds(50_000)
             }
         }
-        t.name = "rss-sampler"
-        t.start()
     }
 }
 
-/// A counter shared with signal handlers.
-final class LockedCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func increment() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
+/// A counter shared between threads (signal handlers, tests' hooks).
+final class AtomicCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    /// Adds one; returns the new count.
+    func increment() -> Int { value.wrappingAdd(1, ordering: .relaxed).newValue }
+    var count: Int { value.load(ordering: .relaxed) }
 }

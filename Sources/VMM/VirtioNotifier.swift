@@ -3,6 +3,7 @@ import HostSys
 import KVM
 import Logging
 import PCI
+import Synchronization
 import Virtio
 
 /// Virtio queue notifications through KVM ioeventfds, and the I/O thread
@@ -13,18 +14,22 @@ import Virtio
 /// moves it or stops decoding it. Notify writes that still exit (another
 /// width, an ioeventfd KVM refused, the PCI_CFG window) reach the transport
 /// on the vCPU thread, which passes them to the same I/O thread.
-final class VirtioNotifier: @unchecked Sendable {
+final class VirtioNotifier: Sendable {
     private struct Queue { let transport: VirtioPCIDevice; let index: Int; let event: EventFD; var address: UInt64? }
+    private struct State {
+        var queues: [Queue] = []
+        var byDevice: [PCIAddress: [Int]] = [:]
+        var loops: [DeviceIOLoop] = []
+    }
 
     private let vm: any VMInterruptRouting
     private let logger: Logger
-    private let lock = NSLock()
-    private var queues: [Queue] = []
-    private var byDevice: [PCIAddress: [Int]] = [:]
-    private var loops: [DeviceIOLoop] = []
-    var queueCount: Int { lock.lock(); defer { lock.unlock() }; return queues.count }
+    /// Held across each ioeventfd move, so a queue's registration in KVM
+    /// always matches its recorded address.
+    private let state = Mutex(State())
+    var queueCount: Int { state.withLock { $0.queues.count } }
     /// The I/O threads, one per registered device, in registration order.
-    var ioLoops: [DeviceIOLoop] { lock.lock(); defer { lock.unlock() }; return loops }
+    var ioLoops: [DeviceIOLoop] { state.withLock { $0.loops } }
     /// Notify writes are 16-bit queue indices (virtio 1.2 §4.1.5.2).
     static let notifyWidth: UInt32 = 2
     /// How long `stop` waits for all I/O threads together. A loop ends when
@@ -44,40 +49,44 @@ final class VirtioNotifier: @unchecked Sendable {
     @discardableResult
     func register(_ transport: VirtioPCIDevice, at address: PCIAddress, bar0: UInt64?, thread: String) throws -> DeviceIOLoop {
         let loop = try DeviceIOLoop(name: thread) { [weak transport] in transport?.notifyQueue($0) }
-        lock.lock(); defer { lock.unlock() }
-        var ids: [Int] = []
-        var i = 0
-        while let (bar, _) = transport.notifyAddress(forQueue: i), bar == VirtioPCIDevice.Layout.bar {
-            let q = Queue(transport: transport, index: i, event: try EventFD(nonBlocking: true), address: nil)
-            try loop.addQueue(i, event: q.event)
-            ids.append(queues.count)
-            queues.append(q)
-            i += 1
+        try state.withLock { s in
+            var ids: [Int] = []
+            var i = 0
+            while let (bar, _) = transport.notifyAddress(forQueue: i), bar == VirtioPCIDevice.Layout.bar {
+                let q = Queue(transport: transport, index: i, event: try EventFD(nonBlocking: true), address: nil)
+                try loop.addQueue(i, event: q.event)
+                ids.append(s.queues.count)
+                s.queues.append(q)
+                i += 1
+            }
+            transport.routeNotifyWrites { loop.notifyByMMIO($0) }
+            s.loops.append(loop)
+            s.byDevice[address] = ids
+            for id in ids { move(id, toBar: bar0, in: &s) }
         }
-        transport.routeNotifyWrites { loop.notifyByMMIO($0) }
-        loops.append(loop)
-        byDevice[address] = ids
-        for id in ids { move(id, toBar: bar0) }
         return loop
     }
 
     /// The eventfd of queue `queue` of the device at `device` (tests signal
     /// it as KVM would).
     func event(device: PCIAddress, queue: Int) -> EventFD? {
-        lock.lock(); defer { lock.unlock() }
-        return (byDevice[device] ?? []).lazy.map { self.queues[$0] }.first { $0.index == queue }?.event
+        state.withLock { s in
+            (s.byDevice[device] ?? []).map { s.queues[$0] }.first { $0.index == queue }?.event
+        }
     }
 
     /// The root bus reports a BAR move (nil = not decoding).
     func barMoved(device: PCIAddress, bar: Int, to newAddress: UInt64?) {
         guard bar == VirtioPCIDevice.Layout.bar else { return }
-        lock.lock(); defer { lock.unlock() }
-        for id in byDevice[device] ?? [] { move(id, toBar: newAddress) }
+        state.withLock { s in
+            for id in s.byDevice[device] ?? [] { move(id, toBar: newAddress, in: &s) }
+        }
     }
 
-    /// Moves queue `id`'s ioeventfd to `bar0 + notify offset`. Lock held.
-    private func move(_ id: Int, toBar bar0: UInt64?) {
-        var q = queues[id]
+    /// Moves queue `id`'s ioeventfd to `bar0 + notify offset` (`s` is the
+    /// locked state).
+    private func move(_ id: Int, toBar bar0: UInt64?, in s: inout State) {
+        var q = s.queues[id]
         guard let (_, offset) = q.transport.notifyAddress(forQueue: q.index) else { return }
         let new = bar0.flatMap { $0.addingReportingOverflow(offset).overflow ? nil : $0 + offset }
         guard new != q.address else { return }
@@ -93,7 +102,7 @@ final class VirtioNotifier: @unchecked Sendable {
                 logger.warning("ioeventfd for queue \(q.index) at 0x\(String(a, radix: 16)): \(error); notifications take the MMIO exit")
             }
         }
-        queues[id] = q
+        s.queues[id] = q
     }
 
     /// Notifications delivered through ioeventfds so far, over all devices.

@@ -5,7 +5,7 @@
 /// `read` or `write`, so a backend only sees ranges inside the image. A
 /// throwing call becomes VIRTIO_BLK_S_IOERR for that request (§5.2.6); the
 /// device keeps running.
-public protocol BlockBackend: AnyObject {
+public protocol BlockBackend: AnyObject, Sendable {
     /// Size of the image in bytes. The device exposes the whole 512-byte
     /// sectors of it (§5.2.4 `capacity`); a partial last sector is unused.
     var capacity: UInt64 { get }

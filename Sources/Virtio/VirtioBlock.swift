@@ -36,7 +36,7 @@ import Synchronization
 /// the device lock held; requests complete in ring order. Data moves through
 /// a bounce buffer of at most `ioChunk` bytes, so a guest cannot make the VMM
 /// allocate the 4 GiB a chain may describe.
-public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
+public final class VirtioBlock: VirtioDevice {
     /// §5.2.1 "Device ID".
     public static let deviceTypeID: UInt16 = 2
     /// §5.2.2 "Virtqueues": requestq.

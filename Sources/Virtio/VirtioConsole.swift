@@ -16,7 +16,7 @@ import Synchronization
 /// chunks of `transmitChunk` bytes, so a huge chain never becomes one huge
 /// allocation. A wrong-direction buffer (§5.3.6.1) puts the device in
 /// DEVICE_NEEDS_RESET.
-public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
+public final class VirtioConsole: VirtioDevice {
     public static let receiveQueue = 0  // §5.3.2 receiveq(port0)
     public static let transmitQueue = 1 // §5.3.2 transmitq(port0)
     /// §5.3.3 feature bits.

@@ -4,7 +4,7 @@ import GuestMemory
 /// vectors or the ISR and an INTx line for virtio-pci); tests record calls.
 /// Devices may call it from any thread, with their own lock held: an
 /// implementation never calls back into the device.
-public protocol VirtioInterrupt: AnyObject {
+public protocol VirtioInterrupt: AnyObject, Sendable {
     /// A used buffer notification for queue `index` (§2.3). The device has
     /// already asked the queue's `needsNotification`.
     func signalUsedQueue(_ index: Int)
@@ -25,7 +25,7 @@ public protocol VirtioInterrupt: AnyObject {
 /// accesses, notifications) or from the VMM (reset). A device locks its own
 /// state. The transport never holds its lock while calling a device, so a
 /// device may call its `VirtioInterrupt` with its lock held.
-public protocol VirtioDevice: AnyObject {
+public protocol VirtioDevice: AnyObject, Sendable {
     /// The virtio device ID (§5), e.g. 4 for the entropy device.
     var deviceType: UInt16 { get }
     /// Device-type feature bits offered (§2.2: bits 0-23 and 50-127). The

@@ -32,7 +32,7 @@ import Synchronization
 /// A chain with a buffer in the wrong direction (§5.1.6.2, §5.1.6.3: transmit
 /// buffers device-readable, receive buffers device-writable) is a guest
 /// error: DEVICE_NEEDS_RESET, as for the other devices.
-public final class VirtioNet: VirtioDevice, @unchecked Sendable {
+public final class VirtioNet: VirtioDevice {
     /// §5.1.1 "Device ID".
     public static let deviceTypeID: UInt16 = 1
     /// §5.1.2 "Virtqueues": receiveq1, transmitq1.

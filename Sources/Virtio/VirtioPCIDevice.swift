@@ -38,6 +38,10 @@ import Synchronization
 /// writes with the reset or activation they cause (order: transition ->
 /// device -> state), so a reset racing a DRIVER_OK on another vCPU cannot
 /// leave the device active behind the transport's back.
+// @unchecked Sendable: restated from PCIFunction (an open class, which the
+// compiler cannot check). This subclass's own state is the `state`,
+// `transitions` and `notifySink` Mutexes and `let`s of Sendable types (the
+// device, guest memory, the @Sendable error handler, sizes).
 public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
     /// BAR 0 layout (see the type's documentation).
     public enum Layout {
@@ -87,7 +91,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
 
     public let device: VirtioDevice
     private let memory: GuestMemoryAccess
-    private let guestErrorHandler: (VirtqueueError) -> Void
+    private let guestErrorHandler: @Sendable (VirtqueueError) -> Void
     private let state: Mutex<State>
     /// Serializes common-config writes and the status transitions they
     /// trigger (reset, activation), which call into the device.
@@ -105,7 +109,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
     /// has more than `Layout.maxQueues` queues, a queue size that is not a
     /// power of 2 up to 32768, or more than 4 KiB of configuration.
     public init(device: VirtioDevice, memory: GuestMemoryAccess,
-                guestErrorHandler: @escaping (VirtqueueError) -> Void = { _ in }) throws {
+                guestErrorHandler: @escaping @Sendable (VirtqueueError) -> Void = { _ in }) throws {
         let sizes = device.queueMaxSizes
         guard sizes.count <= Layout.maxQueues,
               sizes.allSatisfy({ $0 > 0 && $0 <= VirtioSpec.SplitRing.maxQueueSize && $0 & ($0 - 1) == 0 }),
@@ -433,8 +437,8 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
     /// One per activation: holds the transport weakly (the device keeps it
     /// while active) and carries the activation's epoch, so a device that
     /// signals after a reset is ignored.
-    private final class Interrupt: VirtioInterrupt, @unchecked Sendable {
-        weak var transport: VirtioPCIDevice?
+    private final class Interrupt: VirtioInterrupt {
+        weak let transport: VirtioPCIDevice?
         let epoch: UInt64
 
         init(transport: VirtioPCIDevice, epoch: UInt64) {

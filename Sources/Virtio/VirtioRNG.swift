@@ -3,13 +3,13 @@ import Synchronization
 
 /// Where the entropy device's bytes come from. The VMM uses
 /// `SystemEntropySource`; tests use a deterministic one.
-public protocol EntropySource: AnyObject {
+public protocol EntropySource: AnyObject, Sendable {
     /// Returns `count` random bytes.
     func randomBytes(count: Int) -> [UInt8]
 }
 
 /// The host's CSPRNG (`SystemRandomNumberGenerator`: `getrandom(2)` on Linux).
-public final class SystemEntropySource: EntropySource, @unchecked Sendable {
+public final class SystemEntropySource: EntropySource {
     public init() {}
 
     public func randomBytes(count: Int) -> [UInt8] {
@@ -36,7 +36,7 @@ public final class SystemEntropySource: EntropySource, @unchecked Sendable {
 /// less than the entire buffer length"), so a guest cannot make the VMM
 /// allocate a 4 GiB buffer. A chain with a device-readable buffer is a guest
 /// error (§5.4.6.1) and puts the device in DEVICE_NEEDS_RESET.
-public final class VirtioRNG: VirtioDevice, @unchecked Sendable {
+public final class VirtioRNG: VirtioDevice {
     public static let requestQueue = 0 // §5.4.2
     public static let defaultQueueSize: UInt16 = 256
     public static let defaultMaxBytesPerRequest = 64 * 1024

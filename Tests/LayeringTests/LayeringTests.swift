@@ -9,8 +9,10 @@ struct SourceFile {
 }
 
 /// The layer rules of Package.swift that the compiler does not enforce
-/// (a module can import whatever its dependencies import): read from the
-/// `import` lines and the code of every file under Sources/.
+/// (a module can import whatever its dependencies import), and the one
+/// concurrency vocabulary (Synchronization's `Mutex` and `Atomic`; each
+/// `@unchecked Sendable` says why): read from the `import` lines, the code
+/// and the comments of every file under Sources/.
 enum Layering {
     /// The C library, under its names on the platforms Swift runs on.
     static let libcModules: Set<String> = ["Glibc", "SwiftGlibc", "Musl", "Darwin", "Bionic", "WASILibc", "ucrt"]
@@ -35,6 +37,13 @@ enum Layering {
     static let libcCall = regex(
         #"(?<![\w.])(free|malloc|calloc|realloc|strerror|clock_gettime|gettimeofday|access|getpid|usleep|nanosleep|sysconf|isatty|dup|dup2|sigaction|pthread_\w+)\s*\("#
             + #"|(?<![\w.])errno\b(?!\s*:)(?!\s+\w+\s*:)"#)
+
+    /// Foundation's locks: every layer locks with `Mutex` and `Atomic`, so
+    /// the compiler checks what they guard.
+    static let foundationLock = regex(#"\b(NSLock|NSRecursiveLock|NSCondition|NSConditionLock|NSDistributedLock)\b"#)
+    static let uncheckedSendable = regex(#"@unchecked\s+Sendable"#)
+    /// What the comment above an `@unchecked Sendable` starts with.
+    static let uncheckedReason = regex(#"^\s*// @unchecked Sendable: \S"#)
 
     static let importLine = regex(
         #"^\s*(?:@\w+(?:\([^)]*\))?\s+)*(?:(?:public|package|internal|fileprivate|private)\s+)?import\s+(?:(?:typealias|struct|class|enum|protocol|let|var|func)\s+)?([A-Za-z_]\w*)"#)
@@ -78,6 +87,18 @@ enum Layering {
         s.split(separator: "\n", omittingEmptySubsequences: false).enumerated().map { ($0.offset + 1, String($0.element)) }
     }
 
+    /// Whether the comment lines right above line `n` (1-based) of `text`
+    /// hold an `// @unchecked Sendable: why` line.
+    static func saysWhyUnchecked(_ text: String, line n: Int) -> Bool {
+        let raw = lines(text).map(\.1)
+        var i = n - 2
+        while i >= 0, raw[i].trimmingCharacters(in: .whitespaces).hasPrefix("//") {
+            if !matches(uncheckedReason, raw[i]).isEmpty { return true }
+            i -= 1
+        }
+        return false
+    }
+
     /// Every broken rule, one line each ("path:line: what").
     static func violations(_ files: [SourceFile]) -> [String] {
         var out: [String] = []
@@ -95,6 +116,12 @@ enum Layering {
                 }
             }
             for (line, text) in lines(code(f.text)) {
+                for lock in matches(foundationLock, text) {
+                    out.append("\(f.path):\(line): \(f.module) uses \(lock): lock with Synchronization's Mutex or Atomic")
+                }
+                if !matches(uncheckedSendable, text).isEmpty, !saysWhyUnchecked(f.text, line: line) {
+                    out.append("\(f.path):\(line): @unchecked Sendable without a \"// @unchecked Sendable: why\" comment above it")
+                }
                 if !kvmOwners.contains(f.module) {
                     for name in matches(kvmName, text) {
                         out.append("\(f.path):\(line): \(f.module) uses KVM's \(name): only Sources/KVM sees KVM's uAPI")
@@ -161,6 +188,13 @@ final class LayeringTests: XCTestCase {
         XCTAssertEqual(check("VMConfig", "if access(path, W_OK) == 0 { return nil }\nreturn f(errno: errno)").count, 2)
         XCTAssertEqual(check("KVM", "import Foundation\nimport CShim\n\nlet x = 1\nimport Glibc"),
                        ["Sources/KVM/X.swift:5: KVM imports Glibc: only HostSys calls libc (add a HostSys API)"])
+        XCTAssertEqual(check("VMM", "final class C {\n    private let lock = NSLock()\n}"),
+                       ["Sources/VMM/X.swift:2: VMM uses NSLock: lock with Synchronization's Mutex or Atomic"])
+        XCTAssertEqual(check("HostSys", "let c = NSCondition()").count, 1)
+        XCTAssertEqual(check("Virtio", "/// A thing.\nfinal class C: @unchecked Sendable {}"),
+                       ["Sources/Virtio/X.swift:2: @unchecked Sendable without a \"// @unchecked Sendable: why\" comment above it"])
+        XCTAssertEqual(check("PCI", "// @unchecked Sendable: it is safe.\n\nfinal class C: @unchecked Sendable {}").count, 1,
+                       "the reason is right above the declaration")
 
         XCTAssertEqual(check("HostSys", "import CShim\nimport Glibc\nlet e = errno\nfree(p)"), [])
         XCTAssertEqual(check("KVM", "import CShim\nimport HostSys\nlet r = kvm_regs()\nlet n = SHIM_KVM_RUN"), [])
@@ -172,6 +206,13 @@ final class LayeringTests: XCTestCase {
             /* import Glibc */
             let e = SysError(errno: 5, operation: "x")
             func f(errno e: Int32) { try performer.free(x) }
+            // NSLock is gone; "NSCondition" neither.
+            """), [])
+        XCTAssertEqual(check("PCI", """
+            /// Docs.
+            // @unchecked Sendable: an open class cannot be checked; its state
+            // is a Mutex.
+            open class C: @unchecked Sendable {}
             """), [])
     }
 }

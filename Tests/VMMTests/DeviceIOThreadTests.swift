@@ -9,42 +9,26 @@ import XCTest
 
 // MARK: - Fakes
 
-/// Guest memory that several threads (a device's I/O thread, the test as the
-/// driver) may touch at once, each access whole, as in real RAM.
-final class SharedMemory: GuestMemoryAccess, @unchecked Sendable {
-    private let inner: ArrayGuestMemory
-    private let lock = NSLock()
-    init(size: Int) { inner = ArrayGuestMemory(size: size) }
-    func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws {
-        lock.lock(); defer { lock.unlock() }
-        try inner.read(into: buffer, at: address)
-    }
-    func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws {
-        lock.lock(); defer { lock.unlock() }
-        try inner.write(bytes, at: address)
-    }
-    func contains(_ address: GuestAddress, length: UInt64) -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        return inner.contains(address, length: length)
-    }
-}
-
 /// Just enough of a virtio-pci driver to bring a transport to DRIVER_OK and
 /// post chains, with the spec's numbers written out (virtio 1.2 §3.1.1
 /// init sequence, §4.1.4.3 common config offsets, §2.7 split ring layout).
 /// Queue q's ring is at 0x1000 * (q + 1): table, avail ring at +0x200, used
-/// ring at +0x400; buffers go above 0x10000.
-final class MiniDriver {
+/// ring at +0x400; buffers go above 0x10000. "vCPU" threads share one.
+final class MiniDriver: Sendable {
     let transport: VirtioPCIDevice
-    let memory = SharedMemory(size: 0x4_0000)
+    /// Each access holds the memory's lock, so the device's I/O thread and
+    /// the test touch it at once, each access whole, as in real RAM.
+    let memory = ArrayGuestMemory(size: 0x4_0000)
     let queueSize: UInt16 = 16
-    private var availIndex: [UInt16]
-    private var nextDescriptor: [UInt16]
+    /// Per queue: the driver's avail.idx and its next free descriptor.
+    private let rings: Mutex<(availIndex: [UInt16], nextDescriptor: [UInt16])>
+    private let queueCount: Int
 
     init(_ device: VirtioDevice) throws {
         transport = try VirtioPCIDevice(device: device, memory: memory)
-        availIndex = Array(repeating: 0, count: device.queueMaxSizes.count)
-        nextDescriptor = availIndex
+        queueCount = device.queueMaxSizes.count
+        let zeros = [UInt16](repeating: 0, count: queueCount)
+        rings = Mutex((zeros, zeros))
     }
 
     static func ring(_ q: Int) -> (desc: UInt64, avail: UInt64, used: UInt64) {
@@ -65,7 +49,7 @@ final class MiniDriver {
         write(0x08, 0, 4); write(0x0C, 0, 4)                        // driver_feature_select, driver_feature
         write(0x08, 1, 4); write(0x0C, 1, 4)
         write(0x14, 11, 1)
-        for q in availIndex.indices {
+        for q in 0..<queueCount {
             let r = Self.ring(q)
             write(0x16, UInt64(q), 2)                                // queue_select
             write(0x18, UInt64(queueSize), 2)                        // queue_size
@@ -81,20 +65,22 @@ final class MiniDriver {
     /// Chains `buffers` (address, length, device-writable) and publishes the head.
     func post(queue q: Int, _ buffers: [(UInt64, UInt32, Bool)]) throws {
         let r = Self.ring(q)
-        let head = nextDescriptor[q]
-        for (i, (address, length, writable)) in buffers.enumerated() {
-            let d = nextDescriptor[q]
-            nextDescriptor[q] = (d + 1) % queueSize
-            let last = i == buffers.count - 1
-            let at = r.desc + 16 * UInt64(d)
-            try memory.writeInteger(address, at: GuestAddress(at))
-            try memory.writeInteger(length, at: GuestAddress(at + 8))
-            try memory.writeInteger(UInt16((writable ? 2 : 0) | (last ? 0 : 1)), at: GuestAddress(at + 12)) // WRITE, NEXT
-            try memory.writeInteger(last ? 0 : nextDescriptor[q], at: GuestAddress(at + 14))
+        try rings.withLock { rings in
+            let head = rings.nextDescriptor[q]
+            for (i, (address, length, writable)) in buffers.enumerated() {
+                let d = rings.nextDescriptor[q]
+                rings.nextDescriptor[q] = (d + 1) % queueSize
+                let last = i == buffers.count - 1
+                let at = r.desc + 16 * UInt64(d)
+                try memory.writeInteger(address, at: GuestAddress(at))
+                try memory.writeInteger(length, at: GuestAddress(at + 8))
+                try memory.writeInteger(UInt16((writable ? 2 : 0) | (last ? 0 : 1)), at: GuestAddress(at + 12)) // WRITE, NEXT
+                try memory.writeInteger(last ? 0 : rings.nextDescriptor[q], at: GuestAddress(at + 14))
+            }
+            try memory.writeInteger(head, at: GuestAddress(r.avail + 4 + 2 * UInt64(rings.availIndex[q] % queueSize)))
+            rings.availIndex[q] &+= 1
+            try memory.writeInteger(rings.availIndex[q], at: GuestAddress(r.avail + 2))
         }
-        try memory.writeInteger(head, at: GuestAddress(r.avail + 4 + 2 * UInt64(availIndex[q] % queueSize)))
-        availIndex[q] &+= 1
-        try memory.writeInteger(availIndex[q], at: GuestAddress(r.avail + 2))
     }
 
     func usedIndex(queue q: Int) -> UInt16 {
@@ -108,37 +94,42 @@ final class MiniDriver {
 
 /// A disk image whose writes wait until the test opens the gate: a host
 /// file system that stopped answering.
-final class GateBackend: BlockBackend, @unchecked Sendable {
+final class GateBackend: BlockBackend {
     let capacity: UInt64 = 1 << 20
     let isReadOnly = false
     /// Signalled each time a write starts.
     let entered = DispatchSemaphore(value: 0)
-    private let condition = NSCondition()
-    private var opened = false
-    private var names: [String] = []
+    /// Signalled once, by the first `open`; each write waits for it and
+    /// passes it on.
+    private let gate = DispatchSemaphore(value: 0)
+    private let state = Mutex<(opened: Bool, names: [String])>((false, []))
 
-    var threads: [String] { condition.lock(); defer { condition.unlock() }; return names }
+    var threads: [String] { state.withLock { $0.names } }
 
-    func open() { condition.lock(); opened = true; condition.broadcast(); condition.unlock() }
+    func open() {
+        let first = state.withLock { s in
+            defer { s.opened = true }
+            return !s.opened
+        }
+        if first { gate.signal() }
+    }
 
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {}
     func write(at offset: UInt64, from bytes: UnsafeRawBufferPointer) throws {
-        condition.lock()
-        names.append(Thread.current.name ?? "?")
+        state.withLock { $0.names.append(Thread.current.name ?? "?") }
         entered.signal()
-        while !opened { condition.wait() }
-        condition.unlock()
+        gate.wait()
+        gate.signal()
     }
     func flush() throws {}
 }
 
 /// Zero bytes, recording the thread that asked.
-final class NamedEntropy: EntropySource, @unchecked Sendable {
-    private let lock = NSLock()
-    private var names: [String] = []
-    var threads: [String] { lock.lock(); defer { lock.unlock() }; return names }
+final class NamedEntropy: EntropySource {
+    private let names = Mutex<[String]>([])
+    var threads: [String] { names.withLock { $0 } }
     func randomBytes(count: Int) -> [UInt8] {
-        lock.lock(); names.append(Thread.current.name ?? "?"); lock.unlock()
+        names.withLock { $0.append(Thread.current.name ?? "?") }
         return [UInt8](repeating: 0, count: count)
     }
 }
@@ -146,7 +137,7 @@ final class NamedEntropy: EntropySource, @unchecked Sendable {
 /// A device with two queues whose notification handler takes no lock and
 /// counts the times it found itself already running, or running on
 /// another thread than `thread`.
-final class ReentrancyProbe: VirtioDevice, @unchecked Sendable {
+final class ReentrancyProbe: VirtioDevice {
     let thread: String
     let inside = Atomic<Int>(0)
     let overlaps = Atomic<Int>(0)

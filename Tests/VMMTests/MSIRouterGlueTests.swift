@@ -89,13 +89,13 @@ final class MSIRouterGlueTests: XCTestCase {
 
     func testISALineDrivesTheIRQChip() {
         let vm = RecordingVM()
-        var errors: [String] = []
-        let line = KVMIRQLine(vm: vm, irq: 4) { errors.append($0) }
+        let log = RecordingLog()
+        let line = KVMIRQLine(vm: vm, irq: 4) { log.append($0) }
         line.setLevel(true)
         line.setLevel(false)
         XCTAssertEqual(vm.take(), [.irqLine(4, level: true), .irqLine(4, level: false)])
         vm.failing = { _ in true }
         line.setLevel(true)
-        XCTAssertEqual(errors, ["IRQ 4: refused irqLine(4, true)"])
+        XCTAssertEqual(log.messages, ["IRQ 4: refused irqLine(4, true)"])
     }
 }

@@ -93,7 +93,8 @@ final class PassthroughDeviceGlueTests: XCTestCase {
 
     func testRefusedSlotIsLoggedAndNotDeletedLater() throws {
         let r = try rig()
-        r.vm.failing = { $0 == self.slot(3, 0xE000_3000, 0xD000, self.host(2)) }
+        let refused = slot(3, 0xE000_3000, 0xD000, host(2))
+        r.vm.failing = { $0 == refused }
         r.device.barMoved(0, to: 0xE000_0000)
         XCTAssertEqual(r.vm.take(), [slot(2, 0xE000_0000, 0x1000, host(1)), slot(3, 0xE000_3000, 0xD000, host(2))])
         XCTAssertEqual(r.log.messages.count, 1)

@@ -2,12 +2,13 @@ import Foundation
 import HostSys
 import KVM
 import Logging
+import Synchronization
 
 /// A VM that records what the glue asks of it, in order, instead of calling
 /// KVM. Eventfds are recorded by fd number. `failing` makes chosen calls
 /// throw (after they are recorded, so a test sees what was attempted).
-final class RecordingVM: VMInterruptRouting, VMMemorySlots, @unchecked Sendable {
-    enum Call: Equatable, CustomStringConvertible {
+final class RecordingVM: VMInterruptRouting, VMMemorySlots {
+    enum Call: Equatable, Sendable, CustomStringConvertible {
         case irqLine(UInt32, level: Bool)
         case gsiRouting([GSIRoute])
         case irqfd(fd: Int32, gsi: UInt32, resample: Int32?)
@@ -34,27 +35,34 @@ final class RecordingVM: VMInterruptRouting, VMMemorySlots, @unchecked Sendable 
         var description: String { "refused \(call)" }
     }
 
-    private let lock = NSLock()
-    private var recorded: [Call] = []
+    private struct State {
+        var recorded: [Call] = []
+        var failing: @Sendable (Call) -> Bool = { _ in false }
+    }
+    private let state = Mutex(State())
+
     /// Calls for which this returns true throw `Refused`.
-    var failing: (Call) -> Bool = { _ in false }
+    var failing: @Sendable (Call) -> Bool {
+        get { state.withLock { $0.failing } }
+        set { state.withLock { $0.failing = newValue } }
+    }
 
     /// Every call so far.
-    var calls: [Call] { lock.lock(); defer { lock.unlock() }; return recorded }
+    var calls: [Call] { state.withLock { $0.recorded } }
 
     /// The calls since the last `take()`, which forgets them.
     func take() -> [Call] {
-        lock.lock(); defer { lock.unlock() }
-        let out = recorded
-        recorded = []
-        return out
+        state.withLock { s in
+            defer { s.recorded = [] }
+            return s.recorded
+        }
     }
 
     private func record(_ c: Call) throws {
-        lock.lock()
-        recorded.append(c)
-        let fail = failing
-        lock.unlock()
+        let fail = state.withLock { s in
+            s.recorded.append(c)
+            return s.failing
+        }
         if fail(c) { throw Refused(call: c) }
     }
 
@@ -76,13 +84,12 @@ final class RecordingVM: VMInterruptRouting, VMMemorySlots, @unchecked Sendable 
 }
 
 /// A logger whose messages a test can read back ("level: message").
-final class RecordingLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
+final class RecordingLog: Sendable {
+    private let lines = Mutex<[String]>([])
 
-    var messages: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+    var messages: [String] { lines.withLock { $0 } }
 
-    func append(_ s: String) { lock.lock(); lines.append(s); lock.unlock() }
+    func append(_ s: String) { lines.withLock { $0.append(s) } }
 
     var logger: Logger {
         Logger(label: "test") { _ in Handler(log: self) }

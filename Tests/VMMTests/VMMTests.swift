@@ -1,20 +1,22 @@
 import Foundation
 import Devices
 @testable import KVM
+import Synchronization
 import XCTest
 @testable import VMM
 
 /// Records bus accesses and answers reads with a fixed byte.
 final class RecordingDevice: BusDevice {
-    var writes: [(UInt64, [UInt8])] = []
-    var reads: [UInt64] = []
+    private let recorded = Mutex<(writes: [(UInt64, [UInt8])], reads: [UInt64])>(([], []))
     let answer: UInt8
     init(answer: UInt8 = 0x42) { self.answer = answer }
+    var writes: [(UInt64, [UInt8])] { recorded.withLock { $0.writes } }
+    var reads: [UInt64] { recorded.withLock { $0.reads } }
     func read(offset: UInt64, data: UnsafeMutableRawBufferPointer) {
-        reads.append(offset)
+        recorded.withLock { $0.reads.append(offset) }
         for i in 0..<data.count { data[i] = answer }
     }
-    func write(offset: UInt64, data: UnsafeRawBufferPointer) { writes.append((offset, Array(data))) }
+    func write(offset: UInt64, data: UnsafeRawBufferPointer) { recorded.withLock { $0.writes.append((offset, Array(data))) } }
 }
 
 final class ExitHandlerTests: XCTestCase {
@@ -133,12 +135,36 @@ final class ExitHandlerTests: XCTestCase {
 
     func testStopLatchFirstReasonWins() {
         let l = StopLatch()
-        var hooked = 0
-        l.whenStopped { hooked += 1 }
+        let hooked = AtomicCounter()
+        l.whenStopped { _ = hooked.increment() }
+        XCTAssertFalse(l.isStopped)
         XCTAssertTrue(l.stop(.reset))
+        XCTAssertTrue(l.isStopped)
         XCTAssertFalse(l.stop(.powerOff))
         XCTAssertEqual(l.wait(), .reset)
-        XCTAssertEqual(hooked, 1)
+        XCTAssertEqual(hooked.count, 1)
+        l.whenStopped { _ = hooked.increment() }
+        XCTAssertEqual(hooked.count, 2, "a hook added after the stop runs at once")
+    }
+
+    /// Threads racing to stop (vCPUs, the timeout, a signal): exactly one
+    /// wins, waiters get its reason, hooks run once, and whoever sees
+    /// `isStopped` sees the reason too.
+    func testStopLatchRaceHasOneWinner() {
+        for _ in 0..<50 {
+            let l = StopLatch()
+            let hooked = AtomicCounter(), winners = AtomicCounter(), unseen = AtomicCounter()
+            l.whenStopped { _ = hooked.increment() }
+            DispatchQueue.concurrentPerform(iterations: 4) { i in
+                if l.stop(.guestVerdict(UInt8(i))) { _ = winners.increment() }
+                if l.isStopped, l.current == nil { _ = unseen.increment() }
+            }
+            XCTAssertEqual(winners.count, 1)
+            XCTAssertEqual(hooked.count, 1)
+            XCTAssertEqual(unseen.count, 0)
+            guard case let .guestVerdict(v)? = l.current else { return XCTFail("reason \(String(describing: l.current))") }
+            XCTAssertEqual(l.wait(), .guestVerdict(v))
+        }
     }
 }
 

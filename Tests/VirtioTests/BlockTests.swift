@@ -1,43 +1,62 @@
 import Foundation
 import GuestMemory
 @testable import HostSys
+import Synchronization
 import TestFakes
 import Virtio
 import XCTest
 
-/// An image in an array, with switches for read-only and failures.
+/// An image in an array, with switches for read-only and failures. Its
+/// state is behind a Mutex, as the device may call it from any thread.
 final class MemoryDisk: BlockBackend {
-    var bytes: [UInt8]
+    private struct State {
+        var bytes: [UInt8]
+        var flushes = 0
+        var failIO = false
+    }
+    private let state: Mutex<State>
     let isReadOnly: Bool
-    var flushes = 0
-    var failIO = false
+    /// The image's size, fixed at creation.
+    let capacity: UInt64
     struct Failure: Error {}
 
     init(size: Int, readOnly: Bool = false) {
-        bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
+        state = Mutex(State(bytes: (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }))
         isReadOnly = readOnly
+        capacity = UInt64(size)
     }
 
-    var capacity: UInt64 { UInt64(bytes.count) }
+    var bytes: [UInt8] { state.withLock { $0.bytes } }
+    var flushes: Int { state.withLock { $0.flushes } }
+    var failIO: Bool {
+        get { state.withLock { $0.failIO } }
+        set { state.withLock { $0.failIO = newValue } }
+    }
 
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        if failIO { throw Failure() }
-        let o = Int(offset)
-        XCTAssertLessThanOrEqual(o + buffer.count, bytes.count, "the device checked the range")
-        for i in 0..<buffer.count { buffer[i] = bytes[o + i] }
+        try state.withLock { s in
+            if s.failIO { throw Failure() }
+            let o = Int(offset)
+            XCTAssertLessThanOrEqual(o + buffer.count, s.bytes.count, "the device checked the range")
+            for i in 0..<buffer.count { buffer[i] = s.bytes[o + i] }
+        }
     }
 
     func write(at offset: UInt64, from data: UnsafeRawBufferPointer) throws {
-        if failIO { throw Failure() }
-        XCTAssertFalse(isReadOnly, "the device never writes a read-only backend")
-        let o = Int(offset)
-        XCTAssertLessThanOrEqual(o + data.count, bytes.count, "the device checked the range")
-        for i in 0..<data.count { bytes[o + i] = data[i] }
+        try state.withLock { s in
+            if s.failIO { throw Failure() }
+            XCTAssertFalse(isReadOnly, "the device never writes a read-only backend")
+            let o = Int(offset)
+            XCTAssertLessThanOrEqual(o + data.count, s.bytes.count, "the device checked the range")
+            for i in 0..<data.count { s.bytes[o + i] = data[i] }
+        }
     }
 
     func flush() throws {
-        if failIO { throw Failure() }
-        flushes += 1
+        try state.withLock { s in
+            if s.failIO { throw Failure() }
+            s.flushes += 1
+        }
     }
 }
 

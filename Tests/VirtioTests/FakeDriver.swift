@@ -1,5 +1,6 @@
 import Devices
 import GuestMemory
+import Synchronization
 import Virtio
 import XCTest
 
@@ -8,16 +9,25 @@ import XCTest
 /// ring in fake guest memory, writes descriptors and chains the way a guest
 /// would, and reads back what the device put in the used ring. All layout
 /// numbers are the §2.7 ones, written independently of the code under test.
-final class FakeDriver {
+/// Its indices are behind a Mutex, so a test may hand it to another thread.
+final class FakeDriver: Sendable {
     let memory: GuestMemoryAccess
     let size: UInt16
     let descriptorTable: UInt64
     let availRing: UInt64
     let usedRing: UInt64
-    private(set) var availIndex: UInt16 = 0
-    private(set) var lastUsedSeen: UInt16 = 0
+    private struct Indices {
+        var availIndex: UInt16 = 0
+        var lastUsedSeen: UInt16 = 0
+        var nextDescriptor: UInt16 = 0
+    }
+    private let indices = Mutex(Indices())
+    var availIndex: UInt16 { indices.withLock { $0.availIndex } }
     /// Next descriptor `addChain` hands out (wraps at `size`).
-    var nextDescriptor: UInt16 = 0
+    var nextDescriptor: UInt16 {
+        get { indices.withLock { $0.nextDescriptor } }
+        set { indices.withLock { $0.nextDescriptor = newValue } }
+    }
 
     static let flagNext: UInt16 = 1, flagWrite: UInt16 = 2, flagIndirect: UInt16 = 4
 
@@ -67,23 +77,27 @@ final class FakeDriver {
     /// (not yet published).
     @discardableResult
     func addChain(_ buffers: [(addr: UInt64, len: UInt32, writable: Bool)]) -> UInt16 {
-        let head = nextDescriptor
-        for (i, b) in buffers.enumerated() {
-            let index = nextDescriptor
-            nextDescriptor = (nextDescriptor + 1) % size
-            let last = i == buffers.count - 1
-            setDescriptor(index, addr: b.addr, len: b.len,
-                          flags: (b.writable ? Self.flagWrite : 0) | (last ? 0 : Self.flagNext),
-                          next: last ? 0 : nextDescriptor)
+        indices.withLock { ix in
+            let head = ix.nextDescriptor
+            for (i, b) in buffers.enumerated() {
+                let index = ix.nextDescriptor
+                ix.nextDescriptor = (ix.nextDescriptor + 1) % size
+                let last = i == buffers.count - 1
+                setDescriptor(index, addr: b.addr, len: b.len,
+                              flags: (b.writable ? Self.flagWrite : 0) | (last ? 0 : Self.flagNext),
+                              next: last ? 0 : ix.nextDescriptor)
+            }
+            return head
         }
-        return head
     }
 
     /// Puts `head` in the next available slot and moves `avail.idx`.
     func publish(_ head: UInt16) {
-        try! memory.writeInteger(head, at: GuestAddress(availRing + 4 + 2 * UInt64(availIndex % size)))
-        availIndex &+= 1
-        try! memory.writeInteger(availIndex, at: GuestAddress(availRing + 2))
+        indices.withLock { ix in
+            try! memory.writeInteger(head, at: GuestAddress(availRing + 4 + 2 * UInt64(ix.availIndex % size)))
+            ix.availIndex &+= 1
+            try! memory.writeInteger(ix.availIndex, at: GuestAddress(availRing + 2))
+        }
     }
 
     /// Adds and publishes a chain; returns its head.
@@ -99,8 +113,10 @@ final class FakeDriver {
 
     /// Sets `avail.idx` to anything (hostile drivers).
     func setAvailIndex(_ v: UInt16) {
-        availIndex = v
-        try! memory.writeInteger(v, at: GuestAddress(availRing + 2))
+        indices.withLock { ix in
+            ix.availIndex = v
+            try! memory.writeInteger(v, at: GuestAddress(availRing + 2))
+        }
     }
 
     var availFlags: UInt16 {
@@ -129,13 +145,15 @@ final class FakeDriver {
 
     /// Everything the device returned since the last call.
     func takeUsed() -> [(id: UInt32, len: UInt32)] {
-        var out: [(id: UInt32, len: UInt32)] = []
         let idx = usedIndex
-        while lastUsedSeen != idx {
-            out.append(usedElement(lastUsedSeen))
-            lastUsedSeen &+= 1
+        return indices.withLock { i in
+            var out: [(id: UInt32, len: UInt32)] = []
+            while i.lastUsedSeen != idx {
+                out.append(usedElement(i.lastUsedSeen))
+                i.lastUsedSeen &+= 1
+            }
+            return out
         }
-        return out
     }
 
     /// The driver's side of §2.7.10 with VIRTIO_F_EVENT_IDX: after moving
@@ -147,22 +165,36 @@ final class FakeDriver {
 
 /// Records what a device signalled.
 final class RecordingInterrupt: VirtioInterrupt {
-    var usedQueues: [Int] = []
-    var configChanges = 0
-    var errors: [VirtqueueError] = []
+    private struct Recorded {
+        var usedQueues: [Int] = []
+        var configChanges = 0
+        var errors: [VirtqueueError] = []
+    }
+    private let recorded = Mutex(Recorded())
 
-    func signalUsedQueue(_ index: Int) { usedQueues.append(index) }
-    func signalConfigChange() { configChanges += 1 }
-    func deviceNeedsReset(_ error: VirtqueueError) { errors.append(error) }
+    var usedQueues: [Int] {
+        get { recorded.withLock { $0.usedQueues } }
+        set { recorded.withLock { $0.usedQueues = newValue } }
+    }
+    var configChanges: Int { recorded.withLock { $0.configChanges } }
+    var errors: [VirtqueueError] { recorded.withLock { $0.errors } }
+
+    func signalUsedQueue(_ index: Int) { recorded.withLock { $0.usedQueues.append(index) } }
+    func signalConfigChange() { recorded.withLock { $0.configChanges += 1 } }
+    func deviceNeedsReset(_ error: VirtqueueError) { recorded.withLock { $0.errors.append(error) } }
 }
 
 /// Bytes 0, 1, 2, ... (mod 256), continuing across calls.
 final class CountingEntropy: EntropySource {
-    var next: UInt8 = 0
-    var requests: [Int] = []
+    private let state = Mutex<(next: UInt8, requests: [Int])>((0, []))
+
+    var requests: [Int] { state.withLock { $0.requests } }
+
     func randomBytes(count: Int) -> [UInt8] {
-        requests.append(count)
-        return (0..<count).map { _ in defer { next &+= 1 }; return next }
+        state.withLock { s in
+            s.requests.append(count)
+            return (0..<count).map { _ in defer { s.next &+= 1 }; return s.next }
+        }
     }
 }
 
@@ -170,7 +202,7 @@ final class CountingEntropy: EntropySource {
 /// (4 KiB pages in a dictionary): for chains larger than 4 GiB.
 final class SparseMemory: GuestMemoryAccess {
     let size: UInt64
-    private var pages: [UInt64: [UInt8]] = [:]
+    private let pages = Mutex<[UInt64: [UInt8]]>([:])
     init(size: UInt64) { self.size = size }
 
     func contains(_ address: GuestAddress, length: UInt64) -> Bool {
@@ -181,9 +213,11 @@ final class SparseMemory: GuestMemoryAccess {
         guard contains(address, length: UInt64(buffer.count)) else {
             throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(buffer.count))
         }
-        for i in 0..<buffer.count {
-            let a = address.raw + UInt64(i)
-            buffer[i] = pages[a >> 12]?[Int(a & 0xFFF)] ?? 0
+        pages.withLock { pages in
+            for i in 0..<buffer.count {
+                let a = address.raw + UInt64(i)
+                buffer[i] = pages[a >> 12]?[Int(a & 0xFFF)] ?? 0
+            }
         }
     }
 
@@ -191,11 +225,11 @@ final class SparseMemory: GuestMemoryAccess {
         guard contains(address, length: UInt64(bytes.count)) else {
             throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(bytes.count))
         }
-        for i in 0..<bytes.count {
-            let a = address.raw + UInt64(i)
-            var page = pages[a >> 12] ?? [UInt8](repeating: 0, count: 4096)
-            page[Int(a & 0xFFF)] = bytes[i]
-            pages[a >> 12] = page
+        pages.withLock { pages in
+            for i in 0..<bytes.count {
+                let a = address.raw + UInt64(i)
+                pages[a >> 12, default: [UInt8](repeating: 0, count: 4096)][Int(a & 0xFFF)] = bytes[i]
+            }
         }
     }
 }

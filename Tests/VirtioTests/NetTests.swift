@@ -1,19 +1,27 @@
 import Foundation
 import GuestMemory
 @testable import HostSys
+import Synchronization
 import TestFakes
 import Virtio
 import XCTest
 
 /// Records transmitted frames; can be told to fail.
 final class RecordingNetBackend: NetBackend {
-    var frames: [[UInt8]] = []
-    var fail = false
+    private let state = Mutex<(frames: [[UInt8]], fail: Bool)>(([], false))
     struct Failure: Error {}
 
+    var frames: [[UInt8]] { state.withLock { $0.frames } }
+    var fail: Bool {
+        get { state.withLock { $0.fail } }
+        set { state.withLock { $0.fail = newValue } }
+    }
+
     func send(frame: [UInt8]) throws {
-        if fail { throw Failure() }
-        frames.append(frame)
+        try state.withLock { s in
+            if s.fail { throw Failure() }
+            s.frames.append(frame)
+        }
     }
 }
 

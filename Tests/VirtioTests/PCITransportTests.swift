@@ -2,6 +2,7 @@ import Devices
 import Foundation
 import GuestMemory
 import PCI
+import Synchronization
 import TestFakes
 @testable import Virtio
 import XCTest
@@ -9,41 +10,62 @@ import XCTest
 // MARK: - Fakes for the PCI side
 
 final class RecordingMSIRouter: MSIRouter {
-    var configured: [Int: MSIMessage] = [:]
-    var signals: [Int] = []
-    func configure(device: PCIAddress, vector: Int, message: MSIMessage?) { configured[vector] = message }
-    func signal(device: PCIAddress, vector: Int) { signals.append(vector) }
+    private let recorded = Mutex<(configured: [Int: MSIMessage], signals: [Int])>(([:], []))
+    var configured: [Int: MSIMessage] { recorded.withLock { $0.configured } }
+    var signals: [Int] { recorded.withLock { $0.signals } }
+    func configure(device: PCIAddress, vector: Int, message: MSIMessage?) {
+        recorded.withLock { $0.configured[vector] = message }
+    }
+    func signal(device: PCIAddress, vector: Int) { recorded.withLock { $0.signals.append(vector) } }
 }
 
 /// A device that records what the transport asks of it.
 final class RecordingDevice: VirtioDevice {
-    var deviceType: UInt16 = 0x1F
-    var deviceFeatures: UInt64 = 0b11
-    var queueMaxSizes: [UInt16] = [16, 8]
-    var configSize = 8
-    var config: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
-    var activations: [(features: UInt64, queues: [SplitVirtqueue])] = []
-    var interrupt: VirtioInterrupt?
-    var resets = 0
-    var notified: [Int] = []
-    var failActivation = false
+    let deviceType: UInt16 = 0x1F
+    let deviceFeatures: UInt64 = 0b11
+    let queueMaxSizes: [UInt16] = [16, 8]
+    let configSize = 8
+    private struct Recorded {
+        var config: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
+        var activations: [(features: UInt64, queues: [SplitVirtqueue])] = []
+        var interrupt: VirtioInterrupt?
+        var resets = 0
+        var notified: [Int] = []
+        var failActivation = false
+    }
+    private let recorded = Mutex(Recorded())
+
+    var config: [UInt8] { recorded.withLock { $0.config } }
+    var activations: [(features: UInt64, queues: [SplitVirtqueue])] { recorded.withLock { $0.activations } }
+    var interrupt: VirtioInterrupt? { recorded.withLock { $0.interrupt } }
+    var resets: Int { recorded.withLock { $0.resets } }
+    var notified: [Int] { recorded.withLock { $0.notified } }
+    var failActivation: Bool {
+        get { recorded.withLock { $0.failActivation } }
+        set { recorded.withLock { $0.failActivation = newValue } }
+    }
 
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) { copyConfig(config, offset: offset, into: data) }
     func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {
-        for i in 0..<data.count where offset + i < config.count { config[offset + i] = data[i] }
+        recorded.withLock { r in
+            for i in 0..<data.count where offset + i < r.config.count { r.config[offset + i] = data[i] }
+        }
     }
     func activate(memory: GuestMemoryAccess, features: UInt64, queues: [SplitVirtqueue], interrupt: VirtioInterrupt) throws {
-        if failActivation { throw VirtqueueError.device("refused") }
-        activations.append((features, queues))
-        self.interrupt = interrupt
+        try recorded.withLock { r in
+            if r.failActivation { throw VirtqueueError.device("refused") }
+            r.activations.append((features, queues))
+            r.interrupt = interrupt
+        }
     }
-    func reset() { resets += 1; interrupt = nil }
-    func queueNotified(_ index: Int) { notified.append(index) }
+    func reset() { recorded.withLock { $0.resets += 1; $0.interrupt = nil } }
+    func queueNotified(_ index: Int) { recorded.withLock { $0.notified.append(index) } }
 }
 
 /// The guest side of virtio-pci: config space and BAR 0 accesses at the
-/// widths Linux's virtio_pci_modern uses.
-final class PCIDriver {
+/// widths Linux's virtio_pci_modern uses. Every access goes straight to the
+/// transport, so test threads may share one, as vCPUs share a device.
+final class PCIDriver: Sendable {
     let dev: VirtioPCIDevice
     let router = RecordingMSIRouter()
     let line = RecordingLine()
@@ -59,11 +81,10 @@ final class PCIDriver {
     }
 
     /// Guest errors may be reported from any thread.
-    final class ErrorBox: @unchecked Sendable {
-        private let lock = NSLock()
-        private var list: [VirtqueueError] = []
-        var errors: [VirtqueueError] { lock.lock(); defer { lock.unlock() }; return list }
-        func append(_ e: VirtqueueError) { lock.lock(); list.append(e); lock.unlock() }
+    final class ErrorBox: Sendable {
+        private let list = Mutex<[VirtqueueError]>([])
+        var errors: [VirtqueueError] { list.withLock { $0 } }
+        func append(_ e: VirtqueueError) { list.withLock { $0.append(e) } }
     }
     private let box: ErrorBox
     var guestErrors: [VirtqueueError] { box.errors }
@@ -155,11 +176,10 @@ final class PCIDriver {
 }
 
 /// Integers appended from any thread.
-final class LockedList: @unchecked Sendable {
-    private let lock = NSLock()
-    private var list: [Int] = []
-    var items: [Int] { lock.lock(); defer { lock.unlock() }; return list }
-    func append(_ i: Int) { lock.lock(); list.append(i); lock.unlock() }
+final class LockedList: Sendable {
+    private let list = Mutex<[Int]>([])
+    var items: [Int] { list.withLock { $0 } }
+    func append(_ i: Int) { list.withLock { $0.append(i) } }
 }
 
 // MARK: - Tests
