@@ -105,6 +105,13 @@ def main():
     except (OSError, EOFError, TimeoutError, ValueError) as e:
         say(f"cannot watch the lab's QEMU through {path}: {e}")
         return
+    def record(what, message):
+        """The verdict for scripts/lab, then the report of the lab's CPUs."""
+        with open(verdict, "w") as f:
+            f.write(f"{what}\n")
+        say(message)
+        report(qmp, cpus)
+
     size, changed = 0, time.monotonic()
     try:
         while True:
@@ -114,10 +121,7 @@ def main():
                 if reason.startswith("host-"):
                     return  # QEMU stopped from outside (a signal, --timeout): not the lab's doing
                 if reason != "guest-shutdown":
-                    with open(verdict, "w") as f:
-                        f.write(f"reset {reason}\n")
-                    say(f"the lab host reset itself (QEMU: {reason}: a triple fault, or a reboot after a panic); its CPUs as they were:")
-                    report(qmp, cpus)
+                    record(f"reset {reason}", f"the lab host reset itself (QEMU: {reason}: a triple fault, or a reboot after a panic); its CPUs as they were:")
                 qmp.execute("quit")
                 return
             try:
@@ -128,10 +132,7 @@ def main():
             if now_size != size:
                 size, changed = now_size, now
             elif size > 0 and now - changed >= stall:
-                with open(verdict, "w") as f:
-                    f.write(f"stalled {int(now - changed)}\n")
-                say(f"the lab host stopped: no heartbeat for {int(now - changed)} s; its CPUs:")
-                report(qmp, cpus)
+                record(f"stalled {int(now - changed)}", f"the lab host stopped: no heartbeat for {int(now - changed)} s; its CPUs:")
                 qmp.execute("quit")
                 return
     except (OSError, EOFError, TimeoutError, ValueError):
