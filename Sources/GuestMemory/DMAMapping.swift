@@ -32,8 +32,9 @@
 /// DMA goes through the mappings on others.
 public protocol DMAMapping: AnyObject, Sendable {
     /// Makes the endpoint's DMA to `[iova, iova + size)` reach guest physical
-    /// `[guestAddress, guestAddress + size)`.
-    func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws
+    /// `[guestAddress, guestAddress + size)`, for the accesses `permissions`
+    /// allows (a vIOMMU's MAP flags READ and WRITE).
+    func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress, permissions: DMAPermissions) throws
     /// Revokes the mappings inside `[iova, iova + size)`.
     func unmap(iova: UInt64, size: UInt64) throws
     /// The endpoint's DMA goes through these mappings from now on.
@@ -41,6 +42,72 @@ public protocol DMAMapping: AnyObject, Sendable {
     /// The endpoint's DMA no longer reaches guest memory through these
     /// mappings (they stay, for a later `attach`, until unmapped).
     func detach() throws
+}
+
+extension DMAMapping {
+    /// A read-write mapping (what the identity mapping installs).
+    public func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws {
+        try map(iova: iova, size: size, guestAddress: guestAddress, permissions: .readWrite)
+    }
+}
+
+/// What a mapping lets the endpoint do: read guest memory (the device reads,
+/// e.g. a transmit buffer), write it (e.g. a receive buffer), or both.
+/// virtio-iommu's VIRTIO_IOMMU_MAP_F_READ and _WRITE; iommufd's
+/// IOMMU_IOAS_MAP_READABLE and _WRITEABLE.
+public struct DMAPermissions: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let read = DMAPermissions(rawValue: 1)
+    public static let write = DMAPermissions(rawValue: 2)
+    public static let readWrite: DMAPermissions = [.read, .write]
+
+    public var description: String {
+        switch (contains(.read), contains(.write)) {
+        case (true, true): return "read-write"
+        case (true, false): return "read-only"
+        case (false, true): return "write-only"
+        case (false, false): return "no access"
+        }
+    }
+}
+
+/// An access an endpoint's DMA made that its mappings did not allow, as a
+/// `DMATranslator` reports it (a vIOMMU turns it into a fault event).
+public struct DMAFault: Equatable, Sendable, CustomStringConvertible {
+    public enum Reason: Equatable, Sendable {
+        /// No mapping covers the whole range.
+        case unmapped
+        /// A mapping covers it, without the permission the access needs.
+        case denied
+        /// The endpoint is detached: its DMA reaches nothing.
+        case detached
+    }
+
+    public let iova: UInt64
+    public let length: UInt64
+    /// `.write` when the device wrote guest memory, `.read` when it read.
+    public let access: DMAPermissions
+    public let reason: Reason
+
+    public init(iova: UInt64, length: UInt64, access: DMAPermissions, reason: Reason) {
+        self.iova = iova
+        self.length = length
+        self.access = access
+        self.reason = reason
+    }
+
+    public var description: String {
+        let what = access.contains(.write) ? "write" : "read"
+        let why: String
+        switch reason {
+        case .unmapped: why = "not mapped"
+        case .denied: why = "mapped without \(what) permission"
+        case .detached: why = "endpoint detached"
+        }
+        return "DMA \(what) of \(length) bytes at IOVA \(DMAMappingError.hex(iova)): \(why)"
+    }
 }
 
 /// Why a DMA map, unmap or translation was refused.

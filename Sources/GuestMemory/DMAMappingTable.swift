@@ -10,12 +10,21 @@ public struct DMAMappingTable: Equatable, Sendable {
         public let iova: UInt64
         public let size: UInt64
         public let guestAddress: UInt64
+        /// What the endpoint may do through it.
+        public let permissions: DMAPermissions
+
+        public init(iova: UInt64, size: UInt64, guestAddress: UInt64, permissions: DMAPermissions = .readWrite) {
+            self.iova = iova
+            self.size = size
+            self.guestAddress = guestAddress
+            self.permissions = permissions
+        }
 
         /// The IOVAs it covers, inclusive (size > 0, no wrap: checked by `checkMap`).
         public var iovaRange: ClosedRange<UInt64> { iova...(iova + (size - 1)) }
 
         public var description: String {
-            "IOVA \(DMAMappingError.hex(iovaRange)) -> \(DMAMappingError.hex(guestAddress))"
+            "IOVA \(DMAMappingError.hex(iovaRange)) -> \(DMAMappingError.hex(guestAddress))\(permissions == .readWrite ? "" : " (\(permissions))")"
         }
     }
 
@@ -49,7 +58,8 @@ public struct DMAMappingTable: Equatable, Sendable {
     }
 
     /// The entry `map` would add, or the rule it breaks. Changes nothing.
-    public func checkMap(iova: UInt64, size: UInt64, guestAddress: UInt64) throws -> Entry {
+    public func checkMap(iova: UInt64, size: UInt64, guestAddress: UInt64,
+                         permissions: DMAPermissions = .readWrite) throws -> Entry {
         let r = try Self.range(iova, size)
         _ = try Self.range(guestAddress, size)
         // Disjoint and sorted: only the last entry starting at or below the new
@@ -58,13 +68,14 @@ public struct DMAMappingTable: Equatable, Sendable {
             throw DMAMappingError.overlaps(iova: r, existing: entries[i].iovaRange)
         }
         guard entries.count < limit else { throw DMAMappingError.tooManyMappings(limit: limit) }
-        return Entry(iova: iova, size: size, guestAddress: guestAddress)
+        return Entry(iova: iova, size: size, guestAddress: guestAddress, permissions: permissions)
     }
 
     /// Adds a mapping (see `checkMap`).
     @discardableResult
-    public mutating func map(iova: UInt64, size: UInt64, guestAddress: UInt64) throws -> Entry {
-        let e = try checkMap(iova: iova, size: size, guestAddress: guestAddress)
+    public mutating func map(iova: UInt64, size: UInt64, guestAddress: UInt64,
+                             permissions: DMAPermissions = .readWrite) throws -> Entry {
+        let e = try checkMap(iova: iova, size: size, guestAddress: guestAddress, permissions: permissions)
         entries.insert(e, at: (lastIndex(startingAtOrBelow: e.iova) ?? -1) + 1)
         return e
     }
@@ -105,12 +116,17 @@ public struct DMAMappingTable: Equatable, Sendable {
     /// RAM regions does). Length 0 is allowed up to a mapping's end, as
     /// `GuestRAM` allows it up to a region's end.
     public func translate(iova: UInt64, length: UInt64) -> UInt64? {
+        lookup(iova: iova, length: length)?.guestAddress
+    }
+
+    /// Like `translate`, with the permissions of the mapping that covers the range.
+    public func lookup(iova: UInt64, length: UInt64) -> (guestAddress: UInt64, permissions: DMAPermissions)? {
         guard let i = lastIndex(startingAtOrBelow: iova) else { return nil }
         let e = entries[i]
         let offset = iova - e.iova // iova >= e.iova
         guard offset <= e.size, length <= e.size - offset else { return nil }
         // Only a 0-byte range just past a mapping that ends at 2^64 - 1 can overflow.
         let (g, wraps) = e.guestAddress.addingReportingOverflow(offset)
-        return wraps ? nil : g
+        return wraps ? nil : (g, e.permissions)
     }
 }

@@ -3,37 +3,65 @@ import Synchronization
 /// An emulated device's `DMAMapping`: the IOVA -> guest physical table its
 /// DMA goes through (`translate`, or `DMAGuestMemory` for reads and writes).
 /// Starts detached and empty: the VMM installs the identity mapping
-/// (`IdentityDMA`) and attaches it; a vIOMMU would install its own mappings
-/// and revoke them. A map's guest range must be RAM of `memory`.
+/// (`IdentityDMA`) and attaches it; a vIOMMU installs the mappings of the
+/// domain the endpoint is attached to (`replaceMappings`) and revokes them.
+/// A map's guest range must be RAM of `memory`.
+///
+/// Accesses made through `access` (as `DMAGuestMemory` makes them) hold the
+/// table's lock while they copy, so once `unmap`, `replaceMappings` or
+/// `detach` returns no access can still use the old translation (virtio
+/// 1.2 §5.13.6.6: "the device MUST NOT use the old mapping" once the UNMAP
+/// request completes). An access the table does not allow is refused and
+/// reported to the fault handler, if one is set.
 ///
 /// Thread-safe: the device's queue threads translate while the vIOMMU maps.
 public final class DMATranslator: DMAMapping, Sendable {
     private struct State {
         var table: DMAMappingTable
         var attached = false
+        var faults: UInt64 = 0
     }
 
     /// The guest RAM mappings may point into.
     public let memory: GuestMemoryAccess
     private let state: Mutex<State>
+    private let faultHandler = Mutex<(@Sendable (DMAFault) -> Void)?>(nil)
 
     public init(memory: GuestMemoryAccess, limit: Int = DMAMappingTable.defaultLimit) {
         self.memory = memory
         state = Mutex(State(table: DMAMappingTable(limit: limit)))
     }
 
-    public func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws {
+    public func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress, permissions: DMAPermissions) throws {
         try state.withLock { s in
-            let e = try s.table.checkMap(iova: iova, size: size, guestAddress: guestAddress.raw)
+            let e = try s.table.checkMap(iova: iova, size: size, guestAddress: guestAddress.raw, permissions: permissions)
             guard memory.contains(guestAddress, length: size) else {
                 throw DMAMappingError.notGuestRAM(guestAddress: guestAddress.raw, size: size)
             }
-            try s.table.map(iova: e.iova, size: e.size, guestAddress: e.guestAddress)
+            try s.table.map(iova: e.iova, size: e.size, guestAddress: e.guestAddress, permissions: e.permissions)
         }
     }
 
     public func unmap(iova: UInt64, size: UInt64) throws {
         try state.withLock { s in _ = try s.table.unmap(iova: iova, size: size) }
+    }
+
+    /// Replaces every mapping with `entries` at once (a vIOMMU attaching the
+    /// endpoint to another domain): either all of them are installed or,
+    /// when one breaks a rule or is not guest RAM, none is and the old
+    /// table stays.
+    public func replaceMappings(_ entries: [DMAMappingTable.Entry]) throws {
+        try state.withLock { s in
+            var t = DMAMappingTable(limit: s.table.limit)
+            for e in entries {
+                let c = try t.checkMap(iova: e.iova, size: e.size, guestAddress: e.guestAddress, permissions: e.permissions)
+                guard memory.contains(GuestAddress(c.guestAddress), length: c.size) else {
+                    throw DMAMappingError.notGuestRAM(guestAddress: c.guestAddress, size: c.size)
+                }
+                try t.map(iova: c.iova, size: c.size, guestAddress: c.guestAddress, permissions: c.permissions)
+            }
+            s.table = t
+        }
     }
 
     public func attach() throws { state.withLock { $0.attached = true } }
@@ -46,19 +74,57 @@ public final class DMATranslator: DMAMapping, Sendable {
     /// The mappings, in IOVA order.
     public var mappings: [DMAMappingTable.Entry] { state.withLock { $0.table.entries } }
 
+    /// Accesses refused so far.
+    public var faultCount: UInt64 { state.withLock { $0.faults } }
+
+    /// Where refused accesses are reported (nil: only counted). Called on the
+    /// device's thread, without the table's lock held.
+    public func setFaultHandler(_ handler: (@Sendable (DMAFault) -> Void)?) {
+        faultHandler.withLock { $0 = handler }
+    }
+
     /// The guest physical address of `[iova, iova + length)`, or nil when the
-    /// endpoint is detached or the range is not inside one mapping.
+    /// endpoint is detached or the range is not inside one mapping. Ignores
+    /// permissions and reports nothing: a probe, not an access.
     public func translate(iova: UInt64, length: UInt64) -> GuestAddress? {
         state.withLock { s in s.attached ? s.table.translate(iova: iova, length: length).map(GuestAddress.init) : nil }
+    }
+
+    /// Runs `body` with the guest physical address of `[iova, iova + length)`
+    /// when the mappings allow `access` there, holding the table's lock (so
+    /// no unmap completes while `body` runs), and returns true; else counts
+    /// and reports the fault and returns false without running `body`.
+    public func access(iova: UInt64, length: UInt64, _ access: DMAPermissions,
+                       _ body: (GuestAddress) throws -> Void) throws -> Bool {
+        let fault = try state.withLock { s throws -> DMAFault? in
+            let reason: DMAFault.Reason
+            if !s.attached {
+                reason = .detached
+            } else if let hit = s.table.lookup(iova: iova, length: length) {
+                if hit.permissions.isSuperset(of: access) {
+                    try body(GuestAddress(hit.guestAddress))
+                    return nil
+                }
+                reason = .denied
+            } else {
+                reason = .unmapped
+            }
+            s.faults &+= 1
+            return DMAFault(iova: iova, length: length, access: access, reason: reason)
+        }
+        guard let fault else { return true }
+        if let handler = faultHandler.withLock({ $0 }) { handler(fault) }
+        return false
     }
 }
 
 /// Guest memory as one endpoint reaches it by DMA: the addresses it takes are
 /// IOVAs (what the guest told the device), translated by a `DMATranslator`
-/// into guest physical addresses of `memory`. A range that does not translate
-/// fails as a range outside guest RAM does (`GuestMemoryError.outOfRange`
-/// with the IOVA), so under the identity mapping a device sees exactly what
-/// it saw with `memory` itself.
+/// into guest physical addresses of `memory`. A range that does not
+/// translate, or that the mapping does not allow the access to, fails as a
+/// range outside guest RAM does (`GuestMemoryError.outOfRange` with the
+/// IOVA) and is reported as a `DMAFault`; so under the identity mapping a
+/// device sees exactly what it saw with `memory` itself.
 public final class DMAGuestMemory: GuestMemoryAccess, Sendable {
     public let translator: DMATranslator
 
@@ -68,20 +134,22 @@ public final class DMAGuestMemory: GuestMemoryAccess, Sendable {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws {
         let length = UInt64(buffer.count)
-        guard let g = translator.translate(iova: address.raw, length: length) else {
-            throw GuestMemoryError.outOfRange(address: address.raw, length: length)
+        let done = try translator.access(iova: address.raw, length: length, .read) { g in
+            try translator.memory.read(into: buffer, at: g)
         }
-        try translator.memory.read(into: buffer, at: g)
+        guard done else { throw GuestMemoryError.outOfRange(address: address.raw, length: length) }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws {
         let length = UInt64(bytes.count)
-        guard let g = translator.translate(iova: address.raw, length: length) else {
-            throw GuestMemoryError.outOfRange(address: address.raw, length: length)
+        let done = try translator.access(iova: address.raw, length: length, .write) { g in
+            try translator.memory.write(bytes, at: g)
         }
-        try translator.memory.write(bytes, at: g)
+        guard done else { throw GuestMemoryError.outOfRange(address: address.raw, length: length) }
     }
 
+    /// Whether the range is mapped (with any permission) to guest RAM. A
+    /// probe: reports no fault.
     public func contains(_ address: GuestAddress, length: UInt64) -> Bool {
         guard let g = translator.translate(iova: address.raw, length: length) else { return false }
         return translator.memory.contains(g, length: length)

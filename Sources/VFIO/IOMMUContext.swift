@@ -181,27 +181,28 @@ public final class IOMMUContext: DMAMapping {
     // MARK: - DMAMapping
 
     /// Pins the guest RAM behind `[guestAddress, guestAddress + size)` and
-    /// maps it readable and writable at `iova` (one `IOMMU_IOAS_MAP` per guest
+    /// maps it at `iova` with `permissions` (one `IOMMU_IOAS_MAP` per guest
     /// RAM range it crosses; if one fails, the others are unmapped again).
     /// Refused before any ioctl when the range overlaps a mapping, wraps, or
     /// is not all guest RAM. The corresponding ioctl is `IOMMU_IOAS_MAP`.
-    public func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws {
+    public func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress, permissions: DMAPermissions) throws {
         try state.withLock { s in
-            let e = try s.table.checkMap(iova: iova, size: size, guestAddress: guestAddress.raw)
+            let e = try s.table.checkMap(iova: iova, size: size, guestAddress: guestAddress.raw, permissions: permissions)
             guard let pieces = Self.hostPieces(guest: e.guestAddress, size: e.size, ram: s.guestRAM) else {
                 throw DMAMappingError.notGuestRAM(guestAddress: e.guestAddress, size: e.size)
             }
             var done: [(iova: UInt64, size: UInt64)] = []
             for p in pieces {
                 do {
-                    try ioas.map(hostAddress: p.host, length: p.size, iova: e.iova + p.offset, readable: true, writable: true)
+                    try ioas.map(hostAddress: p.host, length: p.size, iova: e.iova + p.offset, readable: e.permissions.contains(.read),
+                                writable: e.permissions.contains(.write))
                 } catch {
                     for d in done.reversed() { _ = try? ioas.unmap(iova: d.iova, length: d.size) }
                     throw error
                 }
                 done.append((e.iova + p.offset, p.size))
             }
-            try s.table.map(iova: e.iova, size: e.size, guestAddress: e.guestAddress)
+            try s.table.map(iova: e.iova, size: e.size, guestAddress: e.guestAddress, permissions: e.permissions)
         }
     }
 

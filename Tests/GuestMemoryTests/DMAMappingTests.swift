@@ -15,7 +15,7 @@ final class RecordingDMA: DMAMapping {
         get { refusal.withLock { $0 } }
         set { refusal.withLock { $0 = newValue } }
     }
-    func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress) throws {
+    func map(iova: UInt64, size: UInt64, guestAddress: GuestAddress, permissions: DMAPermissions) throws {
         log.withLock { $0.append(.map(iova: iova, size: size, guest: guestAddress.raw)) }
         if refuse(iova) { throw Refused() }
     }
@@ -259,6 +259,86 @@ final class DMATranslatorTests: XCTestCase {
             }
         }
         XCTAssertEqual(misses.value, 0)
+    }
+}
+
+final class DMAPermissionAndFaultTests: XCTestCase {
+    func memory() throws -> ArrayGuestMemory { try ArrayGuestMemory(regions: [(0, 0x4000), (0x8000, 0x4000)]) }
+
+    final class Faults: Sendable {
+        let list = Mutex<[DMAFault]>([])
+        var all: [DMAFault] { list.withLock { $0 } }
+    }
+
+    func testPermissionsAreEnforcedAndRefusalsReported() throws {
+        let m = try memory()
+        let d = DMATranslator(memory: m)
+        let faults = Faults()
+        d.setFaultHandler { f in faults.list.withLock { $0.append(f) } }
+        try d.map(iova: 0x1000, size: 0x1000, guestAddress: GuestAddress(0x1000), permissions: .read)
+        try d.map(iova: 0x2000, size: 0x1000, guestAddress: GuestAddress(0x2000), permissions: .write)
+        try d.attach()
+        let dma = DMAGuestMemory(translator: d)
+        try m.writeInteger(UInt32(0x1234_5678), at: GuestAddress(0x1000))
+        XCTAssertEqual(try dma.readInteger(UInt32.self, at: GuestAddress(0x1000)), 0x1234_5678, "read-only allows reads")
+        XCTAssertThrowsError(try dma.writeInteger(UInt32(1), at: GuestAddress(0x1000)), "read-only refuses writes")
+        XCTAssertEqual(try m.readInteger(UInt32.self, at: GuestAddress(0x1000)), 0x1234_5678, "the refused write changed nothing")
+        try dma.writeInteger(UInt32(7), at: GuestAddress(0x2004))
+        XCTAssertEqual(try m.readInteger(UInt32.self, at: GuestAddress(0x2004)), 7, "write-only allows writes")
+        XCTAssertThrowsError(try dma.readInteger(UInt32.self, at: GuestAddress(0x2004)), "write-only refuses reads")
+        XCTAssertThrowsError(try dma.readInteger(UInt32.self, at: GuestAddress(0x3000)), "unmapped")
+        XCTAssertTrue(dma.contains(GuestAddress(0x1000), length: 4), "a probe ignores permissions")
+        XCTAssertFalse(dma.contains(GuestAddress(0x3000), length: 4))
+        try d.detach()
+        XCTAssertThrowsError(try dma.readInteger(UInt32.self, at: GuestAddress(0x1000)), "detached")
+        XCTAssertEqual(faults.all, [
+            DMAFault(iova: 0x1000, length: 4, access: .write, reason: .denied),
+            DMAFault(iova: 0x2004, length: 4, access: .read, reason: .denied),
+            DMAFault(iova: 0x3000, length: 4, access: .read, reason: .unmapped),
+            DMAFault(iova: 0x1000, length: 4, access: .read, reason: .detached),
+        ], "probes report nothing; each refused access once")
+        XCTAssertEqual(d.faultCount, 4)
+        XCTAssertEqual(faults.all[0].description, "DMA write of 4 bytes at IOVA 0x1000: mapped without write permission")
+    }
+
+    func testReplaceMappingsIsAllOrNothing() throws {
+        let d = DMATranslator(memory: try memory())
+        try d.map(iova: 0, size: 0x1000, guestAddress: GuestAddress(0))
+        let good = [DMAMappingTable.Entry(iova: 0x10_0000, size: 0x1000, guestAddress: 0x8000, permissions: .read),
+                    DMAMappingTable.Entry(iova: 0x20_0000, size: 0x2000, guestAddress: 0x1000)]
+        XCTAssertThrowsError(try d.replaceMappings(good + [DMAMappingTable.Entry(iova: 0x30_0000, size: 0x1000, guestAddress: 0x5000)])) {
+            XCTAssertEqual($0 as? DMAMappingError, .notGuestRAM(guestAddress: 0x5000, size: 0x1000))
+        }
+        XCTAssertThrowsError(try d.replaceMappings(good + [DMAMappingTable.Entry(iova: 0x10_0800, size: 0x1000, guestAddress: 0x1000)]),
+                             "overlapping entries")
+        XCTAssertEqual(d.mappings, [DMAMappingTable.Entry(iova: 0, size: 0x1000, guestAddress: 0)], "the old table stays")
+        try d.replaceMappings(good)
+        XCTAssertEqual(d.mappings, good)
+        try d.replaceMappings([])
+        XCTAssertEqual(d.mappings, [])
+    }
+
+    func testUnmapWaitsForAnAccessInFlight() throws {
+        // Once unmap returns, no access may still use the old translation:
+        // an access that started before it finishes first.
+        let d = DMATranslator(memory: try memory())
+        try d.map(iova: 0x1000, size: 0x1000, guestAddress: GuestAddress(0x1000))
+        try d.attach()
+        let inside = DispatchSemaphore(value: 0)
+        let order = Mutex<[String]>([])
+        let accessor = Thread {
+            _ = try? d.access(iova: 0x1000, length: 8, .write) { _ in
+                inside.signal()
+                Thread.sleep(forTimeInterval: 0.2)
+                order.withLock { $0.append("access done") }
+            }
+        }
+        accessor.start()
+        inside.wait()
+        try d.unmap(iova: 0x1000, size: 0x1000)
+        order.withLock { $0.append("unmap returned") }
+        XCTAssertEqual(order.withLock { $0 }, ["access done", "unmap returned"])
+        XCTAssertFalse(try d.access(iova: 0x1000, length: 8, .read) { _ in XCTFail("used an unmapped translation") })
     }
 }
 
