@@ -17,8 +17,9 @@ extension Builder {
         }
         var readOnly: Bool? = false
         if t["read_only"] != nil { readOnly = bool(t, "read_only", keyPath + ".read_only") }
-        if let image, let readOnly {
-            disks.append(Disk(image: image, readOnly: readOnly))
+        let iommu = iommuKey(t, keyPath: keyPath)
+        if let image, let readOnly, let iommu {
+            disks.append(Disk(image: image, readOnly: readOnly, iommu: iommu))
         }
     }
 
@@ -64,13 +65,58 @@ extension Builder {
             seenMACs[bytes] = (index, explicit)
         }
 
-        if let tap, let mac {
-            nets.append(NetConfig(tap: tap, mac: mac))
+        let iommu = iommuKey(t, keyPath: keyPath)
+        if let tap, let mac, let iommu {
+            nets.append(NetConfig(tap: tap, mac: mac, iommu: iommu))
         }
     }
 
     mutating func readRNG(_ t: TOMLTable) {
         if let b = bool(t, "enabled", "rng.enabled") { rng = b }
+        if let b = bool(t, "iommu", "rng.iommu") { rngIOMMU = b }
+    }
+
+    /// A device table's `iommu` key: true when absent, nil after an issue.
+    mutating func iommuKey(_ t: TOMLTable, keyPath: String) -> Bool? {
+        t["iommu"] == nil ? true : bool(t, "iommu", keyPath + ".iommu")
+    }
+
+    /// `[viommu]`: `enabled` (default true: the table asks for a vIOMMU),
+    /// `max_domains`, `max_mappings` (per domain).
+    mutating func readVIOMMU(_ t: TOMLTable) {
+        var c = VIOMMUConfig()
+        var ok = true
+        for (key, range) in [("max_domains", VIOMMUConfig.domainRange), ("max_mappings", VIOMMUConfig.mappingRange)] {
+            guard let v = t[key] else { continue }
+            let keyPath = "viommu." + key
+            guard v.type == .int, let n = v.int else {
+                issue(keyPath, "expected an integer, got \(Self.describe(v.type))")
+                ok = false
+                continue
+            }
+            guard range.contains(n) else {
+                issue(keyPath, "\(n) is out of range (\(range.lowerBound)...\(range.upperBound))")
+                ok = false
+                continue
+            }
+            if key == "max_domains" { c.maxDomains = n } else { c.maxMappingsPerDomain = n }
+        }
+        var enabled: Bool? = true
+        if t["enabled"] != nil { enabled = bool(t, "enabled", "viommu.enabled") }
+        if ok, enabled == true { viommu = c }
+    }
+
+    /// `iommu = false` asks to leave a device outside a vIOMMU; without one
+    /// the key would silently mean nothing, so say so.
+    mutating func checkIOMMUKeys() {
+        guard viommu == nil else { return }
+        var off: [String] = []
+        for (i, d) in disks.enumerated() where !d.iommu { off.append("disk[\(i)].iommu") }
+        for (i, n) in nets.enumerated() where !n.iommu { off.append("net[\(i)].iommu") }
+        for (i, p) in passthrough.enumerated() where !p.iommu { off.append("passthrough[\(i)].iommu") }
+        if !virtioConsoleIOMMU { off.append("console.iommu") }
+        if !rngIOMMU { off.append("rng.iommu") }
+        for k in off { issue(k, "false only has a meaning with a vIOMMU ([viommu] or --viommu)") }
     }
 
     mutating func readPassthrough(_ t: TOMLTable, keyPath: String) {
@@ -82,8 +128,9 @@ extension Builder {
             issue(devicePath, "required (a host PCI address such as \"0000:03:00.0\" or a VFIO cdev path)")
         }
         let bars = readBARs(t, keyPath: keyPath + ".bars")
-        if let device, let bars {
-            passthrough.append(PassthroughConfig(device: device, barAddresses: bars))
+        let iommu = iommuKey(t, keyPath: keyPath)
+        if let device, let bars, let iommu {
+            passthrough.append(PassthroughConfig(device: device, barAddresses: bars, iommu: iommu))
         }
     }
 
@@ -161,7 +208,7 @@ extension Builder {
     /// function 0 on bus 0, and the root bus hands out slots 1...31
     /// (Sources/PCI/README.md, "Slots"). Reported once, on the first entry
     /// (disks, then nets, console, rng, passthrough devices from the file,
-    /// then `--passthrough` ones) that does not fit.
+    /// then `--passthrough` ones, then the vIOMMU) that does not fit.
     mutating func checkPCISlots() {
         let nDisks = entryCounts["disk"] ?? 0
         let nNets = entryCounts["net"] ?? 0
@@ -169,7 +216,7 @@ extension Builder {
         let nFilePassthrough = entryCounts["passthrough"] ?? 0
         let nPassthrough = nFilePassthrough + passthroughOverrides
         let virtio = nDisks + nNets + (hasConsole ? 1 : 0) + (rng ? 1 : 0)
-        let total = virtio + nPassthrough
+        let total = virtio + nPassthrough + (viommu != nil ? 1 : 0)
         guard total > Schema.pciSlots else { return }
         let first = Schema.pciSlots // 0-based index of the first device without a slot
         let keyPath: String
@@ -183,8 +230,10 @@ extension Builder {
             keyPath = "rng"
         } else if first - virtio < nFilePassthrough {
             keyPath = "passthrough[\(first - virtio)]"
-        } else {
+        } else if first - virtio < nPassthrough {
             keyPath = "--passthrough"
+        } else {
+            keyPath = "viommu" // the vIOMMU goes after every other device
         }
         var parts: [String] = []
         if nDisks > 0 { parts.append("\(nDisks) disk\(nDisks == 1 ? "" : "s")") }
@@ -192,6 +241,7 @@ extension Builder {
         if hasConsole { parts.append("the console") }
         if rng { parts.append("the rng") }
         if nPassthrough > 0 { parts.append("\(nPassthrough) passthrough device\(nPassthrough == 1 ? "" : "s")") }
+        if viommu != nil { parts.append("the vIOMMU") }
         let list = parts.count > 1 ? parts.dropLast().joined(separator: ", ") + " and " + parts[parts.count - 1] : parts.joined()
         issue(keyPath, "no PCI slot left: \(list) need \(total) slots, and PCI bus 0 has \(Schema.pciSlots)")
     }

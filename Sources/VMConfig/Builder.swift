@@ -12,6 +12,7 @@ struct Builder {
     struct Disk {
         var image: Located
         var readOnly: Bool
+        var iommu: Bool
     }
 
     let base: String
@@ -26,7 +27,10 @@ struct Builder {
     var disks: [Disk] = []
     var nets: [NetConfig] = []
     var virtioConsole: SerialConfig = .off
+    var virtioConsoleIOMMU = true
     var rng = false
+    var rngIOMMU = true
+    var viommu: VIOMMUConfig?
     var hugePages = false
     var pciMMIO64Size = Schema.defaultPCIMMIO64Size
     /// Where `memoryBytes` was last set (for the hugepages multiple check).
@@ -69,9 +73,12 @@ struct Builder {
                 case "machine": readMachine(table)
                 case "kernel": readKernel(table)
                 case "serial": serial = readOutput(table, name: "serial", defaultMode: "terminal") ?? serial
-                case "console": virtioConsole = readOutput(table, name: "console", defaultMode: "off") ?? virtioConsole
+                case "console":
+                    virtioConsole = readOutput(table, name: "console", defaultMode: "off") ?? virtioConsole
+                    if let b = bool(table, "iommu", "console.iommu") { virtioConsoleIOMMU = b }
                 case "rng": readRNG(table)
                 case "run": readRun(table)
+                case "viommu": readVIOMMU(table)
                 default: assertionFailure("table \(name) has no reader")
                 }
                 unknownKeys(table, keys: keys, table: name, keyPath: KeyPath.quote(name))
@@ -281,6 +288,7 @@ struct Builder {
             if let m = Check.cmdline(s) { issue("--cmdline", m) } else { cmdline = s }
         }
         for s in o.passthrough { addPassthroughOverride(s) }
+        if o.viommu && viommu == nil { viommu = VIOMMUConfig() }
     }
 
     // MARK: Result
@@ -291,6 +299,7 @@ struct Builder {
         }
         checkPCISlots()
         checkHugePages()
+        checkIOMMUKeys()
         checkSharedFiles(checkFiles: checkFiles)
         if checkFiles {
             if let k = kernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { issue(k.keyPath, m) }
@@ -307,8 +316,9 @@ struct Builder {
         return .success(VMConfig(vcpus: vcpus, memoryBytes: memoryBytes, kernelPath: k.path,
                                  initramfsPath: initramfs?.path, cmdline: cmdline, serial: serial,
                                  timeoutSeconds: timeoutSeconds,
-                                 disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly) },
-                                 nets: nets, virtioConsole: virtioConsole, rng: rng,
+                                 disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly, iommu: $0.iommu) },
+                                 nets: nets, virtioConsole: virtioConsole, virtioConsoleIOMMU: virtioConsoleIOMMU,
+                                 rng: rng, rngIOMMU: rngIOMMU, viommu: viommu,
                                  passthrough: passthrough, hugePages: hugePages,
                                  pciMMIO64Size: pciMMIO64Size, configPath: configPath))
     }
@@ -332,6 +342,7 @@ extension VMConfig {
         b.entryCounts = ["disk": disks.count, "net": nets.count, "passthrough": passthrough.count]
         b.virtioConsole = virtioConsole
         b.rng = rng
+        b.viommu = viommu
         b.passthrough = passthrough
         for (i, p) in passthrough.enumerated() where b.seenPassthrough[p.description] == nil {
             b.seenPassthrough[p.description] = "passthrough[\(i)].device"
@@ -339,7 +350,7 @@ extension VMConfig {
         b.apply(overrides, relativeTo: Paths.absolute(".", relativeTo: directory))
         let newKernel = b.kernel
         let newInitramfs = b.initramfs
-        if !overrides.passthrough.isEmpty { b.checkPCISlots() }
+        if !overrides.passthrough.isEmpty || (overrides.viommu && viommu == nil) { b.checkPCISlots() }
         if overrides.memory != nil { b.checkHugePages() }
         if checkFiles {
             if let k = newKernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { b.issue(k.keyPath, m) }
@@ -353,6 +364,7 @@ extension VMConfig {
         c.memoryBytes = b.memoryBytes
         c.cmdline = b.cmdline
         c.passthrough = b.passthrough
+        c.viommu = b.viommu
         if let k = newKernel { c.kernelPath = k.path }
         if let i = newInitramfs { c.initramfsPath = i.path }
         return .success(c)
@@ -361,10 +373,11 @@ extension VMConfig {
     /// `applying` with the overrides as arguments, throwing every problem.
     public func overriding(kernel: String? = nil, initramfs: String? = nil, cmdline: String? = nil,
                            memory: String? = nil, vcpus: String? = nil, passthrough: [String] = [],
+                           viommu: Bool = false,
                            relativeTo directory: String = FileManager.default.currentDirectoryPath,
                            checkFiles: Bool = true) throws(ConfigError) -> VMConfig {
         let o = ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus,
-                                 passthrough: passthrough)
+                                 passthrough: passthrough, viommu: viommu)
         switch applying(o, relativeTo: directory, checkFiles: checkFiles) {
         case let .success(c): return c
         case let .failure(e): throw e

@@ -6,10 +6,13 @@ public struct DiskConfig: Equatable, Sendable {
     public var path: String
     /// Open the image read-only and offer VIRTIO_BLK_F_RO to the guest.
     public var readOnly: Bool
+    /// Behind the vIOMMU when there is one (`iommu = false`: outside it).
+    public var iommu: Bool
 
-    public init(path: String, readOnly: Bool = false) {
+    public init(path: String, readOnly: Bool = false, iommu: Bool = true) {
         self.path = path
         self.readOnly = readOnly
+        self.iommu = iommu
     }
 }
 
@@ -19,10 +22,13 @@ public struct NetConfig: Equatable, Sendable {
     public var tap: String
     /// The guest's MAC address, 6 bytes, unicast and not all zero.
     public var mac: [UInt8]
+    /// Behind the vIOMMU when there is one (`iommu = false`: outside it).
+    public var iommu: Bool
 
-    public init(tap: String, mac: [UInt8]) {
+    public init(tap: String, mac: [UInt8], iommu: Bool = true) {
         self.tap = tap
         self.mac = mac
+        self.iommu = iommu
     }
 
     /// `mac` as six lower-case hex pairs: "52:54:00:12:34:56".
@@ -53,5 +59,28 @@ extension MAC {
         return defaultPrefix + [UInt8(truncatingIfNeeded: suffix >> 16),
                                 UInt8(truncatingIfNeeded: suffix >> 8),
                                 UInt8(truncatingIfNeeded: suffix)]
+    }
+}
+
+/// The vIOMMU (`[viommu]` or `--viommu`): a virtio-iommu device the guest
+/// programs, described by an ACPI VIOT table. Every PCI device sits behind it
+/// unless its table says `iommu = false`.
+public struct VIOMMUConfig: Equatable, Sendable {
+    /// Domains the guest may have at once (`max_domains`).
+    public var maxDomains: Int
+    /// Mappings per domain (`max_mappings`).
+    public var maxMappingsPerDomain: Int
+
+    public static let defaultMaxDomains = 1024
+    public static let defaultMaxMappingsPerDomain = 1 << 16
+    /// Bounds for both caps: at least one, and a ceiling that keeps the
+    /// VMM's tables small (a mapping is tens of bytes).
+    public static let domainRange = 1...65536
+    public static let mappingRange = 1...(1 << 20)
+
+    public init(maxDomains: Int = VIOMMUConfig.defaultMaxDomains,
+                maxMappingsPerDomain: Int = VIOMMUConfig.defaultMaxMappingsPerDomain) {
+        self.maxDomains = maxDomains
+        self.maxMappingsPerDomain = maxMappingsPerDomain
     }
 }

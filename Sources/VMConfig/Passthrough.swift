@@ -16,10 +16,14 @@ public struct PassthroughConfig: Equatable, Sendable, CustomStringConvertible {
     /// BAR index (0...5) -> guest-physical address the VMM must place that
     /// BAR at. BARs not listed are allocated from the PCI windows.
     public let barAddresses: [Int: UInt64]
+    /// Behind the vIOMMU when there is one (`iommu = false`: outside it, on
+    /// the IOAS with all guest RAM at IOVA == guest physical address).
+    public let iommu: Bool
 
-    public init(device: Device, barAddresses: [Int: UInt64] = [:]) {
+    public init(device: Device, barAddresses: [Int: UInt64] = [:], iommu: Bool = true) {
         self.device = device
         self.barAddresses = barAddresses
+        self.iommu = iommu
     }
 
     /// The PCI address or the cdev path, as the config would write it.

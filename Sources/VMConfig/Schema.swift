@@ -11,11 +11,12 @@ enum Schema {
         ("machine", .table, ["vcpus", "memory", "hugepages", "pci_mmio64_size"]),
         ("kernel", .table, ["path", "initramfs", "cmdline"]),
         ("serial", .table, ["mode", "path"]),
-        ("console", .table, ["mode", "path"]),
-        ("disk", .arrayOfTables, ["path", "read_only"]),
-        ("net", .arrayOfTables, ["tap", "mac"]),
-        ("rng", .table, ["enabled"]),
-        ("passthrough", .arrayOfTables, ["device", "bars"]),
+        ("console", .table, ["mode", "path", "iommu"]),
+        ("disk", .arrayOfTables, ["path", "read_only", "iommu"]),
+        ("net", .arrayOfTables, ["tap", "mac", "iommu"]),
+        ("rng", .table, ["enabled", "iommu"]),
+        ("passthrough", .arrayOfTables, ["device", "bars", "iommu"]),
+        ("viommu", .table, ["enabled", "max_domains", "max_mappings"]),
         ("run", .table, ["timeout"]),
     ]
 

@@ -24,8 +24,14 @@ public struct VMConfig: Equatable, Sendable {
     /// Where the virtio console (the guest's hvc0) goes; `.off` for no
     /// virtio-console device at all.
     public var virtioConsole: SerialConfig
+    /// Whether the virtio console sits behind the vIOMMU (`console.iommu`).
+    public var virtioConsoleIOMMU: Bool
     /// Whether there is a virtio-rng device.
     public var rng: Bool
+    /// Whether the virtio-rng sits behind the vIOMMU (`rng.iommu`).
+    public var rngIOMMU: Bool
+    /// The vIOMMU, or nil for none (the default).
+    public var viommu: VIOMMUConfig?
     /// Host PCI devices assigned to the guest through iommufd and VFIO, in
     /// file order, then `--passthrough` order. Each device is listed once.
     public var passthrough: [PassthroughConfig]
@@ -52,7 +58,10 @@ public struct VMConfig: Equatable, Sendable {
                 disks: [DiskConfig] = [],
                 nets: [NetConfig] = [],
                 virtioConsole: SerialConfig = .off,
+                virtioConsoleIOMMU: Bool = true,
                 rng: Bool = false,
+                rngIOMMU: Bool = true,
+                viommu: VIOMMUConfig? = nil,
                 passthrough: [PassthroughConfig] = [],
                 hugePages: Bool = false,
                 pciMMIO64Size: UInt64 = 64 << 30,
@@ -67,7 +76,10 @@ public struct VMConfig: Equatable, Sendable {
         self.disks = disks
         self.nets = nets
         self.virtioConsole = virtioConsole
+        self.virtioConsoleIOMMU = virtioConsoleIOMMU
         self.rng = rng
+        self.rngIOMMU = rngIOMMU
+        self.viommu = viommu
         self.passthrough = passthrough
         self.hugePages = hugePages
         self.pciMMIO64Size = pciMMIO64Size
@@ -107,18 +119,22 @@ public struct ConfigOverrides: Equatable, Sendable {
     /// `--passthrough DEVICE` values, each appended to `VMConfig.passthrough`
     /// (checked like `[[passthrough]]` device keys).
     public var passthrough: [String]
+    /// `--viommu`: a vIOMMU with `[viommu]`'s settings, or the defaults.
+    public var viommu: Bool
 
     public init(kernel: String? = nil, initramfs: String? = nil, cmdline: String? = nil,
-                memory: String? = nil, vcpus: String? = nil, passthrough: [String] = []) {
+                memory: String? = nil, vcpus: String? = nil, passthrough: [String] = [], viommu: Bool = false) {
         self.kernel = kernel
         self.initramfs = initramfs
         self.cmdline = cmdline
         self.memory = memory
         self.vcpus = vcpus
         self.passthrough = passthrough
+        self.viommu = viommu
     }
 
     public var isEmpty: Bool {
         kernel == nil && initramfs == nil && cmdline == nil && memory == nil && vcpus == nil && passthrough.isEmpty
+            && !viommu
     }
 }

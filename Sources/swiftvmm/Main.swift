@@ -51,10 +51,12 @@ struct Overrides: ParsableArguments {
             help: ArgumentHelp("Assign a host PCI device (0000:03:00.0 or /dev/vfio/devices/vfioN) bound to vfio-pci, after the config's [[passthrough]] entries (repeatable).",
                                valueName: "device"))
     var passthrough: [String] = []
+    @Flag(help: "Give the guest a vIOMMU (virtio-iommu, ACPI VIOT), as [viommu] does; every PCI device sits behind it unless its table says iommu = false.")
+    var viommu = false
 
     var configOverrides: ConfigOverrides {
         ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus,
-                        passthrough: passthrough)
+                        passthrough: passthrough, viommu: viommu)
     }
 }
 
