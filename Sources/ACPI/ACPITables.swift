@@ -70,6 +70,10 @@ public struct ACPIMachine: Hashable, Sendable {
     /// button (PNP0C0C), or nil for no power button. The VMM pulses this
     /// interrupt to "press" the button (e.g. on SIGTERM).
     public var powerButtonGSI: UInt32?
+    /// The virtio-iommu and the PCI functions it translates, or nil for
+    /// none: then there is no VIOT and the tables are byte for byte those
+    /// of a machine built before the VIOT existed. Needs `pci`.
+    public var viommu: VirtioIOMMU?
 
     public init(vcpus: Int,
                 sleepControlPort: UInt16 = ACPISleep.controlPort,
@@ -80,8 +84,10 @@ public struct ACPIMachine: Hashable, Sendable {
                 rtc: RTC? = RTC(),
                 i8042: I8042? = I8042(),
                 pci: PCIHostBridge? = nil,
-                powerButtonGSI: UInt32? = nil) {
+                powerButtonGSI: UInt32? = nil,
+                viommu: VirtioIOMMU? = nil) {
         self.powerButtonGSI = powerButtonGSI
+        self.viommu = viommu
         self.vcpus = vcpus
         self.sleepControlPort = sleepControlPort
         self.sleepStatusPort = sleepStatusPort
@@ -107,7 +113,7 @@ public struct ACPILayout: Hashable, Sendable {
     }
 
     /// In address order: RSDP, XSDT, FADT, MADT, DSDT, then MCFG when the
-    /// machine has PCI.
+    /// machine has PCI, then VIOT when it has a virtio-iommu.
     public let tables: [Table]
 
     /// Where the RSDP is: for boot_params.acpi_rsdp_addr and
@@ -135,7 +141,7 @@ public struct ACPILayout: Hashable, Sendable {
     }
 }
 
-/// Builds the whole set: RSDP -> XSDT -> {FADT -> DSDT, MADT[, MCFG]}.
+/// Builds the whole set: RSDP -> XSDT -> {FADT -> DSDT, MADT[, MCFG][, VIOT]}.
 public enum ACPITables {
     /// The RSDP's address: the start of the BIOS area Linux scans
     /// (0xE0000-0xFFFFF, ACPI 6.5 §5.2.5.1), inside the range Boot's e820
@@ -163,11 +169,13 @@ public enum ACPITables {
         // first, place everything, then fill in the pointers.
         let dsdt = try DSDT.build(machine: config)
         let madt = try MADT.build(vcpus: config.vcpus)
-        // MCFG goes last, so a machine without PCI keeps every address.
+        // MCFG, then VIOT, go last, so a machine without them keeps every address.
         let mcfg = try config.pci.map { try MCFG.build(bridge: $0) }
-        let xsdtCount = mcfg == nil ? 2 : 3 // FADT, MADT[, MCFG]
-        var sizes = [RSDP.length, XSDT.length(entries: xsdtCount), FADT.length, madt.count, dsdt.count]
-        if let mcfg = mcfg { sizes.append(mcfg.count) }
+        let viot = try config.viommu.map { try VIOT.build(iommu: $0) }
+        let optional = [(MCFG.signature, mcfg), (VIOT.signature, viot)].compactMap { sig, bytes in bytes.map { (sig, $0) } }
+        let xsdtCount = 2 + optional.count // FADT, MADT[, MCFG][, VIOT]
+        let sizes = [RSDP.length, XSDT.length(entries: xsdtCount), FADT.length, madt.count, dsdt.count]
+            + optional.map { $0.1.count }
 
         var addresses: [UInt64] = []
         var next = base
@@ -186,10 +194,10 @@ public enum ACPITables {
         var xsdtEntries: [UInt64] = [fadtAt, madtAt]
         var tables: [ACPILayout.Table] = []
         let fadt = try FADT.build(dsdtAddress: dsdtAt, machine: config)
-        if let mcfg = mcfg {
-            let mcfgAt = addresses[5]
-            xsdtEntries.append(mcfgAt)
-            tables.append(.init(signature: MCFG.signature, address: mcfgAt, bytes: mcfg))
+        for (i, (signature, bytes)) in optional.enumerated() {
+            let at = addresses[5 + i]
+            xsdtEntries.append(at)
+            tables.append(.init(signature: signature, address: at, bytes: bytes))
         }
         let xsdt = try XSDT.build(entries: xsdtEntries)
         let rsdp = RSDP.build(xsdtAddress: xsdtAt)
@@ -208,5 +216,20 @@ public enum ACPITables {
             throw ACPIError.invalidMachine("sleep control/status ports must be non-zero (Linux then offers no ACPI power-off)")
         }
         try config.pci?.validate()
+        if let iommu = config.viommu {
+            // A PCI virtio-iommu node names a function Linux must find on
+            // the host bridge (pci_get_domain_bus_and_slot), and the one
+            // bridge is segment 0 (_SEG 0, the MCFG's segment).
+            guard let pci = config.pci else {
+                throw ACPIError.invalidMachine("a virtio-iommu (VIOT) needs a PCI host bridge (ACPIMachine.pci): its node names a PCI function")
+            }
+            let iommuAddress = ACPIMachine.VirtioIOMMU.pciAddress(segment: iommu.segment, rid: iommu.bdf)
+            guard iommu.segment == 0, pci.buses.contains(UInt8(truncatingIfNeeded: iommu.bdf >> 8)) else {
+                throw ACPIError.invalidMachine("virtio-iommu \(iommuAddress) is not on the PCI host bridge's segment 0, buses \(pci.buses.lowerBound)-\(pci.buses.upperBound)")
+            }
+            for r in iommu.endpointRanges where r.segment != 0 {
+                throw ACPIError.invalidMachine("virtio-iommu endpoint range \(ACPIMachine.VirtioIOMMU.describe(r)) is not on PCI segment 0, the machine's only segment")
+            }
+        }
     }
 }

@@ -4,9 +4,12 @@ import XCTest
 
 /// Cross-checks with ACPICA's own disassembler and compiler when they are
 /// installed (Debian package acpica-tools; scripts/deps installs it). Set
-/// KEEP_IASL=1 to keep the temporary directories with the .dat/.dsl files.
+/// KEEP_IASL=1 to keep the temporary directories with the .dat/.dsl files,
+/// and IASL=/path/to/iasl to use another iasl than /usr/bin/iasl (one new
+/// enough to decode the VIOT, VIOTIASLTests.swift; the other tests expect
+/// the text of Debian bookworm's iasl 20200925).
 final class IASLTests: XCTestCase {
-    static let iasl = "/usr/bin/iasl"
+    static let iasl = ProcessInfo.processInfo.environment["IASL"] ?? "/usr/bin/iasl"
 
     /// Runs `tool` in `directory` and returns its status and its output
     /// (stdout and stderr together).
@@ -30,7 +33,7 @@ final class IASLTests: XCTestCase {
 
     func makeTempDir() throws -> URL {
         guard FileManager.default.isExecutableFile(atPath: Self.iasl) else {
-            throw XCTSkip("iasl not installed: apt-get install acpica-tools")
+            throw XCTSkip("\(Self.iasl) not installed: apt-get install acpica-tools")
         }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("acpitests-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
