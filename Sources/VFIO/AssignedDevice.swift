@@ -69,6 +69,8 @@ public final class AssignedVFIODevice: Sendable {
     private struct State {
         var deviceID: UInt32?
         var pageTableID: UInt32?
+        /// The IOAS (or HWPT) id the device was attached to: `pageTableID`'s source.
+        var ioasID: UInt32?
         var info = VFIODeviceInfo(flags: 0, numRegions: 0, numIRQs: 0)
         var regions: [UInt32: VFIORegionInfo] = [:]
         var irqs: [VFIOIRQIndex: VFIOIRQInfo] = [:]
@@ -85,6 +87,9 @@ public final class AssignedVFIODevice: Sendable {
     public var deviceID: UInt32? { state.withLock { $0.deviceID } }
     /// The page table (the IOAS's automatic HWPT) the device is attached to.
     public var pageTableID: UInt32? { state.withLock { $0.pageTableID } }
+    /// The IOAS the device is attached to now (the VM's identity IOAS, a
+    /// guest domain's or the blocked one; see `GuestDomains`), nil when detached.
+    public var ioasID: UInt32? { state.withLock { $0.ioasID } }
     /// Read by `bindAndAttach` (the kernel refuses it before the bind).
     public var info: VFIODeviceInfo { state.withLock { $0.info } }
     /// The regions the device has, by VFIO index: BAR0-5 = 0-5, ROM = 6,
@@ -98,6 +103,8 @@ public final class AssignedVFIODevice: Sendable {
     public var activeIRQ: VFIOIRQIndex? { state.withLock { $0.activeIRQ } }
     public var activeVectors: Int { state.withLock { $0.activeVectors } }
     public var isClosed: Bool { state.withLock { $0.isClosed } }
+    /// The context the device was bound through (`bindAndAttach`), nil once closed.
+    var boundContext: IOMMUContext? { state.withLock { $0.context } }
 
     /// "pid N (comm)" of other processes holding the device, for EBUSY.
     private let findHolders: @Sendable () -> [String]
@@ -195,9 +202,29 @@ public final class AssignedVFIODevice: Sendable {
     }
 
     private func attachPageTable(_ ctx: IOMMUContext, _ s: inout State) throws {
+        try attach(ptID: ctx.ioas.id, &s)
+    }
+
+    /// Moves the bound device onto IOAS (or HWPT) `ptID` of the iommufd it is
+    /// bound to, keeping everything else (binding, regions, IRQs). When it is
+    /// attached somewhere already, the kernel replaces the attachment in one
+    /// step (`iommufd_device_replace`, Linux 6.6+): its DMA goes through the
+    /// old page table up to the switch and through the new one after, never
+    /// through none. On failure it stays where it was. Attaching to the IOAS
+    /// it is on already does nothing. The corresponding ioctl is
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+    public func reattach(ptID: UInt32) throws {
+        try state.withLock { s in
+            if s.ioasID == ptID, s.pageTableID != nil { return }
+            try attach(ptID: ptID, &s)
+        }
+    }
+
+    private func attach(ptID: UInt32, _ s: inout State) throws {
         guard !s.isClosed, s.deviceID != nil else { throw VFIOError.deviceNotReady(bdf: bdf, "it is not bound to an iommufd") }
         do {
-            s.pageTableID = try cdev.attach(ptID: ctx.ioas.id)
+            s.pageTableID = try cdev.attach(ptID: ptID)
+            s.ioasID = ptID
         } catch let VFIOError.ioctl(e) where e.errno == Errno.EPERM {
             throw VFIOError.noInterruptRemapping(bdf: bdf)
         }
@@ -210,6 +237,7 @@ public final class AssignedVFIODevice: Sendable {
             guard !s.isClosed, s.pageTableID != nil else { return }
             try cdev.detach()
             s.pageTableID = nil
+            s.ioasID = nil
         }
     }
 
@@ -485,6 +513,7 @@ public final class AssignedVFIODevice: Sendable {
             s.activeVectors = 0
             if s.pageTableID != nil { _ = try? cdev.detach() }
             s.pageTableID = nil
+            s.ioasID = nil
             for m in s.mappings {
                 if let p = UnsafeMutableRawPointer(bitPattern: m.address) { io.unmap(p, length: m.length) }
             }

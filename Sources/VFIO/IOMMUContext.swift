@@ -15,8 +15,8 @@ import Synchronization
 /// `unmap` undoes whole mappings, `attach` and `detach` attach and detach
 /// every device bound through this context. Today all of them share the
 /// IOAS, so they are one endpoint, with the identity mapping (`mapGuestRAM`,
-/// a client of `IdentityDMA`); a vIOMMU would give each endpoint (or domain)
-/// an IOAS of its own, one context each on the same iommufd.
+/// a client of `IdentityDMA`); with a vIOMMU each guest domain gets an IOAS
+/// of its own, one context each on the same iommufd (`GuestDomains`).
 public final class IOMMUContext: DMAMapping {
     /// A guest RAM range and where this process has it.
     public typealias GuestRAMRange = (guest: UInt64, host: UInt64, size: UInt64)
@@ -32,7 +32,7 @@ public final class IOMMUContext: DMAMapping {
 
     public let iommufd: IOMMUFD
     public let ioas: IOAS
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// PCI addresses of the devices bound and attached through this context, for messages.
     public internal(set) var attachedDevices: [String] {
         get { state.withLock { $0.attachedDevices } }
@@ -45,9 +45,12 @@ public final class IOMMUContext: DMAMapping {
     /// The IOVA ranges mapped and not unmapped yet, in IOVA order.
     public var mappings: [ClosedRange<UInt64>] { state.withLock { $0.table.entries.map(\.iovaRange) } }
 
-    public init(iommufd: IOMMUFD, ioas: IOAS) {
+    /// A context over `ioas` of `iommufd`; `mappingLimit` caps its mappings
+    /// (`DMAMappingError.tooManyMappings` past it).
+    public init(iommufd: IOMMUFD, ioas: IOAS, mappingLimit: Int = DMAMappingTable.defaultLimit) {
         self.iommufd = iommufd
         self.ioas = ioas
+        state = Mutex(State(table: DMAMappingTable(limit: mappingLimit)))
     }
 
     /// Opens `/dev/iommu` and allocates the VM's IOAS.
@@ -219,16 +222,26 @@ public final class IOMMUContext: DMAMapping {
         }
     }
 
+    /// The mappings inside `[iova, iova + size)`, as `unmap` would take them.
+    func mappings(inside iova: UInt64, size: UInt64) throws -> [DMAMappingTable.Entry] {
+        try state.withLock { try $0.table.checkUnmap(iova: iova, size: size) }
+    }
+
+    /// The mappings mapped and not unmapped yet, in IOVA order.
+    var entries: [DMAMappingTable.Entry] { state.withLock { $0.table.entries } }
+
     /// Attaches every device bound through this context that is not attached
     /// to the IOAS now. The corresponding ioctl is `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
     public func attach() throws {
         for d in endpoints where d.pageTableID == nil { try d.attachPageTable(self) }
     }
 
-    /// Detaches every device bound through this context from the IOAS; their
-    /// DMA then faults. The corresponding ioctl is `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+    /// Detaches every device bound through this context that is attached to
+    /// its IOAS; their DMA then faults. A device a vIOMMU moved to another
+    /// IOAS (`GuestDomains`) stays there. The corresponding ioctl is
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
     public func detach() throws {
-        for d in endpoints where d.pageTableID != nil { try d.detachPageTable() }
+        for d in endpoints where d.pageTableID != nil && d.ioasID == ioas.id { try d.detachPageTable() }
     }
 
     /// The open devices bound through this context.

@@ -43,6 +43,16 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
     case regionMapFailed(bdf: String, index: UInt32, SysError)
     /// The device was used before `bindAndAttach` or after `close`.
     case deviceNotReady(bdf: String, String)
+    /// A guest-domain map (or an attach's replay) of `size` bytes would pin
+    /// more than `limit` bytes of guest RAM for the guest domains' IOASes
+    /// (`pinned` are pinned now); nothing was mapped.
+    case pinLimitExceeded(domain: UInt32, size: UInt64, pinned: UInt64, limit: UInt64)
+    /// A new guest domain needs an IOAS and `limit` guest domains have one already.
+    case tooManyGuestDomains(domain: UInt32, limit: Int)
+    /// `GuestDomains.free` of a domain that `devices` are still attached to.
+    case guestDomainInUse(domain: UInt32, devices: [String])
+    /// `GuestDomains` used after `close`.
+    case guestDomainsClosed
 
     public var description: String {
         switch self {
@@ -111,6 +121,14 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
             return "cannot mmap \(AssignedVFIODevice.regionName(index)) of \(bdf): \(e); the BAR may be disabled on the host (check `lspci -vv -s \(bdf)`), or the address space is exhausted"
         case let .deviceNotReady(bdf, s):
             return "\(bdf): \(s)"
+        case let .pinLimitExceeded(domain, size, pinned, limit):
+            return "guest IOMMU domain \(domain): mapping \(hex(size)) bytes would pin more guest RAM for assigned devices than the limit of \(hex(limit)) bytes (\(hex(pinned)) pinned now by the guest domains); nothing was mapped. The guest maps more than its RAM through the vIOMMU: unmap first, or raise the limit"
+        case let .tooManyGuestDomains(domain, limit):
+            return "guest IOMMU domain \(domain): an assigned device cannot join it, the VM already has \(limit) guest domains with assigned devices (the limit); free one first"
+        case let .guestDomainInUse(domain, devices):
+            return "guest IOMMU domain \(domain) cannot be freed: \(devices.joined(separator: ", ")) \(devices.count == 1 ? "is" : "are") still attached to it; move \(devices.count == 1 ? "it" : "them") to another domain (or detach) first"
+        case .guestDomainsClosed:
+            return "the guest IOMMU domains are closed (the VM is shutting down)"
         }
     }
 }
