@@ -52,6 +52,8 @@ final class Machine: Sendable {
     let serial: Serial16550
     let pci: MachinePCI
     let passthrough: MachinePassthrough
+    /// The vIOMMU, when the config asks for one and a device is behind it.
+    let viommu: MachineVIOMMU?
     /// The virtio console (hvc0), when the config has one.
     let virtioConsole: VirtioConsole?
     let vcpus: [VCPU]
@@ -139,10 +141,14 @@ final class Machine: Sendable {
             pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio: mmio, pio: pio,
                                  msiRouter: msiRouter, passthrough: passthrough, logger: logger)
             pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
+            let viommu = try config.viommu.map { try MachineVIOMMU(config: $0, ram: ram, passthrough: passthrough, logger: logger) }
             virtioConsole = try pci.attachConfiguredDevices(config: config, memory: ram,
                                                             consoleOutput: try Self.virtioConsoleOutput(config.virtioConsole),
-                                                            logger: logger)
+                                                            viommu: viommu, logger: logger)
             try passthrough.attach(to: pci.bus)
+            viommu?.addAssigned(passthrough)
+            // Last on the bus, so no other device's address depends on it.
+            self.viommu = try viommu?.attach(to: pci, memory: ram, logger: logger) != nil ? viommu : nil
         } catch let e as MachineError {
             throw e
         } catch {
@@ -159,7 +165,8 @@ final class Machine: Sendable {
         do {
             acpi = try ACPITables.build(config: ACPIMachine(vcpus: config.vcpus, i8042: nil,
                                                             pci: pci.acpiDescription(),
-                                                            powerButtonGSI: Self.powerButtonGSI))
+                                                            powerButtonGSI: Self.powerButtonGSI,
+                                                            viommu: viommu?.acpiDescription()))
             try acpi.write(into: ram)
         } catch {
             throw MachineError.setup("cannot build ACPI tables: \(error)")

@@ -60,34 +60,45 @@ final class MachinePCI: Sendable {
 
     /// Wraps a virtio device model in the virtio-pci transport and attaches
     /// it, with its queue notifications on a new I/O thread named `thread`
-    /// (returned, so the device can watch other descriptors there). The
-    /// device reaches `memory` through its own `DMATranslator`, which holds
-    /// the identity mapping of guest RAM (a vIOMMU would replace it).
+    /// (returned, so the device can watch other descriptors there), and its
+    /// PCI address. The device reaches `memory` through its own
+    /// `DMATranslator`, which holds the identity mapping of guest RAM; behind
+    /// a vIOMMU (`viommu`) the device offers VIRTIO_F_ACCESS_PLATFORM and the
+    /// guest's domains decide what the translator holds.
     @discardableResult
     func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
-                      logger: Logger) throws -> DeviceIOLoop {
+                      viommu: MachineVIOMMU?, logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress) {
         let dma = DMATranslator(memory: memory)
         try IdentityDMA.mapGuestRAM(ramRanges, into: dma)
         try dma.attach()
         // The handler is made before the bus places the device.
         let placed = PlacedAddress()
-        let transport = try VirtioPCIDevice(device: device, memory: DMAGuestMemory(translator: dma)) { error in
+        let transport = try VirtioPCIDevice(device: device, memory: DMAGuestMemory(translator: dma),
+                                            accessPlatform: viommu != nil) { error in
             // The guest broke the virtio protocol: the device is now in
             // DEVICE_NEEDS_RESET; the VMM keeps running.
             logger.warning("guest error: \(name) at \(placed.address.map { "\($0)" } ?? "?"): \(error)")
         }
         let a = try bus.attach(transport)
         placed.address = a
+        if let viommu {
+            let iommu = viommu.device
+            try viommu.endpoints.addEmulated(at: a, name: "\(a) (\(name))", translator: dma) { endpoint, fault in
+                iommu.reportFault(endpoint: endpoint, fault)
+            }
+        }
         let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
         let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
-        logger.info("pci \(a): \(name)")
-        return loop
+        logger.info("pci \(a): \(name)\(viommu != nil ? ", behind the vIOMMU" : "")")
+        return (loop, a)
     }
 
     /// Attaches the virtio devices `config` asks for; returns the virtio
     /// console, if there is one.
     func attachConfiguredDevices(config: VMConfig, memory: GuestMemoryAccess, consoleOutput: ConsoleOutput?,
-                                 logger: Logger) throws -> VirtioConsole? {
+                                 viommu: MachineVIOMMU?, logger: Logger) throws -> VirtioConsole? {
+        /// The vIOMMU for a device whose table says `iommu = true`.
+        func behind(_ iommu: Bool) -> MachineVIOMMU? { iommu ? viommu : nil }
         for (i, d) in config.disks.enumerated() {
             let file: BlockFile
             do { file = try BlockFile(path: d.path, readOnly: d.readOnly) } catch {
@@ -95,7 +106,7 @@ final class MachinePCI: Sendable {
             }
             let blk = VirtioBlock(backend: file, serial: "swiftvmm-disk\(i)")
             try attachVirtio(blk, name: "virtio-blk \(d.path)\(d.readOnly ? " (read-only)" : "") \(file.capacity >> 20) MiB",
-                             thread: "io-blk\(i)", memory: memory, logger: logger)
+                             thread: "io-blk\(i)", memory: memory, viommu: behind(d.iommu), logger: logger)
         }
         for (i, n) in config.nets.enumerated() {
             let tap: TapDevice
@@ -105,7 +116,7 @@ final class MachinePCI: Sendable {
             guard let mac = MACAddress(n.mac) else { throw MachineError.setup("net[\(i)].mac: \(n.macString) is not a unicast address") }
             let net = VirtioNet(backend: tap, mac: mac)
             let loop = try attachVirtio(net, name: "virtio-net tap \(tap.name) mac \(n.macString)", thread: "io-net\(i)",
-                                        memory: memory, logger: logger)
+                                        memory: memory, viommu: behind(n.iommu), logger: logger).loop
             // Frames from the host go to the guest's receive queue, read on
             // the device's I/O thread when the TAP is readable (one frame a
             // wake-up; the descriptor stays blocking for the transmit path).
@@ -123,11 +134,13 @@ final class MachinePCI: Sendable {
         var console: VirtioConsole?
         if let out = consoleOutput {
             let c = VirtioConsole(output: out)
-            try attachVirtio(c, name: "virtio-console (hvc0)", thread: "io-console", memory: memory, logger: logger)
+            try attachVirtio(c, name: "virtio-console (hvc0)", thread: "io-console", memory: memory,
+                             viommu: behind(config.virtioConsoleIOMMU), logger: logger)
             console = c
         }
         if config.rng {
-            try attachVirtio(VirtioRNG(), name: "virtio-rng", thread: "io-rng", memory: memory, logger: logger)
+            try attachVirtio(VirtioRNG(), name: "virtio-rng", thread: "io-rng", memory: memory,
+                             viommu: behind(config.rngIOMMU), logger: logger)
         }
         return console
     }

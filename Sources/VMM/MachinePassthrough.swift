@@ -167,6 +167,9 @@ final class PassthroughDevice: AssignedDeviceBackend {
         state.withLock { $0.address = a }
     }
 
+    /// Where the device sits on the guest's PCI bus, once attached.
+    var address: PCIAddress? { state.withLock { $0.address } }
+
     /// What the log says about the BAR mappings.
     var mappingSummary: String {
         let direct = state.withLock { $0.direct }

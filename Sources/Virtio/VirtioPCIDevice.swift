@@ -108,7 +108,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
     /// "guest error: ..." with the device's address). Throws when the device
     /// has more than `Layout.maxQueues` queues, a queue size that is not a
     /// power of 2 up to 32768, or more than 4 KiB of configuration.
-    public init(device: VirtioDevice, memory: GuestMemoryAccess,
+    public init(device: VirtioDevice, memory: GuestMemoryAccess, accessPlatform: Bool = false,
                 guestErrorHandler: @escaping @Sendable (VirtqueueError) -> Void = { _ in }) throws {
         let sizes = device.queueMaxSizes
         guard sizes.count <= Layout.maxQueues,
@@ -123,8 +123,12 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         queueMaxSizes = sizes
         configSize = device.configSize
         let vectors = sizes.count + 1 // one per queue plus configuration changes
+        // VIRTIO_F_ACCESS_PLATFORM (§6.1) for a device behind a vIOMMU: the
+        // driver then gives it IOVAs (Linux: through the DMA API), which
+        // `memory` translates.
         let offered = device.deviceFeatures | VirtioSpec.Feature.version1
             | VirtioSpec.Feature.indirectDescriptors | VirtioSpec.Feature.eventIndex
+            | (accessPlatform ? VirtioSpec.Feature.accessPlatform : 0)
         state = Mutex(State(common: VirtioPCICommonConfig(offeredFeatures: offered, queueMaxSizes: sizes,
                                                           msixVectors: vectors)))
 
