@@ -7,6 +7,7 @@ public enum VirtioSpec {
         public static let block: UInt16 = 2    // §5.2.1
         public static let console: UInt16 = 3  // §5.3.1
         public static let entropy: UInt16 = 4  // §5.4.1
+        public static let iommu: UInt16 = 23   // §5.13.1
     }
 
     /// §2.1 "Device Status Field".
