@@ -141,14 +141,18 @@ final class Machine: Sendable {
             pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio: mmio, pio: pio,
                                  msiRouter: msiRouter, passthrough: passthrough, logger: logger)
             pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
-            let viommu = try config.viommu.map { try MachineVIOMMU(config: $0, ram: ram, passthrough: passthrough, logger: logger) }
+            var viommu: MachineVIOMMU?
+            if let c = config.viommu {
+                viommu = try MachineVIOMMU(config: c, ram: ram, passthrough: passthrough, logger: logger)
+            }
             virtioConsole = try pci.attachConfiguredDevices(config: config, memory: ram,
                                                             consoleOutput: try Self.virtioConsoleOutput(config.virtioConsole),
                                                             viommu: viommu, logger: logger)
             try passthrough.attach(to: pci.bus)
             viommu?.addAssigned(passthrough)
             // Last on the bus, so no other device's address depends on it.
-            self.viommu = try viommu?.attach(to: pci, memory: ram, logger: logger) != nil ? viommu : nil
+            if let v = viommu, try v.attach(to: pci, memory: ram, logger: logger) == nil { viommu = nil }
+            self.viommu = viommu
         } catch let e as MachineError {
             throw e
         } catch {

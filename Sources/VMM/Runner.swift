@@ -164,6 +164,10 @@ public enum VMMRunner {
         // No vCPU runs now, so nothing notifies the devices any more.
         stopIOThreads(machine, logger: logger)
         machine.passthrough.shutdown()
+        if let v = machine.viommu {
+            logger.info("\(v.summary())")
+            v.shutdown(logger: logger)
+        }
         if machine.pci.notifier.queueCount > 0 {
             logger.info("virtio: \(machine.pci.notifier.deliveredCount) queue notifications arrived through ioeventfds")
         }
