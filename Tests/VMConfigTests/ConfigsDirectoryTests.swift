@@ -65,6 +65,7 @@ final class ConfigsDirectoryTests: XCTestCase {
         XCTAssertTrue(configs.contains { if case .file = $0.virtioConsole { return true } else { return false } })
         XCTAssertTrue(configs.contains { $0.passthrough.contains { !$0.barAddresses.isEmpty } })
         XCTAssertTrue(configs.contains { $0.hugePages })
+        XCTAssertTrue(configs.contains { $0.viommu != nil })
     }
 
     func testNICPassthroughConfig() throws {

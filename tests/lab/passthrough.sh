@@ -158,6 +158,27 @@ t_intx() {
 }
 lab_test e1000e-intx-ping 300 t_intx
 
+# ------------------------------------------------------------------ 2b. behind the vIOMMU
+# --viommu: the e1000e is an endpoint of the guest's virtio-iommu. The guest's own driver
+# maps each buffer through its DMA domain (iommu.strict=1: unmapped as soon as it is
+# done), which swiftvmm turns into an IOAS of that domain: the NIC is moved onto it
+# (replace-attach) and every MAP/UNMAP is an IOMMU_IOAS_MAP/UNMAP at the guest's IOVA.
+t_viommu() {
+    local f0 maps why=""
+    f0=$(dmar_faults)
+    vmm nic-viommu 300 run "$VM" --viommu --passthrough "$NIC" \
+        --cmdline "$BASE iommu.strict=1 swiftvmm.modules=virtio_iommu,e1000e $NET"
+    FAULTS=$(($(dmar_faults) - f0))
+    nic_checks e1000e-behind-viommu-ping PCI-MSIX
+    maps=$(grep -oE "assigned devices: [0-9]+ attach, [0-9]+ IOAS map" "$LOG" | grep -oE "[0-9]+ IOAS map" | grep -oE "^[0-9]+")
+    has "viommu: (0000:)?00:[0-9a-f]{2}\.0 \(passthrough $NIC\) \(host $NIC\) is in guest domain [0-9]+" || why="$why no 'is in guest domain' line;"
+    has "allow_unsafe_interrupts=1" || why="$why no interrupt-remapping note;"
+    [ "${maps:-0}" -gt 0 ] || why="$why no IOAS map from a guest domain (${maps:-no line});"
+    if [ -z "$why" ]; then pass viommu-guest-domain-ioas "$(grep -oE 'assigned devices: .*' "$LOG" | tail -n 1)"
+    else fail viommu-guest-domain-ioas "$why" "$LOG"; fi
+}
+lab_test e1000e-behind-viommu-ping 400 t_viommu
+
 # ------------------------------------------------------------------ 1c. named by its cdev
 # [[passthrough]] device = "/dev/vfio/devices/vfioN" instead of the PCI address.
 VMC=$(config vm-cdev "[[passthrough]]" "device = \"$(pt_cdev "$NIC")\"")

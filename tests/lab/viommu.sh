@@ -37,7 +37,7 @@ ip tuntap add dev swtap1 mode tap && ip addr add 10.0.3.1/24 dev swtap1 && ip li
 CMD="$BASE swiftvmm.modules=virtio_iommu,virtio_blk,virtio_net swiftvmm.test=viommu swiftvmm.ip=10.0.3.2/24 swiftvmm.peer=10.0.3.1"
 
 # The count after NAME on swiftvmm's exit line "viommu: N attach, N detach, N map, N unmap, ...".
-count() { sed -nE "s/.*viommu: .*[ ,]([0-9]+) $1[,;].*/\\1/p" "$LOG" | tail -n 1; }
+count() { grep -E "swiftvmm: info: viommu: " "$LOG" | tail -n 1 | grep -oE "[0-9]+ $1[,;]" | head -n 1 | grep -oE "^[0-9]+"; }
 
 # 1+2. The virtio-iommu driver binds, the kernel parses VIOT, each endpoint is in an IOMMU
 # group of its own (DMA domains), and with iommu.strict=1 the disk writes and reads back a
@@ -45,7 +45,7 @@ count() { sed -nE "s/.*viommu: .*[ ,]([0-9]+) $1[,;].*/\\1/p" "$LOG" | tail -n 1
 t_viommu() {
     vmm viommu 300 run "$work/vm.toml" --cmdline "$CMD swiftvmm.pattern=VIOMMU-$$"
     local groups maps unmaps attaches faults
-    groups=$(grep -c "SWIFTVMM-IOMMU-GROUP: .* type=DMA.* devices=0000:00:0[0-9a-f].0 *$" "$LOG")
+    groups=$(grep -cE "SWIFTVMM-IOMMU-GROUP: [0-9]+ type=DMA devices=0000:00:0[0-9a-f].0[[:space:]]*$" "$LOG")
     maps=$(count map); unmaps=$(count unmap); attaches=$(count attach); faults=$(count fault)
     if [ "$STATUS" -eq 0 ] && has "SWIFTVMM-VIRTIO: .* device=0x0017 driver=virtio_iommu" \
         && has "SWIFTVMM-DMESG: .*(VIOT|viot)" \
