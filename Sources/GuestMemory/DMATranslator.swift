@@ -83,6 +83,10 @@ public final class DMATranslator: DMAMapping, Sendable {
         faultHandler.withLock { $0 = handler }
     }
 
+    /// Whether refused accesses go somewhere (a vIOMMU's event queue): the
+    /// endpoint is behind a vIOMMU, whose guest may revoke any mapping.
+    public var reportsFaults: Bool { faultHandler.withLock { $0 != nil } }
+
     /// The guest physical address of `[iova, iova + length)`, or nil when the
     /// endpoint is detached or the range is not inside one mapping. Ignores
     /// permissions and reports nothing: a probe, not an access.
@@ -147,6 +151,10 @@ public final class DMAGuestMemory: GuestMemoryAccess, Sendable {
         }
         guard done else { throw GuestMemoryError.outOfRange(address: address.raw, length: length) }
     }
+
+    /// Behind a vIOMMU (the translator reports faults), buffers are judged
+    /// when they are used: the guest may unmap them at any time.
+    public var checksBuffersOnAccess: Bool { translator.reportsFaults }
 
     /// Whether the range is mapped (with any permission) to guest RAM. A
     /// probe: reports no fault.

@@ -12,6 +12,16 @@ public protocol GuestMemoryAccess: AnyObject, Sendable {
     func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws
     /// True when `[address, address+length)` is backed by guest RAM.
     func contains(_ address: GuestAddress, length: UInt64) -> Bool
+    /// True when addresses may stop being valid at any time (IOVAs behind a
+    /// vIOMMU, which the guest unmaps as it likes): then a device checks a
+    /// buffer when it reads or writes it, and a refused access fails that
+    /// request, rather than judging the buffer once when it takes the
+    /// descriptor chain (where a bad buffer breaks the whole queue).
+    var checksBuffersOnAccess: Bool { get }
+}
+
+extension GuestMemoryAccess {
+    public var checksBuffersOnAccess: Bool { false }
 }
 
 extension GuestMemoryAccess {

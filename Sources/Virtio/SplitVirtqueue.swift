@@ -187,7 +187,10 @@ public struct SplitVirtqueue: Sendable {
             guard address.adding(UInt64(d.length)) != nil else {
                 throw VirtqueueError.addressOverflow(address: d.address, length: d.length)
             }
-            if d.length > 0 {
+            // Behind a vIOMMU a buffer is checked when the device uses it
+            // (and only that request fails); the rings themselves still are
+            // checked here and at activation.
+            if d.length > 0, !memory.checksBuffersOnAccess {
                 guard memory.contains(address, length: UInt64(d.length)) else {
                     throw VirtqueueError.bufferOutsideMemory(address: d.address, length: d.length)
                 }

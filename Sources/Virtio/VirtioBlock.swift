@@ -31,6 +31,11 @@ import Synchronization
 ///   (§5.2.6.2: IOERR and no data written), a GET_ID buffer shorter than 20
 ///   bytes, and any error from the backend. FLUSH ignores its sector and any
 ///   data (§5.2.6.1 asks the driver for 0 and none).
+/// - Behind a vIOMMU, a buffer the device cannot reach (not mapped in the
+///   endpoint's domain, or without the permission; the vIOMMU reports the
+///   fault to the guest) fails that request with VIRTIO_BLK_S_IOERR; if the
+///   status byte is out of reach, the request is returned with used length
+///   0. The device goes on either way.
 ///
 /// I/O is synchronous, on the thread that delivered the notification, with
 /// the device lock held; requests complete in ring order. Data moves through
@@ -105,6 +110,11 @@ public final class VirtioBlock: VirtioDevice {
         public var backendErrors: UInt64 = 0
         /// Requests answered VIRTIO_BLK_S_UNSUPP.
         public var unsupportedRequests: UInt64 = 0
+        /// Requests that failed because a buffer could not be reached (an
+        /// IOVA the guest's vIOMMU domain does not map, or maps without the
+        /// permission): answered VIRTIO_BLK_S_IOERR, or not at all (used
+        /// length 0) when the status byte itself is out of reach.
+        public var dmaFailures: UInt64 = 0
         public init() {}
     }
 
@@ -220,6 +230,34 @@ public final class VirtioBlock: VirtioDevice {
         guard writable.remaining >= 1 else {
             throw VirtqueueError.device("virtio-blk request at head \(chain.head): no device-writable status byte (§5.2.6)")
         }
+        var written: UInt64 = 0
+        var status: UInt8
+        do {
+            status = try serve(readable: &readable, writable: &writable, memory: memory, written: &written,
+                               statistics: &statistics)
+        } catch VirtqueueError.memory {
+            // A buffer out of reach (only behind a vIOMMU: otherwise every
+            // buffer was checked when the chain was taken).
+            statistics.dmaFailures += 1
+            status = Status.ioError
+            written = 0
+        }
+
+        // The status is the last writable byte, whatever data came before it.
+        writable.skip(writable.remaining - 1)
+        do {
+            try [status].withUnsafeBytes { try writable.write($0, memory: memory) }
+        } catch VirtqueueError.memory {
+            if status != Status.ioError { statistics.dmaFailures += 1 }
+            return 0
+        }
+        return UInt32(clamping: written + 1)
+    }
+
+    /// Reads the header and does the request; returns its status.
+    private func serve(readable: inout BlockSegmentCursor, writable: inout BlockSegmentCursor,
+                       memory: GuestMemoryAccess, written: inout UInt64,
+                       statistics: inout Statistics) throws -> UInt8 {
         var header = [UInt8](repeating: 0, count: Int(Self.headerSize))
         try header.withUnsafeMutableBytes { try readable.read(into: $0, memory: memory) }
         // The header is 16 bytes: both reads are inside it.
@@ -230,7 +268,6 @@ public final class VirtioBlock: VirtioDevice {
         let dataOut = readable.remaining
         let dataIn = writable.remaining - 1
 
-        var written: UInt64 = 0
         let status: UInt8
         switch type {
         case RequestType.in:
@@ -271,11 +308,7 @@ public final class VirtioBlock: VirtioDevice {
             status = Status.unsupported
             statistics.unsupportedRequests += 1
         }
-
-        // The status is the last writable byte, whatever data came before it.
-        writable.skip(writable.remaining - 1)
-        try [status].withUnsafeBytes { try writable.write($0, memory: memory) }
-        return UInt32(clamping: written + 1)
+        return status
     }
 
     /// `sector * 512` when `[sector * 512, + length)` is a whole number of

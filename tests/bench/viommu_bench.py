@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""vIOMMU benchmark, run inside the lab host (scripts/bench-viommu): the same guest under
+SwiftVMM and under QEMU (q35), each without a vIOMMU and with one (SwiftVMM --viommu;
+QEMU -device virtio-iommu-pci and iommu_platform=on on its virtio devices), the guest
+with iommu.strict=1 so that every buffer is mapped and unmapped through the vIOMMU:
+  virtio-blk  sequential write and read of MIB MiB with O_DIRECT dd
+  virtio-net  TCP throughput of MIB MiB from the guest to the lab host
+  MAP+UNMAP   per second of that traffic: the requests the VMM answered (SwiftVMM's exit
+              line; QEMU's virtio_iommu_map/unmap trace events, counted in a separate
+              traced run so tracing does not slow the timed one) over the traffic's time
+Prints figures and ratios; asserts nothing."""
+import os, re, socket, statistics, subprocess, threading, time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.environ.get("SWIFTVMM_CACHE", os.path.join(REPO, ".cache"))
+SWIFTVMM = os.environ.get("SWIFTVMM", os.path.join(REPO, ".build/release/swiftvmm"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+BLK_MIB = int(os.environ.get("BENCH_BLK_MIB", "128"))
+NET_MIB = int(os.environ.get("BENCH_NET_MIB", "32"))
+KERNEL = os.path.join(CACHE, "guest/vmlinuz")
+INITRD = os.path.join(CACHE, "guest/initramfs-modules.cpio.gz")
+BASE = "console=ttyS0 reboot=k panic=-1 quiet iommu.strict=1"
+MODS = "swiftvmm.modules=virtio_iommu,virtio_blk,virtio_net"
+WORK = "/tmp/viommu-bench"
+TAP = "vbenchtap0"
+TRACE = os.path.join(WORK, "qemu-trace.log")
+
+
+def sh(cmd):
+    subprocess.run(cmd, shell=True, check=True)
+
+
+def swiftvmm_cmd(cmdline, disk, viommu, trace=False):
+    cfg = os.path.join(WORK, "vm.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[machine]\nvcpus = 1\nmemory = "512M"\n[kernel]\npath = "{KERNEL}"\ninitramfs = "{INITRD}"\n'
+                f'[serial]\nmode = "terminal"\n[[disk]]\npath = "{disk}"\n[[net]]\ntap = "{TAP}"\n')
+    return [SWIFTVMM, "run", cfg, "--cmdline", cmdline] + (["--viommu"] if viommu else [])
+
+
+def qemu_cmd(cmdline, disk, viommu, trace=False):
+    plat = ",iommu_platform=on" if viommu else ""
+    cmd = ["qemu-system-x86_64", "-accel", "kvm", "-M", "q35", "-cpu", "host", "-m", "512M", "-smp", "1",
+           "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
+           "-kernel", KERNEL, "-initrd", INITRD, "-append", cmdline,
+           "-drive", f"file={disk},if=none,id=d0,format=raw", "-device", f"virtio-blk-pci,drive=d0{plat}",
+           "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no", "-device", f"virtio-net-pci,netdev=n0{plat}"]
+    if viommu:
+        cmd += ["-device", "virtio-iommu-pci"]
+    if trace:
+        cmd += ["-trace", "virtio_iommu_map", "-trace", "virtio_iommu_unmap", "-D", TRACE]
+    return cmd
+
+
+def run(cmd, limit=600):
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
+    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+def receiver(result):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("10.0.2.1", 5001))
+    srv.listen(1)
+    srv.settimeout(120)
+    try:
+        conn, _ = srv.accept()
+    except OSError:
+        return
+    want = NET_MIB << 20
+    got, t0 = 0, None
+    while got < want:
+        b = conn.recv(1 << 16)
+        if not b:
+            break
+        if t0 is None:
+            t0 = time.monotonic()
+        got += len(b)
+    t1 = time.monotonic()
+    conn.close()
+    srv.close()
+    if t0 is not None and got:
+        result.append((got, t1 - t0))
+
+
+def requests(name, out):
+    """MAP and UNMAP requests the VMM answered in one run, or None."""
+    if name.startswith("swiftvmm"):
+        m = re.search(r"viommu: \d+ attach, \d+ detach, (\d+) map, (\d+) unmap", out)
+        return int(m.group(1)) + int(m.group(2)) if m else None
+    try:
+        with open(TRACE) as f:
+            return sum(1 for line in f if "virtio_iommu_map" in line or "virtio_iommu_unmap" in line)
+    except OSError:
+        return None
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    disk = os.path.join(WORK, "bench.img")
+    sh(f"truncate -s {BLK_MIB + 16}M {disk}")
+    sh(f"ip tuntap add dev {TAP} mode tap 2>/dev/null || true; ip addr add 10.0.2.1/24 dev {TAP} 2>/dev/null || true; ip link set {TAP} up")
+    vmms = [("swiftvmm", swiftvmm_cmd, False), ("swiftvmm+viommu", swiftvmm_cmd, True),
+            ("qemu", qemu_cmd, False), ("qemu+viommu", qemu_cmd, True)]
+    blk = {n: ([], []) for n, _, _ in vmms}
+    net = {n: [] for n, _, _ in vmms}
+    rate = {n: [] for n, _, _ in vmms}
+    for r in range(RUNS):
+        for name, make, viommu in vmms:
+            cmd = f"{BASE} {MODS} swiftvmm.test=blkbench swiftvmm.mib={BLK_MIB}"
+            out = run(make(cmd, disk, viommu))
+            m = re.search(r"blkbench mib=(\d+) write_s=([\d.]+) read_s=([\d.]+)", out)
+            if not (m and float(m.group(2)) > 0 and float(m.group(3)) > 0):
+                print(f"bench: round {r + 1} {name}: virtio-blk run failed:\n{out[-1500:]}", flush=True)
+                continue
+            ws, rs = float(m.group(2)), float(m.group(3))
+            blk[name][0].append(BLK_MIB / ws); blk[name][1].append(BLK_MIB / rs)
+            line = f"bench: round {r + 1} {name}: virtio-blk write {BLK_MIB / ws:.1f} MiB/s, read {BLK_MIB / rs:.1f} MiB/s"
+            if viommu:
+                n = requests(name, out)
+                if name.startswith("qemu"):
+                    # Counted in a traced run of the same work, timed by the untraced one.
+                    if os.path.exists(TRACE):
+                        os.unlink(TRACE)
+                    run(make(cmd, disk, viommu, trace=True))
+                    n = requests(name, "")
+                if n:
+                    rate[name].append(n / (ws + rs))
+                    line += f"; {n} MAP+UNMAP = {n / (ws + rs):.0f}/s"
+            print(line, flush=True)
+            result = []
+            t = threading.Thread(target=receiver, args=(result,))
+            t.start()
+            time.sleep(0.5)
+            out = run(make(f"{BASE} {MODS} swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk, viommu))
+            t.join(timeout=150)
+            if result:
+                got, secs = result[0]
+                mbps = got * 8 / secs / 1e6
+                net[name].append(mbps)
+                print(f"bench: round {r + 1} {name}: virtio-net {got >> 20} MiB in {secs:.2f} s = {mbps:.0f} Mbit/s", flush=True)
+            else:
+                print(f"bench: round {r + 1} {name}: virtio-net run failed:\n{out[-1500:]}", flush=True)
+
+    def med(xs):
+        return statistics.median(xs) if xs else None
+    print()
+    print(f"bench: medians over {RUNS} runs; guest iommu.strict=1; blk {BLK_MIB} MiB O_DIRECT dd, net {NET_MIB} MiB TCP guest->lab host")
+    rows = {n: (med(blk[n][0]), med(blk[n][1]), med(net[n]), med(rate[n])) for n, _, _ in vmms}
+    f = lambda x, u: f"{x:.1f} {u}" if x else "n/a"
+    for n, (w, rd, nt, rt) in rows.items():
+        print(f"{n:16} blk write {f(w, 'MiB/s'):>14}  blk read {f(rd, 'MiB/s'):>14}  net {f(nt, 'Mbit/s'):>14}  MAP+UNMAP {f(rt, '/s'):>10}")
+    ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "n/a"
+    s, sv, q, qv = rows["swiftvmm"], rows["swiftvmm+viommu"], rows["qemu"], rows["qemu+viommu"]
+    print(f"bench: MAP+UNMAP rate swiftvmm vs qemu (both with a vIOMMU, blk traffic): {ratio(sv[3], qv[3])}")
+    print(f"bench: swiftvmm with the vIOMMU vs without: blk write {ratio(sv[0], s[0])}, blk read {ratio(sv[1], s[1])}, net {ratio(sv[2], s[2])}")
+    print(f"bench: qemu with the vIOMMU vs without: blk write {ratio(qv[0], q[0])}, blk read {ratio(qv[1], q[1])}, net {ratio(qv[2], q[2])}")
+
+
+if __name__ == "__main__":
+    main()
