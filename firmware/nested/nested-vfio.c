@@ -6,9 +6,12 @@
  * it from user space with the VFIO type1 container/group API. Every DMA the device makes
  * then goes through the guest's VFIO domain, i.e. through SwiftVMM's virtio-iommu.
  *
- *   nested-vfio BDF [--sector N] [--cycles N] [--iova IOVA] [--unmapped IOVA]
+ *   nested-vfio BDF [--sector N] [--cycles N] [--frames N] [--iova IOVA] [--unmapped IOVA]
  *
- * What it does, one line per result on stdout (prefix "NESTED: "):
+ * On an e1000e (8086:10d3) it transmits instead (e1000e_main): --frames broadcast frames,
+ * one frame from the unmapped IOVA (the host IOMMU faults it), a reset, --frames again.
+ *
+ * On a virtio-blk, one line per result on stdout (prefix "NESTED: "):
  *   1. container + group + device, VFIO_IOMMU_MAP_DMA of one 64 KiB buffer at --iova;
  *      virtio init (virtio 1.2 §3.1.1) with VERSION_1 (+ ACCESS_PLATFORM when offered),
  *      one split virtqueue (§2.7) in that buffer, no interrupts (the used ring is polled);
@@ -563,6 +566,172 @@ static void shutdown_device(struct dev *d)
     close_device(d);
 }
 
+/* ---------------------------------------------------------------- e1000e (82574) */
+
+/* Registers (Intel 82574 datasheet §10.2; Linux drivers/net/ethernet/intel/e1000e/regs.h). */
+#define E1000_CTRL 0x00000
+#define E1000_STATUS 0x00008
+#define E1000_ICR 0x000c0
+#define E1000_IMC 0x000d8
+#define E1000_TCTL 0x00400
+#define E1000_TIPG 0x00410
+#define E1000_TDBAL 0x03800
+#define E1000_TDBAH 0x03804
+#define E1000_TDLEN 0x03808
+#define E1000_TDH 0x03810
+#define E1000_TDT 0x03818
+#define E1000_RAL0 0x05400
+#define E1000_RAH0 0x05404
+#define E1000_CTRL_SLU (1u << 6)      /* set link up */
+#define E1000_CTRL_RST (1u << 26)     /* device reset, self-clearing */
+#define E1000_STATUS_LU (1u << 1)     /* link up */
+#define E1000_TCTL_EN (1u << 1)
+#define E1000_TCTL_PSP (1u << 3)      /* pad short packets */
+#define E1000_TCTL_CT (0x0fu << 4)    /* collision threshold (Linux's default) */
+#define E1000_TCTL_COLD (0x3fu << 12) /* collision distance, full duplex */
+#define E1000_TIPG_DEFAULT 0x00602008 /* IPGT 8, IPGR1 8, IPGR2 6 (Linux's e1000e) */
+#define E1000_TXD_CMD_EOP 0x01
+#define E1000_TXD_CMD_IFCS 0x02
+#define E1000_TXD_CMD_RS 0x08
+#define E1000_TXD_STAT_DD 0x01
+#define E1000_RING 16                 /* descriptors; TDLEN must be a multiple of 128 bytes */
+#define E1000_OFF_FRAMES 0x1000       /* frame buffers, 256 bytes apart */
+#define FRAME_LEN 60                  /* minimum Ethernet frame without FCS */
+
+/* Legacy transmit descriptor (82574 §7.2.10.1). */
+struct e1000_tx_desc {
+    uint64_t addr;
+    uint16_t length;
+    uint8_t cso, cmd, status, css;
+    uint16_t special;
+};
+
+struct nic {
+    struct dev *d;
+    struct region *bar0;
+    uint16_t tail;
+    uint8_t mac[6];
+};
+
+static uint32_t nic_rd(struct nic *n, uint32_t reg) { return (uint32_t)region_read(n->bar0, reg, 4); }
+static void nic_wr(struct nic *n, uint32_t reg, uint32_t v) { region_write(n->bar0, reg, 4, v); }
+
+/* Reset, mask interrupts, link up, transmit ring in the DMA buffer, transmitter on. */
+static int nic_init(struct nic *n, int verbose)
+{
+    nic_wr(n, E1000_IMC, 0xffffffffu);
+    nic_wr(n, E1000_CTRL, nic_rd(n, E1000_CTRL) | E1000_CTRL_RST);
+    usleep(10000);
+    uint64_t t0 = now_ms();
+    while (nic_rd(n, E1000_CTRL) & E1000_CTRL_RST) {
+        if (now_ms() - t0 > POLL_TIMEOUT_MS) { bad("e1000e: reset did not complete"); return -1; }
+        usleep(1000);
+    }
+    nic_wr(n, E1000_IMC, 0xffffffffu);
+    (void)nic_rd(n, E1000_ICR); /* read to clear */
+    nic_wr(n, E1000_CTRL, nic_rd(n, E1000_CTRL) | E1000_CTRL_SLU);
+    t0 = now_ms();
+    while (!(nic_rd(n, E1000_STATUS) & E1000_STATUS_LU) && now_ms() - t0 < POLL_TIMEOUT_MS) usleep(10000);
+    uint32_t ral = nic_rd(n, E1000_RAL0), rah = nic_rd(n, E1000_RAH0);
+    for (int i = 0; i < 4; i++) n->mac[i] = (uint8_t)(ral >> (8 * i));
+    n->mac[4] = (uint8_t)rah;
+    n->mac[5] = (uint8_t)(rah >> 8);
+    memset(n->d->dma, 0, DMA_SIZE);
+    nic_wr(n, E1000_TDBAL, (uint32_t)(n->d->iova + OFF_DESC));
+    nic_wr(n, E1000_TDBAH, (uint32_t)((n->d->iova + OFF_DESC) >> 32));
+    nic_wr(n, E1000_TDLEN, E1000_RING * sizeof(struct e1000_tx_desc));
+    nic_wr(n, E1000_TDH, 0);
+    nic_wr(n, E1000_TDT, 0);
+    n->tail = 0;
+    nic_wr(n, E1000_TIPG, E1000_TIPG_DEFAULT);
+    nic_wr(n, E1000_TCTL, E1000_TCTL_EN | E1000_TCTL_PSP | E1000_TCTL_CT | E1000_TCTL_COLD);
+    uint32_t status = nic_rd(n, E1000_STATUS);
+    if (verbose)
+        say("e1000e ready: mac %02x:%02x:%02x:%02x:%02x:%02x link %s (STATUS 0x%08x)", n->mac[0], n->mac[1],
+            n->mac[2], n->mac[3], n->mac[4], n->mac[5], (status & E1000_STATUS_LU) ? "up" : "down", status);
+    if (!(status & E1000_STATUS_LU)) { bad("e1000e: no link"); return -1; }
+    return 0;
+}
+
+/* Queue `count` broadcast frames (ethertype 0x88b5, IEEE 802 local experimental), the
+ * buffer of each at buffer_iova (0: our own mapped frame buffers), and wait for the
+ * descriptors' DD bits. Returns how many completed. */
+static int nic_send(struct nic *n, int count, uint64_t buffer_iova, const char *tag, int wait_ms)
+{
+    struct e1000_tx_desc *ring = (void *)(n->d->dma + OFF_DESC);
+    uint16_t first = n->tail;
+    for (int i = 0; i < count; i++) {
+        uint16_t slot = (uint16_t)((first + i) % E1000_RING);
+        uint8_t *f = n->d->dma + E1000_OFF_FRAMES + (size_t)slot * 0x100;
+        memset(f, 0, 0x100);
+        memset(f, 0xff, 6);
+        memcpy(f + 6, n->mac, 6);
+        f[12] = 0x88;
+        f[13] = 0xb5;
+        snprintf((char *)f + 14, FRAME_LEN - 14, "SWIFTVMM-NESTED-TX %s %d", tag, i);
+        ring[slot] = (struct e1000_tx_desc){
+            .addr = buffer_iova ? buffer_iova : n->d->iova + E1000_OFF_FRAMES + (uint64_t)slot * 0x100,
+            .length = FRAME_LEN,
+            .cmd = E1000_TXD_CMD_EOP | E1000_TXD_CMD_IFCS | E1000_TXD_CMD_RS,
+        };
+    }
+    n->tail = (uint16_t)((first + count) % E1000_RING);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* descriptors before the tail write */
+    nic_wr(n, E1000_TDT, n->tail);
+    int done = 0;
+    uint64_t t0 = now_ms();
+    for (;;) {
+        done = 0;
+        for (int i = 0; i < count; i++)
+            if (*(volatile uint8_t *)&ring[(first + i) % E1000_RING].status & E1000_TXD_STAT_DD) done++;
+        if (done == count || now_ms() - t0 > (uint64_t)wait_ms) break;
+        usleep(1000);
+    }
+    return done;
+}
+
+/* nested-vfio on an e1000e: K good frames, one frame from an unmapped IOVA (the lab host's
+ * IOMMU faults it: the guest's mapping went through the VMM into the host IOAS), then a
+ * device reset and K good frames again. */
+static int e1000e_main(struct dev *d, uint64_t iova, uint64_t unmapped, int frames)
+{
+    if (frames < 1 || frames > E1000_RING - 2) { fprintf(stderr, "nested-vfio: --frames 1..%d\n", E1000_RING - 2); return 2; }
+    if (open_device(d, iova, 1) < 0) goto out;
+    uint16_t vendor = (uint16_t)cfg_read(d, PCI_VENDOR_ID, 2), device = (uint16_t)cfg_read(d, PCI_DEVICE_ID, 2);
+    say("pci %04x:%04x", vendor, device);
+    if (vendor != 0x8086 || device != 0x10d3) { bad("%s is not an 82574 (8086:10d3)", d->bdf); goto out; }
+    struct region *bar0 = &d->bar[0];
+    if (bar0->size < 0x20000) { bad("BAR0 is 0x%llx bytes, not 128 KiB", (unsigned long long)bar0->size); goto out; }
+    if (bar0->flags & VFIO_REGION_INFO_FLAG_MMAP) {
+        void *p = mmap(NULL, bar0->size, PROT_READ | PROT_WRITE, MAP_SHARED, d->device, (off_t)bar0->offset);
+        if (p != MAP_FAILED) bar0->map = p;
+    }
+    cfg_write(d, PCI_COMMAND, 2, cfg_read(d, PCI_COMMAND, 2) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    struct nic n = { .d = d, .bar0 = bar0 };
+    if (nic_init(&n, 1) < 0) goto out;
+
+    int ok = nic_send(&n, frames, 0, "good", POLL_TIMEOUT_MS);
+    if (ok == frames) say("e1000e tx %d frames ok", frames);
+    else bad("e1000e tx FAILED: %d of %d frames done", ok, frames);
+
+    ok = nic_send(&n, 1, unmapped, "unmapped", 2000);
+    say("e1000e tx from unmapped iova 0x%llx: descriptor %s (the host IOMMU faults the read)",
+        (unsigned long long)unmapped, ok ? "written back" : "not written back");
+
+    if (nic_init(&n, 0) < 0) goto out;
+    ok = nic_send(&n, frames, 0, "after-reset", POLL_TIMEOUT_MS);
+    if (ok == frames) say("e1000e tx after reset %d frames ok", frames);
+    else bad("e1000e tx after reset FAILED: %d of %d frames done", ok, frames);
+    nic_wr(&n, E1000_TCTL, 0);
+    nic_wr(&n, E1000_CTRL, nic_rd(&n, E1000_CTRL) | E1000_CTRL_RST);
+    usleep(10000);
+out:
+    close_device(d);
+    if (failures) say("result FAILED (%d failures)", failures);
+    else say("result ok");
+    return failures ? 1 : 0;
+}
+
 static uint64_t parse_u64(const char *s)
 {
     char *end;
@@ -574,13 +743,14 @@ static uint64_t parse_u64(const char *s)
 
 int main(int argc, char **argv)
 {
-    uint64_t sector = 8, iova = 0x10000000, unmapped = 0x20000000, cycles = 3;
+    uint64_t sector = 8, iova = 0x10000000, unmapped = 0x20000000, cycles = 3, frames = 8;
     if (argc < 2) {
-        fprintf(stderr, "usage: nested-vfio BDF [--sector N] [--cycles N] [--iova IOVA] [--unmapped IOVA]\n");
+        fprintf(stderr, "usage: nested-vfio BDF [--sector N] [--cycles N] [--frames N] [--iova IOVA] [--unmapped IOVA]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--sector")) sector = parse_u64(argv[i + 1]);
+        else if (!strcmp(argv[i], "--frames")) frames = parse_u64(argv[i + 1]);
         else if (!strcmp(argv[i], "--cycles")) cycles = parse_u64(argv[i + 1]);
         else if (!strcmp(argv[i], "--iova")) iova = parse_u64(argv[i + 1]);
         else if (!strcmp(argv[i], "--unmapped")) unmapped = parse_u64(argv[i + 1]);
@@ -592,6 +762,15 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct dev d = { .bdf = argv[1], .container = -1, .group = -1, .device = -1 };
+    char path[PATH_MAX], id[16] = "";
+    snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/device", d.bdf);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(id, sizeof id, f)) id[0] = 0;
+        fclose(f);
+    }
+    if (!strncmp(id, "0x10d3", 6)) /* an 82574 (e1000e): the transmit test */
+        return e1000e_main(&d, iova, unmapped, (int)frames);
 
     /* 1. Set up, read the known sector. */
     if (open_device(&d, iova, 1) < 0 || find_virtio_caps(&d, 1) < 0 || virtio_init(&d, 1) < 0) {

@@ -179,6 +179,61 @@ t_viommu() {
 }
 lab_test e1000e-behind-viommu-ping 400 t_viommu
 
+# ------------------------------------------------------------------ 2c. nested assignment
+# The guest hands the e1000e (behind its vIOMMU) to its own user space: vfio-pci, and
+# firmware/nested/nested-vfio drives it through a VFIO type1 container. It sends K
+# broadcast frames (ethertype 0x88b5) from buffers it mapped with VFIO_IOMMU_MAP_DMA
+# (guest MAP -> swiftvmm -> IOMMU_IOAS_MAP), one frame whose buffer is at an IOVA it never
+# mapped (nothing there in the guest domain's IOAS: a DMAR fault in the lab host, and no
+# frame), then resets the NIC and sends K more. The peer counts the 0x88b5 frames.
+NESTED_FRAMES=8
+t_nested_nic() {
+    local ifc f0 counts good after other why=""
+    ifc=$(pt_netdev "$PEER")
+    # The peer's count of 0x88b5 frames by tag, for as long as the guest runs.
+    timeout 330 python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+s.bind((sys.argv[1], 0x88b5))
+s.settimeout(1)
+counts = {}
+while True:
+    try:
+        f = s.recv(2048)
+    except socket.timeout:
+        continue
+    tag = f[14:60].split(b"\0")[0].decode(errors="replace").split(" ")
+    key = tag[1] if len(tag) > 2 and tag[0] == "SWIFTVMM-NESTED-TX" else "other"
+    counts[key] = counts.get(key, 0) + 1
+    with open(sys.argv[2], "w") as out:
+        out.write(" ".join(f"{k}={v}" for k, v in sorted(counts.items())) + "\n")
+' "$ifc" "$work/nested-frames" &
+    local cap=$!
+    f0=$(dmar_faults)
+    vmm nic-nested 300 run "$VM" --viommu --passthrough "$NIC" \
+        --cmdline "$BASE swiftvmm.modules=virtio_iommu,vfio_iommu_type1,vfio-pci swiftvmm.test=nested swiftvmm.nestedid=8086:10d3 swiftvmm.frames=$NESTED_FRAMES"
+    FAULTS=$(($(dmar_faults) - f0))
+    sleep 1
+    kill "$cap" 2>/dev/null
+    counts=$(cat "$work/nested-frames" 2>/dev/null)
+    good=$(echo "$counts" | grep -oE "good=[0-9]+" | cut -d= -f2)
+    after=$(echo "$counts" | grep -oE "after-reset=[0-9]+" | cut -d= -f2)
+    [ "$STATUS" -eq 0 ] || why="$why status $STATUS;"
+    has "SWIFTVMM-GUEST-INIT: nested: [0-9a-f:.]+ driver=vfio-pci" || why="$why not bound to vfio-pci in the guest;"
+    has "NESTED: e1000e tx $NESTED_FRAMES frames ok" || why="$why no good transmit;"
+    has "NESTED: e1000e tx after reset $NESTED_FRAMES frames ok" || why="$why no transmit after the reset;"
+    [ "${good:-0}" -eq "$NESTED_FRAMES" ] && [ "${after:-0}" -eq "$NESTED_FRAMES" ] || why="$why peer counted '${counts:-nothing}';"
+    echo "$counts" | grep -q "unmapped=" && why="$why the frame from the unmapped IOVA arrived;"
+    [ "$FAULTS" -gt 0 ] || why="$why no DMAR fault of $NIC in the lab host;"
+    has "SWIFTVMM-GUEST-STATUS=0" || why="$why guest verdict not 0;"
+    if [ -z "$why" ]; then
+        pass e1000e-nested-vfio-tx "${SECS}s, peer: $counts; $FAULTS DMAR fault(s): $(dmesg | grep -E 'DMAR: \[DMA Read' | grep -F "[${NIC#0000:}]" | tail -n 1 | grep -oE 'fault addr [0-9a-fx]+')"
+    else
+        fail e1000e-nested-vfio-tx "$why" "$LOG"
+    fi
+}
+lab_test e1000e-nested-vfio-tx 400 t_nested_nic
+
 # ------------------------------------------------------------------ 1c. named by its cdev
 # [[passthrough]] device = "/dev/vfio/devices/vfioN" instead of the PCI address.
 VMC=$(config vm-cdev "[[passthrough]]" "device = \"$(pt_cdev "$NIC")\"")
