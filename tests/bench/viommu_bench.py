@@ -39,7 +39,8 @@ def swiftvmm_cmd(cmdline, disk, viommu, trace=False):
 
 
 def qemu_cmd(cmdline, disk, viommu, trace=False):
-    plat = ",iommu_platform=on" if viommu else ""
+    # iommu_platform needs a modern-only device (a transitional one refuses it).
+    plat = ",disable-legacy=on,iommu_platform=on" if viommu else ""
     cmd = ["qemu-system-x86_64", "-accel", "kvm", "-M", "q35", "-cpu", "host", "-m", "512M", "-smp", "1",
            "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
            "-kernel", KERNEL, "-initrd", INITRD, "-append", cmdline,
