@@ -79,6 +79,13 @@ retried() {
 
 has() { grep -qE -- "$1" "$LOG"; }
 
+# guest_has PATTERN: like has, on the guest's console lines. swiftvmm's own log goes to
+# stderr, into the same file, and a line it logs while the guest is in the middle of a
+# console line (a vIOMMU fault warning, say) splits that line in two: this joins it again.
+guest_has() {
+    python3 -c 'import re, sys; sys.stdout.write(re.sub(r"(?<=[^\n])swiftvmm: (?:debug|info|notice|warning|error): [^\n]*\n", "", open(sys.argv[1], errors="replace").read()))' "$LOG" | grep -qE -- "$1"
+}
+
 # watchdog_report NAME LIMIT PID T0: what the lab host is doing, for a test that overran.
 watchdog_report() {
     local name=$1 limit=$2 pid=$3 t0=$4 p st newest

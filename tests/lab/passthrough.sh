@@ -219,13 +219,13 @@ while True:
     good=$(echo "$counts" | grep -oE "good=[0-9]+" | cut -d= -f2)
     after=$(echo "$counts" | grep -oE "after-reset=[0-9]+" | cut -d= -f2)
     [ "$STATUS" -eq 0 ] || why="$why status $STATUS;"
-    has "SWIFTVMM-GUEST-INIT: nested: [0-9a-f:.]+ driver=vfio-pci" || why="$why not bound to vfio-pci in the guest;"
-    has "NESTED: e1000e tx $NESTED_FRAMES frames ok" || why="$why no good transmit;"
-    has "NESTED: e1000e tx after reset $NESTED_FRAMES frames ok" || why="$why no transmit after the reset;"
+    guest_has "SWIFTVMM-GUEST-INIT: nested: [0-9a-f:.]+ driver=vfio-pci" || why="$why not bound to vfio-pci in the guest;"
+    guest_has "NESTED: e1000e tx $NESTED_FRAMES frames ok" || why="$why no good transmit;"
+    guest_has "NESTED: e1000e tx after reset $NESTED_FRAMES frames ok" || why="$why no transmit after the reset;"
     [ "${good:-0}" -eq "$NESTED_FRAMES" ] && [ "${after:-0}" -eq "$NESTED_FRAMES" ] || why="$why peer counted '${counts:-nothing}';"
     echo "$counts" | grep -q "unmapped=" && why="$why the frame from the unmapped IOVA arrived;"
     [ "$FAULTS" -gt 0 ] || why="$why no DMAR fault of $NIC in the lab host;"
-    has "SWIFTVMM-GUEST-STATUS=0" || why="$why guest verdict not 0;"
+    guest_has "SWIFTVMM-GUEST-STATUS=0" || why="$why guest verdict not 0;"
     if [ -z "$why" ]; then
         pass e1000e-nested-vfio-tx "${SECS}s, peer: $counts; $FAULTS DMAR fault(s): $(dmesg | grep -E 'DMAR: \[DMA Read' | grep -F "[${NIC#0000:}]" | tail -n 1 | grep -oE 'fault addr [0-9a-fx]+')"
     else

@@ -47,8 +47,8 @@ t_viommu() {
     local groups maps unmaps attaches faults
     groups=$(grep -cE "SWIFTVMM-IOMMU-GROUP: [0-9]+ type=DMA devices=0000:00:0[0-9a-f].0[[:space:]]*$" "$LOG")
     maps=$(count map); unmaps=$(count unmap); attaches=$(count attach); faults=$(count fault)
-    if [ "$STATUS" -eq 0 ] && has "SWIFTVMM-VIRTIO: .* device=0x0017 driver=virtio_iommu" \
-        && has "SWIFTVMM-DMESG: .*(VIOT|viot)" \
+    if [ "$STATUS" -eq 0 ] && guest_has "SWIFTVMM-VIRTIO: .* device=0x0017 driver=virtio_iommu" \
+        && guest_has "SWIFTVMM-DMESG: .*(VIOT|viot)" \
         && [ "$groups" -ge 3 ] \
         && has "vda pattern ok" && has "ping 10.0.3.1 ok" \
         && [ "${maps:-0}" -gt 0 ] && [ "${unmaps:-0}" -gt 0 ] && [ "${attaches:-0}" -ge 3 ] && [ "${faults:-x}" = 0 ]; then
@@ -65,7 +65,7 @@ t_outside() {
     vmm viommu-outside 300 run "$work/vm-disk-outside.toml" --cmdline "$CMD swiftvmm.pattern=OUTSIDE-$$"
     if [ "$STATUS" -eq 0 ] && has "vda pattern ok" && has "ping 10.0.3.1 ok" \
         && ! grep -q "SWIFTVMM-IOMMU-GROUP: .*devices=.*0000:00:01.0" "$LOG" \
-        && has "SWIFTVMM-IOMMU-GROUP: .*devices=0000:00:02.0"; then
+        && guest_has "SWIFTVMM-IOMMU-GROUP: .*devices=0000:00:02.0"; then
         pass viommu-device-outside "${SECS}s"
     else
         fail viommu-device-outside "status $STATUS" "$LOG"
@@ -111,9 +111,9 @@ NESTED_CMD="$BASE swiftvmm.modules=virtio_iommu,virtio_blk,vfio_iommu_type1,vfio
 # driver: VFIO_IOMMU_MAP_DMA of its rings and buffers, the device's DMA through the vIOMMU.
 t_nested_read() {
     vmm viommu-nested 400 run "$work/vm-nested.toml" --cmdline "$NESTED_CMD"
-    if [ "$STATUS" -eq 0 ] && has "SWIFTVMM-GUEST-INIT: nested: 0000:00:02.0 driver=vfio-pci" \
-        && has "NESTED: pci 1af4:1042" && has "NESTED: features .*VERSION_1 ACCESS_PLATFORM" \
-        && has "NESTED: blk read ok sector=$SECTOR sum=$NESTED_SUM head=\"SWIFTVMM-NESTED-$$-SECTOR"; then
+    if [ "$STATUS" -eq 0 ] && guest_has "SWIFTVMM-GUEST-INIT: nested: 0000:00:02.0 driver=vfio-pci" \
+        && guest_has "NESTED: pci 1af4:1042" && guest_has "NESTED: features .*VERSION_1 ACCESS_PLATFORM" \
+        && guest_has "NESTED: blk read ok sector=$SECTOR sum=$NESTED_SUM head=\"SWIFTVMM-NESTED-$$-SECTOR"; then
         pass viommu-nested-read "${SECS}s, sector $SECTOR cksum $NESTED_SUM"
     else
         fail viommu-nested-read "status $STATUS, want sector $SECTOR cksum $NESTED_SUM" "$LOG"
@@ -129,11 +129,11 @@ t_nested_isolation() {
     [ -f "$LOG" ] || { fail viommu-nested-isolation "no log of the nested boot" ""; return; }
     local faults reported
     faults=$(count fault); reported=$(count "fault events reported")
-    if has "NESTED: blk unmapped iova 0x20000000 -> status 1 \(IOERR\) ok" \
-        && has "SWIFTVMM-DMESG: .*fault from EP [0-9]+ at 0x20000000 " \
+    if guest_has "NESTED: blk unmapped iova 0x20000000 -> status 1 \(IOERR\) ok" \
+        && guest_has "SWIFTVMM-DMESG: .*fault from EP [0-9]+ at 0x20000000 " \
         && has "swiftvmm: warning: viommu: fault: 0000:00:02.0 .* 0x20000000" \
-        && has "NESTED: blk read after fault ok sector=$SECTOR sum=$NESTED_SUM " \
-        && has "SWIFTVMM-GUEST-INIT: nested: vda still reads" && has "SWIFTVMM-GUEST-STATUS=" \
+        && guest_has "NESTED: blk read after fault ok sector=$SECTOR sum=$NESTED_SUM " \
+        && guest_has "SWIFTVMM-GUEST-INIT: nested: vda still reads" && guest_has "SWIFTVMM-GUEST-STATUS=" \
         && [ "${faults:-0}" -gt 0 ] && [ "${reported:-0}" -gt 0 ]; then
         pass viommu-nested-isolation "$faults fault, $reported fault events reported"
     else
@@ -151,8 +151,8 @@ t_nested_cycles() {
     [ -f "$LOG" ] || { fail viommu-nested-cycles "no log of the nested boot" ""; return; }
     local attaches detaches
     attaches=$(count attach); detaches=$(count detach)
-    if has "NESTED: cycle 1 ok" && has "NESTED: cycle 2 ok" && has "NESTED: cycle 3 ok" \
-        && has "NESTED: result ok" && has "SWIFTVMM-GUEST-STATUS=0" \
+    if guest_has "NESTED: cycle 1 ok" && guest_has "NESTED: cycle 2 ok" && guest_has "NESTED: cycle 3 ok" \
+        && guest_has "NESTED: result ok" && guest_has "SWIFTVMM-GUEST-STATUS=0" \
         && [ "${attaches:-0}" -ge 10 ]; then
         pass viommu-nested-cycles "3 cycles, $attaches attach, ${detaches:-?} detach"
     else
