@@ -54,7 +54,12 @@ def qemu_cmd(cmdline, disk, viommu, trace=False):
 
 
 def run(cmd, limit=600):
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
+    """The run's output; a run past `limit` is stopped and reported, and the bench goes on."""
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        return out + f"\nbench: stopped after {limit} s\n"
     return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
 
 
