@@ -148,7 +148,7 @@ final class MachinePCI: Sendable {
 
 /// A device's PCI address, known once the bus has placed it; for handlers
 /// made before that.
-private final class PlacedAddress: Sendable {
+final class PlacedAddress: Sendable {
     private let value = Mutex<PCIAddress?>(nil)
     var address: PCIAddress? {
         get { value.withLock { $0 } }

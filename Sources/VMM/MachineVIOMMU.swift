@@ -4,7 +4,6 @@ import Logging
 import PCI
 import VFIO
 import Virtio
-import Synchronization
 import VMConfig
 
 /// The guest's vIOMMU (`[viommu]`, `--viommu`): a virtio-iommu on the PCI
@@ -16,7 +15,7 @@ import VMConfig
 final class MachineVIOMMU: Sendable {
     let endpoints: VIOMMUEndpoints
     let device: VirtioIOMMU
-    private let placed = PlacedOnce()
+    private let placed = PlacedAddress()
 
     init(config: VIOMMUConfig, ram: GuestRAM, passthrough: MachinePassthrough, logger: Logger) throws {
         let ramRanges = ram.slots.map { (guest: $0.guestBase, host: $0.hostAddress, size: $0.size) }
@@ -59,13 +58,13 @@ final class MachineVIOMMU: Sendable {
         }
         let a = try pci.attachVirtio(device, name: "virtio-iommu (\(endpoints.endpoints.count) endpoints)", thread: "io-iommu",
                                      memory: memory, viommu: nil, logger: logger)
-        placed.set(a.address)
+        placed.address = a.address
         return a.address
     }
 
     /// The VIOT description, once attached.
     func acpiDescription() throws -> ACPIMachine.VirtioIOMMU? {
-        guard let a = placed.value else { return nil }
+        guard let a = placed.address else { return nil }
         let rids = endpoints.endpoints.keys.sorted().map { UInt16(truncatingIfNeeded: $0) }
         return try ACPIMachine.VirtioIOMMU(bdf: UInt16(truncatingIfNeeded: VIOMMUEndpoints.endpointID(a)), endpointRIDs: rids)
     }
@@ -90,11 +89,4 @@ final class MachineVIOMMU: Sendable {
     func shutdown(logger: Logger) {
         do { try endpoints.domains?.close() } catch { logger.warning("viommu: closing guest domains: \(error)") }
     }
-}
-
-/// A value set once, read from any thread.
-final class PlacedOnce: Sendable {
-    private let value_ = Mutex<PCIAddress?>(nil)
-    func set(_ a: PCIAddress) { value_.withLock { $0 = a } }
-    var value: PCIAddress? { value_.withLock { $0 } }
 }
