@@ -45,17 +45,19 @@ def run(cmd, limit=300):
     return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
 
 
-def receiver(result):
+def receiver(result, want=None, accept_timeout=60):
+    """Receives up to `want` bytes (default NET_MIB MiB) from one TCP connection to
+    10.0.2.1:5001 and appends (bytes, seconds from the first byte) to `result`."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("10.0.2.1", 5001))
     srv.listen(1)
-    srv.settimeout(60)
+    srv.settimeout(accept_timeout)
     try:
         conn, _ = srv.accept()
     except OSError:
         return
-    want = NET_MIB << 20
+    want = NET_MIB << 20 if want is None else want
     got, t0 = 0, None
     while got < want:
         b = conn.recv(1 << 16)

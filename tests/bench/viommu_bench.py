@@ -9,7 +9,9 @@ with iommu.strict=1 so that every buffer is mapped and unmapped through the vIOM
               line; QEMU's virtio_iommu_map/unmap trace events, counted in a separate
               traced run so tracing does not slow the timed one) over the traffic's time
 Prints figures and ratios; asserts nothing."""
-import os, re, socket, statistics, subprocess, threading, time
+import os, re, statistics, subprocess, threading, time
+
+from device_bench import receiver
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.environ.get("SWIFTVMM_CACHE", os.path.join(REPO, ".cache"))
@@ -63,32 +65,6 @@ def run(cmd, limit=600):
     return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
 
 
-def receiver(result):
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("10.0.2.1", 5001))
-    srv.listen(1)
-    srv.settimeout(120)
-    try:
-        conn, _ = srv.accept()
-    except OSError:
-        return
-    want = NET_MIB << 20
-    got, t0 = 0, None
-    while got < want:
-        b = conn.recv(1 << 16)
-        if not b:
-            break
-        if t0 is None:
-            t0 = time.monotonic()
-        got += len(b)
-    t1 = time.monotonic()
-    conn.close()
-    srv.close()
-    if t0 is not None and got:
-        result.append((got, t1 - t0))
-
-
 def requests(name, out):
     """MAP and UNMAP requests the VMM answered in one run, or None."""
     if name.startswith("swiftvmm"):
@@ -135,7 +111,7 @@ def main():
                     line += f"; {n} MAP+UNMAP = {n / (ws + rs):.0f}/s"
             print(line, flush=True)
             result = []
-            t = threading.Thread(target=receiver, args=(result,))
+            t = threading.Thread(target=receiver, args=(result, NET_MIB << 20, 120))
             t.start()
             time.sleep(0.5)
             out = run(make(f"{BASE} {MODS} swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk, viommu))
