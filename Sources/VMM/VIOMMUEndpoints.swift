@@ -38,7 +38,6 @@ final class VIOMMUEndpoints: VIOMMUHost {
     struct Counters: Equatable, Sendable {
         var faults: UInt64 = 0
         var faultsLogged: UInt64 = 0
-        var assignedInGuestDomains: UInt64 = 0
     }
 
     private struct State {
@@ -145,7 +144,6 @@ final class VIOMMUEndpoints: VIOMMUHost {
                     }
                 }
                 if !bypass {
-                    s.counters.assignedInGuestDomains += 1
                     if s.warnedUnsafeInterrupts.insert(endpoint).inserted {
                         logger.notice("viommu: \(e.name) (host \(dev.bdf)) is in guest domain \(domain): its DMA now goes through the guest's mappings. virtio-iommu has no interrupt remapping, so a guest that drives it with VFIO needs vfio_iommu_type1.allow_unsafe_interrupts=1; its MSIs still reach the guest through the VMM's routes")
                     }
