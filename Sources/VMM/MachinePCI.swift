@@ -68,9 +68,39 @@ final class MachinePCI: Sendable {
     @discardableResult
     func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
                       viommu: MachineVIOMMU?, logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress) {
+        let (transport, a) = try attachTransport(device, name: name, memory: memory, viommu: viommu, logger: logger)
+        let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
+        let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
+        logger.info("pci \(a): \(name)\(viommu != nil ? ", behind the vIOMMU" : "")")
+        return (loop, a)
+    }
+
+    /// Attaches a virtio device whose queue notifications are handled on the
+    /// vCPU that writes the notify register (an MMIO exit, no ioeventfd, no
+    /// I/O thread). For a device whose driver spins until each request is
+    /// answered (virtio-iommu: Linux's `viommu_sync_req` polls the used ring
+    /// with the vCPU otherwise idle), answering on that vCPU saves waking a
+    /// thread per request; the device must take its own locks, as any
+    /// number of vCPUs may notify at once.
+    @discardableResult
+    func attachVirtioNotifiedOnVCPU(_ device: VirtioDevice, name: String, memory: GuestMemoryAccess,
+                                    logger: Logger) throws -> PCIAddress {
+        let (_, a) = try attachTransport(device, name: name, memory: memory, viommu: nil, logger: logger)
+        logger.info("pci \(a): \(name), requests answered on the notifying vCPU")
+        return a
+    }
+
+    /// The transport around `device`, on the bus; see `attachVirtio`.
+    private func attachTransport(_ device: VirtioDevice, name: String, memory: GuestMemoryAccess,
+                                 viommu: MachineVIOMMU?, logger: Logger) throws -> (VirtioPCIDevice, PCIAddress) {
+        // Behind a vIOMMU, `addEmulated` below sets what the translator
+        // holds before the guest runs (identity when unattached endpoints
+        // bypass, nothing otherwise).
         let dma = DMATranslator(memory: memory)
-        try IdentityDMA.mapGuestRAM(ramRanges, into: dma)
-        try dma.attach()
+        if viommu == nil {
+            try IdentityDMA.mapGuestRAM(ramRanges, into: dma)
+            try dma.attach()
+        }
         // The handler is made before the bus places the device.
         let placed = PlacedAddress()
         let transport = try VirtioPCIDevice(device: device, memory: DMAGuestMemory(translator: dma),
@@ -87,10 +117,7 @@ final class MachinePCI: Sendable {
                 iommu.reportFault(endpoint: endpoint, fault)
             }
         }
-        let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
-        let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
-        logger.info("pci \(a): \(name)\(viommu != nil ? ", behind the vIOMMU" : "")")
-        return (loop, a)
+        return (transport, a)
     }
 
     /// Attaches the virtio devices `config` asks for; returns the virtio

@@ -56,10 +56,11 @@ final class MachineVIOMMU: Sendable {
             logger.warning("viommu: no PCI device is behind it (there are none, or every one has iommu = false): the guest gets no vIOMMU")
             return nil
         }
-        let a = try pci.attachVirtio(device, name: "virtio-iommu (\(endpoints.endpoints.count) endpoints)", thread: "io-iommu",
-                                     memory: memory, viommu: nil, logger: logger)
-        placed.address = a.address
-        return a.address
+        // Answered on the notifying vCPU: the guest waits for each request.
+        let a = try pci.attachVirtioNotifiedOnVCPU(device, name: "virtio-iommu (\(endpoints.endpoints.count) endpoints)",
+                                                   memory: memory, logger: logger)
+        placed.address = a
+        return a
     }
 
     /// The VIOT description, once attached.

@@ -15,7 +15,9 @@ import Synchronization
 /// lock held, so it keeps the guest's order. A transmit buffer is read in
 /// chunks of `transmitChunk` bytes, so a huge chain never becomes one huge
 /// allocation. A wrong-direction buffer (§5.3.6.1) puts the device in
-/// DEVICE_NEEDS_RESET.
+/// DEVICE_NEEDS_RESET; a buffer the device cannot reach (behind a vIOMMU)
+/// is returned unused (transmit: its bytes dropped; receive: length 0, the
+/// input kept for the next buffer) and the device goes on.
 public final class VirtioConsole: VirtioDevice {
     public static let receiveQueue = 0  // §5.3.2 receiveq(port0)
     public static let transmitQueue = 1 // §5.3.2 transmitq(port0)
@@ -50,6 +52,7 @@ public final class VirtioConsole: VirtioDevice {
         var active: Active?
         var input: [UInt8] = []
         var inputStart = 0 // bytes of `input` already delivered
+        var dmaFailures: UInt64 = 0
         var pendingInput: Int { input.count - inputStart }
     }
 
@@ -66,6 +69,9 @@ public final class VirtioConsole: VirtioDevice {
         self.inputCapacity = max(1, inputCapacity)
         state = Mutex(State(cols: cols, rows: rows))
     }
+
+    /// Buffers the device could not reach (behind a vIOMMU).
+    public var dmaFailures: UInt64 { state.withLock { $0.dmaFailures } }
 
     public var deviceType: UInt16 { VirtioSpec.DeviceType.console }
     public var deviceFeatures: UInt64 { Self.featureSize | Self.featureEmergencyWrite }
@@ -156,14 +162,27 @@ public final class VirtioConsole: VirtioDevice {
             var signal = [false, false]
             while let chain = try a.queues[Self.transmitQueue].popAvailable(memory: a.memory) {
                 try chain.requireReadableOnly()
-                try transmit(chain, memory: a.memory)
+                do {
+                    try transmit(chain, memory: a.memory)
+                } catch VirtqueueError.memory {
+                    // Out of reach (behind a vIOMMU; reported as a DMA fault):
+                    // the rest of this buffer is dropped.
+                    s.dmaFailures &+= 1
+                }
                 try a.queues[Self.transmitQueue].addUsed(head: chain.head, len: 0, memory: a.memory)
                 signal[Self.transmitQueue] = true
             }
             while s.pendingInput > 0, let chain = try a.queues[Self.receiveQueue].popAvailable(memory: a.memory) {
                 try chain.requireWritableOnly()
                 let n = Int(min(chain.writableLength, UInt64(s.pendingInput)))
-                let written = try chain.writeWritable(Array(s.input[s.inputStart..<(s.inputStart + n)]), memory: a.memory)
+                var written = 0
+                do {
+                    written = try chain.writeWritable(Array(s.input[s.inputStart..<(s.inputStart + n)]), memory: a.memory)
+                } catch VirtqueueError.memory {
+                    // Out of reach: the buffer comes back empty and the
+                    // input waits for the next one.
+                    s.dmaFailures &+= 1
+                }
                 s.inputStart += written
                 try a.queues[Self.receiveQueue].addUsed(head: chain.head, len: UInt32(clamping: written), memory: a.memory)
                 signal[Self.receiveQueue] = true

@@ -87,6 +87,10 @@ public final class VirtioNet: VirtioDevice {
         public var rxDroppedOversize: UInt64 = 0
         /// Frames larger than the receive chain they were given.
         public var rxDroppedBufferTooSmall: UInt64 = 0
+        /// Transmit and receive buffers the device could not reach (behind
+        /// a vIOMMU: unmapped, or mapped without the access): the frame is
+        /// dropped, the buffer returned with length 0, the device goes on.
+        public var dmaFailures: UInt64 = 0
         public init() {}
     }
 
@@ -237,14 +241,18 @@ public final class VirtioNet: VirtioDevice {
                 } else if total < UInt64(Self.headerSize + Self.minFrameSize) {
                     s.statistics.txDroppedMalformed += 1
                 } else {
-                    let bytes = try chain.readReadable(memory: a.memory, limit: Int(total))
-                    let frame = Array(bytes[Self.headerSize...])
                     do {
-                        try backend.send(frame: frame)
-                        s.statistics.txFrames += 1
-                        s.statistics.txBytes += UInt64(frame.count)
-                    } catch {
-                        s.statistics.txErrors += 1
+                        let bytes = try chain.readReadable(memory: a.memory, limit: Int(total))
+                        let frame = Array(bytes[Self.headerSize...])
+                        do {
+                            try backend.send(frame: frame)
+                            s.statistics.txFrames += 1
+                            s.statistics.txBytes += UInt64(frame.count)
+                        } catch {
+                            s.statistics.txErrors += 1
+                        }
+                    } catch VirtqueueError.memory {
+                        s.statistics.dmaFailures += 1
                     }
                 }
                 try a.queues[q].addUsed(head: chain.head, len: 0, memory: a.memory)
@@ -274,10 +282,14 @@ public final class VirtioNet: VirtioDevice {
                 } else {
                     var header = [UInt8](repeating: 0, count: Self.headerSize)
                     header[Self.numBuffersOffset] = 1 // le16 num_buffers = 1 (§5.1.6.4)
-                    let written = try chain.writeWritable(header + frame, memory: a.memory)
-                    used = UInt32(clamping: written)
-                    s.statistics.rxFrames += 1
-                    s.statistics.rxBytes += UInt64(frame.count)
+                    do {
+                        let written = try chain.writeWritable(header + frame, memory: a.memory)
+                        used = UInt32(clamping: written)
+                        s.statistics.rxFrames += 1
+                        s.statistics.rxBytes += UInt64(frame.count)
+                    } catch VirtqueueError.memory {
+                        s.statistics.dmaFailures += 1
+                    }
                 }
                 delivered += 1
                 try a.queues[q].addUsed(head: chain.head, len: used, memory: a.memory)

@@ -35,7 +35,9 @@ public final class SystemEntropySource: EntropySource {
 /// Each buffer gets at most `maxBytesPerRequest` bytes (§5.4.6.2: "MAY use
 /// less than the entire buffer length"), so a guest cannot make the VMM
 /// allocate a 4 GiB buffer. A chain with a device-readable buffer is a guest
-/// error (§5.4.6.1) and puts the device in DEVICE_NEEDS_RESET.
+/// error (§5.4.6.1) and puts the device in DEVICE_NEEDS_RESET. A buffer the
+/// device cannot reach (behind a vIOMMU, unmapped or read-only) is returned
+/// with nothing written, and the device goes on.
 public final class VirtioRNG: VirtioDevice {
     public static let requestQueue = 0 // §5.4.2
     public static let defaultQueueSize: UInt16 = 256
@@ -86,8 +88,10 @@ public final class VirtioRNG: VirtioDevice {
     }
 
     /// Total random bytes handed to the guest (for tests and statistics).
-    public var bytesProvided: UInt64 { counter.withLock { $0 } }
-    private let counter = Mutex<UInt64>(0)
+    public var bytesProvided: UInt64 { counter.withLock { $0.bytes } }
+    /// Buffers returned empty because the device could not write them.
+    public var dmaFailures: UInt64 { counter.withLock { $0.dmaFailures } }
+    private let counter = Mutex<(bytes: UInt64, dmaFailures: UInt64)>((0, 0))
 
     public func queueNotified(_ index: Int) {
         guard index == Self.requestQueue else { return }
@@ -100,9 +104,16 @@ public final class VirtioRNG: VirtioDevice {
             while let chain = try a.queue.popAvailable(memory: a.memory) {
                 try chain.requireWritableOnly()
                 let n = Int(min(chain.writableLength, UInt64(maxBytesPerRequest)))
-                let written = try chain.writeWritable(source.randomBytes(count: n), memory: a.memory)
+                var written = 0
+                do {
+                    written = try chain.writeWritable(source.randomBytes(count: n), memory: a.memory)
+                    counter.withLock { $0.bytes &+= UInt64(written) }
+                } catch VirtqueueError.memory {
+                    // Out of reach (reported as a DMA fault): nothing for this request.
+                    written = 0
+                    counter.withLock { $0.dmaFailures &+= 1 }
+                }
                 try a.queue.addUsed(head: chain.head, len: UInt32(clamping: written), memory: a.memory)
-                counter.withLock { $0 &+= UInt64(written) }
             }
             if try a.queue.needsNotification(memory: a.memory) {
                 a.interrupt.signalUsedQueue(Self.requestQueue)

@@ -80,4 +80,109 @@ final class DMATranslationTests: XCTestCase {
         XCTAssertTrue(irq.errors.isEmpty)
         XCTAssertEqual(block.statistics.dmaFailures, 2)
     }
+
+    /// A translator behind a vIOMMU over [iova, iova + window), reporting
+    /// its faults into `faults`.
+    private func viommuView(_ ram: ArrayGuestMemory, faults: FaultLog) throws -> DMAGuestMemory {
+        let dma = DMATranslator(memory: ram)
+        try dma.map(iova: Self.iova, size: Self.window, guestAddress: GuestAddress(Self.guest))
+        try dma.attach()
+        dma.setFaultHandler { f in faults.list.withLock { $0.append(f) } }
+        return DMAGuestMemory(translator: dma)
+    }
+
+    final class FaultLog: Sendable {
+        let list = Mutex<[DMAFault]>([])
+        var all: [DMAFault] { list.withLock { $0 } }
+    }
+
+    /// Behind a vIOMMU, an entropy buffer the domain does not map comes back
+    /// with length 0 and a fault; the device goes on.
+    func testRNGReturnsAnUnmappedBufferEmptyAndGoesOnBehindAVIOMMU() throws {
+        let ram = ArrayGuestMemory(size: 0x10_0000)
+        let faults = FaultLog()
+        let view = try viommuView(ram, faults: faults)
+        let d = FakeDriver(memory: view, size: 8, base: Self.iova + 0x1000)
+        let irq = RecordingInterrupt()
+        let rng = VirtioRNG(source: CountingEntropy())
+        try rng.activate(memory: view, features: VirtioSpec.Feature.version1, queues: [d.makeQueue()], interrupt: irq)
+        let unmapped = Self.iova + Self.window + 0x1000
+        d.post([(unmapped, 4, true)])
+        d.post([(Self.iova + 0x8000, 4, true)])
+        rng.queueNotified(0)
+        XCTAssertEqual(d.takeUsed().map(\.len), [0, 4], "the unreachable buffer empty, the next one filled")
+        XCTAssertEqual(faults.all, [DMAFault(iova: unmapped, length: 4, access: .write, reason: .unmapped)])
+        XCTAssertTrue(irq.errors.isEmpty, "no DEVICE_NEEDS_RESET: \(irq.errors)")
+        XCTAssertEqual(rng.dmaFailures, 1)
+        XCTAssertEqual(rng.bytesProvided, 4)
+    }
+
+    /// Behind a vIOMMU, virtio-net drops a frame whose transmit buffer or
+    /// receive buffer is out of reach (returned with length 0, counted) and
+    /// goes on with the next.
+    func testNetDropsFramesWithUnreachableBuffersAndGoesOnBehindAVIOMMU() throws {
+        let ram = ArrayGuestMemory(size: 0x10_0000)
+        let faults = FaultLog()
+        let view = try viommuView(ram, faults: faults)
+        let backend = RecordingNetBackend()
+        let net = VirtioNet(backend: backend, mac: MACAddress([0x52, 0x54, 0, 0, 0, 1])!)
+        let rx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x1000)
+        let tx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x3000)
+        let irq = RecordingInterrupt()
+        try net.activate(memory: view, features: VirtioSpec.Feature.version1, queues: [rx.makeQueue(), tx.makeQueue()],
+                         interrupt: irq)
+        let unmapped = Self.iova + Self.window + 0x2000
+        let frame = (0..<60).map { UInt8($0) }
+        // Transmit: header + frame, first from an unmapped IOVA, then a mapped one.
+        try view.writeBytes([UInt8](repeating: 0, count: 12) + frame, at: GuestAddress(Self.iova + 0x8000))
+        tx.post([(unmapped, 72, false)])
+        tx.post([(Self.iova + 0x8000, 72, false)])
+        net.queueNotified(VirtioNet.transmitQueue)
+        XCTAssertEqual(tx.takeUsed().map(\.len), [0, 0])
+        XCTAssertEqual(backend.frames, [frame], "only the reachable frame went out")
+
+        // Receive: the first buffer is out of reach, so that frame is dropped;
+        // the next frame lands in the next buffer.
+        rx.post([(unmapped, 1526, true)])
+        rx.post([(Self.iova + 0x9000, 1526, true)])
+        XCTAssertTrue(net.receive(frame: frame))
+        XCTAssertTrue(net.receive(frame: frame.reversed()))
+        XCTAssertEqual(rx.takeUsed().map(\.len), [0, 72])
+        XCTAssertEqual(try view.readBytes(at: GuestAddress(Self.iova + 0x9000 + 12), count: 60), frame.reversed())
+        XCTAssertEqual(net.statistics.dmaFailures, 2)
+        XCTAssertEqual(faults.all.map { $0.access }, [.read, .write])
+        XCTAssertTrue(irq.errors.isEmpty, "no DEVICE_NEEDS_RESET: \(irq.errors)")
+    }
+
+    /// Behind a vIOMMU, virtio-console drops the bytes of a transmit buffer
+    /// out of reach, returns an unreachable receive buffer empty, and keeps
+    /// the input for the next buffer.
+    func testConsoleSkipsUnreachableBuffersAndKeepsItsInputBehindAVIOMMU() throws {
+        let ram = ArrayGuestMemory(size: 0x10_0000)
+        let faults = FaultLog()
+        let view = try viommuView(ram, faults: faults)
+        let out = RecordingConsole()
+        let console = VirtioConsole(output: out)
+        let rx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x1000)
+        let tx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x3000)
+        let irq = RecordingInterrupt()
+        try console.activate(memory: view, features: VirtioSpec.Feature.version1, queues: [rx.makeQueue(), tx.makeQueue()],
+                             interrupt: irq)
+        let unmapped = Self.iova + Self.window + 0x2000
+        try view.writeBytes(Array("ok".utf8), at: GuestAddress(Self.iova + 0x8000))
+        tx.post([(unmapped, 5, false)])
+        tx.post([(Self.iova + 0x8000, 2, false)])
+        console.queueNotified(VirtioConsole.transmitQueue)
+        XCTAssertEqual(tx.takeUsed().count, 2)
+        XCTAssertEqual(out.text, "ok")
+
+        rx.post([(unmapped, 16, true)])
+        rx.post([(Self.iova + 0x9000, 16, true)])
+        XCTAssertEqual(console.enqueueInput(Array("hi".utf8)), 2)
+        XCTAssertEqual(rx.takeUsed().map(\.len), [0, 2])
+        XCTAssertEqual(try view.readBytes(at: GuestAddress(Self.iova + 0x9000), count: 2), Array("hi".utf8))
+        XCTAssertEqual(console.dmaFailures, 2)
+        XCTAssertEqual(faults.all.count, 2)
+        XCTAssertTrue(irq.errors.isEmpty, "no DEVICE_NEEDS_RESET: \(irq.errors)")
+    }
 }
