@@ -19,9 +19,16 @@ SWIFTVMM = os.environ.get("SWIFTVMM", os.path.join(REPO, ".build/release/swiftvm
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 BLK_MIB = int(os.environ.get("BENCH_BLK_MIB", "128"))
 NET_MIB = int(os.environ.get("BENCH_NET_MIB", "32"))
+# BENCH_VMMS: a comma-separated subset of swiftvmm,swiftvmm+viommu,qemu,qemu+viommu (default all).
+ONLY = [n for n in os.environ.get("BENCH_VMMS", "").split(",") if n]
+# BENCH_NET=0 skips the virtio-net runs.
+NET = os.environ.get("BENCH_NET", "1") != "0"
 KERNEL = os.path.join(CACHE, "guest/vmlinuz")
 INITRD = os.path.join(CACHE, "guest/initramfs-modules.cpio.gz")
-BASE = "console=ttyS0 reboot=k panic=-1 quiet iommu.strict=1"
+# transparent_hugepage=never: dd's 1 MiB buffer is then always 256 scattered 4 KiB pages,
+# each mapped and unmapped on its own. With THP a buffer may or may not be one huge page,
+# boot by boot, and the request count of the same run varied 7-fold (2,589 to 19,230).
+BASE = "console=ttyS0 reboot=k panic=-1 quiet iommu.strict=1 transparent_hugepage=never"
 MODS = "swiftvmm.modules=virtio_iommu,virtio_blk,virtio_net"
 WORK = "/tmp/viommu-bench"
 TAP = "vbenchtap0"
@@ -55,7 +62,7 @@ def qemu_cmd(cmdline, disk, viommu, trace=False):
     return cmd
 
 
-def run(cmd, limit=600):
+def run(cmd, limit=300):
     """The run's output; a run past `limit` is stopped and reported, and the bench goes on."""
     try:
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
@@ -84,6 +91,11 @@ def main():
     sh(f"ip tuntap add dev {TAP} mode tap 2>/dev/null || true; ip addr add 10.0.2.1/24 dev {TAP} 2>/dev/null || true; ip link set {TAP} up")
     vmms = [("swiftvmm", swiftvmm_cmd, False), ("swiftvmm+viommu", swiftvmm_cmd, True),
             ("qemu", qemu_cmd, False), ("qemu+viommu", qemu_cmd, True)]
+    if ONLY:
+        unknown = set(ONLY) - {n for n, _, _ in vmms}
+        if unknown:
+            raise SystemExit(f"bench: BENCH_VMMS names {sorted(unknown)}; known: {[n for n, _, _ in vmms]}")
+        vmms = [v for v in vmms if v[0] in ONLY]
     blk = {n: ([], []) for n, _, _ in vmms}
     net = {n: [] for n, _, _ in vmms}
     rate = {n: [] for n, _, _ in vmms}
@@ -110,6 +122,8 @@ def main():
                     rate[name].append(n / (ws + rs))
                     line += f"; {n} MAP+UNMAP = {n / (ws + rs):.0f}/s"
             print(line, flush=True)
+            if not NET:
+                continue
             result = []
             t = threading.Thread(target=receiver, args=(result, NET_MIB << 20, 120))
             t.start()
@@ -133,7 +147,8 @@ def main():
     for n, (w, rd, nt, rt) in rows.items():
         print(f"{n:16} blk write {f(w, 'MiB/s'):>14}  blk read {f(rd, 'MiB/s'):>14}  net {f(nt, 'Mbit/s'):>14}  MAP+UNMAP {f(rt, '/s'):>10}")
     ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "n/a"
-    s, sv, q, qv = rows["swiftvmm"], rows["swiftvmm+viommu"], rows["qemu"], rows["qemu+viommu"]
+    none = (None, None, None, None)
+    s, sv, q, qv = (rows.get(n, none) for n in ("swiftvmm", "swiftvmm+viommu", "qemu", "qemu+viommu"))
     print(f"bench: MAP+UNMAP rate swiftvmm vs qemu (both with a vIOMMU, blk traffic): {ratio(sv[3], qv[3])}")
     print(f"bench: swiftvmm with the vIOMMU vs without: blk write {ratio(sv[0], s[0])}, blk read {ratio(sv[1], s[1])}, net {ratio(sv[2], s[2])}")
     print(f"bench: qemu with the vIOMMU vs without: blk write {ratio(qv[0], q[0])}, blk read {ratio(qv[1], q[1])}, net {ratio(qv[2], q[2])}")
