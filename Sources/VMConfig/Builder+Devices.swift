@@ -82,11 +82,16 @@ extension Builder {
     }
 
     /// `[viommu]`: `enabled` (default true: the table asks for a vIOMMU),
-    /// `max_domains`, `max_mappings` (per domain).
+    /// `max_domains`, `max_mappings` (per domain), `poll_us`.
     mutating func readVIOMMU(_ t: TOMLTable) {
         var c = VIOMMUConfig()
         var ok = true
-        for (key, range) in [("max_domains", VIOMMUConfig.domainRange), ("max_mappings", VIOMMUConfig.mappingRange)] {
+        let keys: [(String, ClosedRange<Int>, WritableKeyPath<VIOMMUConfig, Int>)] = [
+            ("max_domains", VIOMMUConfig.domainRange, \.maxDomains),
+            ("max_mappings", VIOMMUConfig.mappingRange, \.maxMappingsPerDomain),
+            ("poll_us", VIOMMUConfig.pollRange, \.pollMicroseconds),
+        ]
+        for (key, range, field) in keys {
             guard let v = t[key] else { continue }
             let keyPath = "viommu." + key
             guard v.type == .int, let n = v.int else {
@@ -99,7 +104,7 @@ extension Builder {
                 ok = false
                 continue
             }
-            if key == "max_domains" { c.maxDomains = n } else { c.maxMappingsPerDomain = n }
+            c[keyPath: field] = n
         }
         var enabled: Bool? = true
         if t["enabled"] != nil { enabled = bool(t, "enabled", "viommu.enabled") }

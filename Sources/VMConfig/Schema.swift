@@ -16,7 +16,7 @@ enum Schema {
         ("net", .arrayOfTables, ["tap", "mac", "iommu"]),
         ("rng", .table, ["enabled", "iommu"]),
         ("passthrough", .arrayOfTables, ["device", "bars", "iommu"]),
-        ("viommu", .table, ["enabled", "max_domains", "max_mappings"]),
+        ("viommu", .table, ["enabled", "max_domains", "max_mappings", "poll_us"]),
         ("run", .table, ["timeout"]),
     ]
 

@@ -75,21 +75,6 @@ final class MachinePCI: Sendable {
         return (loop, a)
     }
 
-    /// Attaches a virtio device whose queue notifications are handled on the
-    /// vCPU that writes the notify register (an MMIO exit, no ioeventfd, no
-    /// I/O thread). For a device whose driver spins until each request is
-    /// answered (virtio-iommu: Linux's `viommu_sync_req` polls the used ring
-    /// with the vCPU otherwise idle), answering on that vCPU saves waking a
-    /// thread per request; the device must take its own locks, as any
-    /// number of vCPUs may notify at once.
-    @discardableResult
-    func attachVirtioNotifiedOnVCPU(_ device: VirtioDevice, name: String, memory: GuestMemoryAccess,
-                                    logger: Logger) throws -> PCIAddress {
-        let (_, a) = try attachTransport(device, name: name, memory: memory, viommu: nil, logger: logger)
-        logger.info("pci \(a): \(name), requests answered on the notifying vCPU")
-        return a
-    }
-
     /// The transport around `device`, on the bus; see `attachVirtio`.
     private func attachTransport(_ device: VirtioDevice, name: String, memory: GuestMemoryAccess,
                                  viommu: MachineVIOMMU?, logger: Logger) throws -> (VirtioPCIDevice, PCIAddress) {

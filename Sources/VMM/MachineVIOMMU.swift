@@ -1,4 +1,5 @@
 import ACPI
+import Foundation
 import GuestMemory
 import Logging
 import PCI
@@ -35,9 +36,16 @@ final class MachineVIOMMU: Sendable {
             pageSizes = try domains.pageSizeMask
             input = try domains.usableIOVARange
         }
+        // Polling needs a CPU besides the guest's spinning vCPU.
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        let pollUs = cpus > 1 ? config.pollMicroseconds : 0
         device = VirtioIOMMU(host: endpoints, pageSizeMask: pageSizes, inputRange: input, initialBypass: true,
-                             maxDomains: config.maxDomains, maxMappingsPerDomain: config.maxMappingsPerDomain)
-        logger.info("viommu: virtio-iommu with page sizes 0x\(String(pageSizes, radix: 16)), IOVAs 0x\(String(input.lowerBound, radix: 16))-0x\(String(input.upperBound, radix: 16)), at most \(config.maxDomains) domains of \(config.maxMappingsPerDomain) mappings")
+                             maxDomains: config.maxDomains, maxMappingsPerDomain: config.maxMappingsPerDomain,
+                             pollWindow: .microseconds(pollUs))
+        if pollUs != config.pollMicroseconds {
+            logger.info("viommu: request polling off: this host has \(cpus) CPU (poll_us = \(config.pollMicroseconds) needs 2)")
+        }
+        logger.info("viommu: virtio-iommu with page sizes 0x\(String(pageSizes, radix: 16)), IOVAs 0x\(String(input.lowerBound, radix: 16))-0x\(String(input.upperBound, radix: 16)), at most \(config.maxDomains) domains of \(config.maxMappingsPerDomain) mappings, requests polled for \(pollUs) us after each")
     }
 
     /// Puts the assigned devices whose entry says `iommu = true` behind it.
@@ -56,11 +64,10 @@ final class MachineVIOMMU: Sendable {
             logger.warning("viommu: no PCI device is behind it (there are none, or every one has iommu = false): the guest gets no vIOMMU")
             return nil
         }
-        // Answered on the notifying vCPU: the guest waits for each request.
-        let a = try pci.attachVirtioNotifiedOnVCPU(device, name: "virtio-iommu (\(endpoints.endpoints.count) endpoints)",
-                                                   memory: memory, logger: logger)
-        placed.address = a
-        return a
+        let a = try pci.attachVirtio(device, name: "virtio-iommu (\(endpoints.endpoints.count) endpoints)", thread: "io-iommu",
+                                     memory: memory, viommu: nil, logger: logger)
+        placed.address = a.address
+        return a.address
     }
 
     /// The VIOT description, once attached.
@@ -75,7 +82,7 @@ final class MachineVIOMMU: Sendable {
         let s = device.statistics
         let errors = s.errors.values.reduce(0, +)
         var line = "viommu: \(s.attaches) attach, \(s.detaches) detach, \(s.maps) map, \(s.unmaps) unmap, \(s.probes) probe, "
-            + "\(errors) error, \(endpoints.counters.faults) fault; \(s.faultsReported) fault events reported, \(s.faultsDropped) dropped"
+            + "\(errors) error, \(endpoints.counters.faults) fault; \(s.faultsReported) fault events reported, \(s.faultsDropped) dropped; \(s.polled) requests found by polling"
         if !s.errors.isEmpty {
             line += "; errors: " + s.errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         }

@@ -92,6 +92,9 @@ public final class VirtioIOMMU: VirtioDevice {
         /// Fault events dropped: no event buffer (or one too small), or the
         /// device not running.
         public var faultsDropped: UInt64 = 0
+        /// Requests found by polling the request queue (`pollWindow`), with
+        /// no notification from the driver.
+        public var polled: UInt64 = 0
 
         public init() {}
 
@@ -171,6 +174,11 @@ public final class VirtioIOMMU: VirtioDevice {
     public let maxMappingsPerDomain: Int
     public let maxMappings: Int
     private let queueSize: UInt16
+    /// How long the request queue is polled after a request, with the
+    /// driver's notifications off (zero: never). Linux's driver waits for
+    /// every request and posts the next one soon after; each notification
+    /// is a VM exit, which costs more than the request itself.
+    public let pollWindow: Duration
     private let state: Mutex<State>
     private let events = Mutex(Events())
 
@@ -189,7 +197,8 @@ public final class VirtioIOMMU: VirtioDevice {
                 maxDomains: Int = VirtioIOMMU.defaultMaxDomains,
                 maxMappingsPerDomain: Int = VirtioIOMMU.defaultMaxMappingsPerDomain,
                 maxMappings: Int = VirtioIOMMU.defaultMaxMappings,
-                queueSize: UInt16 = VirtioIOMMU.defaultQueueSize) {
+                queueSize: UInt16 = VirtioIOMMU.defaultQueueSize,
+                pollWindow: Duration = .zero) {
         precondition(pageSizeMask != 0, "virtio-iommu: page_size_mask needs a bit (§5.13.4.2)")
         precondition(probeSize <= Self.maxProbeSize, "virtio-iommu: probe_size above \(Self.maxProbeSize)")
         precondition(maxDomains >= 1 && maxMappingsPerDomain >= 1 && maxMappings >= 1, "virtio-iommu: caps must be >= 1")
@@ -204,6 +213,7 @@ public final class VirtioIOMMU: VirtioDevice {
         self.maxMappingsPerDomain = maxMappingsPerDomain
         self.maxMappings = maxMappings
         self.queueSize = queueSize
+        self.pollWindow = max(pollWindow, .zero)
         state = Mutex(State(bypass: initialBypass))
     }
 
@@ -310,7 +320,45 @@ public final class VirtioIOMMU: VirtioDevice {
         // The event queue needs nothing on a notification: its buffers are
         // taken when there is a fault to report.
         guard index == Self.requestQueue else { return }
-        state.withLock { process(&$0) }
+        guard state.withLock({ process(&$0) }) > 0, pollWindow > .zero else { return }
+        poll()
+    }
+
+    /// Serves requests as the driver posts them, with its notifications
+    /// off, until none has come for `pollWindow`; then turns notifications
+    /// back on and serves what arrived meanwhile (whose notification the
+    /// driver skipped).
+    private func poll() {
+        let clock = ContinuousClock()
+        let off = state.withLock { s in
+            running(&s) { a in try a.queue.disableNotifications(memory: a.memory) } != nil
+        }
+        guard off else { return }
+        var last = clock.now
+        while clock.now - last < pollWindow {
+            let n = state.withLock { s in
+                let n = process(&s)
+                if n > 0 { s.statistics.polled &+= UInt64(n) }
+                return n
+            }
+            if n < 0 { return } // reset or broken: notifications are the next driver's business
+            if n > 0 { last = clock.now }
+        }
+        state.withLock { s in
+            let arrived = running(&s) { a in try a.queue.enableNotifications(memory: a.memory) }
+            if arrived == true { process(&s) }
+        }
+    }
+
+    /// `body` on the running request side; nil when the device is not
+    /// running, or broke in `body` (then it needs a reset).
+    private func running<T>(_ s: inout State, _ body: (inout RequestSide) throws -> T) -> T? {
+        guard var a = s.active, !a.broken else { return nil }
+        defer { s.active = a }
+        do { return try body(&a) } catch {
+            breakDevice(&a, error)
+            return nil
+        }
     }
 
     public var statistics: Statistics {
@@ -341,25 +389,34 @@ public final class VirtioIOMMU: VirtioDevice {
 
     // MARK: - Request queue
 
-    private func process(_ s: inout State) {
-        guard var a = s.active, !a.broken else { return }
+    /// Serves every request posted; returns how many (-1 when the device is
+    /// not running or broke on the way).
+    @discardableResult
+    private func process(_ s: inout State) -> Int {
+        guard var a = s.active, !a.broken else { return -1 }
+        var served = 0
         do {
-            var completed = false
             while let chain = try a.queue.popAvailable(memory: a.memory) {
                 let reply = try serve(chain, features: a.features, memory: a.memory, &s)
                 let written = try chain.writeWritable(reply, memory: a.memory)
                 try a.queue.addUsed(head: chain.head, len: UInt32(clamping: written), memory: a.memory)
-                completed = true
+                served += 1
             }
-            if completed, try a.queue.needsNotification(memory: a.memory) {
+            if served > 0, try a.queue.needsNotification(memory: a.memory) {
                 a.interrupt.signalUsedQueue(Self.requestQueue)
             }
         } catch {
-            a.broken = true
-            events.withLock { e in e.active?.broken = true }
-            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            breakDevice(&a, error)
+            served = -1
         }
         s.active = a
+        return served
+    }
+
+    private func breakDevice(_ a: inout RequestSide, _ error: any Error) {
+        a.broken = true
+        events.withLock { e in e.active?.broken = true }
+        a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
     }
 
     /// Serves one request; returns the bytes to write from the start of its

@@ -43,6 +43,7 @@ final class VIOMMUConfigTests: XCTestCase {
             enabled = true
             max_domains = 8
             max_mappings = 4096
+            poll_us = 0
             [[disk]]
             path = "a.img"
             iommu = false
@@ -62,7 +63,7 @@ final class VIOMMUConfigTests: XCTestCase {
             device = "03:00.0"
             iommu = false
             """)
-        XCTAssertEqual(c.viommu, VIOMMUConfig(maxDomains: 8, maxMappingsPerDomain: 4096))
+        XCTAssertEqual(c.viommu, VIOMMUConfig(maxDomains: 8, maxMappingsPerDomain: 4096, pollMicroseconds: 0))
         XCTAssertEqual(c.disks, [DiskConfig(path: "/cfg/a.img", iommu: false), DiskConfig(path: "/cfg/b.img")])
         XCTAssertEqual(c.nets.map(\.iommu), [false])
         XCTAssertFalse(c.virtioConsoleIOMMU)
@@ -93,6 +94,8 @@ final class VIOMMUConfigTests: XCTestCase {
             ])
         XCTAssertEqual(problems(kernelOnly + "[viommu]\nmax_mappings = 2000000\n"),
                        ["viommu.max_mappings: 2000000 is out of range (1...1048576)"])
+        XCTAssertEqual(problems(kernelOnly + "[viommu]\npoll_us = -1\n"), ["viommu.poll_us: -1 is out of range (0...100000)"])
+        XCTAssertEqual(problems(kernelOnly + "[viommu]\npoll_us = 1.5\n"), ["viommu.poll_us: expected an integer, got a float"])
         XCTAssertEqual(problems("viommu = true\n" + kernelOnly), ["viommu: expected a table, got a boolean"])
     }
 

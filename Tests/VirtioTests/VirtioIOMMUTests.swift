@@ -235,6 +235,59 @@ final class VirtioIOMMUTests: XCTestCase {
     typealias W = IOMMUWire
     typealias Entry = DMAMappingTable.Entry
 
+    // MARK: polling
+
+    /// With a poll window, the device keeps serving the request queue after
+    /// a notification, with the driver's notifications off (used.flags
+    /// NO_NOTIFY): a request posted then, with no notification, is answered;
+    /// once nothing has come for the window, notifications are on again.
+    func testRequestsPostedWhileThePollWindowIsOpenAreServedWithoutANotification() throws {
+        let b = try IOMMUBench { VirtioIOMMU(host: $0, pollWindow: .milliseconds(400)) }
+        XCTAssertEqual(b.device.pollWindow, .milliseconds(400))
+        let usedFlags = GuestAddress(b.requests.usedRing)
+        try b.memory.writeBytes(W.attach(domain: 1, endpoint: 0x08), at: GuestAddress(IOMMUBench.readableAt))
+        b.requests.post([(IOMMUBench.readableAt, 20, false), (IOMMUBench.writableAt, 4, true)])
+        // While the device polls (this thread is inside queueNotified), a
+        // second request arrives without a notification, as the driver does
+        // when used.flags says NO_NOTIFY.
+        let flagsSeen = Mutex<UInt16?>(nil)
+        let posted = Mutex(false)
+        let memory = b.memory, driver = b.requests // Sendable, unlike the bench
+        let later = Thread {
+            Thread.sleep(forTimeInterval: 0.05)
+            flagsSeen.withLock { $0 = try? memory.readInteger(UInt16.self, at: usedFlags) }
+            try? memory.writeBytes(W.map(domain: 1, start: 0x10_0000, end: 0x10_0FFF, phys: 0x2_0000),
+                                   at: GuestAddress(IOMMUBench.readableAt + 0x100))
+            driver.post([(IOMMUBench.readableAt + 0x100, 40, false), (IOMMUBench.writableAt + 0x100, 4, true)])
+            posted.withLock { $0 = true }
+        }
+        later.start()
+        let t0 = ContinuousClock.now
+        b.device.queueNotified(VirtioIOMMU.requestQueue)
+        let took = ContinuousClock.now - t0
+        XCTAssertTrue(posted.withLock { $0 })
+        XCTAssertEqual(flagsSeen.withLock { $0 }, 1, "VIRTQ_USED_F_NO_NOTIFY while polling")
+        XCTAssertEqual(b.requests.takeUsed().map(\.len), [4, 4], "both answered")
+        XCTAssertEqual(try b.memory.readBytes(at: GuestAddress(IOMMUBench.writableAt + 0x100), count: 1), [W.ok])
+        XCTAssertEqual(b.device.statistics.polled, 1)
+        XCTAssertEqual(b.device.statistics.maps, 1)
+        XCTAssertGreaterThanOrEqual(took, .milliseconds(440), "polled for the window after the last request")
+        XCTAssertEqual(try b.memory.readInteger(UInt16.self, at: usedFlags), 0, "notifications on again")
+    }
+
+    /// Without a window (the default) the device serves what is there and
+    /// returns: a request posted later waits for its notification.
+    func testWithoutAPollWindowALaterRequestWaitsForItsNotification() throws {
+        let b = try IOMMUBench()
+        XCTAssertEqual(b.device.pollWindow, .zero)
+        XCTAssertEqual(b.status(W.attach(domain: 1, endpoint: 0x08)), W.ok)
+        b.requests.post([(IOMMUBench.readableAt, 20, false), (IOMMUBench.writableAt, 4, true)])
+        XCTAssertEqual(b.requests.takeUsed().count, 0)
+        b.device.queueNotified(VirtioIOMMU.requestQueue)
+        XCTAssertEqual(b.requests.takeUsed().count, 1)
+        XCTAssertEqual(b.device.statistics.polled, 0)
+    }
+
     // MARK: identity and configuration
 
     func testIdentityFeaturesAndConfigBytes() throws {
