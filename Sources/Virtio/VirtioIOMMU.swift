@@ -179,6 +179,9 @@ public final class VirtioIOMMU: VirtioDevice {
     /// every request and posts the next one soon after; each notification
     /// is a VM exit, which costs more than the request itself.
     public let pollWindow: Duration
+    /// The longest one stretch of polling lasts, however busy the guest.
+    public let maxPollBurst: Duration
+    public static let defaultMaxPollBurst: Duration = .milliseconds(100)
     private let state: Mutex<State>
     private let events = Mutex(Events())
 
@@ -198,7 +201,8 @@ public final class VirtioIOMMU: VirtioDevice {
                 maxMappingsPerDomain: Int = VirtioIOMMU.defaultMaxMappingsPerDomain,
                 maxMappings: Int = VirtioIOMMU.defaultMaxMappings,
                 queueSize: UInt16 = VirtioIOMMU.defaultQueueSize,
-                pollWindow: Duration = .zero) {
+                pollWindow: Duration = .zero,
+                maxPollBurst: Duration = VirtioIOMMU.defaultMaxPollBurst) {
         precondition(pageSizeMask != 0, "virtio-iommu: page_size_mask needs a bit (§5.13.4.2)")
         precondition(probeSize <= Self.maxProbeSize, "virtio-iommu: probe_size above \(Self.maxProbeSize)")
         precondition(maxDomains >= 1 && maxMappingsPerDomain >= 1 && maxMappings >= 1, "virtio-iommu: caps must be >= 1")
@@ -214,6 +218,7 @@ public final class VirtioIOMMU: VirtioDevice {
         self.maxMappings = maxMappings
         self.queueSize = queueSize
         self.pollWindow = max(pollWindow, .zero)
+        self.maxPollBurst = max(maxPollBurst, .zero)
         state = Mutex(State(bypass: initialBypass))
     }
 
@@ -334,8 +339,11 @@ public final class VirtioIOMMU: VirtioDevice {
             running(&s) { a in try a.queue.disableNotifications(memory: a.memory) } != nil
         }
         guard off else { return }
-        var last = clock.now
-        while clock.now - last < pollWindow {
+        let start = clock.now
+        var last = start
+        // A guest that never pauses would keep the thread here for good: give
+        // the loop back (stop, reset) at least every `maxPollBurst`.
+        while clock.now - last < pollWindow, clock.now - start < maxPollBurst {
             let n = state.withLock { s in
                 let n = process(&s)
                 if n > 0 { s.statistics.polled &+= UInt64(n) }

@@ -242,7 +242,7 @@ final class VirtioIOMMUTests: XCTestCase {
     /// NO_NOTIFY): a request posted then, with no notification, is answered;
     /// once nothing has come for the window, notifications are on again.
     func testRequestsPostedWhileThePollWindowIsOpenAreServedWithoutANotification() throws {
-        let b = try IOMMUBench { VirtioIOMMU(host: $0, pollWindow: .milliseconds(400)) }
+        let b = try IOMMUBench { VirtioIOMMU(host: $0, pollWindow: .milliseconds(400), maxPollBurst: .seconds(5)) }
         XCTAssertEqual(b.device.pollWindow, .milliseconds(400))
         let usedFlags = GuestAddress(b.requests.usedRing)
         try b.memory.writeBytes(W.attach(domain: 1, endpoint: 0x08), at: GuestAddress(IOMMUBench.readableAt))
@@ -273,6 +273,36 @@ final class VirtioIOMMUTests: XCTestCase {
         XCTAssertEqual(b.device.statistics.maps, 1)
         XCTAssertGreaterThanOrEqual(took, .milliseconds(440), "polled for the window after the last request")
         XCTAssertEqual(try b.memory.readInteger(UInt16.self, at: usedFlags), 0, "notifications on again")
+    }
+
+    /// A guest that never stops sending keeps the device polling no longer
+    /// than `maxPollBurst` at a time: then notifications are on again and
+    /// the I/O thread is free (to stop, or to reset the device).
+    func testPollingStopsAfterTheLongestBurstHoweverBusyTheGuest() throws {
+        let b = try IOMMUBench { VirtioIOMMU(host: $0, pollWindow: .milliseconds(50)) }
+        try b.memory.writeBytes(W.attach(domain: 1, endpoint: 0x08), at: GuestAddress(IOMMUBench.readableAt))
+        b.requests.post([(IOMMUBench.readableAt, 20, false), (IOMMUBench.writableAt, 4, true)])
+        let memory = b.memory, driver = b.requests
+        let stop = Mutex(false)
+        let busy = Thread {
+            // A request every 10 ms (inside the 50 ms window) for up to 2 s.
+            for _ in 0..<200 where !stop.withLock({ $0 }) {
+                Thread.sleep(forTimeInterval: 0.01)
+                try? memory.writeBytes(W.attach(domain: 1, endpoint: 0x08), at: GuestAddress(IOMMUBench.readableAt))
+                driver.post([(IOMMUBench.readableAt, 20, false), (IOMMUBench.writableAt, 4, true)])
+                _ = driver.takeUsed()
+            }
+        }
+        busy.start()
+        let t0 = ContinuousClock.now
+        b.device.queueNotified(VirtioIOMMU.requestQueue)
+        let took = ContinuousClock.now - t0
+        stop.withLock { $0 = true }
+        XCTAssertGreaterThanOrEqual(took, b.device.maxPollBurst)
+        XCTAssertEqual(b.device.maxPollBurst, VirtioIOMMU.defaultMaxPollBurst)
+        XCTAssertLessThan(took, b.device.maxPollBurst + .milliseconds(300), "returned after the burst, not when the guest paused")
+        XCTAssertGreaterThan(b.device.statistics.polled, 3)
+        XCTAssertEqual(try b.memory.readInteger(UInt16.self, at: GuestAddress(b.requests.usedRing)), 0, "notifications on again")
     }
 
     /// Without a window (the default) the device serves what is there and
