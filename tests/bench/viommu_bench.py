@@ -9,7 +9,7 @@ with iommu.strict=1 so that every buffer is mapped and unmapped through the vIOM
               line; QEMU's virtio_iommu_map/unmap trace events, counted in a separate
               traced run so tracing does not slow the timed one) over the traffic's time
 Prints figures and ratios; asserts nothing."""
-import os, re, statistics, subprocess, threading, time
+import os, re, statistics, subprocess, tempfile, threading, time
 
 from device_bench import receiver
 
@@ -63,13 +63,20 @@ def qemu_cmd(cmdline, disk, viommu, trace=False):
 
 
 def run(cmd, limit=300):
-    """The run's output; a run past `limit` is stopped and reported, and the bench goes on."""
-    try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
-        return out + f"\nbench: stopped after {limit} s\n"
-    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+    """The run's output; a run past `limit` is stopped and reported with what it printed
+    so far (the output goes to a file, so a stopped run's console is not lost), and the
+    bench goes on."""
+    with tempfile.TemporaryFile() as f:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            p.wait(timeout=limit)
+            stopped = ""
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            stopped = f"\nbench: stopped after {limit} s\n"
+        f.seek(0)
+        return f.read().decode(errors="replace") + stopped
 
 
 def requests(name, out):
