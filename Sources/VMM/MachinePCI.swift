@@ -68,16 +68,6 @@ final class MachinePCI: Sendable {
     @discardableResult
     func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
                       viommu: MachineVIOMMU?, logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress) {
-        let (transport, a) = try attachTransport(device, name: name, memory: memory, viommu: viommu, logger: logger)
-        let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
-        let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
-        logger.info("pci \(a): \(name)\(viommu != nil ? ", behind the vIOMMU" : "")")
-        return (loop, a)
-    }
-
-    /// The transport around `device`, on the bus; see `attachVirtio`.
-    private func attachTransport(_ device: VirtioDevice, name: String, memory: GuestMemoryAccess,
-                                 viommu: MachineVIOMMU?, logger: Logger) throws -> (VirtioPCIDevice, PCIAddress) {
         // Behind a vIOMMU, `addEmulated` below sets what the translator
         // holds before the guest runs (identity when unattached endpoints
         // bypass, nothing otherwise).
@@ -102,7 +92,10 @@ final class MachinePCI: Sendable {
                 iommu.reportFault(endpoint: endpoint, fault)
             }
         }
-        return (transport, a)
+        let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
+        let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
+        logger.info("pci \(a): \(name)\(viommu != nil ? ", behind the vIOMMU" : "")")
+        return (loop, a)
     }
 
     /// Attaches the virtio devices `config` asks for; returns the virtio

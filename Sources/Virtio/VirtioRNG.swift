@@ -110,7 +110,6 @@ public final class VirtioRNG: VirtioDevice {
                     counter.withLock { $0.bytes &+= UInt64(written) }
                 } catch VirtqueueError.memory {
                     // Out of reach (reported as a DMA fault): nothing for this request.
-                    written = 0
                     counter.withLock { $0.dmaFailures &+= 1 }
                 }
                 try a.queue.addUsed(head: chain.head, len: UInt32(clamping: written), memory: a.memory)
