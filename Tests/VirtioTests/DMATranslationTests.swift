@@ -43,12 +43,8 @@ final class DMATranslationTests: XCTestCase {
     /// byte returns the request with used length 0.
     func testBlockRequestWithAnUnmappedBufferFailsAloneBehindAVIOMMU() throws {
         let ram = ArrayGuestMemory(size: 0x10_0000)
-        let dma = DMATranslator(memory: ram)
-        try dma.map(iova: Self.iova, size: Self.window, guestAddress: GuestAddress(Self.guest))
-        try dma.attach()
-        let faults = Mutex<[DMAFault]>([])
-        dma.setFaultHandler { f in faults.withLock { $0.append(f) } }
-        let view = DMAGuestMemory(translator: dma)
+        let faults = FaultLog()
+        let view = try viommuView(ram, faults: faults)
         XCTAssertTrue(view.checksBuffersOnAccess)
         let d = FakeDriver(memory: view, size: 8, base: Self.iova + 0x1000)
         let irq = RecordingInterrupt()
@@ -67,7 +63,7 @@ final class DMATranslationTests: XCTestCase {
         try request(data: unmapped, status: Self.iova + 0x7000)
         XCTAssertEqual(d.takeUsed().map(\.len), [1], "answered: the status byte only")
         XCTAssertEqual(try view.readBytes(at: GuestAddress(Self.iova + 0x7000), count: 1), [1], "VIRTIO_BLK_S_IOERR")
-        XCTAssertEqual(faults.withLock { $0 }, [DMAFault(iova: unmapped, length: 512, access: .write, reason: .unmapped)])
+        XCTAssertEqual(faults.all, [DMAFault(iova: unmapped, length: 512, access: .write, reason: .unmapped)])
         XCTAssertTrue(irq.errors.isEmpty, "the device goes on")
 
         try request(data: Self.iova + 0x8000, status: Self.iova + 0x7000)
@@ -94,6 +90,18 @@ final class DMATranslationTests: XCTestCase {
     final class FaultLog: Sendable {
         let list = Mutex<[DMAFault]>([])
         var all: [DMAFault] { list.withLock { $0 } }
+    }
+
+    /// Activates a two-queue device (receive queue 0, transmit queue 1, as
+    /// virtio-net and virtio-console number them) on rings at IOVAs of `view`.
+    private func activateTwoQueues(_ device: VirtioDevice, on view: DMAGuestMemory) throws
+        -> (rx: FakeDriver, tx: FakeDriver, irq: RecordingInterrupt) {
+        let rx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x1000)
+        let tx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x3000)
+        let irq = RecordingInterrupt()
+        try device.activate(memory: view, features: VirtioSpec.Feature.version1, queues: [rx.makeQueue(), tx.makeQueue()],
+                            interrupt: irq)
+        return (rx, tx, irq)
     }
 
     /// Behind a vIOMMU, an entropy buffer the domain does not map comes back
@@ -126,11 +134,7 @@ final class DMATranslationTests: XCTestCase {
         let view = try viommuView(ram, faults: faults)
         let backend = RecordingNetBackend()
         let net = VirtioNet(backend: backend, mac: MACAddress([0x52, 0x54, 0, 0, 0, 1])!)
-        let rx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x1000)
-        let tx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x3000)
-        let irq = RecordingInterrupt()
-        try net.activate(memory: view, features: VirtioSpec.Feature.version1, queues: [rx.makeQueue(), tx.makeQueue()],
-                         interrupt: irq)
+        let (rx, tx, irq) = try activateTwoQueues(net, on: view)
         let unmapped = Self.iova + Self.window + 0x2000
         let frame = (0..<60).map { UInt8($0) }
         // Transmit: header + frame, first from an unmapped IOVA, then a mapped one.
@@ -163,11 +167,7 @@ final class DMATranslationTests: XCTestCase {
         let view = try viommuView(ram, faults: faults)
         let out = RecordingConsole()
         let console = VirtioConsole(output: out)
-        let rx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x1000)
-        let tx = FakeDriver(memory: view, size: 8, base: Self.iova + 0x3000)
-        let irq = RecordingInterrupt()
-        try console.activate(memory: view, features: VirtioSpec.Feature.version1, queues: [rx.makeQueue(), tx.makeQueue()],
-                             interrupt: irq)
+        let (rx, tx, irq) = try activateTwoQueues(console, on: view)
         let unmapped = Self.iova + Self.window + 0x2000
         try view.writeBytes(Array("ok".utf8), at: GuestAddress(Self.iova + 0x8000))
         tx.post([(unmapped, 5, false)])
