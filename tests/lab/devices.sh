@@ -38,7 +38,7 @@ ip tuntap add dev swtap0 mode tap && ip addr add 10.0.2.1/24 dev swtap0 && ip li
 
 # 1. The guest sees the host bridge and each virtio device with its IDs, bound to virtio-pci, with MSI-X.
 t_pci() {
-    vmm pci 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk,virtio_net,virtio-rng swiftvmm.test=pci"
+    vmm pci 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk,virtio_net,virtio-rng swiftvmm.test=pci"
     if has "SWIFTVMM-PCI: 0000:00:00.0 0x8086 0x0d57 0x060000" \
         && has "SWIFTVMM-PCI: 0000:00:01.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
         && has "SWIFTVMM-PCI: 0000:00:02.0 0x1af4 0x1042 0x010000 .*driver=virtio-pci" \
@@ -51,21 +51,21 @@ lab_test pci-devices-listed 300 t_pci
 
 # 2. virtio-rng feeds /dev/hwrng.
 t_rng() {
-    vmm rng 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio-rng swiftvmm.test=rng"
+    vmm rng 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio-rng swiftvmm.test=rng"
     if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-rng "${SECS}s"; else fail virtio-rng "status $STATUS" "$LOG"; fi
 }
 lab_test virtio-rng 300 t_rng
 
 # 2b. With MSI off in the guest, the same device works over INTx (IOAPIC GSI 16-19, level).
 t_rng_intx() {
-    vmm rng-intx 240 run "$work/vm.toml" --cmdline "$BASE pci=nomsi swiftvmm.modules=virtio-rng swiftvmm.test=rng"
+    vmm rng-intx 180 run "$work/vm.toml" --cmdline "$BASE pci=nomsi swiftvmm.modules=virtio-rng swiftvmm.test=rng"
     if has "rng_current=virtio_rng.0 bytes=256"; then pass virtio-over-intx "${SECS}s"; else fail virtio-over-intx "status $STATUS" "$LOG"; fi
 }
 lab_test virtio-over-intx 300 t_rng_intx
 
 # 3. The guest writes a pattern to the virtio disk, flushes, powers off; the image holds it.
 t_disk() {
-    vmm disk 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=LAB-$$"
+    vmm disk 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=LAB-$$"
     if [ "$STATUS" -eq 0 ] && has "vda write ok" && python3 - "$work/disk.img" "LAB-$$" <<'PY'
 import sys
 img, pat = sys.argv[1], sys.argv[2]
@@ -84,7 +84,7 @@ lab_test disk-write-reaches-image 300 t_disk
 
 # 5. virtio-net: the guest pings the lab host through the TAP.
 t_net() {
-    vmm net 240 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
+    vmm net 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
     if has "ping 10.0.2.1 ok" && has "eth0 52:54:00:aa:bb:01 driver=virtio_net" && has "virtio: [1-9][0-9]* queue notifications arrived through ioeventfds"; then pass virtio-net-ping "${SECS}s"; else fail virtio-net-ping "status $STATUS" "$LOG"; fi
 }
 lab_test virtio-net-ping 300 t_net
@@ -92,7 +92,7 @@ lab_test virtio-net-ping 300 t_net
 # 6. virtio-console: hvc0 output reaches its file.
 t_hvc() {
     if grep -q . "$work/hvc0.log" 2>/dev/null || true; then :; fi
-    vmm hvc 240 run "$work/vm.toml" --cmdline "console=hvc0 reboot=k panic=-1 $LAB_GUEST_PARAMS swiftvmm.test=reboot"
+    vmm hvc 180 run "$work/vm.toml" --cmdline "console=hvc0 reboot=k panic=-1 $LAB_GUEST_PARAMS swiftvmm.test=reboot"
     # The guest's init drains hvc0 (TCSETSW) before it reboots: a lost virtio-console
     # completion or interrupt shows as a run that never ends.
     if [ "$STATUS" -eq 0 ] && has "guest rebooted" && grep -q "SWIFTVMM-GUEST-INIT: up" "$work/hvc0.log"; then pass virtio-console-hvc0 "${SECS}s"

@@ -40,8 +40,14 @@ skip() { echo "SKIP $1" >>"$LAB_RESULTS"; echo "lab-test: SKIP $1: $2"; }
 # did something else wrong (the passthrough suites: a DMA fault of the assigned device).
 vmm() {
     local name=$1 limit=$2; shift 2
-    local t0 t1
+    local t0 t1 a
     t0=$(date +%s.%N)
+    # swiftvmm's own --timeout ends a hung run first, 10 s before the outer one, so that
+    # the log says where each vCPU was (what lost_guest reads), unless the test set one.
+    if [ "${1:-}" = run ] && [ "$limit" -gt 30 ]; then
+        for a in "$@"; do [ "$a" != --timeout ] || break; done
+        [ "$a" = --timeout ] || set -- "$@" --timeout "$((limit - 10))s"
+    fi
     lost_mark
     timeout -k 5 "$limit" "$SWIFTVMM" "$@" </dev/null >"$LOGDIR/$name.log" 2>&1
     STATUS=$?
@@ -55,13 +61,33 @@ vmm() {
     SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 }
 
-# lost_guest STATUS LOG: the one failure the lab causes by itself, in QEMU's guests as
-# in ours (nested SVM on TCG, tests/lab/README.md): the guest crashed (122: triple fault)
-# or hung (124/137: stopped by a timeout) before it printed a single line; every line in
-# LOG is swiftvmm's own. Anything else, an assertion or another status, is never retried.
+# lost_guest STATUS LOG: the failures the lab causes by itself, in QEMU's guests as in
+# ours (nested SVM on TCG, tests/lab/README.md), and only those; sets LOST_WHY:
+# - a triple fault (122) at any point: QEMU's guests reset the same way in the soaks;
+# - a hang (124/137: stopped by a timeout) before the guest printed a single line, every
+#   line in LOG being swiftvmm's own;
+# - a hang with a vCPU running at RIP == CR2 in swiftvmm's timeout report: the guest
+#   taking a page fault, over and over, on fetching the instruction it is at.
+# LOST_SILENT=1 when the guest printed nothing at all. Anything else, an assertion or another status, is never retried.
 lost_guest() {
-    case $1 in 122 | 124 | 137) ;; *) return 1 ;; esac
-    ! grep -qv '^swiftvmm: ' "$2"
+    LOST_WHY="" LOST_SILENT=0
+    grep -qv '^swiftvmm: ' "$2" || LOST_SILENT=1
+    case $1 in
+        122) LOST_WHY="a guest triple fault" ;;
+        124 | 137)
+            if [ $LOST_SILENT = 1 ]; then
+                LOST_WHY="a hang before the guest printed anything"
+            elif rip_is_cr2 "$2"; then
+                LOST_WHY="a hang with a vCPU faulting at its own RIP (RIP == CR2)"
+            fi ;;
+    esac
+    [ -n "$LOST_WHY" ]
+}
+
+# rip_is_cr2 LOG: swiftvmm's timeout report has a running vCPU whose RIP equals its CR2.
+rip_is_cr2() {
+    sed -nE 's/^swiftvmm: info: vCPU [0-9]+ was at RIP (0x[0-9a-f]+) \([^)]*running\),.* CR2 (0x[0-9a-f]+),.*/\1 \2/p' "$1" |
+        awk '$1 == $2 { found = 1 } END { exit !found }'
 }
 
 # lost_mark runs before each boot, lost_veto after a lost one: a suite that can see
@@ -74,7 +100,9 @@ lost_veto() { return 1; }
 retried() {
     echo "RETRY $1" >>"$LAB_RESULTS"
     cp "$3" "${3%.log}.lost.log"
-    echo "lab-test: RETRY $1: the guest was lost before printing anything (status $2: $(grep -m1 -E 'error:|SIGTERM' "$3" | cut -c1-140)); booting it once more"
+    echo "lab-test: RETRY $1: the lab lost the guest: $LOST_WHY (status $2: $(grep -m1 -E 'error:|SIGTERM' "$3" | cut -c1-140)); booting it once more"
+    # Where the lost guest's vCPUs were, when swiftvmm's timeout report says.
+    grep -E '^swiftvmm: info: vCPU [0-9]+ was at' "$3" | cut -c1-260 | sed 's/^/lab-test:   lost /'
 }
 
 has() { grep -qE -- "$1" "$LOG"; }

@@ -162,6 +162,8 @@ dmar_other() {
     dmesg | grep -E 'DMAR: \[DMA (Read|Write)' | grep -vF "Request device [${NIC#0000:}]" || true
 }
 
-# A lost guest is not retried when the assigned NIC faulted while it ran (lib.sh).
+# A lost guest is retried here only when it printed nothing (so its NIC driver never ran)
+# and the assigned NIC made no DMA fault while it ran: a guest that dies later, after its
+# driver started the NIC, may have been hit by DMA into its memory, which is ours to find.
 lost_mark() { LOST_F0=$(dmar_faults); }
-lost_veto() { [ "$(dmar_faults)" -ne "${LOST_F0:-0}" ]; }
+lost_veto() { [ "$(dmar_faults)" -ne "${LOST_F0:-0}" ] || [ "$LOST_SILENT" != 1 ]; }

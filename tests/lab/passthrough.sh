@@ -264,7 +264,7 @@ t_igb_vf() {
         # and under QEMU inside the lab alike; poking CTRL_EXT.PFRSTD from the lab host does
         # not help either. Not SwiftVMM's to fix: say so, and run for real once the lab's
         # VFs answer.
-        skip igb-vf-ping "the lab's igb VF $VF does not work: its STATUS reads $vfst with the PF link up ($(qemu-system-x86_64 --version | head -n 1))"
+        skip igb-vf-ping "the lab's igb VF $VF does not work: its STATUS reads $vfst with the PF link up (${LAB_QEMU_VERSION:-$(qemu-system-x86_64 --version | head -n 1)})"
         sysfs_write 0 "/sys/bus/pci/devices/$PF/sriov_numvfs"
     elif [ -n "$VF" ] && pt_bind_vfio "$VF"; then
         f0=$(dmar_faults "$VF")

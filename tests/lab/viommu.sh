@@ -45,7 +45,7 @@ count() { grep -E "swiftvmm: info: viommu: " "$LOG" | tail -n 1 | tr -d '\r' | g
 # With two lab-host CPUs the device polls its request queue after each request
 # ([viommu] poll_us): some requests must have come with no notification.
 t_viommu() {
-    vmm viommu 300 run "$work/vm.toml" --cmdline "$CMD swiftvmm.pattern=VIOMMU-$$"
+    vmm viommu 200 run "$work/vm.toml" --cmdline "$CMD swiftvmm.pattern=VIOMMU-$$"
     local groups maps unmaps attaches faults polled polling_ok=0
     groups=$(grep -cE "SWIFTVMM-IOMMU-GROUP: [0-9]+ type=DMA devices=0000:00:0[0-9a-f].0[[:space:]]*$" "$LOG")
     maps=$(count map); unmaps=$(count unmap); attaches=$(count attach); faults=$(count fault)
@@ -68,7 +68,7 @@ lab_test viommu-emulated-devices 400 t_viommu
 # 3. iommu = false leaves the disk outside the vIOMMU: no IOMMU group for it, and it
 # still works (identity DMA) beside the NIC that is behind it.
 t_outside() {
-    vmm viommu-outside 300 run "$work/vm-disk-outside.toml" --cmdline "$CMD swiftvmm.pattern=OUTSIDE-$$"
+    vmm viommu-outside 200 run "$work/vm-disk-outside.toml" --cmdline "$CMD swiftvmm.pattern=OUTSIDE-$$"
     if [ "$STATUS" -eq 0 ] && has "vda pattern ok" && has "ping 10.0.3.1 ok" \
         && ! grep -q "SWIFTVMM-IOMMU-GROUP: .*devices=.*0000:00:01.0" "$LOG" \
         && guest_has "SWIFTVMM-IOMMU-GROUP: .*devices=0000:00:02.0"; then
@@ -116,7 +116,7 @@ NESTED_CMD="$BASE swiftvmm.modules=virtio_iommu,virtio_blk,vfio_iommu_type1,vfio
 # 4. A sector the lab host wrote into the second image, read by the guest's user-space
 # driver: VFIO_IOMMU_MAP_DMA of its rings and buffers, the device's DMA through the vIOMMU.
 t_nested_read() {
-    vmm viommu-nested 400 run "$work/vm-nested.toml" --cmdline "$NESTED_CMD"
+    vmm viommu-nested 300 run "$work/vm-nested.toml" --cmdline "$NESTED_CMD"
     if [ "$STATUS" -eq 0 ] && guest_has "SWIFTVMM-GUEST-INIT: nested: 0000:00:02.0 driver=vfio-pci" \
         && guest_has "NESTED: pci 1af4:1042" && guest_has "NESTED: features .*VERSION_1 ACCESS_PLATFORM" \
         && guest_has "NESTED: blk read ok sector=$SECTOR sum=$NESTED_SUM head=\"SWIFTVMM-NESTED-$$-SECTOR"; then
