@@ -7,9 +7,13 @@
  * then goes through the guest's VFIO domain, i.e. through SwiftVMM's virtio-iommu.
  *
  *   nested-vfio BDF [--sector N] [--cycles N] [--frames N] [--iova IOVA] [--unmapped IOVA]
+ *               [--bench-frames N]
  *
  * On an e1000e (8086:10d3) it transmits instead (e1000e_main): --frames broadcast frames,
  * one frame from the unmapped IOVA (the host IOMMU faults it), a reset, --frames again.
+ * With --bench-frames N it only transmits N frames as fast as it can, keeping the ring
+ * full (the benchmark: scripts/bench-nested), and prints
+ * "NESTED: e1000e txbench frames=N secs=S fps=F".
  *
  * On a virtio-blk, one line per result on stdout (prefix "NESTED: "):
  *   1. container + group + device, VFIO_IOMMU_MAP_DMA of one 64 KiB buffer at --iova;
@@ -690,12 +694,66 @@ static int nic_send(struct nic *n, int count, uint64_t buffer_iova, const char *
     return done;
 }
 
+/* The benchmark: `total` frames through the ring, refilled as the device hands slots back
+ * (DD), one tail write per refill; the time from the first tail write to the last DD. */
+static int nic_bench(struct nic *n, uint64_t total)
+{
+    struct e1000_tx_desc *ring = (void *)(n->d->dma + OFF_DESC);
+    for (int slot = 0; slot < E1000_RING; slot++) {
+        uint8_t *f = n->d->dma + E1000_OFF_FRAMES + (size_t)slot * 0x100;
+        memset(f, 0, 0x100);
+        memset(f, 0xff, 6);
+        memcpy(f + 6, n->mac, 6);
+        f[12] = 0x88;
+        f[13] = 0xb5;
+        snprintf((char *)f + 14, FRAME_LEN - 14, "SWIFTVMM-NESTED-TX bench %d", slot);
+    }
+    uint64_t queued = 0, done = 0;
+    uint16_t clean = n->tail; /* the oldest slot not yet handed back */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t last_progress = now_ms();
+    while (done < total) {
+        /* Fill every free slot but one (tail == head means empty), then one tail write. */
+        int added = 0;
+        while (queued < total && (uint16_t)((n->tail + 1) % E1000_RING) != clean) {
+            uint16_t slot = n->tail;
+            ring[slot] = (struct e1000_tx_desc){
+                .addr = n->d->iova + E1000_OFF_FRAMES + (uint64_t)slot * 0x100,
+                .length = FRAME_LEN,
+                .cmd = E1000_TXD_CMD_EOP | E1000_TXD_CMD_IFCS | E1000_TXD_CMD_RS,
+            };
+            n->tail = (uint16_t)((slot + 1) % E1000_RING);
+            queued++;
+            added++;
+        }
+        if (added) {
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            nic_wr(n, E1000_TDT, n->tail);
+        }
+        while (clean != n->tail && (*(volatile uint8_t *)&ring[clean].status & E1000_TXD_STAT_DD)) {
+            clean = (uint16_t)((clean + 1) % E1000_RING);
+            done++;
+            last_progress = now_ms();
+        }
+        if (now_ms() - last_progress > POLL_TIMEOUT_MS) {
+            bad("e1000e txbench stalled: %llu of %llu frames done", (unsigned long long)done, (unsigned long long)total);
+            return -1;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    say("e1000e txbench frames=%llu secs=%.3f fps=%.0f", (unsigned long long)total, secs, (double)total / secs);
+    return 0;
+}
+
 /* nested-vfio on an e1000e: K good frames, one frame from an unmapped IOVA (the lab host's
  * IOMMU faults it: the guest's mapping went through the VMM into the host IOAS), then a
  * device reset and K good frames again. */
-static int e1000e_main(struct dev *d, uint64_t iova, uint64_t unmapped, int frames)
+static int e1000e_main(struct dev *d, uint64_t iova, uint64_t unmapped, int frames, uint64_t bench)
 {
     if (frames < 1 || frames > E1000_RING - 2) { fprintf(stderr, "nested-vfio: --frames 1..%d\n", E1000_RING - 2); return 2; }
+    if (bench > 100000000) { fprintf(stderr, "nested-vfio: --bench-frames 1..100000000\n"); return 2; }
     if (open_device(d, iova, 1) < 0) goto out;
     uint16_t vendor = (uint16_t)cfg_read(d, PCI_VENDOR_ID, 2), device = (uint16_t)cfg_read(d, PCI_DEVICE_ID, 2);
     say("pci %04x:%04x", vendor, device);
@@ -709,6 +767,10 @@ static int e1000e_main(struct dev *d, uint64_t iova, uint64_t unmapped, int fram
     cfg_write(d, PCI_COMMAND, 2, cfg_read(d, PCI_COMMAND, 2) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     struct nic n = { .d = d, .bar0 = bar0 };
     if (nic_init(&n, 1) < 0) goto out;
+    if (bench) {
+        nic_bench(&n, bench);
+        goto stop;
+    }
 
     int ok = nic_send(&n, frames, 0, "good", POLL_TIMEOUT_MS);
     if (ok == frames) say("e1000e tx %d frames ok", frames);
@@ -722,6 +784,7 @@ static int e1000e_main(struct dev *d, uint64_t iova, uint64_t unmapped, int fram
     ok = nic_send(&n, frames, 0, "after-reset", POLL_TIMEOUT_MS);
     if (ok == frames) say("e1000e tx after reset %d frames ok", frames);
     else bad("e1000e tx after reset FAILED: %d of %d frames done", ok, frames);
+stop:
     nic_wr(&n, E1000_TCTL, 0);
     nic_wr(&n, E1000_CTRL, nic_rd(&n, E1000_CTRL) | E1000_CTRL_RST);
     usleep(10000);
@@ -743,9 +806,9 @@ static uint64_t parse_u64(const char *s)
 
 int main(int argc, char **argv)
 {
-    uint64_t sector = 8, iova = 0x10000000, unmapped = 0x20000000, cycles = 3, frames = 8;
+    uint64_t sector = 8, iova = 0x10000000, unmapped = 0x20000000, cycles = 3, frames = 8, bench = 0;
     if (argc < 2) {
-        fprintf(stderr, "usage: nested-vfio BDF [--sector N] [--cycles N] [--frames N] [--iova IOVA] [--unmapped IOVA]\n");
+        fprintf(stderr, "usage: nested-vfio BDF [--sector N] [--cycles N] [--frames N] [--iova IOVA] [--unmapped IOVA] [--bench-frames N]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -754,6 +817,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--cycles")) cycles = parse_u64(argv[i + 1]);
         else if (!strcmp(argv[i], "--iova")) iova = parse_u64(argv[i + 1]);
         else if (!strcmp(argv[i], "--unmapped")) unmapped = parse_u64(argv[i + 1]);
+        else if (!strcmp(argv[i], "--bench-frames")) bench = parse_u64(argv[i + 1]);
         else { fprintf(stderr, "nested-vfio: unknown option %s\n", argv[i]); return 2; }
     }
     if (iova & 0xfff || (unmapped >= iova && unmapped < iova + DMA_SIZE)) {
@@ -770,7 +834,7 @@ int main(int argc, char **argv)
         fclose(f);
     }
     if (!strncmp(id, "0x10d3", 6)) /* an 82574 (e1000e): the transmit test */
-        return e1000e_main(&d, iova, unmapped, (int)frames);
+        return e1000e_main(&d, iova, unmapped, (int)frames, bench);
 
     /* 1. Set up, read the known sector. */
     if (open_device(&d, iova, 1) < 0 || find_virtio_caps(&d, 1) < 0 || virtio_init(&d, 1) < 0) {
