@@ -9,7 +9,18 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO" || exit 1
 n=$1 k=$2 vcpus=$3 kind=$4 extra=${5:-}
 VERDICT=7
-CMDLINE="console=ttyS0 reboot=k panic=-1 quiet${extra:+ $extra} swiftvmm.test=verdict swiftvmm.status=$VERDICT"
+# The suites' guest parameters (LAB_GUEST_PARAMS in lib.sh; LAB_GUEST_PARAMS= for none),
+# so that a soak measures what the suites see.
+CMDLINE="console=ttyS0 reboot=k panic=-1 quiet${LAB_GUEST_PARAMS:+ $LAB_GUEST_PARAMS}${extra:+ $extra} swiftvmm.test=verdict swiftvmm.status=$VERDICT"
+# LAB_SOAK_HUGEPAGES=1: swiftvmm's guest RAM in 2 MiB hugetlb pages (hugepages = true),
+# reserved here for K guests at once.
+VMCONFIG=configs/smoke.toml
+if [ "${LAB_SOAK_HUGEPAGES:-0}" = 1 ] && [ "$kind" = swiftvmm ]; then
+    echo $((k * 256 + 16)) >/proc/sys/vm/nr_hugepages
+    VMCONFIG=$LOGDIR/soak-huge.toml
+    sed -e "s|^memory = .*|&\nhugepages = true|" -e "s|\.\./\.cache|$CACHE|" configs/smoke.toml >"$VMCONFIG"
+    echo "soak: guest RAM in hugetlb pages: $(awk '/HugePages_Total/ {print $2}' /proc/meminfo) x 2 MiB reserved"
+fi
 case $kind in
     swiftvmm) good=$VERDICT ;;
     qemu) good=$((VERDICT << 1 | 1)) ;;
@@ -30,7 +41,7 @@ boot() {
     if [ "$kind" = swiftvmm ]; then
         # swiftvmm's own timeout, so a hung guest's log says where its vCPUs were;
         # the outer one guards against a hung VMM.
-        timeout -k 5 150 "$SWIFTVMM" run configs/smoke.toml --vcpus "$vcpus" --timeout 120s --cmdline "$CMDLINE" </dev/null >"$log" 2>&1
+        timeout -k 5 150 "$SWIFTVMM" run "$VMCONFIG" --vcpus "$vcpus" --timeout 120s --cmdline "$CMDLINE" </dev/null >"$log" 2>&1
     else
         timeout -k 5 120 qemu-system-x86_64 -accel kvm -cpu host -smp "$vcpus" -m 512M -M pc \
             -nodefaults -no-reboot -display none -monitor none -serial stdio \
