@@ -11,18 +11,39 @@ n=$1 k=$2 vcpus=$3 kind=$4 extra=${5:-}
 VERDICT=7
 # The suites' guest parameters (LAB_GUEST_PARAMS in lib.sh; LAB_GUEST_PARAMS= for none),
 # so that a soak measures what the suites see.
-CMDLINE="console=ttyS0 reboot=k panic=-1 quiet${LAB_GUEST_PARAMS:+ $LAB_GUEST_PARAMS}${extra:+ $extra} swiftvmm.test=verdict swiftvmm.status=$VERDICT"
+# LAB_SOAK_TEST=viommu (swiftvmm only): the suites' vIOMMU guest test instead of the
+# verdict (groups, a disk pattern through the vIOMMU), good when it powers off with 0.
+CMDLINE="console=ttyS0 reboot=k panic=-1 quiet${LAB_GUEST_PARAMS:+ $LAB_GUEST_PARAMS}${extra:+ $extra} swiftvmm.test=${LAB_SOAK_TEST:-verdict} swiftvmm.status=$VERDICT"
 # LAB_SOAK_HUGEPAGES=1: swiftvmm's guest RAM in 2 MiB hugetlb pages (hugepages = true),
 # reserved here for K guests at once.
+# LAB_SOAK_MODULES=1: the initramfs with the guest modules (swiftvmm.modules=... in PARAMS
+# loads them). LAB_SOAK_ARGS: more swiftvmm run arguments, e.g. "--viommu".
 VMCONFIG=configs/smoke.toml
+if [ "${LAB_SOAK_HUGEPAGES:-0}" = 1 ] || [ "${LAB_SOAK_MODULES:-0}" = 1 ]; then
+    VMCONFIG=$LOGDIR/soak.toml
+    sed -e "s|\.\./\.cache|$CACHE|" configs/smoke.toml >"$VMCONFIG"
+fi
 if [ "${LAB_SOAK_HUGEPAGES:-0}" = 1 ] && [ "$kind" = swiftvmm ]; then
     echo $((k * 256 + 16)) >/proc/sys/vm/nr_hugepages
-    VMCONFIG=$LOGDIR/soak-huge.toml
-    sed -e "s|^memory = .*|&\nhugepages = true|" -e "s|\.\./\.cache|$CACHE|" configs/smoke.toml >"$VMCONFIG"
+    sed -i -e "s|^memory = .*|&\nhugepages = true|" "$VMCONFIG"
     echo "soak: guest RAM in hugetlb pages: $(awk '/HugePages_Total/ {print $2}' /proc/meminfo) x 2 MiB reserved"
 fi
+if [ "${LAB_SOAK_MODULES:-0}" = 1 ]; then
+    sed -i -e "s|initramfs\.cpio\.gz|initramfs-modules.cpio.gz|" "$VMCONFIG"
+    echo "soak: initramfs with the guest modules"
+fi
+# LAB_SOAK_DEVICES=1: a 64 MiB virtio-blk disk (one per boot slot) and virtio-rng too.
+if [ "${LAB_SOAK_DEVICES:-0}" = 1 ] && [ "$kind" = swiftvmm ]; then
+    [ "$VMCONFIG" != configs/smoke.toml ] || { VMCONFIG=$LOGDIR/soak.toml; sed -e "s|\.\./\.cache|$CACHE|" configs/smoke.toml >"$VMCONFIG"; }
+    for j in $(seq 1 "$k"); do
+        truncate -s 64M "$LOGDIR/soak-disk$j.img"
+        sed -e "s|^\[serial\]|[[disk]]\npath = \"$LOGDIR/soak-disk$j.img\"\n[rng]\nenabled = true\n&|" "$VMCONFIG" >"$LOGDIR/soak-$j.toml"
+    done
+    echo "soak: each guest with a virtio-blk disk and virtio-rng"
+fi
+[ -z "${LAB_SOAK_ARGS:-}" ] || echo "soak: swiftvmm run ... $LAB_SOAK_ARGS"
 case $kind in
-    swiftvmm) good=$VERDICT ;;
+    swiftvmm) good=$VERDICT; [ "${LAB_SOAK_TEST:-verdict}" = verdict ] || good=0 ;;
     qemu) good=$((VERDICT << 1 | 1)) ;;
     *) echo "soak: unknown VMM '$kind'"; exit 2 ;;
 esac
@@ -34,6 +55,12 @@ echo "soak: kvm_amd:$params"
 echo "soak: kvm: halt_poll_ns=$(cat /sys/module/kvm/parameters/halt_poll_ns 2>/dev/null)"
 echo "soak: $n boots of $kind, $vcpus vCPU(s), $k at a time; guest $(cat "$CACHE/guest/kernel-release"), cmdline: $CMDLINE"
 
+# slot_config I: the config of boot I (with LAB_SOAK_DEVICES, each slot of a round has
+# its own disk).
+slot_config() {
+    if [ "${LAB_SOAK_DEVICES:-0}" = 1 ]; then echo "$LOGDIR/soak-$(( ($1 - 1) % k + 1 )).toml"; else echo "$VMCONFIG"; fi
+}
+
 # boot I: one boot, its status into $LOGDIR/soak-I.status.
 boot() {
     local i=$1 log=$LOGDIR/soak-$1.log t0 st
@@ -41,7 +68,7 @@ boot() {
     if [ "$kind" = swiftvmm ]; then
         # swiftvmm's own timeout, so a hung guest's log says where its vCPUs were;
         # the outer one guards against a hung VMM.
-        timeout -k 5 150 "$SWIFTVMM" run "$VMCONFIG" --vcpus "$vcpus" --timeout 120s --cmdline "$CMDLINE" </dev/null >"$log" 2>&1
+        timeout -k 5 150 "$SWIFTVMM" run "$(slot_config "$i")" --vcpus "$vcpus" --timeout 120s --cmdline "$CMDLINE" ${LAB_SOAK_ARGS:-} </dev/null >"$log" 2>&1
     else
         timeout -k 5 120 qemu-system-x86_64 -accel kvm -cpu host -smp "$vcpus" -m 512M -M pc \
             -nodefaults -no-reboot -display none -monitor none -serial stdio \
