@@ -179,7 +179,10 @@ final class BzImageParseTests: XCTestCase {
     /// The lab kernel, when this machine has it: a real bzImage must parse
     /// and its numbers must match what `xxd` shows in its header.
     func testRealLabKernelWhenPresent() throws {
-        let path = "/work/shared/lab/bzImage-6.12.117-lab-iommufd"
+        // ../shared beside the repository (SWIFTVMM_SHARED elsewhere), as scripts/assets finds it.
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let shared = ProcessInfo.processInfo.environment["SWIFTVMM_SHARED"] ?? repo.deletingLastPathComponent().appendingPathComponent("shared").path
+        let path = shared + "/lab/bzImage-6.12.117-lab-iommufd"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw XCTSkip("lab kernel not present at \(path); the synthetic images cover the parser")
         }
