@@ -68,7 +68,8 @@ vmm() {
 #   line in LOG being swiftvmm's own;
 # - a hang with a vCPU running at RIP == CR2 in swiftvmm's timeout report: the guest
 #   taking a page fault, over and over, on fetching the instruction it is at.
-# LOST_SILENT=1 when the guest printed nothing at all. Anything else, an assertion or another status, is never retried.
+# LOST_SILENT=1 when the guest printed nothing at all. Anything else, an assertion or
+# another status, is never retried.
 lost_guest() {
     LOST_WHY="" LOST_SILENT=0
     grep -qv '^swiftvmm: ' "$2" || LOST_SILENT=1
@@ -100,7 +101,7 @@ lost_veto() { return 1; }
 retried() {
     echo "RETRY $1" >>"$LAB_RESULTS"
     cp "$3" "${3%.log}.lost.log"
-    echo "lab-test: RETRY $1: the lab lost the guest: $LOST_WHY (status $2: $(grep -m1 -E 'error:|SIGTERM' "$3" | cut -c1-140)); booting it once more"
+    echo "lab-test: RETRY $1: the lab lost the guest: $LOST_WHY (status $2: $(grep -m1 -E 'error:|SIGTERM' "$3" | cut -c1-220)); booting it once more"
     # Where the lost guest's vCPUs were, when swiftvmm's timeout report says.
     grep -E '^swiftvmm: info: vCPU [0-9]+ was at' "$3" | cut -c1-260 | sed 's/^/lab-test:   lost /'
 }
