@@ -657,6 +657,30 @@ static int nic_init(struct nic *n, int verbose)
     return 0;
 }
 
+/* Our frame buffer of ring slot `slot`: a broadcast frame (ethertype 0x88b5, IEEE 802 local
+ * experimental) whose payload is "SWIFTVMM-NESTED-TX TAG INDEX"; returns its IOVA. */
+static uint64_t nic_frame(struct nic *n, uint16_t slot, const char *tag, int index)
+{
+    uint8_t *f = n->d->dma + E1000_OFF_FRAMES + (size_t)slot * 0x100;
+    memset(f, 0, 0x100);
+    memset(f, 0xff, 6);
+    memcpy(f + 6, n->mac, 6);
+    f[12] = 0x88;
+    f[13] = 0xb5;
+    snprintf((char *)f + 14, FRAME_LEN - 14, "SWIFTVMM-NESTED-TX %s %d", tag, index);
+    return n->d->iova + E1000_OFF_FRAMES + (uint64_t)slot * 0x100;
+}
+
+/* A one-frame transmit descriptor for the buffer at `iova`, write-back requested. */
+static struct e1000_tx_desc nic_desc(uint64_t iova)
+{
+    return (struct e1000_tx_desc){
+        .addr = iova,
+        .length = FRAME_LEN,
+        .cmd = E1000_TXD_CMD_EOP | E1000_TXD_CMD_IFCS | E1000_TXD_CMD_RS,
+    };
+}
+
 /* Queue `count` broadcast frames (ethertype 0x88b5, IEEE 802 local experimental), the
  * buffer of each at buffer_iova (0: our own mapped frame buffers), and wait for the
  * descriptors' DD bits. Returns how many completed. */
@@ -666,18 +690,8 @@ static int nic_send(struct nic *n, int count, uint64_t buffer_iova, const char *
     uint16_t first = n->tail;
     for (int i = 0; i < count; i++) {
         uint16_t slot = (uint16_t)((first + i) % E1000_RING);
-        uint8_t *f = n->d->dma + E1000_OFF_FRAMES + (size_t)slot * 0x100;
-        memset(f, 0, 0x100);
-        memset(f, 0xff, 6);
-        memcpy(f + 6, n->mac, 6);
-        f[12] = 0x88;
-        f[13] = 0xb5;
-        snprintf((char *)f + 14, FRAME_LEN - 14, "SWIFTVMM-NESTED-TX %s %d", tag, i);
-        ring[slot] = (struct e1000_tx_desc){
-            .addr = buffer_iova ? buffer_iova : n->d->iova + E1000_OFF_FRAMES + (uint64_t)slot * 0x100,
-            .length = FRAME_LEN,
-            .cmd = E1000_TXD_CMD_EOP | E1000_TXD_CMD_IFCS | E1000_TXD_CMD_RS,
-        };
+        uint64_t own = nic_frame(n, slot, tag, i);
+        ring[slot] = nic_desc(buffer_iova ? buffer_iova : own);
     }
     n->tail = (uint16_t)((first + count) % E1000_RING);
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* descriptors before the tail write */
@@ -699,15 +713,7 @@ static int nic_send(struct nic *n, int count, uint64_t buffer_iova, const char *
 static int nic_bench(struct nic *n, uint64_t total)
 {
     struct e1000_tx_desc *ring = (void *)(n->d->dma + OFF_DESC);
-    for (int slot = 0; slot < E1000_RING; slot++) {
-        uint8_t *f = n->d->dma + E1000_OFF_FRAMES + (size_t)slot * 0x100;
-        memset(f, 0, 0x100);
-        memset(f, 0xff, 6);
-        memcpy(f + 6, n->mac, 6);
-        f[12] = 0x88;
-        f[13] = 0xb5;
-        snprintf((char *)f + 14, FRAME_LEN - 14, "SWIFTVMM-NESTED-TX bench %d", slot);
-    }
+    for (uint16_t slot = 0; slot < E1000_RING; slot++) (void)nic_frame(n, slot, "bench", slot);
     uint64_t queued = 0, done = 0;
     uint16_t clean = n->tail; /* the oldest slot not yet handed back */
     struct timespec t0, t1;
@@ -718,11 +724,7 @@ static int nic_bench(struct nic *n, uint64_t total)
         int added = 0;
         while (queued < total && (uint16_t)((n->tail + 1) % E1000_RING) != clean) {
             uint16_t slot = n->tail;
-            ring[slot] = (struct e1000_tx_desc){
-                .addr = n->d->iova + E1000_OFF_FRAMES + (uint64_t)slot * 0x100,
-                .length = FRAME_LEN,
-                .cmd = E1000_TXD_CMD_EOP | E1000_TXD_CMD_IFCS | E1000_TXD_CMD_RS,
-            };
+            ring[slot] = nic_desc(n->d->iova + E1000_OFF_FRAMES + (uint64_t)slot * 0x100);
             n->tail = (uint16_t)((slot + 1) % E1000_RING);
             queued++;
             added++;
