@@ -35,12 +35,13 @@ skip() { echo "SKIP $1" >>"$LAB_RESULTS"; echo "lab-test: SKIP $1: $2"; }
 
 # vmm NAME TIMEOUT ARGS...: runs swiftvmm with ARGS, output to $LOGDIR/NAME.log,
 # sets STATUS and SECS. The outer timeout guards against a hung VMM. A guest the lab
-# lost (see lost_guest) is booted once more, and the retry is counted, unless
-# LAB_RETRY_LOST=0 (tests that expect a crash) or the suite's lost_veto says the run
-# did something else wrong (the passthrough suites: a DMA fault of the assigned device).
+# lost (see lost_guest) is booted again, up to LAB_RETRIES (2) times, each retry counted,
+# unless LAB_RETRY_LOST=0 (tests that expect a crash) or the suite's lost_veto says the
+# run did something else wrong (the passthrough suites: a DMA fault of the assigned
+# device). The test's watchdog grows by the time each lost boot took (retried).
 vmm() {
     local name=$1 limit=$2; shift 2
-    local t0 t1 a
+    local t0 tb a n=0
     t0=$(date +%s.%N)
     # swiftvmm's own --timeout ends a hung run first, 10 s before the outer one, so that
     # the log says where each vCPU was (what lost_guest reads), unless the test set one.
@@ -48,17 +49,18 @@ vmm() {
         for a in "$@"; do [ "$a" != --timeout ] || break; done
         [ "$a" = --timeout ] || set -- "$@" --timeout "$((limit - 10))s"
     fi
-    lost_mark
-    timeout -k 5 "$limit" "$SWIFTVMM" "$@" </dev/null >"$LOGDIR/$name.log" 2>&1
-    STATUS=$?
     LOG=$LOGDIR/$name.log
-    if [ "${LAB_RETRY_LOST:-1}" = 1 ] && lost_guest "$STATUS" "$LOG" && ! lost_veto; then
-        retried "$name" "$STATUS" "$LOG"
-        timeout -k 5 "$limit" "$SWIFTVMM" "$@" </dev/null >"$LOGDIR/$name.log" 2>&1
+    while :; do
+        tb=$(date +%s)
+        lost_mark
+        timeout -k 5 "$limit" "$SWIFTVMM" "$@" </dev/null >"$LOG" 2>&1
         STATUS=$?
-    fi
-    t1=$(date +%s.%N)
-    SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+        [ "${LAB_RETRY_LOST:-1}" = 1 ] && [ $n -lt "${LAB_RETRIES:-2}" ] &&
+            lost_guest "$STATUS" "$LOG" && ! lost_veto || break
+        n=$((n + 1))
+        retried "$name" "$STATUS" "$LOG" "$(($(date +%s) - tb))"
+    done
+    SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 }
 
 # lost_guest STATUS LOG: the failures the lab causes by itself, in QEMU's guests as in
@@ -97,9 +99,12 @@ rip_is_cr2() {
 lost_mark() { :; }
 lost_veto() { return 1; }
 
-# retried NAME STATUS LOG: says so, keeps the lost run's log, counts the retry.
+# retried NAME STATUS LOG SECONDS: says so, keeps the lost run's log, counts the retry,
+# and gives the test's watchdog (lab_test) the SECONDS the lost boot took, so that the
+# boot once more has the time the test was given for it.
 retried() {
     echo "RETRY $1" >>"$LAB_RESULTS"
+    [ -z "${LAB_EXTEND:-}" ] || echo "$4" >>"$LAB_EXTEND"
     cp "$3" "${3%.log}.lost.log"
     echo "lab-test: RETRY $1: the lab lost the guest: $LOST_WHY (status $2: $(grep -m1 -E 'error:|SIGTERM' "$3" | cut -c1-220)); booting it once more"
     # Where the lost guest's vCPUs were, when swiftvmm's timeout report says.
@@ -141,18 +146,26 @@ watchdog_report() {
 # Its status is FUNCTION's, or 124 when the watchdog fired. Variables FUNCTION sets do
 # not reach the suite: tests share only what the suite computed before them.
 lab_test() {
-    local name=$1 limit=$2 pid t0
+    local name=$1 limit=$2 pid t0 extra=0 why
     shift 2
     t0=$(date +%s)
+    LAB_EXTEND=$(mktemp "$LOGDIR/extend.XXXXXX")
     ("$@") &
     pid=$!
-    if ! await_exit "$pid" "$limit"; then
-        watchdog_report "$name" "$limit" "$pid" "$t0"
+    # The limit, plus what the test's lost boots took (retried writes them to LAB_EXTEND).
+    while ! await_exit "$pid" $((limit + extra - ($(date +%s) - t0))); do
+        extra=$(awk '{ s += $1 } END { print s + 0 }' "$LAB_EXTEND")
+        [ $(($(date +%s) - t0)) -ge $((limit + extra)) ] || continue
+        watchdog_report "$name" "$((limit + extra))" "$pid" "$t0"
         # shellcheck disable=SC2046 # a list of pids
         kill -KILL $(proc_tree "$pid") 2>/dev/null
-        fail "$name" "watchdog: still running after ${limit}s (stopped; what was blocked is above)"
+        why="$((limit + extra))s"
+        [ "$extra" = 0 ] || why="$why ($limit s, and $extra s that lost boots took)"
+        fail "$name" "watchdog: still running after $why (stopped; what was blocked is above)"
+        rm -f "$LAB_EXTEND"
         return 124
-    fi
+    done
+    rm -f "$LAB_EXTEND"
     wait "$pid"
 }
 

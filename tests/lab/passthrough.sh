@@ -321,10 +321,11 @@ lab_test ivshmem-bar-pattern 540 t_ivshmem
 # device must be refused; then the first is killed with SIGKILL and the device must
 # still work for a new run.
 t_busy_kill9() {
-    local HOLD=$LOGDIR/pt-hold.log hold attempt st
+    local HOLD=$LOGDIR/pt-hold.log hold attempt=0 st tb
     # A first guest the lab loses (lib.sh: lost_guest, with no DMA fault of the NIC) is
-    # booted once more and counted, as vmm does.
-    for attempt in 1 2; do
+    # booted again and counted, as vmm does.
+    while :; do
+        tb=$(date +%s)
         lost_mark
         "$SWIFTVMM" run "$VM" --passthrough "$NIC" --cmdline "$BASE swiftvmm.modules=e1000e swiftvmm.test=hang" </dev/null >"$HOLD" 2>&1 &
         hold=$!
@@ -332,8 +333,9 @@ t_busy_kill9() {
         grep -q "hanging on purpose" "$HOLD" && break
         kill -0 $hold 2>/dev/null && { kill -9 $hold; st=137; await_exit $hold 60; }
         wait $hold 2>/dev/null; st=${st:-$?}
-        [ $attempt = 1 ] && lost_guest "$st" "$HOLD" && ! lost_veto || break
-        retried pt-hold "$st" "$HOLD"
+        [ $attempt -lt "${LAB_RETRIES:-2}" ] && lost_guest "$st" "$HOLD" && ! lost_veto || break
+        attempt=$((attempt + 1))
+        retried pt-hold "$st" "$HOLD" $(($(date +%s) - tb))
         st=""
     done
     if grep -q "hanging on purpose" "$HOLD"; then
