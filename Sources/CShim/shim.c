@@ -42,3 +42,9 @@ int shim_install_noop_handler(int signo) {
 }
 
 int shim_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+
+int shim_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fallocate(fd, mode, offset, length); }
+_Static_assert(SHIM_FALLOC_FL_KEEP_SIZE == FALLOC_FL_KEEP_SIZE, "FALLOC_FL_KEEP_SIZE");
+_Static_assert(SHIM_FALLOC_FL_PUNCH_HOLE == FALLOC_FL_PUNCH_HOLE, "FALLOC_FL_PUNCH_HOLE");
+_Static_assert(SHIM_FALLOC_FL_ZERO_RANGE == FALLOC_FL_ZERO_RANGE, "FALLOC_FL_ZERO_RANGE");
+_Static_assert(SHIM_O_DIRECT == O_DIRECT, "O_DIRECT");

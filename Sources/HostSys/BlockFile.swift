@@ -1,5 +1,6 @@
 import CShim
 import Glibc
+import Synchronization
 
 /// A raw disk image (a regular file or a block device) opened for a virtio
 /// block device: positional reads and writes (`pread`/`pwrite`, looped over
@@ -11,6 +12,16 @@ import Glibc
 /// capacity is the size at open time (`lseek(SEEK_END)`, which also works for
 /// block devices); growing the image later is not seen.
 ///
+/// With `direct` (a disk's `cache = "none"`) a second descriptor is opened
+/// with O_DIRECT, so data bypasses the host's page cache. Transfers whose
+/// buffer address, offset and length are all multiples of
+/// `directAlignment` go through it; any other (and any the file system
+/// refuses with EINVAL) go through the first, buffered one, which the kernel
+/// keeps coherent with direct I/O on the same range. A file system that
+/// refuses O_DIRECT at open (tmpfs) leaves the image buffered, and
+/// `directUnavailable` says why. `flush` is `fsync` either way: O_DIRECT
+/// skips the page cache, not the disk's own volatile cache.
+///
 /// Thread safety: `pread`/`pwrite` carry their own offset, so calls from
 /// several threads do not disturb each other.
 public final class BlockFile: Sendable {
@@ -19,14 +30,32 @@ public final class BlockFile: Sendable {
     /// Size of the image in bytes.
     public let capacity: UInt64
     private let fd: FileDescriptor
+    /// The O_DIRECT descriptor, when asked for and the file system allows it.
+    private let directFD: FileDescriptor?
+    /// Why `direct` was asked for and the image is still buffered, or nil.
+    public let directUnavailable: String?
+    /// Address, offset and length alignment of a transfer through O_DIRECT:
+    /// 4 KiB, a multiple of every logical block size in use (512 and 4096),
+    /// so no per-device query is needed.
+    public static let directAlignment = 4096
+    /// Transfers done through the O_DIRECT descriptor, and those that were
+    /// not aligned for it (or that the file system refused) and went buffered.
+    private let directCounts = Atomic<UInt64>(0)
+    private let bufferedCounts = Atomic<UInt64>(0)
+    public var isDirect: Bool { directFD != nil }
+    /// (through O_DIRECT, buffered) transfers so far; all buffered when not direct.
+    public var transferCounts: (direct: UInt64, buffered: UInt64) {
+        (directCounts.load(ordering: .relaxed), bufferedCounts.load(ordering: .relaxed))
+    }
 
     /// Opens `path`. Refuses, with a `SysError` that names the path, a
     /// missing file, a directory or other non-image file, an image that
     /// cannot be opened for writing when `readOnly` is false, and an image
     /// another process holds locked.
-    public init(path: String, readOnly: Bool = false) throws {
+    public init(path: String, readOnly: Bool = false, direct: Bool = false) throws {
         let mode = readOnly ? "read-only" : "read-write"
-        let raw = retryingEINTR { Int(Glibc.open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)) }
+        let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        let raw = retryingEINTR { Int(Glibc.open(path, flags)) }
         guard raw >= 0 else {
             let e = shim_errno()
             throw SysError(errno: e, operation: Self.openFailure(path: path, readOnly: readOnly, errno: e))
@@ -52,10 +81,52 @@ public final class BlockFile: Sendable {
         let end = lseek(fd.raw, 0, SEEK_END)
         guard end >= 0 else { throw SysError.last("disk image \(path): find its size (\(mode))") }
 
+        var directFD: FileDescriptor?
+        var unavailable: String?
+        if direct {
+            // The same file again (the flock above covers it: same process).
+            let d = retryingEINTR { Int(Glibc.open(path, flags | SHIM_O_DIRECT)) }
+            if d >= 0 {
+                directFD = FileDescriptor(adopting: Int32(d))
+            } else {
+                let e = shim_errno()
+                unavailable = e == EINVAL
+                    ? "its file system does not support O_DIRECT"
+                    : "open with O_DIRECT: \(String(cString: strerror(e)))"
+            }
+        }
+
         self.path = path
         self.isReadOnly = readOnly
         self.capacity = UInt64(end)
         self.fd = fd
+        self.directFD = directFD
+        self.directUnavailable = unavailable
+    }
+
+    /// The descriptor for a transfer of `count` bytes at `offset` from or to
+    /// `address`: the O_DIRECT one when all three are aligned for it.
+    private func descriptor(_ address: UnsafeRawPointer, _ offset: Int64, _ count: Int) -> FileDescriptor? {
+        let a = Int64(Self.directAlignment)
+        guard let d = directFD, Int(bitPattern: address) % Self.directAlignment == 0,
+              offset % a == 0, Int64(count) % a == 0 else { return nil }
+        return d
+    }
+
+    /// `transfer` on the O_DIRECT descriptor when the transfer is aligned
+    /// for it, else (or when the file system refuses it with EINVAL) on the
+    /// buffered one. `transfer` returns what pread/pwrite return.
+    private func positioned(_ address: UnsafeRawPointer, _ offset: Int64, _ count: Int,
+                            _ transfer: (Int32) -> Int) -> Int {
+        if let d = descriptor(address, offset, count) {
+            let n = retryingEINTR { transfer(d.raw) }
+            if n >= 0 || shim_errno() != EINVAL {
+                directCounts.add(1, ordering: .relaxed)
+                return n
+            }
+        }
+        bufferedCounts.add(1, ordering: .relaxed)
+        return retryingEINTR { transfer(fd.raw) }
     }
 
     /// The message for an `open` that failed with `errno`: says what to do.
@@ -92,7 +163,8 @@ public final class BlockFile: Sendable {
         while done < buffer.count {
             // SAFETY: done < buffer.count, so base + done and the remaining
             // buffer.count - done bytes are inside `buffer`.
-            let n = retryingEINTR { Glibc.pread(fd.raw, base + done, buffer.count - done, off_t(start + Int64(done))) }
+            let at = start + Int64(done), count = buffer.count - done
+            let n = positioned(base + done, at, count) { Glibc.pread($0, base + done, count, off_t(at)) }
             guard n >= 0 else { throw SysError.last("read \(path) at offset \(offset + UInt64(done))") }
             guard n > 0 else {
                 throw SysError(errno: EIO, operation: "read \(path) at offset \(offset + UInt64(done)): unexpected end of file")
@@ -112,7 +184,8 @@ public final class BlockFile: Sendable {
         while done < bytes.count {
             // SAFETY: done < bytes.count, so base + done and the remaining
             // bytes.count - done bytes are inside `bytes`.
-            let n = retryingEINTR { Glibc.pwrite(fd.raw, base + done, bytes.count - done, off_t(start + Int64(done))) }
+            let at = start + Int64(done), count = bytes.count - done
+            let n = positioned(base + done, at, count) { Glibc.pwrite($0, base + done, count, off_t(at)) }
             guard n >= 0 else { throw SysError.last("write \(path) at offset \(offset + UInt64(done))") }
             guard n > 0 else {
                 throw SysError(errno: EIO, operation: "write \(path) at offset \(offset + UInt64(done)): no progress")
@@ -125,5 +198,42 @@ public final class BlockFile: Sendable {
     /// storage, whatever happens to the VMM or the host afterwards.
     public func flush() throws {
         guard retryingEINTR({ Int(fsync(fd.raw)) }) == 0 else { throw SysError.last("fsync \(path)") }
+    }
+
+    /// Makes `[offset, offset + length)` read as zeros. With `deallocate`
+    /// the space is given back (a hole: fallocate PUNCH_HOLE), without it
+    /// the blocks stay allocated (ZERO_RANGE); the size never changes
+    /// (KEEP_SIZE). A file system or device that supports neither mode gets
+    /// the zeros written, 64 KiB at a time. EBADF on a read-only image.
+    public func zero(at offset: UInt64, length: UInt64, deallocate: Bool) throws {
+        guard !isReadOnly else {
+            throw SysError(errno: EBADF, operation: "zero \(path): the image is attached read-only")
+        }
+        guard length > 0 else { return }
+        guard let start = Int64(exactly: offset), let count = Int64(exactly: length),
+              !start.addingReportingOverflow(count).overflow else {
+            throw SysError(errno: EINVAL, operation: "zero \(path) at offset \(offset): range out of bounds")
+        }
+        let punch = SHIM_FALLOC_FL_PUNCH_HOLE | SHIM_FALLOC_FL_KEEP_SIZE
+        let zeroRange = SHIM_FALLOC_FL_ZERO_RANGE | SHIM_FALLOC_FL_KEEP_SIZE
+        for mode in deallocate ? [punch, zeroRange] : [zeroRange, punch] {
+            if retryingEINTR({ Int(shim_fallocate(fd.raw, mode, start, count)) }) == 0 { return }
+            let e = shim_errno()
+            // Not supported here (EOPNOTSUPP), or not for this range of a
+            // block device (EINVAL): try the next way.
+            guard e == EOPNOTSUPP || e == EINVAL || e == ENODEV else {
+                throw SysError(errno: e, operation: "zero \(path) at offset \(offset), \(length) bytes (fallocate)")
+            }
+        }
+        let chunk = 64 * 1024
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: Self.directAlignment)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(UInt64(chunk), length - done))
+            try write(at: offset + done, from: UnsafeRawBufferPointer(rebasing: zeros[0..<n]))
+            done += UInt64(n)
+        }
     }
 }

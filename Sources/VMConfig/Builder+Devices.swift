@@ -17,9 +17,19 @@ extension Builder {
         }
         var readOnly: Bool? = false
         if t["read_only"] != nil { readOnly = bool(t, "read_only", keyPath + ".read_only") }
+        let cachePath = keyPath + ".cache"
+        var cache: DiskCache? = .writeback
+        if let s = string(t, "cache", cachePath) {
+            cache = DiskCache(rawValue: s)
+            if cache == nil {
+                issue(cachePath, "\(KeyPath.quoteValue(s)) is not one of \(Schema.diskCacheModes.joined(separator: ", "))")
+            }
+        } else if t["cache"] != nil {
+            cache = nil // wrong type, reported
+        }
         let iommu = iommuKey(t, keyPath: keyPath)
-        if let image, let readOnly, let iommu {
-            disks.append(Disk(image: image, readOnly: readOnly, iommu: iommu))
+        if let image, let readOnly, let cache, let iommu {
+            disks.append(Disk(image: image, readOnly: readOnly, cache: cache, iommu: iommu))
         }
     }
 

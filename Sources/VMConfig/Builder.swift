@@ -12,6 +12,7 @@ struct Builder {
     struct Disk {
         var image: Located
         var readOnly: Bool
+        var cache: DiskCache
         var iommu: Bool
     }
 
@@ -316,7 +317,7 @@ struct Builder {
         return .success(VMConfig(vcpus: vcpus, memoryBytes: memoryBytes, kernelPath: k.path,
                                  initramfsPath: initramfs?.path, cmdline: cmdline, serial: serial,
                                  timeoutSeconds: timeoutSeconds,
-                                 disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly, iommu: $0.iommu) },
+                                 disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly, cache: $0.cache, iommu: $0.iommu) },
                                  nets: nets, virtioConsole: virtioConsole, virtioConsoleIOMMU: virtioConsoleIOMMU,
                                  rng: rng, rngIOMMU: rngIOMMU, viommu: viommu,
                                  passthrough: passthrough, hugePages: hugePages,

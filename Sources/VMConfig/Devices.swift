@@ -1,17 +1,30 @@
 import Bits
 
+/// How a disk's data meets the host's page cache (`[[disk]] cache`).
+public enum DiskCache: String, CaseIterable, Equatable, Sendable {
+    /// Through the page cache; a guest flush is an fsync.
+    case writeback
+    /// O_DIRECT: past the page cache (a guest flush is still an fsync, for
+    /// the disk's own cache). Falls back to `writeback`, with a log line,
+    /// where the image's file system refuses O_DIRECT.
+    case none
+}
+
 /// A virtio-blk disk (`[[disk]]`), backed by a raw image file.
 public struct DiskConfig: Equatable, Sendable {
     /// Absolute path of the image.
     public var path: String
     /// Open the image read-only and offer VIRTIO_BLK_F_RO to the guest.
     public var readOnly: Bool
+    /// Page cache or O_DIRECT.
+    public var cache: DiskCache
     /// Behind the vIOMMU when there is one (`iommu = false`: outside it).
     public var iommu: Bool
 
-    public init(path: String, readOnly: Bool = false, iommu: Bool = true) {
+    public init(path: String, readOnly: Bool = false, cache: DiskCache = .writeback, iommu: Bool = true) {
         self.path = path
         self.readOnly = readOnly
+        self.cache = cache
         self.iommu = iommu
     }
 }

@@ -12,7 +12,7 @@ enum Schema {
         ("kernel", .table, ["path", "initramfs", "cmdline"]),
         ("serial", .table, ["mode", "path"]),
         ("console", .table, ["mode", "path", "iommu"]),
-        ("disk", .arrayOfTables, ["path", "read_only", "iommu"]),
+        ("disk", .arrayOfTables, ["path", "read_only", "cache", "iommu"]),
         ("net", .arrayOfTables, ["tap", "mac", "iommu"]),
         ("rng", .table, ["enabled", "iommu"]),
         ("passthrough", .arrayOfTables, ["device", "bars", "iommu"]),
@@ -57,6 +57,8 @@ enum Schema {
     static let maxCmdlineBytes = 2047
     /// `[serial]` and `[console]` modes.
     static let outputModes = ["terminal", "file", "off"]
+    /// `[[disk]] cache`: the values of `DiskCache`.
+    static let diskCacheModes = DiskCache.allCases.map(\.rawValue)
     /// IFNAMSIZ is 16 including the terminating NUL (include/uapi/linux/if.h),
     /// so a TAP name has at most 15 bytes.
     static let maxInterfaceNameBytes = 15

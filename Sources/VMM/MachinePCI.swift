@@ -24,6 +24,8 @@ final class MachinePCI: Sendable {
     let notifier: VirtioNotifier
     /// The guest RAM every emulated device can reach by DMA (identity mapped).
     private let ramRanges: [(guest: UInt64, size: UInt64)]
+    /// Each disk as attached, for the exit lines.
+    private let disks = Mutex<[(name: String, device: VirtioBlock, file: BlockFile)]>([])
 
     /// The root bus on `mmio` and `pio`, delivering MSIs through `msiRouter`;
     /// BAR moves go to the virtio notifier and to `passthrough`'s devices.
@@ -106,10 +108,18 @@ final class MachinePCI: Sendable {
         func behind(_ iommu: Bool) -> MachineVIOMMU? { iommu ? viommu : nil }
         for (i, d) in config.disks.enumerated() {
             let file: BlockFile
-            do { file = try BlockFile(path: d.path, readOnly: d.readOnly) } catch {
+            do { file = try BlockFile(path: d.path, readOnly: d.readOnly, direct: d.cache == .none) } catch {
                 throw MachineError.setup("disk[\(i)].path: \(error)")
             }
+            if d.cache == .none {
+                if let why = file.directUnavailable {
+                    logger.warning("disk[\(i)] \(d.path): cache = \"none\" asked, but \(why): using the page cache (as cache = \"writeback\")")
+                } else {
+                    logger.info("disk[\(i)] \(d.path): cache = \"none\": O_DIRECT for aligned transfers, past the host page cache")
+                }
+            }
             let blk = VirtioBlock(backend: file, serial: "swiftvmm-disk\(i)")
+            disks.withLock { $0.append(("disk[\(i)] \(d.path)", blk, file)) }
             try attachVirtio(blk, name: "virtio-blk \(d.path)\(d.readOnly ? " (read-only)" : "") \(file.capacity >> 20) MiB",
                              thread: "io-blk\(i)", memory: memory, viommu: behind(d.iommu), logger: logger)
         }
@@ -148,6 +158,19 @@ final class MachinePCI: Sendable {
                              viommu: behind(config.rngIOMMU), logger: logger)
         }
         return console
+    }
+
+    /// One exit line per disk: what the guest asked of it, and how the data
+    /// went (past the page cache with `cache = "none"`, or through it).
+    func diskSummaries() -> [String] {
+        disks.withLock { $0 }.map { d in
+            let s = d.device.statistics
+            let (direct, buffered) = d.file.transferCounts
+            let errors = s.invalidRequests + s.backendErrors + s.unsupportedRequests + s.dmaFailures
+            return "\(d.name): \(s.reads) reads (\(formatBytes(s.bytesRead))), \(s.writes) writes (\(formatBytes(s.bytesWritten))), "
+                + "\(s.flushes) flushes, \(s.discards) discards, \(s.writeZeroes) write-zeroes (\(formatBytes(s.bytesZeroed)) zeroed), "
+                + "\(errors) failed; host transfers: \(direct) O_DIRECT, \(buffered) through the page cache"
+        }
     }
 }
 

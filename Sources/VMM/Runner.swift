@@ -168,6 +168,7 @@ public enum VMMRunner {
             logger.info("\(v.summary())")
             v.shutdown(logger: logger)
         }
+        for line in machine.pci.diskSummaries() { logger.info("\(line)") }
         if machine.pci.notifier.queueCount > 0 {
             logger.info("virtio: \(machine.pci.notifier.deliveredCount) queue notifications arrived through ioeventfds")
         }

@@ -17,4 +17,9 @@ public protocol BlockBackend: AnyObject, Sendable {
     func write(at offset: UInt64, from bytes: UnsafeRawBufferPointer) throws
     /// Makes everything written so far durable (VIRTIO_BLK_T_FLUSH, §5.2.6).
     func flush() throws
+    /// Makes `[offset, offset + length)` read as zeros from now on
+    /// (VIRTIO_BLK_T_DISCARD, and _WRITE_ZEROES). With `deallocate` the
+    /// backend may give the space back (a hole in a file); without it, it
+    /// keeps the space allocated.
+    func zero(at offset: UInt64, length: UInt64, deallocate: Bool) throws
 }

@@ -5,10 +5,22 @@ import Synchronization
 /// virtio block device (virtio 1.2 §5.2): one request queue; sectors come
 /// from a `BlockBackend` (`BlockFile` in the VMM).
 ///
-/// Offers VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH and,
-/// for a read-only backend, VIRTIO_BLK_F_RO (§5.2.3). Serves
-/// VIRTIO_BLK_T_IN, _OUT, _FLUSH and _GET_ID; every other type gets
-/// VIRTIO_BLK_S_UNSUPP (§5.2.6).
+/// Offers VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH,
+/// and VIRTIO_BLK_F_DISCARD with VIRTIO_BLK_F_WRITE_ZEROES for a writable
+/// backend or VIRTIO_BLK_F_RO for a read-only one (§5.2.3). Serves
+/// VIRTIO_BLK_T_IN, _OUT, _FLUSH, _GET_ID, _DISCARD and _WRITE_ZEROES; every
+/// other type gets VIRTIO_BLK_S_UNSUPP (§5.2.6).
+///
+/// DISCARD and WRITE_ZEROES carry 1 to `maxSegments` 16-byte segments (le64
+/// sector, le32 num_sectors, le32 flags) as their data. Both leave their
+/// sectors reading as zeros: WRITE_ZEROES must (§5.2.6.2), and DISCARD does
+/// so too (the backend punches a hole), so a guest never reads stale data
+/// back from a discarded range. The whole request is checked before any
+/// sector changes: a flag other than UNMAP, or UNMAP on a DISCARD, gets
+/// VIRTIO_BLK_S_UNSUPP (§5.2.6.2); a data length that is not a whole number
+/// of segments, too many segments, a segment longer than the configured
+/// maximum or one that overflows or ends past the capacity, writable data,
+/// or a read-only device get VIRTIO_BLK_S_IOERR.
 ///
 /// A request (§5.2.6) is read as two byte streams, whatever the descriptor
 /// boundaries (§2.6.4): the device-readable bytes are the 16-byte header
@@ -55,6 +67,16 @@ public final class VirtioBlock: VirtioDevice {
     public static let idBytes = 20
     /// Bounce buffer size for IN/OUT data.
     static let ioChunk = 128 * 1024
+    /// Bounce buffers start on a 4 KiB boundary, so that a backend reading
+    /// or writing with O_DIRECT (a disk with `cache = "none"`) can use them
+    /// as they are.
+    static let bounceAlignment = 4096
+
+    /// A bounce buffer for `length` bytes of data, at most `ioChunk`; the
+    /// caller deallocates it.
+    static func bounceBuffer(_ length: UInt64) -> UnsafeMutableRawBufferPointer {
+        .allocate(byteCount: Int(min(length, UInt64(ioChunk))), alignment: bounceAlignment)
+    }
 
     /// §5.2.3 "Feature bits" (bit numbers from the spec, as masks).
     public enum Feature {
@@ -63,6 +85,8 @@ public final class VirtioBlock: VirtioDevice {
         public static let readOnly: UInt64 = 1 << 5 // VIRTIO_BLK_F_RO
         public static let blockSize: UInt64 = 1 << 6 // VIRTIO_BLK_F_BLK_SIZE
         public static let flush: UInt64 = 1 << 9    // VIRTIO_BLK_F_FLUSH
+        public static let discard: UInt64 = 1 << 13 // VIRTIO_BLK_F_DISCARD
+        public static let writeZeroes: UInt64 = 1 << 14 // VIRTIO_BLK_F_WRITE_ZEROES
     }
 
     /// §5.2.6 request types (`type` field).
@@ -71,7 +95,21 @@ public final class VirtioBlock: VirtioDevice {
         public static let out: UInt32 = 1      // VIRTIO_BLK_T_OUT
         public static let flush: UInt32 = 4    // VIRTIO_BLK_T_FLUSH
         public static let getID: UInt32 = 8    // VIRTIO_BLK_T_GET_ID
+        public static let discard: UInt32 = 11 // VIRTIO_BLK_T_DISCARD
+        public static let writeZeroes: UInt32 = 13 // VIRTIO_BLK_T_WRITE_ZEROES
     }
+
+    /// §5.2.6 `struct virtio_blk_discard_write_zeroes`: le64 sector, le32
+    /// num_sectors, le32 flags; its one flag (VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP).
+    public static let segmentSize: UInt64 = 16
+    public static let unmapFlag: UInt32 = 1
+    /// Segments per DISCARD or WRITE_ZEROES request (`max_discard_seg`,
+    /// `max_write_zeroes_seg`; Linux sends at most 256).
+    public static let maxSegments: UInt32 = 256
+    /// Sectors per segment (`max_discard_sectors`, `max_write_zeroes_sectors`): 2 GiB.
+    public static let maxSegmentSectors: UInt32 = 1 << 22
+    /// `discard_sector_alignment`, in sectors: 4 KiB, a file system block.
+    public static let discardAlignmentSectors: UInt32 = 8
 
     /// §5.2.6 status values (the last byte of the request).
     public enum Status {
@@ -81,16 +119,23 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     /// §5.2.4 `struct virtio_blk_config`: offsets of the fields the offered
-    /// features make valid. The device configuration ends after `blk_size`:
-    /// Linux reads only fields whose feature was negotiated, and must not
-    /// read past the end (virtio_pci_modern's `vp_get` checks `device_len`).
+    /// features make valid. The device configuration ends after
+    /// `write_zeroes_may_unmap` and its padding; the fields between
+    /// `blk_size` and the discard ones (topology, writeback, num_queues)
+    /// belong to features not offered and read 0.
     public enum ConfigOffset {
         public static let capacity = 0  // le64, 512-byte sectors
         public static let sizeMax = 8   // le32 (VIRTIO_BLK_F_SIZE_MAX; reads 0)
         public static let segMax = 12   // le32 (VIRTIO_BLK_F_SEG_MAX)
         public static let geometry = 16 // le16 cylinders, u8 heads, u8 sectors (reads 0)
         public static let blockSize = 20 // le32 (VIRTIO_BLK_F_BLK_SIZE)
-        public static let size = 24
+        public static let maxDiscardSectors = 36 // le32 (VIRTIO_BLK_F_DISCARD)
+        public static let maxDiscardSegments = 40 // le32
+        public static let discardSectorAlignment = 44 // le32
+        public static let maxWriteZeroesSectors = 48 // le32 (VIRTIO_BLK_F_WRITE_ZEROES)
+        public static let maxWriteZeroesSegments = 52 // le32
+        public static let writeZeroesMayUnmap = 56 // u8, then 3 unused bytes
+        public static let size = 60
     }
 
     /// §5.2.6 request header: le32 type, le32 reserved, le64 sector.
@@ -101,6 +146,10 @@ public final class VirtioBlock: VirtioDevice {
         public var reads: UInt64 = 0
         public var writes: UInt64 = 0
         public var flushes: UInt64 = 0
+        /// DISCARD and WRITE_ZEROES requests served, and the bytes they zeroed.
+        public var discards: UInt64 = 0
+        public var writeZeroes: UInt64 = 0
+        public var bytesZeroed: UInt64 = 0
         public var bytesRead: UInt64 = 0
         public var bytesWritten: UInt64 = 0
         /// Requests answered VIRTIO_BLK_S_IOERR because the request was
@@ -157,12 +206,22 @@ public final class VirtioBlock: VirtioDevice {
         // the chain is direct (QEMU offers the same).
         LE.put(UInt32(max(Int(queueSize) - 2, 1)), into: &c, at: ConfigOffset.segMax)
         LE.put(UInt32(Self.sectorSize), into: &c, at: ConfigOffset.blockSize)
+        if !readOnly {
+            LE.put(Self.maxSegmentSectors, into: &c, at: ConfigOffset.maxDiscardSectors)
+            LE.put(Self.maxSegments, into: &c, at: ConfigOffset.maxDiscardSegments)
+            LE.put(Self.discardAlignmentSectors, into: &c, at: ConfigOffset.discardSectorAlignment)
+            LE.put(Self.maxSegmentSectors, into: &c, at: ConfigOffset.maxWriteZeroesSectors)
+            LE.put(Self.maxSegments, into: &c, at: ConfigOffset.maxWriteZeroesSegments)
+            // A WRITE_ZEROES with UNMAP may punch a hole.
+            c[ConfigOffset.writeZeroesMayUnmap] = 1
+        }
         config = c
     }
 
     public var deviceType: UInt16 { Self.deviceTypeID }
     public var deviceFeatures: UInt64 {
-        Feature.segMax | Feature.blockSize | Feature.flush | (readOnly ? Feature.readOnly : 0)
+        Feature.segMax | Feature.blockSize | Feature.flush
+            | (readOnly ? Feature.readOnly : Feature.discard | Feature.writeZeroes)
     }
     public var queueMaxSizes: [UInt16] { [queueSize] }
     public var configSize: Int { ConfigOffset.size }
@@ -304,11 +363,67 @@ public final class VirtioBlock: VirtioDevice {
                 status = Status.ioError
                 statistics.invalidRequests += 1
             }
+        case RequestType.discard, RequestType.writeZeroes:
+            if dataIn == 0 {
+                status = try zero(discard: type == RequestType.discard, from: &readable, memory: memory,
+                                  statistics: &statistics)
+            } else {
+                status = Status.ioError
+                statistics.invalidRequests += 1
+            }
         default:
             status = Status.unsupported
             statistics.unsupportedRequests += 1
         }
         return status
+    }
+
+    /// DISCARD (`discard`) or WRITE_ZEROES: reads every segment, checks them
+    /// all, then zeroes each range (see the type's documentation).
+    private func zero(discard: Bool, from readable: inout BlockSegmentCursor, memory: GuestMemoryAccess,
+                      statistics: inout Statistics) throws -> UInt8 {
+        let length = readable.remaining
+        guard !readOnly, length > 0, length % Self.segmentSize == 0,
+              length / Self.segmentSize <= UInt64(Self.maxSegments) else {
+            statistics.invalidRequests += 1
+            return Status.ioError
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(length))
+        try bytes.withUnsafeMutableBytes { try readable.read(into: $0, memory: memory) }
+        var ranges: [(offset: UInt64, length: UInt64, unmap: Bool)] = []
+        var invalid = false
+        for at in stride(from: 0, to: bytes.count, by: Int(Self.segmentSize)) {
+            // Each segment is 16 bytes inside `bytes`: the reads succeed.
+            let sector = LE.u64(bytes, at) ?? 0
+            let sectors = LE.u32(bytes, at + 8) ?? 0
+            let flags = LE.u32(bytes, at + 12) ?? 0
+            guard flags & ~Self.unmapFlag == 0, !(discard && flags & Self.unmapFlag != 0) else {
+                statistics.unsupportedRequests += 1
+                return Status.unsupported
+            }
+            let n = UInt64(sectors) * Self.sectorSize
+            if sectors > Self.maxSegmentSectors { invalid = true }
+            if let offset = byteOffset(sector: sector, length: n) {
+                ranges.append((offset, n, discard || flags & Self.unmapFlag != 0))
+            } else {
+                invalid = true
+            }
+        }
+        guard !invalid else {
+            statistics.invalidRequests += 1
+            return Status.ioError
+        }
+        for r in ranges where r.length > 0 {
+            do {
+                try backend.zero(at: r.offset, length: r.length, deallocate: r.unmap)
+            } catch {
+                statistics.backendErrors += 1
+                return Status.ioError
+            }
+            statistics.bytesZeroed += r.length
+        }
+        if discard { statistics.discards += 1 } else { statistics.writeZeroes += 1 }
+        return Status.ok
     }
 
     /// `sector * 512` when `[sector * 512, + length)` is a whole number of
@@ -326,20 +441,19 @@ public final class VirtioBlock: VirtioDevice {
     private func readIn(offset: UInt64, length: UInt64, to writable: inout BlockSegmentCursor,
                         memory: GuestMemoryAccess, written: inout UInt64,
                         statistics: inout Statistics) throws -> UInt8 {
-        var chunk = [UInt8](repeating: 0, count: Int(min(length, UInt64(Self.ioChunk))))
+        let chunk = Self.bounceBuffer(length)
+        defer { chunk.deallocate() }
         var done: UInt64 = 0
         while done < length {
             let n = Int(min(length - done, UInt64(chunk.count)))
             do {
                 // offset + done <= offset + length, checked by byteOffset.
-                try chunk.withUnsafeMutableBytes {
-                    try backend.read(at: offset + done, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]))
-                }
+                try backend.read(at: offset + done, into: UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n]))
             } catch {
                 statistics.backendErrors += 1
                 return Status.ioError
             }
-            try chunk.withUnsafeBytes { try writable.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), memory: memory) }
+            try writable.write(UnsafeRawBufferPointer(rebasing: chunk[0..<n]), memory: memory)
             done += UInt64(n)
             written = done
         }
@@ -351,17 +465,14 @@ public final class VirtioBlock: VirtioDevice {
     /// OUT: guest -> backend, in chunks.
     private func writeOut(offset: UInt64, length: UInt64, from readable: inout BlockSegmentCursor,
                           memory: GuestMemoryAccess, statistics: inout Statistics) throws -> UInt8 {
-        var chunk = [UInt8](repeating: 0, count: Int(min(length, UInt64(Self.ioChunk))))
+        let chunk = Self.bounceBuffer(length)
+        defer { chunk.deallocate() }
         var done: UInt64 = 0
         while done < length {
             let n = Int(min(length - done, UInt64(chunk.count)))
-            try chunk.withUnsafeMutableBytes {
-                try readable.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), memory: memory)
-            }
+            try readable.read(into: UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n]), memory: memory)
             do {
-                try chunk.withUnsafeBytes {
-                    try backend.write(at: offset + done, from: UnsafeRawBufferPointer(rebasing: $0[0..<n]))
-                }
+                try backend.write(at: offset + done, from: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
             } catch {
                 statistics.backendErrors += 1
                 return Status.ioError

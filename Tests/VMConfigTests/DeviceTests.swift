@@ -29,6 +29,7 @@ final class DeviceTests: XCTestCase {
             [[disk]]
             path = "scratch.img"
             read_only = false
+            cache = "none"
             [[net]]
             tap = "tap0"
             [[net]]
@@ -42,7 +43,8 @@ final class DeviceTests: XCTestCase {
             """)
         XCTAssertEqual(c.disks, [DiskConfig(path: "/cfg/root.img", readOnly: false),
                                  DiskConfig(path: "/images/data.img", readOnly: true),
-                                 DiskConfig(path: "/cfg/scratch.img")])
+                                 DiskConfig(path: "/cfg/scratch.img", cache: .none)])
+        XCTAssertEqual(c.disks.map(\.cache), [.writeback, .writeback, .none], "writeback by default")
         XCTAssertEqual(c.nets, [NetConfig(tap: "tap0", mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
                                 NetConfig(tap: "vm1.eth-1_x", mac: [0x02, 0x00, 0x00, 0xAB, 0xCD, 0xEF])])
         XCTAssertEqual(c.nets.map(\.macString), ["52:54:00:12:34:56", "02:00:00:ab:cd:ef"])
@@ -90,6 +92,10 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\nread_only = 0\n"),
                        ["disk[0].read_only: expected a boolean, got an integer"])
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\nsize = \"1G\"\n"), ["disk[0].size: unknown key"])
+        XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\n[[disk]]\npath = \"b\"\ncache = \"directsync\"\n"),
+                       ["disk[1].cache: \"directsync\" is not one of writeback, none"])
+        XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\ncache = false\n"),
+                       ["disk[0].cache: expected a string, got a boolean"])
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\nreadonly = true\n"),
                        ["disk[0].readonly: unknown key (did you mean read_only?)"])
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\ntap = \"tap0\"\n"),

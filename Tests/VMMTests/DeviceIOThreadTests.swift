@@ -122,6 +122,7 @@ final class GateBackend: BlockBackend {
         gate.signal()
     }
     func flush() throws {}
+    func zero(at offset: UInt64, length: UInt64, deallocate: Bool) throws {}
 }
 
 /// Zero bytes, recording the thread that asked.

@@ -13,6 +13,8 @@ final class MemoryDisk: BlockBackend {
         var bytes: [UInt8]
         var flushes = 0
         var failIO = false
+        /// Each `zero` call: (offset, length, deallocate).
+        var zeroed: [(UInt64, UInt64, Bool)] = []
     }
     private let state: Mutex<State>
     let isReadOnly: Bool
@@ -28,6 +30,7 @@ final class MemoryDisk: BlockBackend {
 
     var bytes: [UInt8] { state.withLock { $0.bytes } }
     var flushes: Int { state.withLock { $0.flushes } }
+    var zeroed: [(UInt64, UInt64, Bool)] { state.withLock { $0.zeroed } }
     var failIO: Bool {
         get { state.withLock { $0.failIO } }
         set { state.withLock { $0.failIO = newValue } }
@@ -58,6 +61,17 @@ final class MemoryDisk: BlockBackend {
             s.flushes += 1
         }
     }
+
+    func zero(at offset: UInt64, length: UInt64, deallocate: Bool) throws {
+        try state.withLock { s in
+            if s.failIO { throw Failure() }
+            XCTAssertFalse(isReadOnly, "the device never zeroes a read-only backend")
+            let o = Int(offset)
+            XCTAssertLessThanOrEqual(o + Int(length), s.bytes.count, "the device checked the range")
+            for i in o..<(o + Int(length)) { s.bytes[i] = 0 }
+            s.zeroed.append((offset, length, deallocate))
+        }
+    }
 }
 
 /// virtio-blk driven end to end: a fake driver posts requests (§5.2.6) into
@@ -68,7 +82,8 @@ final class BlockTests: XCTestCase {
     let headerAt: UInt64 = 0x8000, dataAt: UInt64 = 0x10000, statusAt: UInt64 = 0xF000
 
     // §5.2.6 values, written independently of the device's constants.
-    let tIn: UInt32 = 0, tOut: UInt32 = 1, tFlush: UInt32 = 4, tGetID: UInt32 = 8, tDiscard: UInt32 = 11
+    let tIn: UInt32 = 0, tOut: UInt32 = 1, tFlush: UInt32 = 4, tGetID: UInt32 = 8, tDiscard: UInt32 = 11,
+        tWriteZeroes: UInt32 = 13
     let sOK: UInt8 = 0, sIOErr: UInt8 = 1, sUnsupp: UInt8 = 2
 
     struct Rig {
@@ -117,18 +132,26 @@ final class BlockTests: XCTestCase {
         let block = VirtioBlock(backend: disk)
         XCTAssertEqual(block.deviceType, 2, "§5.2.1")
         XCTAssertEqual(block.queueMaxSizes, [256])
-        // SEG_MAX (2) | BLK_SIZE (6) | FLUSH (9), §5.2.3.
-        XCTAssertEqual(block.deviceFeatures, 1 << 2 | 1 << 6 | 1 << 9)
-        XCTAssertEqual(block.configSize, 24)
+        // SEG_MAX (2) | BLK_SIZE (6) | FLUSH (9) | DISCARD (13) | WRITE_ZEROES (14), §5.2.3.
+        XCTAssertEqual(block.deviceFeatures, 1 << 2 | 1 << 6 | 1 << 9 | 1 << 13 | 1 << 14)
+        XCTAssertEqual(block.configSize, 60)
         XCTAssertEqual(block.capacitySectors, 2048)
 
-        var b = [UInt8](repeating: 0xAA, count: 28)
+        var b = [UInt8](repeating: 0xAA, count: 64)
         b.withUnsafeMutableBytes { block.readConfig(offset: 0, data: $0) }
         XCTAssertEqual(b, [0x00, 0x08, 0, 0, 0, 0, 0, 0, // le64 capacity 2048
                            0, 0, 0, 0,                   // le32 size_max (not offered)
                            254, 0, 0, 0,                 // le32 seg_max = 256 - 2
                            0, 0, 0, 0,                   // geometry (not offered)
                            0x00, 0x02, 0, 0,             // le32 blk_size 512
+                           0, 0, 0, 0, 0, 0, 0, 0,       // topology (not offered)
+                           0, 0, 0, 0,                   // writeback, unused, num_queues (not offered)
+                           0, 0, 0x40, 0,                // le32 max_discard_sectors 1 << 22 (2 GiB)
+                           0, 1, 0, 0,                   // le32 max_discard_seg 256
+                           8, 0, 0, 0,                   // le32 discard_sector_alignment 8 (4 KiB)
+                           0, 0, 0x40, 0,                // le32 max_write_zeroes_sectors
+                           0, 1, 0, 0,                   // le32 max_write_zeroes_seg
+                           1, 0, 0, 0,                   // write_zeroes_may_unmap, unused1
                            0, 0, 0, 0])                  // past the end: zeros
         var four = [UInt8](repeating: 0, count: 4)
         four.withUnsafeMutableBytes { block.readConfig(offset: 20, data: $0) }
@@ -138,7 +161,10 @@ final class BlockTests: XCTestCase {
         XCTAssertEqual(b[0..<2], [0x00, 0x08], "writes are ignored")
 
         let ro = VirtioBlock(backend: MemoryDisk(size: 4096, readOnly: true))
-        XCTAssertEqual(ro.deviceFeatures, 1 << 2 | 1 << 5 | 1 << 6 | 1 << 9, "RO (5) for a read-only backend")
+        XCTAssertEqual(ro.deviceFeatures, 1 << 2 | 1 << 5 | 1 << 6 | 1 << 9, "RO (5), no DISCARD or WRITE_ZEROES, for a read-only backend")
+        var roLimits = [UInt8](repeating: 0xAA, count: 24)
+        roLimits.withUnsafeMutableBytes { ro.readConfig(offset: 36, data: $0) }
+        XCTAssertEqual(roLimits, [UInt8](repeating: 0, count: 24), "no discard limits without the features")
     }
 
     // MARK: requests
@@ -229,7 +255,8 @@ final class BlockTests: XCTestCase {
 
     func testUnknownTypesAreUnsupported() throws {
         let r = try rig(MemoryDisk(size: 4096))
-        for type in [tDiscard, 2, 13, 0xFFFF_FFFF] {
+        // SCSI_CMD (2), SECURE_ERASE (14) and ZONE_APPEND (15) are not offered.
+        for type: UInt32 in [2, 14, 15, 0xFFFF_FFFF] {
             try post(r, type: type, sector: 0, dataLength: 0, dataWritable: false)
             serve(r)
             XCTAssertEqual(try status(), sUnsupp, "type \(type)")
@@ -456,7 +483,7 @@ final class BlockTests: XCTestCase {
         var rng = SplitMix64(seed: 0xB10C)
         let disk = MemoryDisk(size: 40 * 512)
         var r = try rig(disk)
-        let types: [UInt32] = [tIn, tOut, tFlush, tGetID, tDiscard, 0x8000_0000]
+        let types: [UInt32] = [tIn, tOut, tFlush, tGetID, tDiscard, tWriteZeroes, 0x8000_0000]
         let sectors: [UInt64] = [0, 1, 39, 40, 41, UInt64.max, UInt64.max / 512, 1 << 55]
         var statuses: [UInt8: Int] = [:]
         var resets = 0
@@ -504,6 +531,108 @@ final class BlockTests: XCTestCase {
         XCTAssertGreaterThan(statuses[sUnsupp] ?? 0, 20)
     }
 
+    // MARK: DISCARD and WRITE_ZEROES
+
+    /// One `struct virtio_blk_discard_write_zeroes` (§5.2.6), little-endian.
+    func segment(sector: UInt64, sectors: UInt32, flags: UInt32 = 0) -> [UInt8] {
+        var b: [UInt8] = []
+        for k in 0..<8 { b.append(UInt8(truncatingIfNeeded: sector >> (8 * UInt64(k)))) }
+        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: sectors >> (8 * UInt32(k)))) }
+        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: flags >> (8 * UInt32(k)))) }
+        return b
+    }
+
+    /// Posts a DISCARD or WRITE_ZEROES with `data` (segments, or anything) as
+    /// its readable data; serves it; returns the status.
+    func zeroRequest(_ r: Rig, type: UInt32, _ data: [UInt8], writableData: UInt32 = 0) throws -> UInt8 {
+        try memory.writeBytes(data, at: GuestAddress(dataAt))
+        try memory.writeBytes(header(type: type, sector: 0), at: GuestAddress(headerAt))
+        try memory.writeBytes([0xEE], at: GuestAddress(statusAt))
+        var chain: [(addr: UInt64, len: UInt32, writable: Bool)] = [(headerAt, 16, false)]
+        if !data.isEmpty { chain.append((dataAt, UInt32(data.count), false)) }
+        if writableData > 0 { chain.append((0x40000, writableData, true)) }
+        chain.append((statusAt, 1, true))
+        r.driver.post(chain)
+        serve(r)
+        XCTAssertEqual(r.driver.takeUsed().map(\.len), [1], "only the status byte is written")
+        return try status()
+    }
+
+    func testDiscardZeroesEverySegmentAndAsksForAHole() throws {
+        let disk = MemoryDisk(size: 64 * 512)
+        let before = disk.bytes
+        let r = try rig(disk)
+        let st = try zeroRequest(r, type: tDiscard, segment(sector: 2, sectors: 3) + segment(sector: 60, sectors: 4))
+        XCTAssertEqual(st, sOK)
+        let after = disk.bytes
+        XCTAssertEqual(Array(after[1024..<2560]), [UInt8](repeating: 0, count: 1536))
+        XCTAssertEqual(Array(after[30720..<32768]), [UInt8](repeating: 0, count: 2048))
+        XCTAssertEqual(Array(after[0..<1024]), Array(before[0..<1024]), "nothing else changes")
+        XCTAssertEqual(Array(after[2560..<30720]), Array(before[2560..<30720]))
+        XCTAssertEqual(disk.zeroed.map(\.0), [1024, 30720])
+        XCTAssertEqual(disk.zeroed.map(\.1), [1536, 2048])
+        XCTAssertEqual(disk.zeroed.map(\.2), [true, true], "a discard may give the space back")
+        XCTAssertEqual(r.block.statistics.discards, 1)
+        XCTAssertEqual(r.block.statistics.bytesZeroed, 3584)
+    }
+
+    func testWriteZeroesKeepsTheSpaceUnlessUnmapIsSet() throws {
+        let disk = MemoryDisk(size: 64 * 512)
+        let r = try rig(disk)
+        XCTAssertEqual(try zeroRequest(r, type: tWriteZeroes, segment(sector: 0, sectors: 1)), sOK)
+        XCTAssertEqual(try zeroRequest(r, type: tWriteZeroes, segment(sector: 8, sectors: 8, flags: 1)), sOK)
+        XCTAssertEqual(Array(disk.bytes[0..<512]), [UInt8](repeating: 0, count: 512))
+        XCTAssertEqual(Array(disk.bytes[4096..<8192]), [UInt8](repeating: 0, count: 4096))
+        XCTAssertNotEqual(Array(disk.bytes[512..<4096]), [UInt8](repeating: 0, count: 3584))
+        XCTAssertEqual(disk.zeroed.map(\.2), [false, true])
+        XCTAssertEqual(r.block.statistics.writeZeroes, 2)
+    }
+
+    func testZeroingRequestsAreCheckedWholeBeforeAnySectorChanges() throws {
+        let disk = MemoryDisk(size: 64 * 512)
+        let before = disk.bytes
+        let r = try rig(disk)
+        let good = segment(sector: 0, sectors: 8)
+        let cases: [(String, UInt32, [UInt8], UInt32, UInt8)] = [
+            ("an unknown flag", tWriteZeroes, good + segment(sector: 8, sectors: 1, flags: 2), 0, sUnsupp),
+            ("UNMAP on a discard", tDiscard, good + segment(sector: 8, sectors: 1, flags: 1), 0, sUnsupp),
+            ("no segment", tDiscard, [], 0, sIOErr),
+            ("a partial segment", tDiscard, good + [1, 2, 3], 0, sIOErr),
+            ("a segment past the capacity", tDiscard, good + segment(sector: 60, sectors: 5), 0, sIOErr),
+            ("a segment starting at the capacity", tWriteZeroes, good + segment(sector: 64, sectors: 1), 0, sIOErr),
+            ("a sector that overflows", tDiscard, good + segment(sector: UInt64.max / 256, sectors: 1), 0, sIOErr),
+            ("sector + length that wraps", tWriteZeroes, good + segment(sector: UInt64.max / 512, sectors: 8), 0, sIOErr),
+            ("more sectors than max_discard_sectors", tDiscard, segment(sector: 0, sectors: (1 << 22) + 1), 0, sIOErr),
+            ("257 segments", tDiscard, (0..<257).flatMap { _ in segment(sector: 0, sectors: 1) }, 0, sIOErr),
+            ("writable data besides the status", tDiscard, good, 512, sIOErr),
+        ]
+        for (what, type, data, writable, want) in cases {
+            XCTAssertEqual(try zeroRequest(r, type: type, data, writableData: writable), want, what)
+        }
+        XCTAssertEqual(disk.bytes, before, "no sector changed")
+        XCTAssertTrue(disk.zeroed.isEmpty)
+        XCTAssertEqual(r.block.statistics.unsupportedRequests, 2)
+        XCTAssertEqual(r.block.statistics.invalidRequests, UInt64(cases.count - 2))
+        // 256 segments are allowed, and a segment of 0 sectors is a no-op.
+        let many = (0..<256).flatMap { segment(sector: UInt64($0 % 64), sectors: $0 == 0 ? 0 : 1) }
+        XCTAssertEqual(try zeroRequest(r, type: tDiscard, many), sOK)
+        XCTAssertEqual(disk.zeroed.count, 255)
+        XCTAssertEqual(disk.bytes.prefix(512), [UInt8](repeating: 0, count: 512)[...], "sector 0 by a later segment")
+    }
+
+    func testZeroingOnAReadOnlyDeviceOrAFailingBackendIsAnIOError() throws {
+        let ro = try rig(MemoryDisk(size: 8 * 512, readOnly: true))
+        XCTAssertEqual(try zeroRequest(ro, type: tDiscard, segment(sector: 0, sectors: 1)), sIOErr)
+        XCTAssertEqual(try zeroRequest(ro, type: tWriteZeroes, segment(sector: 0, sectors: 1)), sIOErr)
+        let disk = MemoryDisk(size: 8 * 512)
+        let r = try rig(disk)
+        disk.failIO = true
+        XCTAssertEqual(try zeroRequest(r, type: tWriteZeroes, segment(sector: 0, sectors: 1)), sIOErr)
+        XCTAssertEqual(r.block.statistics.backendErrors, 1)
+        disk.failIO = false
+        XCTAssertEqual(try zeroRequest(r, type: tWriteZeroes, segment(sector: 0, sectors: 1)), sOK, "the device goes on")
+    }
+
     // MARK: BlockFile
 
     /// The host image file as a block backend. The VMM makes `BlockFile`
@@ -517,6 +646,9 @@ final class BlockTests: XCTestCase {
         func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws { try file.read(at: offset, into: buffer) }
         func write(at offset: UInt64, from data: UnsafeRawBufferPointer) throws { try file.write(at: offset, from: data) }
         func flush() throws { try file.flush() }
+        func zero(at offset: UInt64, length: UInt64, deallocate: Bool) throws {
+            try file.zero(at: offset, length: length, deallocate: deallocate)
+        }
     }
 
     private func tempImage(_ bytes: [UInt8]) throws -> String {
@@ -558,6 +690,65 @@ final class BlockTests: XCTestCase {
         XCTAssertEqual(onDisk.count, original.count, "the image does not grow")
         XCTAssertEqual(Array(onDisk[(29 * 512)...]), data)
         XCTAssertEqual(Array(onDisk[..<(29 * 512)]), Array(original[..<(29 * 512)]))
+    }
+
+    func testBlockFileZeroReadsBackZerosAndKeepsTheSize() throws {
+        let original = [UInt8](repeating: 0xA5, count: 256 * 1024)
+        let path = try tempImage(original)
+        let file = try BlockFile(path: path)
+        let r = try rig(HostFileDisk(file))
+        // A hole at 64 KiB (DISCARD), zeros kept allocated at 8 KiB + 512 (WRITE_ZEROES).
+        XCTAssertEqual(try zeroRequest(r, type: tDiscard, segment(sector: 128, sectors: 256)), sOK)
+        XCTAssertEqual(try zeroRequest(r, type: tWriteZeroes, segment(sector: 17, sectors: 3)), sOK)
+        try file.flush()
+        let onDisk = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(onDisk.count, original.count, "the image keeps its size")
+        var want = original
+        for i in (128 * 512)..<(384 * 512) { want[i] = 0 }
+        for i in (17 * 512)..<(20 * 512) { want[i] = 0 }
+        XCTAssertEqual(onDisk, want)
+        var st = stat()
+        XCTAssertEqual(stat(path, &st), 0)
+        // st_blocks counts 512-byte units: the 128 KiB hole is no longer allocated
+        // (ext4, xfs, btrfs and tmpfs all punch holes).
+        XCTAssertLessThanOrEqual(Int(st.st_blocks) * 512, original.count - 128 * 1024)
+        let ro = try BlockFile(path: try tempImage(original), readOnly: true)
+        XCTAssertThrowsError(try ro.zero(at: 0, length: 512, deallocate: true))
+    }
+
+    func testBlockFileDirectServesAlignedTransfersAndBuffersTheRest() throws {
+        let original = (0..<(64 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31 >> 3) }
+        let path = try tempImage(original)
+        let file = try BlockFile(path: path, direct: true)
+        XCTAssertEqual(file.isDirect, file.directUnavailable == nil)
+        let aligned = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: BlockFile.directAlignment)
+        defer { aligned.deallocate() }
+        aligned.copyBytes(from: (0..<8192).map { UInt8(truncatingIfNeeded: 7 &* $0) })
+        try file.write(at: 16384, from: UnsafeRawBufferPointer(aligned))                          // aligned
+        try file.write(at: 512, from: UnsafeRawBufferPointer(rebasing: aligned[0..<512]))         // 512-byte
+        try file.write(at: 40960, from: UnsafeRawBufferPointer(rebasing: aligned[512..<4608]))    // unaligned address
+        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: BlockFile.directAlignment)
+        defer { back.deallocate() }
+        try file.read(at: 16384, into: back)
+        XCTAssertEqual(Array(back), Array(aligned))
+        try file.read(at: 512, into: UnsafeMutableRawBufferPointer(rebasing: back[0..<512]))
+        XCTAssertEqual(Array(back[0..<512]), Array(aligned[0..<512]))
+        try file.flush()
+        let onDisk = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(Array(onDisk[16384..<24576]), Array(aligned))
+        XCTAssertEqual(Array(onDisk[40960..<45056]), Array(aligned[512..<4608]))
+        XCTAssertEqual(Array(onDisk[0..<512]), Array(original[0..<512]))
+        let counts = file.transferCounts
+        if file.isDirect {
+            XCTAssertEqual(counts.direct, 2, "the 8 KiB write and read at 16 KiB went past the page cache")
+            XCTAssertEqual(counts.buffered, 3)
+        } else {
+            XCTAssertEqual(counts.direct, 0, "no O_DIRECT here (\(file.directUnavailable ?? "")): all buffered")
+            XCTAssertEqual(counts.buffered, 5)
+        }
+        let plain = try BlockFile(path: try tempImage(original), readOnly: true)
+        XCTAssertFalse(plain.isDirect)
+        XCTAssertNil(plain.directUnavailable, "not asked for")
     }
 
     func testBlockFileReadOnlyAttachmentRefusesGuestWrites() throws {

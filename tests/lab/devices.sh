@@ -22,6 +22,7 @@ cmdline = "$BASE"
 mode = "terminal"
 [[disk]]
 path = "disk.img"
+cache = "none"
 [[disk]]
 path = "ro.img"
 read_only = true
@@ -63,7 +64,8 @@ t_rng_intx() {
 }
 lab_test virtio-over-intx 300 t_rng_intx
 
-# 3. The guest writes a pattern to the virtio disk, flushes, powers off; the image holds it.
+# 3. The guest writes a pattern to the virtio disk (cache = "none": O_DIRECT), flushes,
+#    powers off; the image holds it.
 t_disk() {
     vmm disk 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=LAB-$$"
     if [ "$STATUS" -eq 0 ] && has "vda write ok" && python3 - "$work/disk.img" "LAB-$$" <<'PY'
@@ -76,6 +78,25 @@ with open(img, "rb") as f:
 sys.exit(0 if got == want else 1)
 PY
     then pass disk-write-reaches-image "${SECS}s"; else fail disk-write-reaches-image "status $STATUS" "$LOG"; fi
+
+    # 3b. cache = "none": swiftvmm opened the image with O_DIRECT, and the guest's 4 KiB
+    #     writes went past the lab host's page cache (its exit line counts them).
+    if has 'disk\[0\] .*disk.img: cache = "none": O_DIRECT' \
+        && has 'disk\[0\] .*disk.img: .* [1-9][0-9]* writes .*host transfers: [1-9][0-9]* O_DIRECT'; then pass disk-cache-none-direct
+    else fail disk-cache-none-direct "no O_DIRECT open or no O_DIRECT transfer in swiftvmm's log" "$LOG"; fi
+
+    # 3c. DISCARD: the guest discarded 64 KiB at 2 MiB and read zeros back; the image
+    #     has zeros there and its size, and at least one discard was served.
+    if has "vda discard_max_bytes=[1-9]" && has "vda discard ok" && has 'disk\[0\] .* [1-9][0-9]* discards' \
+        && python3 - "$work/disk.img" <<'PY'
+import os, sys
+img = sys.argv[1]
+with open(img, "rb") as f:
+    f.seek(2 << 20)
+    got = f.read(64 << 10)
+sys.exit(0 if got == bytes(64 << 10) and os.path.getsize(img) == 64 << 20 else 1)
+PY
+    then pass disk-discard-reads-zeros; else fail disk-discard-reads-zeros "see log" "$LOG"; fi
 
     # 4. The read-only disk is read-only in the guest and refuses writes.
     if has "vdb ro=1" && has "vdb write refused" && has "head=READONLY-DISK-CO" ; then pass read-only-disk; else fail read-only-disk "see log" "$LOG"; fi

@@ -154,6 +154,14 @@ int shim_errno(void);
 int shim_memfd_create(const char *name, unsigned int flags);
 static const unsigned int SHIM_MFD_CLOEXEC = 1U; // MFD_CLOEXEC, linux/memfd.h
 
+/// fallocate(2) (needs _GNU_SOURCE). The modes SwiftVMM uses, from linux/falloc.h:
+int shim_fallocate(int fd, int mode, int64_t offset, int64_t length);
+static const int SHIM_FALLOC_FL_KEEP_SIZE = 0x01;
+static const int SHIM_FALLOC_FL_PUNCH_HOLE = 0x02;
+static const int SHIM_FALLOC_FL_ZERO_RANGE = 0x10;
+/// O_DIRECT (needs _GNU_SOURCE; asm-generic/fcntl.h's value, x86 and arm64 alike).
+static const int SHIM_O_DIRECT = 040000;
+
 /// A signal handler that does nothing: installed (without SA_RESTART) for the
 /// vCPU kick signal so KVM_RUN returns EINTR.
 int shim_install_noop_handler(int signo);
