@@ -100,25 +100,53 @@ public final class DMATranslator: DMAMapping, Sendable {
     /// and reports the fault and returns false without running `body`.
     public func access(iova: UInt64, length: UInt64, _ access: DMAPermissions,
                        _ body: (GuestAddress) throws -> Void) throws -> Bool {
-        let fault = try state.withLock { s throws -> DMAFault? in
-            let reason: DMAFault.Reason
-            if !s.attached {
-                reason = .detached
-            } else if let hit = s.table.lookup(iova: iova, length: length) {
-                if hit.permissions.isSuperset(of: access) {
-                    try body(GuestAddress(hit.guestAddress))
-                    return nil
-                }
-                reason = .denied
-            } else {
-                reason = .unmapped
-            }
-            s.faults &+= 1
-            return DMAFault(iova: iova, length: length, access: access, reason: reason)
-        }
-        guard let fault else { return true }
+        try self.access([GuestRange(GuestAddress(iova), length)], access) { try body($0[0].address) } != nil
+    }
+
+    /// Runs `body` with the table, holding its lock.
+    fileprivate func withTable<R>(_ body: (_ attached: Bool, _ table: DMAMappingTable) throws -> R) throws -> R {
+        try state.withLock { s in try body(s.attached, s.table) }
+    }
+
+    /// Counts a refused access and reports it to the handler, without the
+    /// table's lock held.
+    fileprivate func report(_ fault: DMAFault) {
+        state.withLock { $0.faults &+= 1 }
         if let handler = faultHandler.withLock({ $0 }) { handler(fault) }
-        return false
+    }
+}
+
+extension DMATranslator {
+    /// Like `access`, for several ranges at once: runs `body` with the guest
+    /// physical range of each, holding the table's lock while `body` runs,
+    /// when the mappings allow `access` on every one of them, and returns
+    /// its result; else counts and reports the first refused range and
+    /// returns nil without running `body`. Each range must lie inside one
+    /// mapping.
+    public func access<R>(_ ranges: [GuestRange], _ access: DMAPermissions,
+                          _ body: ([GuestRange]) throws -> R) throws -> R? {
+        let outcome = try withTable { attached, table -> (result: R?, fault: DMAFault?) in
+            var translated: [GuestRange] = []
+            translated.reserveCapacity(ranges.count)
+            for r in ranges {
+                let reason: DMAFault.Reason
+                if !attached {
+                    reason = .detached
+                } else if let hit = table.lookup(iova: r.address.raw, length: r.length) {
+                    if hit.permissions.isSuperset(of: access) {
+                        translated.append(GuestRange(GuestAddress(hit.guestAddress), r.length))
+                        continue
+                    }
+                    reason = .denied
+                } else {
+                    reason = .unmapped
+                }
+                return (nil, DMAFault(iova: r.address.raw, length: r.length, access: access, reason: reason))
+            }
+            return (try body(translated), nil)
+        }
+        if let fault = outcome.fault { report(fault) }
+        return outcome.result
     }
 }
 
@@ -161,5 +189,22 @@ public final class DMAGuestMemory: GuestMemoryAccess, Sendable {
     public func contains(_ address: GuestAddress, length: UInt64) -> Bool {
         guard let g = translator.translate(iova: address.raw, length: length) else { return false }
         return translator.memory.contains(g, length: length)
+    }
+
+    /// The endpoint's buffers in place: translated, then handed out by the
+    /// memory behind, with the table locked while `body` runs (so a vIOMMU
+    /// UNMAP waits for a transfer into a buffer it revokes). A range that
+    /// does not translate with `access` is reported as a fault and fails as
+    /// `read` and `write` fail.
+    public func withHostBuffers<R>(_ ranges: [GuestRange], for access: DMAPermissions,
+                                   _ body: ([UnsafeMutableRawBufferPointer]) throws -> R) throws -> R {
+        let result = try translator.access(ranges, access) { translated in
+            try translator.memory.withHostBuffers(translated, for: access, body)
+        }
+        guard let result else {
+            let first = ranges.first.map { ($0.address.raw, $0.length) } ?? (0, 0)
+            throw GuestMemoryError.outOfRange(address: first.0, length: first.1)
+        }
+        return result
     }
 }

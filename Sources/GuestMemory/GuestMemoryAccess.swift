@@ -18,10 +18,55 @@ public protocol GuestMemoryAccess: AnyObject, Sendable {
     /// request, rather than judging the buffer once when it takes the
     /// descriptor chain (where a bad buffer breaks the whole queue).
     var checksBuffersOnAccess: Bool { get }
+    /// Runs `body` with host memory standing for `ranges`, in order, for a
+    /// device to use in place (a disk's `preadv` straight into the guest's
+    /// buffers): `access` is `.read` when the device reads guest memory
+    /// (`body` must not write it) and `.write` when it writes it. Throws as
+    /// `read` or `write` would, without running `body`, when a range cannot
+    /// be reached. The buffers are valid (and behind a vIOMMU still mapped)
+    /// only while `body` runs. The default copies through buffers of its
+    /// own, so that any implementation (a test's) gets it; guest RAM and
+    /// DMA-translated memory hand out their own pages.
+    func withHostBuffers<R>(_ ranges: [GuestRange], for access: DMAPermissions,
+                            _ body: ([UnsafeMutableRawBufferPointer]) throws -> R) throws -> R
+}
+
+/// `length` bytes of guest memory at `address` (a descriptor's buffer, or a
+/// piece of one).
+public struct GuestRange: Equatable, Sendable {
+    public var address: GuestAddress
+    public var length: UInt64
+    public init(_ address: GuestAddress, _ length: UInt64) {
+        self.address = address
+        self.length = length
+    }
 }
 
 extension GuestMemoryAccess {
     public var checksBuffersOnAccess: Bool { false }
+
+    /// The copying `withHostBuffers`: reads every range into a buffer of its
+    /// own, runs `body`, and, for `.write`, copies the buffers back when
+    /// `body` returns.
+    public func withHostBuffers<R>(_ ranges: [GuestRange], for access: DMAPermissions,
+                                   _ body: ([UnsafeMutableRawBufferPointer]) throws -> R) throws -> R {
+        var buffers: [UnsafeMutableRawBufferPointer] = []
+        defer { for b in buffers { b.deallocate() } }
+        for r in ranges {
+            guard let n = Int(exactly: r.length), contains(r.address, length: r.length) else {
+                throw GuestMemoryError.outOfRange(address: r.address.raw, length: r.length)
+            }
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 16)
+            b.initializeMemory(as: UInt8.self, repeating: 0)
+            buffers.append(b)
+            if access.contains(.read) { try read(into: b, at: r.address) }
+        }
+        let result = try body(buffers)
+        if access.contains(.write) {
+            for (r, b) in zip(ranges, buffers) { try write(UnsafeRawBufferPointer(b), at: r.address) }
+        }
+        return result
+    }
 }
 
 extension GuestMemoryAccess {

@@ -49,6 +49,22 @@ public final class GuestRAM: GuestMemoryAccess, Sendable {
 
     public func contains(_ address: GuestAddress, length: UInt64) -> Bool { hostPointer(address, length) != nil }
 
+    /// Guest RAM itself: each range must lie inside one slot.
+    public func withHostBuffers<R>(_ ranges: [GuestRange], for access: DMAPermissions,
+                                   _ body: ([UnsafeMutableRawBufferPointer]) throws -> R) throws -> R {
+        var buffers: [UnsafeMutableRawBufferPointer] = []
+        buffers.reserveCapacity(ranges.count)
+        for r in ranges {
+            guard let p = hostPointer(r.address, r.length) else {
+                throw GuestMemoryError.outOfRange(address: r.address.raw, length: r.length)
+            }
+            // SAFETY: [p, p + length) is inside one slot's mapping (checked
+            // above), which lives as long as `self`.
+            buffers.append(UnsafeMutableRawBufferPointer(start: p, count: Int(r.length)))
+        }
+        return try body(buffers)
+    }
+
     public func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws {
         guard let p = hostPointer(address, UInt64(buffer.count)) else {
             throw GuestMemoryError.outOfRange(address: address.raw, length: UInt64(buffer.count))

@@ -104,31 +104,6 @@ public final class BlockFile: Sendable {
         self.directUnavailable = unavailable
     }
 
-    /// The descriptor for a transfer of `count` bytes at `offset` from or to
-    /// `address`: the O_DIRECT one when all three are aligned for it.
-    private func descriptor(_ address: UnsafeRawPointer, _ offset: Int64, _ count: Int) -> FileDescriptor? {
-        let a = Int64(Self.directAlignment)
-        guard let d = directFD, Int(bitPattern: address) % Self.directAlignment == 0,
-              offset % a == 0, Int64(count) % a == 0 else { return nil }
-        return d
-    }
-
-    /// `transfer` on the O_DIRECT descriptor when the transfer is aligned
-    /// for it, else (or when the file system refuses it with EINVAL) on the
-    /// buffered one. `transfer` returns what pread/pwrite return.
-    private func positioned(_ address: UnsafeRawPointer, _ offset: Int64, _ count: Int,
-                            _ transfer: (Int32) -> Int) -> Int {
-        if let d = descriptor(address, offset, count) {
-            let n = retryingEINTR { transfer(d.raw) }
-            if n >= 0 || shim_errno() != EINVAL {
-                directCounts.add(1, ordering: .relaxed)
-                return n
-            }
-        }
-        bufferedCounts.add(1, ordering: .relaxed)
-        return retryingEINTR { transfer(fd.raw) }
-    }
-
     /// The message for an `open` that failed with `errno`: says what to do.
     static func openFailure(path: String, readOnly: Bool, errno e: Int32) -> String {
         switch e {
@@ -154,44 +129,95 @@ public final class BlockFile: Sendable {
         return start
     }
 
+    /// IOV_MAX: iovecs per preadv/pwritev call.
+    static let maxIOVecs = 1024
+
+    /// Whether the iovecs and `offset` are all aligned for O_DIRECT.
+    private static func alignedForDirect(_ iov: ArraySlice<iovec>, _ offset: Int64) -> Bool {
+        let a = directAlignment
+        return offset % Int64(a) == 0 && iov.allSatisfy {
+            Int(bitPattern: $0.iov_base) % a == 0 && $0.iov_len % a == 0
+        }
+    }
+
+    /// Reads (`write` false) or writes `iov`, in order, from `offset` on:
+    /// `preadv`/`pwritev`, at most `maxIOVecs` at a time, on the O_DIRECT
+    /// descriptor when all of a call's iovecs are aligned for it (and the
+    /// file system takes it), else on the buffered one; short transfers
+    /// are continued and EINTR retried. Reaching the end of the file while
+    /// reading is EIO: the image shrank.
+    private func transfer(_ iovecs: [iovec], at offset: UInt64, write: Bool) throws {
+        let what = write ? "write" : "read"
+        let total = iovecs.reduce(0) { $0 + $1.iov_len }
+        let start = try range(offset, total, what)
+        var iov = iovecs
+        var i = iov.firstIndex { $0.iov_len > 0 } ?? iov.count
+        var pos = start
+        while i < iov.count {
+            let end = min(iov.count, i + Self.maxIOVecs)
+            let n: Int = iov.withUnsafeBufferPointer { all in
+                // SAFETY: i..<end is inside `all`.
+                let base = all.baseAddress! + i, count = Int32(end - i)
+                let call = { (fd: Int32) in
+                    retryingEINTR { write ? Glibc.pwritev(fd, base, count, off_t(pos)) : Glibc.preadv(fd, base, count, off_t(pos)) }
+                }
+                if let d = directFD, Self.alignedForDirect(iov[i..<end], pos) {
+                    let n = call(d.raw)
+                    if n >= 0 || shim_errno() != EINVAL {
+                        directCounts.add(1, ordering: .relaxed)
+                        return n
+                    }
+                }
+                bufferedCounts.add(1, ordering: .relaxed)
+                return call(fd.raw)
+            }
+            guard n >= 0 else { throw SysError.last("\(what) \(path) at offset \(pos)") }
+            guard n > 0 else {
+                throw SysError(errno: EIO, operation: "\(what) \(path) at offset \(pos): "
+                               + (write ? "no progress" : "unexpected end of file"))
+            }
+            pos += Int64(n)
+            // Past the n bytes done: whole iovecs, then into the next one.
+            var left = n
+            while left > 0, i < iov.count {
+                if iov[i].iov_len <= left {
+                    left -= iov[i].iov_len
+                    i += 1
+                } else {
+                    // SAFETY: left < iov_len: still inside the same buffer.
+                    iov[i].iov_base = iov[i].iov_base.map { $0 + left }
+                    iov[i].iov_len -= left
+                    left = 0
+                }
+            }
+            while i < iov.count, iov[i].iov_len == 0 { i += 1 }
+        }
+    }
+
     /// Fills `buffer` with the image bytes at `[offset, offset + buffer.count)`.
     /// Reaching the end of the file first is an error (EIO): the image shrank.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        let start = try range(offset, buffer.count, "read")
-        guard let base = buffer.baseAddress else { return } // empty buffer
-        var done = 0
-        while done < buffer.count {
-            // SAFETY: done < buffer.count, so base + done and the remaining
-            // buffer.count - done bytes are inside `buffer`.
-            let at = start + Int64(done), count = buffer.count - done
-            let n = positioned(base + done, at, count) { Glibc.pread($0, base + done, count, off_t(at)) }
-            guard n >= 0 else { throw SysError.last("read \(path) at offset \(offset + UInt64(done))") }
-            guard n > 0 else {
-                throw SysError(errno: EIO, operation: "read \(path) at offset \(offset + UInt64(done)): unexpected end of file")
-            }
-            done += n
-        }
+        try read(at: offset, into: [buffer])
+    }
+
+    /// Fills `buffers`, one after the other, from `offset` on (`preadv`).
+    public func read(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        try transfer(buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset, write: false)
     }
 
     /// Writes `bytes` at `offset`. EBADF on a read-only image.
     public func write(at offset: UInt64, from bytes: UnsafeRawBufferPointer) throws {
+        try write(at: offset, from: [bytes])
+    }
+
+    /// Writes `buffers`, one after the other, from `offset` on (`pwritev`).
+    /// EBADF on a read-only image.
+    public func write(at offset: UInt64, from buffers: [UnsafeRawBufferPointer]) throws {
         guard !isReadOnly else {
             throw SysError(errno: EBADF, operation: "write \(path): the image is attached read-only")
         }
-        let start = try range(offset, bytes.count, "write")
-        guard let base = bytes.baseAddress else { return }
-        var done = 0
-        while done < bytes.count {
-            // SAFETY: done < bytes.count, so base + done and the remaining
-            // bytes.count - done bytes are inside `bytes`.
-            let at = start + Int64(done), count = bytes.count - done
-            let n = positioned(base + done, at, count) { Glibc.pwrite($0, base + done, count, off_t(at)) }
-            guard n >= 0 else { throw SysError.last("write \(path) at offset \(offset + UInt64(done))") }
-            guard n > 0 else {
-                throw SysError(errno: EIO, operation: "write \(path) at offset \(offset + UInt64(done)): no progress")
-            }
-            done += n
-        }
+        try transfer(buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) },
+                     at: offset, write: true)
     }
 
     /// `fsync(2)`: once it returns, everything written so far is on stable

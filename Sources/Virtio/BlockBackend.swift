@@ -22,4 +22,29 @@ public protocol BlockBackend: AnyObject, Sendable {
     /// backend may give the space back (a hole in a file); without it, it
     /// keeps the space allocated.
     func zero(at offset: UInt64, length: UInt64, deallocate: Bool) throws
+    /// Fills `buffers`, one after the other, with the bytes from `offset`
+    /// on (the guest's own buffers, in place: `preadv`).
+    func read(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws
+    /// Stores `buffers`, one after the other, from `offset` on (`pwritev`).
+    func write(at offset: UInt64, from buffers: [UnsafeRawBufferPointer]) throws
+}
+
+extension BlockBackend {
+    /// One `read` per buffer.
+    public func read(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        var at = offset
+        for b in buffers {
+            try read(at: at, into: b)
+            at += UInt64(b.count)
+        }
+    }
+
+    /// One `write` per buffer.
+    public func write(at offset: UInt64, from buffers: [UnsafeRawBufferPointer]) throws {
+        var at = offset
+        for b in buffers {
+            try write(at: at, from: b)
+            at += UInt64(b.count)
+        }
+    }
 }

@@ -68,6 +68,17 @@ struct BlockSegmentCursor {
         }
     }
 
+    /// The guest memory that holds the next `count` bytes (at most
+    /// `remaining`), piece by piece, and moves past them.
+    mutating func take(_ count: UInt64) throws -> [GuestRange] {
+        guard let n = Int(exactly: count) else {
+            throw VirtqueueError.device("block request: \(count) bytes asked of a \(remaining)-byte buffer (device bug)")
+        }
+        var ranges: [GuestRange] = []
+        try walk(n) { address, range in ranges.append(GuestRange(address, UInt64(range.count))) }
+        return ranges
+    }
+
     /// Copies the next `buffer.count` bytes of the stream into `buffer`.
     mutating func read(into buffer: UnsafeMutableRawBufferPointer, memory: GuestMemoryAccess) throws {
         try walk(buffer.count) { address, range in

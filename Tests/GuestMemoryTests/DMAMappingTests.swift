@@ -342,6 +342,81 @@ final class DMAPermissionAndFaultTests: XCTestCase {
     }
 }
 
+extension DMAPermissionAndFaultTests {
+    func testHostBuffersInPlaceThroughTheTranslation() throws {
+        let ram = try GuestRAM(map: GuestMemoryMap(ramBytes: 2 << 20))
+        let d = DMATranslator(memory: ram)
+        let faults = Faults()
+        d.setFaultHandler { f in faults.list.withLock { $0.append(f) } }
+        try d.map(iova: 0x10_0000, size: 0x1000, guestAddress: GuestAddress(0x5000))
+        try d.map(iova: 0x20_0000, size: 0x2000, guestAddress: GuestAddress(0x9000), permissions: .read)
+        try d.attach()
+        let dma = DMAGuestMemory(translator: d)
+        try ram.writeBytes([1, 2, 3, 4], at: GuestAddress(0x9800))
+        // Two ranges, each in its own mapping: the buffers are guest RAM itself.
+        let seen = try dma.withHostBuffers([GuestRange(GuestAddress(0x20_0800), 4), GuestRange(GuestAddress(0x10_0010), 2)],
+                                           for: .read) { bufs -> [[UInt8]] in
+            bufs.map { Array($0) }
+        }
+        XCTAssertEqual(seen, [[1, 2, 3, 4], [0, 0]])
+        try dma.withHostBuffers([GuestRange(GuestAddress(0x10_0ffe), 2)], for: .write) { bufs in
+            bufs[0][0] = 0xAB; bufs[0][1] = 0xCD
+        }
+        XCTAssertEqual(try ram.readBytes(at: GuestAddress(0x5ffe), count: 2), [0xAB, 0xCD], "written in place")
+        // A refused range (a read-only mapping written; a range across two
+        // mappings): body never runs, the fault is reported once, nothing changes.
+        for (range, reason) in [(GuestRange(GuestAddress(0x20_0000), 8), DMAFault.Reason.denied),
+                                (GuestRange(GuestAddress(0x10_0ff0), 0x20), .unmapped)] {
+            XCTAssertThrowsError(try dma.withHostBuffers([GuestRange(GuestAddress(0x10_0000), 1), range], for: .write) { _ in
+                XCTFail("ran with a refused range")
+            })
+            XCTAssertEqual(faults.all.last, DMAFault(iova: range.address.raw, length: range.length, access: .write, reason: reason))
+        }
+        XCTAssertEqual(d.faultCount, 2)
+        XCTAssertEqual(try ram.readBytes(at: GuestAddress(0x9000), count: 4), [0, 0, 0, 0])
+    }
+
+    func testUnmapWaitsForATransferInPlace() throws {
+        let ram = try GuestRAM(map: GuestMemoryMap(ramBytes: 2 << 20))
+        let d = DMATranslator(memory: ram)
+        try d.map(iova: 0x1000, size: 0x1000, guestAddress: GuestAddress(0x1000))
+        try d.attach()
+        let dma = DMAGuestMemory(translator: d)
+        let inside = DispatchSemaphore(value: 0)
+        let order = Mutex<[String]>([])
+        let transfer = Thread {
+            try? dma.withHostBuffers([GuestRange(GuestAddress(0x1000), 8)], for: .write) { _ in
+                inside.signal()
+                Thread.sleep(forTimeInterval: 0.2)
+                order.withLock { $0.append("transfer done") }
+            }
+        }
+        transfer.start()
+        inside.wait()
+        try d.unmap(iova: 0x1000, size: 0x1000)
+        order.withLock { $0.append("unmap returned") }
+        XCTAssertEqual(order.withLock { $0 }, ["transfer done", "unmap returned"])
+    }
+
+    func testGuestRAMHandsOutItsOwnPagesAndChecksEveryRange() throws {
+        let ram = try GuestRAM(map: GuestMemoryMap(ramBytes: 2 << 20))
+        let p = try ram.withHostBuffers([GuestRange(GuestAddress(0x1000), 0x1000)], for: .write) { bufs in
+            bufs[0].baseAddress.map { UInt(bitPattern: $0) }
+        }
+        XCTAssertEqual(p, UInt(ram.slots[0].hostAddress) + 0x1000)
+        XCTAssertThrowsError(try ram.withHostBuffers([GuestRange(GuestAddress(0), 1), GuestRange(GuestAddress(0x1F_FFFF), 2)],
+                                                     for: .read) { _ in XCTFail("ran past the end of RAM") })
+        // The copying default (any other memory) gives the same bytes and writes back.
+        let m = try ArrayGuestMemory(regions: [(0, 0x4000)])
+        try m.writeBytes([9, 8, 7], at: GuestAddress(0x100))
+        try m.withHostBuffers([GuestRange(GuestAddress(0x100), 3)], for: .readWrite) { bufs in
+            XCTAssertEqual(Array(bufs[0]), [9, 8, 7])
+            bufs[0][1] = 0
+        }
+        XCTAssertEqual(try m.readBytes(at: GuestAddress(0x100), count: 3), [9, 0, 7])
+    }
+}
+
 final class IdentityDMATests: XCTestCase {
     static let gib: UInt64 = 1 << 30
 

@@ -198,7 +198,7 @@ final class BlockTests: XCTestCase {
         XCTAssertEqual(r.block.statistics.bytesWritten, 512)
     }
 
-    func testLargeRequestsGoThroughTheBounceBufferInChunks() throws {
+    func testLargeRequestsMoveWhole() throws {
         let disk = MemoryDisk(size: 1 << 20)
         let r = try rig(disk)
         let data = (0..<(300 * 1024)).map { UInt8(truncatingIfNeeded: $0 / 3) }
@@ -749,6 +749,30 @@ final class BlockTests: XCTestCase {
         let plain = try BlockFile(path: try tempImage(original), readOnly: true)
         XCTAssertFalse(plain.isDirect)
         XCTAssertNil(plain.directUnavailable, "not asked for")
+    }
+
+    func testBlockFileVectoredTransfersPastIOVMaxAndZeroLengthBuffers() throws {
+        let path = try tempImage([UInt8](repeating: 0, count: 16384))
+        let file = try BlockFile(path: path)
+        // 1,500 buffers of 3 bytes (and empty ones among them): more than one
+        // pwritev call (IOV_MAX is 1024), each piece where it belongs.
+        let pieces: [[UInt8]] = (0..<1500).map { (i: Int) -> [UInt8] in
+            i % 100 == 7 ? [] : [UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i >> 8), 0xEE]
+        }
+        let flat = pieces.flatMap { $0 }
+        let buffers = pieces.map { p -> UnsafeMutableRawBufferPointer in
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: p.count, alignment: 1)
+            b.copyBytes(from: p)
+            return b
+        }
+        defer { for b in buffers { b.deallocate() } }
+        try file.write(at: 100, from: buffers.map { UnsafeRawBufferPointer($0) })
+        let onDisk = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(Array(onDisk[100..<(100 + flat.count)]), flat)
+        for b in buffers { b.initializeMemory(as: UInt8.self, repeating: 0) }
+        try file.read(at: 100, into: buffers)
+        XCTAssertEqual(buffers.flatMap { Array($0) }, flat)
+        XCTAssertThrowsError(try file.read(at: 16380, into: [buffers[0], buffers[1]]), "past the end of the image")
     }
 
     func testBlockFileReadOnlyAttachmentRefusesGuestWrites() throws {
