@@ -71,11 +71,14 @@ public struct PCIWindows: Equatable, Sendable {
 
     /// SwiftVMM's layout for a machine with `memoryMap`'s RAM: the fixed
     /// 32-bit, ECAM and I/O windows above, and a 64-bit window that starts at
-    /// the first 1 GiB boundary at or above both the end of RAM and 4 GiB.
-    /// The guest's physical address width (CPUID 0x80000008) must cover
-    /// `mmio64.end`.
-    public static func standard(memoryMap: GuestMemoryMap, mmio64Size: UInt64 = standardMMIO64Size) -> PCIWindows {
-        let start = max(GuestMemoryMap.highRAMStart, alignUp(memoryMap.ramEnd, mmio64Alignment) ?? UInt64.max)
+    /// the first 1 GiB boundary at or above both the end of RAM and 4 GiB
+    /// (and `mmio64Floor`, when something else of the machine's sits above
+    /// RAM). The guest's physical address width (CPUID 0x80000008) must
+    /// cover `mmio64.end`.
+    public static func standard(memoryMap: GuestMemoryMap, mmio64Size: UInt64 = standardMMIO64Size,
+                                mmio64Floor: UInt64 = 0) -> PCIWindows {
+        let start = max(GuestMemoryMap.highRAMStart,
+                        alignUp(max(memoryMap.ramEnd, mmio64Floor), mmio64Alignment) ?? UInt64.max)
         return PCIWindows(mmio32: standardMMIO32,
                           mmio64: PCIAddressWindow(base: start, size: mmio64Size),
                           io: standardIO, ecam: standardECAM)

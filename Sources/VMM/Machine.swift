@@ -38,6 +38,8 @@ final class Machine: Sendable {
     /// Firecracker place them: linux/Documentation/virt/kvm/api.rst).
     static let identityMapAddress: UInt64 = 0xFFFB_C000
     static let tssAddress: UInt64 = 0xFFFB_D000
+    /// Where the lab's workaround maps guest RAM a second time: bit 32.
+    static let ramAliasBase: UInt64 = 1 << 32
     /// The GSI of the ACPI Generic Event Device that reports the power
     /// button: ISA IRQ 9, which a HW-reduced machine leaves free (no SCI).
     static let powerButtonGSI: UInt32 = 9
@@ -110,7 +112,20 @@ final class Machine: Sendable {
         for (i, s) in ram.slots.enumerated() {
             try vm.setUserMemoryRegion(slot: UInt32(i), guestAddress: s.guestBase, size: s.size, hostAddress: s.hostAddress)
         }
-        let memorySlots = MemorySlotPool(first: UInt32(ram.slots.count))
+        // The lab's workaround for the CR3 bit-32 bug (RunOptions.ramAliasAt4G).
+        var aliasSlots: UInt32 = 0
+        var mmio64Floor: UInt64?
+        if options.ramAliasAt4G {
+            if ram.slots.count == 1, let s = ram.slots.first, s.guestBase == 0 {
+                try vm.setUserMemoryRegion(slot: 1, guestAddress: Self.ramAliasBase, size: s.size, hostAddress: s.hostAddress)
+                aliasSlots = 1
+                mmio64Floor = Self.ramAliasBase + s.size
+                logger.warning("lab workaround (SWIFTVMM_LAB_CR3_ALIAS): guest RAM [0x0, 0x\(String(s.size, radix: 16))) also at 0x\(String(Self.ramAliasBase, radix: 16)), the 64-bit PCI window above it")
+            } else {
+                logger.warning("lab workaround (SWIFTVMM_LAB_CR3_ALIAS) not applied: guest RAM reaches above 4 GiB")
+            }
+        }
+        let memorySlots = MemorySlotPool(first: UInt32(ram.slots.count) + aliasSlots)
 
         // Legacy devices (port I/O).
         let events = ClosureEventSink { [latch, clock, logger, panic] event in
@@ -138,8 +153,8 @@ final class Machine: Sendable {
             let msiRouter = KVMMSIRouter(vm: vm, logger: logger)
             passthrough = try MachinePassthrough.setUp(config: config, vm: vm, ram: ram, router: msiRouter,
                                                        slots: memorySlots, logger: logger)
-            pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio: mmio, pio: pio,
-                                 msiRouter: msiRouter, passthrough: passthrough, logger: logger)
+            pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio64Floor: mmio64Floor,
+                                 mmio: mmio, pio: pio, msiRouter: msiRouter, passthrough: passthrough, logger: logger)
             pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci
             var viommu: MachineVIOMMU?
             if let c = config.viommu {

@@ -29,11 +29,14 @@ final class MachinePCI: Sendable {
 
     /// The root bus on `mmio` and `pio`, delivering MSIs through `msiRouter`;
     /// BAR moves go to the virtio notifier and to `passthrough`'s devices.
-    init(vm: any VMInterruptRouting, memoryMap: GuestMemoryMap, mmio64Size: UInt64, mmio: Bus, pio: Bus,
-         msiRouter: KVMMSIRouter, passthrough: MachinePassthrough, logger: Logger) throws {
+    /// `mmio64Floor`: the 64-bit window starts at or above it (the lab's
+    /// second copy of guest RAM, `RunOptions.ramAliasAt4G`, sits below).
+    init(vm: any VMInterruptRouting, memoryMap: GuestMemoryMap, mmio64Size: UInt64, mmio64Floor: UInt64? = nil,
+         mmio: Bus, pio: Bus, msiRouter: KVMMSIRouter, passthrough: MachinePassthrough, logger: Logger) throws {
         ramRanges = IdentityDMA.ranges(of: memoryMap)
         self.msiRouter = msiRouter
-        bus = PCIRootBus(windows: PCIWindows.standard(memoryMap: memoryMap, mmio64Size: mmio64Size), msiRouter: msiRouter,
+        let windows = PCIWindows.standard(memoryMap: memoryMap, mmio64Size: mmio64Size, mmio64Floor: mmio64Floor ?? 0)
+        bus = PCIRootBus(windows: windows, msiRouter: msiRouter,
                          intxLine: { gsi in KVMIRQLine(vm: vm, irq: gsi) { logger.error("\($0)") } })
         try bus.install(mmioBus: mmio, pioBus: pio)
         let notifier = VirtioNotifier(vm: vm, logger: logger)

@@ -15,6 +15,14 @@ public struct RunOptions: Sendable {
     /// Write a JSON summary here.
     public var reportPath: String?
 
+    /// The lab's workaround (`SWIFTVMM_LAB_CR3_ALIAS=1`, tests/lab/README.md,
+    /// "One kernel instruction"): guest RAM below 4 GiB is mapped a second
+    /// time at 4 GiB, so a guest CR3 whose bit 32 the lab's emulated CPU set
+    /// by mistake still reaches the page tables; the 64-bit PCI window moves
+    /// above that copy. For guests whose RAM is all below 4 GiB; real hosts
+    /// have no use for it.
+    public var ramAliasAt4G = false
+
     /// After SIGTERM presses the power button, how long the guest has to power off.
     public var powerOffGrace: Double = 20
 

@@ -119,6 +119,7 @@ struct Run: ParsableCommand {
         options.consoleLog = consoleLog
         options.reportPath = report
         options.interactive = interactive
+        options.ramAliasAt4G = ProcessInfo.processInfo.environment["SWIFTVMM_LAB_CR3_ALIAS"] == "1"
         if let t = timeout {
             guard let s = ConfigLoader.parseDuration(t) else {
                 FileHandle.standardError.write(Data("swiftvmm: --timeout: \"\(t)\" is not a duration (use e.g. 90s, 5m)\n".utf8))

@@ -17,6 +17,11 @@ final class AllocationTests: XCTestCase {
         XCTAssertEqual(small.io, PCIAddressWindow(base: 0xC000, size: 0x4000))
         XCTAssertEqual(small.mmio64, PCIAddressWindow(base: 0x1_0000_0000, size: 64 << 30))
         // 8.5 GiB RAM: 3 GiB low, 5.5 GiB from 4 GiB to 9.5 GiB; window at 10 GiB.
+        // Something of the machine's above RAM (the lab's copy of RAM at 4 GiB) pushes the window up.
+        XCTAssertEqual(PCIWindows.standard(memoryMap: GuestMemoryMap(ramBytes: 512 << 20), mmio64Floor: 4 << 30 + 512 << 20).mmio64.base,
+                       5 << 30)
+        XCTAssertEqual(PCIWindows.standard(memoryMap: GuestMemoryMap(ramBytes: 512 << 20), mmio64Floor: 1 << 30).mmio64.base,
+                       4 << 30, "a floor below 4 GiB changes nothing")
         let big = PCIWindows.standard(memoryMap: GuestMemoryMap(ramBytes: 8 << 30 + 512 << 20))
         XCTAssertEqual(big.mmio64.base, 10 << 30)
         XCTAssertEqual(big.mmio64.end, 74 << 30)
