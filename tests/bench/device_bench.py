@@ -18,6 +18,8 @@ BLK_MIB = int(os.environ.get("BENCH_BLK_MIB", "256"))
 NET_MIB = int(os.environ.get("BENCH_NET_MIB", "64"))
 BASE_BIN = os.environ.get("SWIFTVMM_BASE", "")
 ONLY = [n for n in os.environ.get("BENCH_VMMS", "").split(",") if n]
+# BENCH_NET=0 skips the virtio-net runs.
+NET = os.environ.get("BENCH_NET", "1") != "0"
 KERNEL = os.path.join(CACHE, "guest/vmlinuz")
 INITRD = os.path.join(CACHE, "guest/initramfs-modules.cpio.gz")
 BASE = "console=ttyS0 reboot=k panic=-1 quiet"
@@ -109,6 +111,8 @@ def main():
                 print(f"bench: round {r + 1} {name}: virtio-blk write {w:.1f} MiB/s, read {rd:.1f} MiB/s", flush=True)
             else:
                 print(f"bench: round {r + 1} {name}: virtio-blk run failed:\n{out[-1500:]}", flush=True)
+            if not NET:
+                continue
             result = []
             t = threading.Thread(target=receiver, args=(result,))
             t.start()
