@@ -324,20 +324,9 @@ final class DMAPermissionAndFaultTests: XCTestCase {
         let d = DMATranslator(memory: try memory())
         try d.map(iova: 0x1000, size: 0x1000, guestAddress: GuestAddress(0x1000))
         try d.attach()
-        let inside = DispatchSemaphore(value: 0)
-        let order = Mutex<[String]>([])
-        let accessor = Thread {
-            _ = try? d.access(iova: 0x1000, length: 8, .write) { _ in
-                inside.signal()
-                Thread.sleep(forTimeInterval: 0.2)
-                order.withLock { $0.append("access done") }
-            }
+        try assertUnmapWaitsForAccess(d) { inside in
+            _ = try? d.access(iova: 0x1000, length: 8, .write) { _ in inside() }
         }
-        accessor.start()
-        inside.wait()
-        try d.unmap(iova: 0x1000, size: 0x1000)
-        order.withLock { $0.append("unmap returned") }
-        XCTAssertEqual(order.withLock { $0 }, ["access done", "unmap returned"])
         XCTAssertFalse(try d.access(iova: 0x1000, length: 8, .read) { _ in XCTFail("used an unmapped translation") })
     }
 }
@@ -382,20 +371,9 @@ extension DMAPermissionAndFaultTests {
         try d.map(iova: 0x1000, size: 0x1000, guestAddress: GuestAddress(0x1000))
         try d.attach()
         let dma = DMAGuestMemory(translator: d)
-        let inside = DispatchSemaphore(value: 0)
-        let order = Mutex<[String]>([])
-        let transfer = Thread {
-            try? dma.withHostBuffers([GuestRange(GuestAddress(0x1000), 8)], for: .write) { _ in
-                inside.signal()
-                Thread.sleep(forTimeInterval: 0.2)
-                order.withLock { $0.append("transfer done") }
-            }
+        try assertUnmapWaitsForAccess(d) { inside in
+            try? dma.withHostBuffers([GuestRange(GuestAddress(0x1000), 8)], for: .write) { _ in inside() }
         }
-        transfer.start()
-        inside.wait()
-        try d.unmap(iova: 0x1000, size: 0x1000)
-        order.withLock { $0.append("unmap returned") }
-        XCTAssertEqual(order.withLock { $0 }, ["transfer done", "unmap returned"])
     }
 
     func testGuestRAMHandsOutItsOwnPagesAndChecksEveryRange() throws {
@@ -415,6 +393,27 @@ extension DMAPermissionAndFaultTests {
         }
         XCTAssertEqual(try m.readBytes(at: GuestAddress(0x100), count: 3), [9, 0, 7])
     }
+}
+
+/// Runs `use` on a thread of its own; `use` calls `inside` from within an
+/// access through `d` to IOVA 0x1000 (mapped). While that access is under
+/// way, unmaps 0x1000 and checks that the access ended first: once unmap
+/// returns, no access may still use the old translation.
+func assertUnmapWaitsForAccess(_ d: DMATranslator, file: StaticString = #filePath, line: UInt = #line,
+                               _ use: @escaping @Sendable (_ inside: @Sendable () -> Void) -> Void) throws {
+    let entered = DispatchSemaphore(value: 0)
+    let order = Mutex<[String]>([])
+    Thread {
+        use {
+            entered.signal()
+            Thread.sleep(forTimeInterval: 0.2)
+            order.withLock { $0.append("access done") }
+        }
+    }.start()
+    entered.wait()
+    try d.unmap(iova: 0x1000, size: 0x1000)
+    order.withLock { $0.append("unmap returned") }
+    XCTAssertEqual(order.withLock { $0 }, ["access done", "unmap returned"], file: file, line: line)
 }
 
 final class IdentityDMATests: XCTestCase {
