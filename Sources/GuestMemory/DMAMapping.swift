@@ -75,7 +75,7 @@ public struct DMAPermissions: OptionSet, Hashable, Sendable, CustomStringConvert
 
 /// An access an endpoint's DMA made that its mappings did not allow, as a
 /// `DMATranslator` reports it (a vIOMMU turns it into a fault event).
-public struct DMAFault: Equatable, Sendable, CustomStringConvertible {
+public struct DMAFault: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Reason: Equatable, Sendable {
         /// No mapping covers the whole range.
         case unmapped

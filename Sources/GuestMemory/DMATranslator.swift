@@ -100,7 +100,10 @@ public final class DMATranslator: DMAMapping, Sendable {
     /// and reports the fault and returns false without running `body`.
     public func access(iova: UInt64, length: UInt64, _ access: DMAPermissions,
                        _ body: (GuestAddress) throws -> Void) throws -> Bool {
-        try self.access([GuestRange(GuestAddress(iova), length)], access) { try body($0[0].address) } != nil
+        if case .success = try self.access([GuestRange(GuestAddress(iova), length)], access, { try body($0[0].address) }) {
+            return true
+        }
+        return false
     }
 
     /// Runs `body` with the table, holding its lock.
@@ -121,11 +124,11 @@ extension DMATranslator {
     /// physical range of each, holding the table's lock while `body` runs,
     /// when the mappings allow `access` on every one of them, and returns
     /// its result; else counts and reports the first refused range and
-    /// returns nil without running `body`. Each range must lie inside one
-    /// mapping.
+    /// returns that fault without running `body`. Each range must lie
+    /// inside one mapping.
     public func access<R>(_ ranges: [GuestRange], _ access: DMAPermissions,
-                          _ body: ([GuestRange]) throws -> R) throws -> R? {
-        let outcome = try withTable { attached, table -> (result: R?, fault: DMAFault?) in
+                          _ body: ([GuestRange]) throws -> R) throws -> Result<R, DMAFault> {
+        let outcome = try withTable { attached, table -> Result<R, DMAFault> in
             var translated: [GuestRange] = []
             translated.reserveCapacity(ranges.count)
             for r in ranges {
@@ -141,12 +144,12 @@ extension DMATranslator {
                 } else {
                     reason = .unmapped
                 }
-                return (nil, DMAFault(iova: r.address.raw, length: r.length, access: access, reason: reason))
+                return .failure(DMAFault(iova: r.address.raw, length: r.length, access: access, reason: reason))
             }
-            return (try body(translated), nil)
+            return .success(try body(translated))
         }
-        if let fault = outcome.fault { report(fault) }
-        return outcome.result
+        if case let .failure(fault) = outcome { report(fault) }
+        return outcome
     }
 }
 
@@ -198,13 +201,11 @@ public final class DMAGuestMemory: GuestMemoryAccess, Sendable {
     /// `read` and `write` fail.
     public func withHostBuffers<R>(_ ranges: [GuestRange], for access: DMAPermissions,
                                    _ body: ([UnsafeMutableRawBufferPointer]) throws -> R) throws -> R {
-        let result = try translator.access(ranges, access) { translated in
-            try translator.memory.withHostBuffers(translated, for: access, body)
+        switch try translator.access(ranges, access, { try translator.memory.withHostBuffers($0, for: access, body) }) {
+        case let .success(result):
+            return result
+        case let .failure(fault):
+            throw GuestMemoryError.outOfRange(address: fault.iova, length: fault.length)
         }
-        guard let result else {
-            let first = ranges.first.map { ($0.address.raw, $0.length) } ?? (0, 0)
-            throw GuestMemoryError.outOfRange(address: first.0, length: first.1)
-        }
-        return result
     }
 }

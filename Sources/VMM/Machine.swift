@@ -117,7 +117,7 @@ final class Machine: Sendable {
         var mmio64Floor: UInt64?
         if options.ramAliasAt4G {
             if ram.slots.count == 1, let s = ram.slots.first, s.guestBase == 0 {
-                try vm.setUserMemoryRegion(slot: 1, guestAddress: Self.ramAliasBase, size: s.size, hostAddress: s.hostAddress)
+                try vm.setUserMemoryRegion(slot: UInt32(ram.slots.count), guestAddress: Self.ramAliasBase, size: s.size, hostAddress: s.hostAddress)
                 aliasSlots = 1
                 mmio64Floor = Self.ramAliasBase + s.size
                 logger.warning("lab workaround (SWIFTVMM_LAB_CR3_ALIAS): guest RAM [0x0, 0x\(String(s.size, radix: 16))) also at 0x\(String(Self.ramAliasBase, radix: 16)), the 64-bit PCI window above it")

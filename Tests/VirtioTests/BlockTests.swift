@@ -102,12 +102,11 @@ final class BlockTests: XCTestCase {
         return Rig(block: block, driver: driver, irq: irq)
     }
 
+    /// `value`'s bytes, little-endian (how every virtio-blk field is laid out).
+    func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+
     func header(type: UInt32, sector: UInt64, reserved: UInt32 = 0) -> [UInt8] {
-        var b: [UInt8] = []
-        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: type >> (8 * UInt32(k)))) }
-        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: reserved >> (8 * UInt32(k)))) }
-        for k in 0..<8 { b.append(UInt8(truncatingIfNeeded: sector >> (8 * UInt64(k)))) }
-        return b
+        le(type) + le(reserved) + le(sector)
     }
 
     /// Posts header | data (readable or writable) | status, the layout Linux uses.
@@ -535,11 +534,7 @@ final class BlockTests: XCTestCase {
 
     /// One `struct virtio_blk_discard_write_zeroes` (§5.2.6), little-endian.
     func segment(sector: UInt64, sectors: UInt32, flags: UInt32 = 0) -> [UInt8] {
-        var b: [UInt8] = []
-        for k in 0..<8 { b.append(UInt8(truncatingIfNeeded: sector >> (8 * UInt64(k)))) }
-        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: sectors >> (8 * UInt32(k)))) }
-        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: flags >> (8 * UInt32(k)))) }
-        return b
+        le(sector) + le(sectors) + le(flags)
     }
 
     /// Posts a DISCARD or WRITE_ZEROES with `data` (segments, or anything) as

@@ -65,11 +65,9 @@ t_parallel() {
         timeout 200 "$SWIFTVMM" run "$SMOKE" --timeout 190s --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=6" </dev/null >"$LOGDIR/par-b.log" 2>&1 & pb=$!
         wait $pa; sa=$?; wait $pb; sb=$?
         # A guest the lab lost (lib.sh): both once more, together, counted.
-        [ $round -lt "${LAB_RETRIES:-2}" ] || break
+        retry_lost two-runs-in-parallel $round $sa "$LOGDIR/par-a.log" $tb ||
+            retry_lost two-runs-in-parallel $round $sb "$LOGDIR/par-b.log" $tb || break
         round=$((round + 1))
-        if lost_guest $sa "$LOGDIR/par-a.log"; then retried two-runs-in-parallel $sa "$LOGDIR/par-a.log" $(($(date +%s) - tb))
-        elif lost_guest $sb "$LOGDIR/par-b.log"; then retried two-runs-in-parallel $sb "$LOGDIR/par-b.log" $(($(date +%s) - tb))
-        else break; fi
     done
     if [ $sa -eq 5 ] && [ $sb -eq 6 ]; then pass two-runs-in-parallel "$(( $(date +%s) - t0 ))s"; else LOG=$LOGDIR/par-a.log; fail two-runs-in-parallel "statuses $sa and $sb" "$LOG"; tail -n 20 "$LOGDIR/par-b.log"; fi
 }

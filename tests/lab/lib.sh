@@ -55,12 +55,20 @@ vmm() {
         lost_mark
         timeout -k 5 "$limit" "$SWIFTVMM" "$@" </dev/null >"$LOG" 2>&1
         STATUS=$?
-        [ "${LAB_RETRY_LOST:-1}" = 1 ] && [ $n -lt "${LAB_RETRIES:-2}" ] &&
-            lost_guest "$STATUS" "$LOG" && ! lost_veto || break
+        retry_lost "$name" $n "$STATUS" "$LOG" "$tb" || break
         n=$((n + 1))
-        retried "$name" "$STATUS" "$LOG" "$(($(date +%s) - tb))"
     done
     SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+}
+
+# retry_lost NAME RETRIES STATUS LOG T0: whether to boot once more a boot that ended with
+# STATUS (its log LOG, started at T0, RETRIES retries made so far): retries are on
+# (LAB_RETRY_LOST), fewer than LAB_RETRIES (2) were made, the lab lost the guest
+# (lost_guest) and the suite does not veto it (lost_veto). If so, says and counts it
+# (retried). The one retry rule of every lab boot.
+retry_lost() {
+    [ "${LAB_RETRY_LOST:-1}" = 1 ] && [ "$2" -lt "${LAB_RETRIES:-2}" ] && lost_guest "$3" "$4" && ! lost_veto || return 1
+    retried "$1" "$3" "$4" "$(($(date +%s) - $5))"
 }
 
 # lost_guest STATUS LOG: the failures the lab causes by itself, in QEMU's guests as in

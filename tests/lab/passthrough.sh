@@ -333,9 +333,8 @@ t_busy_kill9() {
         grep -q "hanging on purpose" "$HOLD" && break
         kill -0 $hold 2>/dev/null && { kill -9 $hold; st=137; await_exit $hold 60; }
         wait $hold 2>/dev/null; st=${st:-$?}
-        [ $attempt -lt "${LAB_RETRIES:-2}" ] && lost_guest "$st" "$HOLD" && ! lost_veto || break
+        retry_lost pt-hold $attempt "$st" "$HOLD" $tb || break
         attempt=$((attempt + 1))
-        retried pt-hold "$st" "$HOLD" $(($(date +%s) - tb))
         st=""
     done
     if grep -q "hanging on purpose" "$HOLD"; then
