@@ -21,9 +21,11 @@ let package = Package(
         // Pure-Swift helpers every layer shares: hex text, little-endian bytes, alignment,
         // range overlap, checksums, fixed-width ASCII fields, MAC addresses. No dependencies.
         .target(name: "Bits"),
-        // uAPI headers, ioctl numbers, offsetof values and layout asserts.
-        .target(name: "CShim"),
-        // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty.
+        // uAPI headers, ioctl numbers, offsetof values and layout asserts; liburing (Debian's
+        // liburing-dev: io_uring for asynchronous disk I/O, used by HostSys only).
+        .target(name: "CShim", linkerSettings: [.linkedLibrary("uring")]),
+        // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty,
+        // io_uring.
         .target(name: "HostSys", dependencies: ["CShim"]),
         // Guest physical memory: addresses, regions, checked reads and writes; the DMA mapping
         // protocol (IOVA -> GPA), its translator for emulated devices and the identity mapping.

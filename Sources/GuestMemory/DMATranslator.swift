@@ -194,6 +194,20 @@ public final class DMAGuestMemory: GuestMemoryAccess, Sendable {
         return translator.memory.contains(g, length: length)
     }
 
+    /// Under a table that never changes (the identity mapping, no vIOMMU:
+    /// `checksBuffersOnAccess` false), the translated pages of the memory
+    /// behind; behind a vIOMMU nil, since an UNMAP may revoke a buffer
+    /// while the I/O on it is in flight.
+    public func lastingHostBuffers(_ ranges: [GuestRange], for access: DMAPermissions) throws -> [UnsafeMutableRawBufferPointer]? {
+        guard !checksBuffersOnAccess else { return nil }
+        switch try translator.access(ranges, access, { try translator.memory.lastingHostBuffers($0, for: access) }) {
+        case let .success(buffers):
+            return buffers
+        case let .failure(fault):
+            throw GuestMemoryError.outOfRange(address: fault.iova, length: fault.length)
+        }
+    }
+
     /// The endpoint's buffers in place: translated, then handed out by the
     /// memory behind, with the table locked while `body` runs (so a vIOMMU
     /// UNMAP waits for a transfer into a buffer it revokes). A range that

@@ -29,6 +29,13 @@ public protocol GuestMemoryAccess: AnyObject, Sendable {
     /// DMA-translated memory hand out their own pages.
     func withHostBuffers<R>(_ ranges: [GuestRange], for access: DMAPermissions,
                             _ body: ([UnsafeMutableRawBufferPointer]) throws -> R) throws -> R
+    /// Host memory standing for `ranges`, in order, that stays valid after
+    /// the call, for I/O that completes later (a disk's io_uring reads and
+    /// writes): guest RAM's own pages, which live as long as the VM. Nil
+    /// when this memory cannot promise that: behind a vIOMMU the guest may
+    /// unmap a buffer at any time, and the default (a test's memory) only
+    /// copies. Throws as `withHostBuffers` when a range cannot be reached.
+    func lastingHostBuffers(_ ranges: [GuestRange], for access: DMAPermissions) throws -> [UnsafeMutableRawBufferPointer]?
 }
 
 /// `length` bytes of guest memory at `address` (a descriptor's buffer, or a
@@ -44,6 +51,10 @@ public struct GuestRange: Equatable, Sendable {
 
 extension GuestMemoryAccess {
     public var checksBuffersOnAccess: Bool { false }
+
+    public func lastingHostBuffers(_ ranges: [GuestRange], for access: DMAPermissions) throws -> [UnsafeMutableRawBufferPointer]? {
+        nil
+    }
 
     /// The copying `withHostBuffers`: reads every range into a buffer of its
     /// own, runs `body`, and, for `.write`, copies the buffers back when

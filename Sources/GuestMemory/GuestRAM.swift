@@ -49,6 +49,12 @@ public final class GuestRAM: GuestMemoryAccess, Sendable {
 
     public func contains(_ address: GuestAddress, length: UInt64) -> Bool { hostPointer(address, length) != nil }
 
+    /// Guest RAM's pages, valid while the VM (this object) lives: each range
+    /// must lie inside one slot.
+    public func lastingHostBuffers(_ ranges: [GuestRange], for access: DMAPermissions) throws -> [UnsafeMutableRawBufferPointer]? {
+        try withHostBuffers(ranges, for: access) { $0 }
+    }
+
     /// Guest RAM itself: each range must lie inside one slot.
     public func withHostBuffers<R>(_ ranges: [GuestRange], for access: DMAPermissions,
                                    _ body: ([UnsafeMutableRawBufferPointer]) throws -> R) throws -> R {

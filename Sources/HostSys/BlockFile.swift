@@ -140,6 +140,21 @@ public final class BlockFile: Sendable {
         }
     }
 
+    /// The O_DIRECT descriptor when `iov` and `offset` are aligned for it
+    /// (and the image has one), else nil: the buffered one is for it.
+    func directDescriptor(for iov: ArraySlice<iovec>, at offset: Int64) -> FileDescriptor? {
+        guard let d = directFD, Self.alignedForDirect(iov, offset) else { return nil }
+        return d
+    }
+
+    /// The page-cache descriptor (every image has one).
+    var bufferedDescriptor: FileDescriptor { fd }
+
+    /// Counts a transfer made elsewhere (`BlockFileRing`) in `transferCounts`.
+    func countTransfer(direct: Bool) {
+        if direct { directCounts.add(1, ordering: .relaxed) } else { bufferedCounts.add(1, ordering: .relaxed) }
+    }
+
     /// Reads (`write` false) or writes `iov`, in order, from `offset` on:
     /// `preadv`/`pwritev`, at most `maxIOVecs` at a time, on the O_DIRECT
     /// descriptor when all of a call's iovecs are aligned for it (and the
@@ -161,7 +176,7 @@ public final class BlockFile: Sendable {
                 let call = { (fd: Int32) in
                     retryingEINTR { write ? Glibc.pwritev(fd, base, count, off_t(pos)) : Glibc.preadv(fd, base, count, off_t(pos)) }
                 }
-                if let d = directFD, Self.alignedForDirect(iov[i..<end], pos) {
+                if let d = directDescriptor(for: iov[i..<end], at: pos) {
                     let n = call(d.raw)
                     if n >= 0 || shim_errno() != EINVAL {
                         directCounts.add(1, ordering: .relaxed)

@@ -27,9 +27,32 @@ extension Builder {
         } else if t["cache"] != nil {
             cache = nil // wrong type, reported
         }
+        let aioPath = keyPath + ".aio"
+        var aio: DiskAIO? = .ioUring
+        if let s = string(t, "aio", aioPath) {
+            aio = DiskAIO(rawValue: s)
+            if aio == nil {
+                issue(aioPath, "\(KeyPath.quoteValue(s)) is not one of \(Schema.diskAIOModes.joined(separator: ", "))")
+            }
+        } else if t["aio"] != nil {
+            aio = nil // wrong type, reported
+        }
+        var queues: Int?? = .some(nil)
+        if let v = t["queues"] {
+            let r = Schema.diskQueueRange
+            if v.type == .int, let n = v.int {
+                if r.contains(n) { queues = n } else {
+                    issue(keyPath + ".queues", "\(n) is out of range (\(r.lowerBound) to \(r.upperBound))")
+                    queues = nil
+                }
+            } else {
+                issue(keyPath + ".queues", "expected an integer, got \(Self.describe(v.type))")
+                queues = nil
+            }
+        }
         let iommu = iommuKey(t, keyPath: keyPath)
-        if let image, let readOnly, let cache, let iommu {
-            disks.append(Disk(image: image, readOnly: readOnly, cache: cache, iommu: iommu))
+        if let image, let readOnly, let cache, let iommu, let aio, let queues {
+            disks.append(Disk(image: image, readOnly: readOnly, cache: cache, queues: queues, aio: aio, iommu: iommu))
         }
     }
 

@@ -13,6 +13,8 @@ struct Builder {
         var image: Located
         var readOnly: Bool
         var cache: DiskCache
+        var queues: Int?
+        var aio: DiskAIO
         var iommu: Bool
     }
 
@@ -317,7 +319,10 @@ struct Builder {
         return .success(VMConfig(vcpus: vcpus, memoryBytes: memoryBytes, kernelPath: k.path,
                                  initramfsPath: initramfs?.path, cmdline: cmdline, serial: serial,
                                  timeoutSeconds: timeoutSeconds,
-                                 disks: disks.map { DiskConfig(path: $0.image.path, readOnly: $0.readOnly, cache: $0.cache, iommu: $0.iommu) },
+                                 disks: disks.map {
+                                     DiskConfig(path: $0.image.path, readOnly: $0.readOnly, cache: $0.cache, iommu: $0.iommu,
+                                                queues: $0.queues, aio: $0.aio)
+                                 },
                                  nets: nets, virtioConsole: virtioConsole, virtioConsoleIOMMU: virtioConsoleIOMMU,
                                  rng: rng, rngIOMMU: rngIOMMU, viommu: viommu,
                                  passthrough: passthrough, hugePages: hugePages,

@@ -10,6 +10,17 @@ public enum DiskCache: String, CaseIterable, Equatable, Sendable {
     case none
 }
 
+/// How a disk's requests reach the image (`[[disk]] aio`).
+public enum DiskAIO: String, CaseIterable, Equatable, Sendable {
+    /// io_uring: many requests in flight, completed in batches on the
+    /// disk's I/O thread. Falls back to `sync`, with a log line, where the
+    /// host kernel has no io_uring or forbids it.
+    case ioUring = "io_uring"
+    /// One request at a time, `preadv`/`pwritev`/`fsync` on the disk's I/O
+    /// thread.
+    case sync
+}
+
 /// A virtio-blk disk (`[[disk]]`), backed by a raw image file.
 public struct DiskConfig: Equatable, Sendable {
     /// Absolute path of the image.
@@ -20,13 +31,23 @@ public struct DiskConfig: Equatable, Sendable {
     public var cache: DiskCache
     /// Behind the vIOMMU when there is one (`iommu = false`: outside it).
     public var iommu: Bool
+    /// Request queues; nil: one per vCPU.
+    public var queues: Int?
+    /// io_uring or synchronous I/O.
+    public var aio: DiskAIO
 
-    public init(path: String, readOnly: Bool = false, cache: DiskCache = .writeback, iommu: Bool = true) {
+    public init(path: String, readOnly: Bool = false, cache: DiskCache = .writeback, iommu: Bool = true,
+                queues: Int? = nil, aio: DiskAIO = .ioUring) {
         self.path = path
         self.readOnly = readOnly
         self.cache = cache
         self.iommu = iommu
+        self.queues = queues
+        self.aio = aio
     }
+
+    /// Request queues for a VM of `vcpus` vCPUs: `queues`, or one per vCPU.
+    public func queueCount(vcpus: Int) -> Int { queues ?? min(max(vcpus, 1), Schema.diskQueueRange.upperBound) }
 }
 
 /// A virtio-net device (`[[net]]`) on a host TAP interface.

@@ -12,7 +12,7 @@ enum Schema {
         ("kernel", .table, ["path", "initramfs", "cmdline"]),
         ("serial", .table, ["mode", "path"]),
         ("console", .table, ["mode", "path", "iommu"]),
-        ("disk", .arrayOfTables, ["path", "read_only", "cache", "iommu"]),
+        ("disk", .arrayOfTables, ["path", "read_only", "cache", "iommu", "queues", "aio"]),
         ("net", .arrayOfTables, ["tap", "mac", "iommu"]),
         ("rng", .table, ["enabled", "iommu"]),
         ("passthrough", .arrayOfTables, ["device", "bars", "iommu"]),
@@ -59,6 +59,9 @@ enum Schema {
     static let outputModes = ["terminal", "file", "off"]
     /// `[[disk]] cache`: the values of `DiskCache`.
     static let diskCacheModes = DiskCache.allCases.map(\.rawValue)
+    static let diskAIOModes = DiskAIO.allCases.map(\.rawValue)
+    /// `[[disk]] queues` (virtio-blk `num_queues`; VirtioBlock.maxQueues).
+    public static let diskQueueRange = 1...64
     /// IFNAMSIZ is 16 including the terminating NUL (include/uapi/linux/if.h),
     /// so a TAP name has at most 15 bytes.
     static let maxInterfaceNameBytes = 15

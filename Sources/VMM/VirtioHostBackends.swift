@@ -10,6 +10,9 @@ import Virtio
 /// `flush()`.
 extension BlockFile: BlockBackend {}
 
+/// io_uring on the image is the device's asynchronous I/O as it stands.
+extension BlockFileRing: BlockAsyncIO {}
+
 /// A tap interface is a network backend: transmitted frames are written to
 /// it whole.
 extension TapDevice: NetBackend {

@@ -48,3 +48,31 @@ extension BlockBackend {
         }
     }
 }
+
+/// Asynchronous I/O on a block backend: many requests in flight at once.
+/// The VMM's is `BlockFileRing` (io_uring on the image); tests use a fake
+/// that completes when told to.
+///
+/// A request is queued with a tag (false: no room, or more buffers than
+/// `maxSegments`; nothing was queued), the queued ones go to the host
+/// together at `commit`, and `reap` hands back each finished request's tag
+/// with nil or the error it failed with. The backend tells its owner that
+/// completions are waiting through a descriptor the VMM polls on the
+/// device's I/O thread, which then calls `VirtioBlock.completionsReady`.
+/// A flush starts after every request queued before it has finished.
+/// The buffers must stay valid until the request is reaped.
+public protocol BlockAsyncIO: AnyObject, Sendable {
+    /// Requests in flight at most.
+    var maxInFlight: Int { get }
+    /// Buffers per read or write at most.
+    var maxSegments: Int { get }
+    func submitRead(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer], tag: UInt64) -> Bool
+    func submitWrite(at offset: UInt64, from buffers: [UnsafeRawBufferPointer], tag: UInt64) -> Bool
+    func submitFlush(tag: UInt64) -> Bool
+    /// Hands the queued requests to the host, as one batch.
+    func commit()
+    /// Every finished request's tag, with nil or its error.
+    func reap(_ body: (UInt64, (any Error)?) -> Void)
+    /// Waits until nothing is in flight, dropping every result (a reset).
+    func waitForAll()
+}

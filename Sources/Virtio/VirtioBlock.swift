@@ -78,6 +78,7 @@ public final class VirtioBlock: VirtioDevice {
         public static let flush: UInt64 = 1 << 9    // VIRTIO_BLK_F_FLUSH
         public static let discard: UInt64 = 1 << 13 // VIRTIO_BLK_F_DISCARD
         public static let writeZeroes: UInt64 = 1 << 14 // VIRTIO_BLK_F_WRITE_ZEROES
+        public static let multiqueue: UInt64 = 1 << 12 // VIRTIO_BLK_F_MQ
     }
 
     /// §5.2.6 request types (`type` field).
@@ -112,14 +113,15 @@ public final class VirtioBlock: VirtioDevice {
     /// §5.2.4 `struct virtio_blk_config`: offsets of the fields the offered
     /// features make valid. The device configuration ends after
     /// `write_zeroes_may_unmap` and its padding; the fields between
-    /// `blk_size` and the discard ones (topology, writeback, num_queues)
-    /// belong to features not offered and read 0.
+    /// `blk_size` and the discard ones (topology, writeback) belong to
+    /// features not offered and read 0, except `num_queues`.
     public enum ConfigOffset {
         public static let capacity = 0  // le64, 512-byte sectors
         public static let sizeMax = 8   // le32 (VIRTIO_BLK_F_SIZE_MAX; reads 0)
         public static let segMax = 12   // le32 (VIRTIO_BLK_F_SEG_MAX)
         public static let geometry = 16 // le16 cylinders, u8 heads, u8 sectors (reads 0)
         public static let blockSize = 20 // le32 (VIRTIO_BLK_F_BLK_SIZE)
+        public static let numQueues = 34 // le16 (VIRTIO_BLK_F_MQ)
         public static let maxDiscardSectors = 36 // le32 (VIRTIO_BLK_F_DISCARD)
         public static let maxDiscardSegments = 40 // le32
         public static let discardSectorAlignment = 44 // le32
@@ -155,23 +157,59 @@ public final class VirtioBlock: VirtioDevice {
         /// permission): answered VIRTIO_BLK_S_IOERR, or not at all (used
         /// length 0) when the status byte itself is out of reach.
         public var dmaFailures: UInt64 = 0
+        /// Requests taken from each request queue.
+        public var requestsPerQueue: [UInt64] = []
+        /// The most requests the asynchronous backend had in flight at once.
+        public var peakInFlight: Int = 0
         public init() {}
     }
 
     private struct Active {
         let memory: GuestMemoryAccess
-        var queue: SplitVirtqueue
+        /// One per request queue; nil for one the driver left disabled.
+        var queues: [SplitVirtqueue?]
         let interrupt: VirtioInterrupt
         var broken = false
+    }
+
+    /// A request handed to the asynchronous backend, waiting for its result.
+    private struct InFlight {
+        enum Kind { case read, write, flush }
+        let queue: Int
+        let head: UInt16
+        let kind: Kind
+        let length: UInt64
+        /// At the status byte (the last writable byte).
+        var status: BlockSegmentCursor
     }
 
     private struct State {
         var active: Active?
         var statistics = Statistics()
+        /// By tag.
+        var inFlight: [UInt64: InFlight] = [:]
+        var nextTag: UInt64 = 1
+        /// Queues that stopped taking requests because `maxInFlight` were in
+        /// flight: served again when some complete.
+        var stalled: Set<Int> = []
+    }
+
+    /// What became of a request.
+    private enum Outcome {
+        /// Answered now: the status, and the bytes written into the driver's
+        /// buffers before it.
+        case status(UInt8)
+        /// Handed to the asynchronous backend under this tag.
+        case submitted(InFlight.Kind, length: UInt64)
     }
 
     private let backend: BlockBackend
+    /// Asynchronous I/O on the backend, or nil: every request is served at
+    /// once, synchronously.
+    private let async: BlockAsyncIO?
     private let queueSize: UInt16
+    /// Request queues (`num_queues`).
+    public let queueCount: Int
     private let readOnly: Bool
     /// Whole sectors of the backend, fixed at creation.
     public let capacitySectors: UInt64
@@ -179,11 +217,22 @@ public final class VirtioBlock: VirtioDevice {
     private let config: [UInt8]
     private let state = Mutex(State())
 
+    /// Most request queues offered (VIRTIO_BLK_F_MQ); Linux uses up to one
+    /// per CPU.
+    public static let maxQueues = 64
+
     /// `serial` is what GET_ID returns (ASCII; its first 20 bytes are used,
-    /// NUL-padded). `queueSize` is the request queue's maximum (a power of 2).
-    public init(backend: BlockBackend, serial: String = "", queueSize: UInt16 = VirtioBlock.defaultQueueSize) {
+    /// NUL-padded). `queueSize` is each request queue's maximum (a power of
+    /// 2); `queues` request queues (1 to `maxQueues`; more than 1 offers
+    /// VIRTIO_BLK_F_MQ), each with its own MSI-X vector. With `async`, reads,
+    /// writes and flushes go to it and complete later (see the type's
+    /// documentation).
+    public init(backend: BlockBackend, serial: String = "", queueSize: UInt16 = VirtioBlock.defaultQueueSize,
+                queues: Int = 1, async: BlockAsyncIO? = nil) {
         self.backend = backend
+        self.async = async
         self.queueSize = queueSize
+        queueCount = min(max(queues, 1), Self.maxQueues)
         readOnly = backend.isReadOnly
         capacitySectors = backend.capacity / Self.sectorSize
         var id = [UInt8](repeating: 0, count: Self.idBytes)
@@ -197,6 +246,7 @@ public final class VirtioBlock: VirtioDevice {
         // the chain is direct (QEMU offers the same).
         LE.put(UInt32(max(Int(queueSize) - 2, 1)), into: &c, at: ConfigOffset.segMax)
         LE.put(UInt32(Self.sectorSize), into: &c, at: ConfigOffset.blockSize)
+        LE.put(UInt16(queueCount), into: &c, at: ConfigOffset.numQueues)
         if !readOnly {
             LE.put(Self.maxSegmentSectors, into: &c, at: ConfigOffset.maxDiscardSectors)
             LE.put(Self.maxSegments, into: &c, at: ConfigOffset.maxDiscardSegments)
@@ -213,8 +263,9 @@ public final class VirtioBlock: VirtioDevice {
     public var deviceFeatures: UInt64 {
         Feature.segMax | Feature.blockSize | Feature.flush
             | (readOnly ? Feature.readOnly : Feature.discard | Feature.writeZeroes)
+            | (queueCount > 1 ? Feature.multiqueue : 0)
     }
-    public var queueMaxSizes: [UInt16] { [queueSize] }
+    public var queueMaxSizes: [UInt16] { Array(repeating: queueSize, count: queueCount) }
     public var configSize: Int { ConfigOffset.size }
 
     public func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
@@ -228,36 +279,98 @@ public final class VirtioBlock: VirtioDevice {
     /// Also serves any requests posted before DRIVER_OK.
     public func activate(memory: GuestMemoryAccess, features: UInt64, queues: [SplitVirtqueue],
                          interrupt: VirtioInterrupt) throws {
-        guard queues.count == 1 else { throw VirtqueueError.device("block device needs exactly 1 queue") }
+        guard queues.count == queueCount else {
+            throw VirtqueueError.device("block device has \(queueCount) request queues, got \(queues.count)")
+        }
         state.withLock { s in
-            s.active = Active(memory: memory, queue: queues[0], interrupt: interrupt)
-            process(&s)
+            s.active = Active(memory: memory, queues: queues.map { $0.isEnabled ? $0 : nil }, interrupt: interrupt)
+            if s.statistics.requestsPerQueue.count != queueCount {
+                s.statistics.requestsPerQueue = Array(repeating: 0, count: queueCount)
+            }
+            for q in 0..<queueCount { process(q, &s) }
         }
     }
 
+    /// Waits for the requests in flight (their results are dropped: the
+    /// driver has let go of the queues) before the device forgets them.
     public func reset() {
-        state.withLock { $0.active = nil }
+        state.withLock { s in
+            s.active = nil
+            if !s.inFlight.isEmpty { async?.waitForAll() }
+            s.inFlight = [:]
+            s.stalled = []
+        }
     }
 
     public func queueNotified(_ index: Int) {
-        guard index == Self.requestQueue else { return }
-        state.withLock { process(&$0) }
+        guard index >= 0, index < queueCount else { return }
+        state.withLock { process(index, &$0) }
     }
 
     public var statistics: Statistics { state.withLock { $0.statistics } }
 
-    private func process(_ s: inout State) {
-        guard var a = s.active, !a.broken else { return }
+    /// Requests handed to the asynchronous backend and not yet answered.
+    public var requestsInFlight: Int { state.withLock { $0.inFlight.count } }
+
+    /// The asynchronous backend has results waiting (its completion event
+    /// fired): answers every finished request in its queue's used ring,
+    /// signals each queue that got answers once, if the driver wants it
+    /// (VIRTIO_F_EVENT_IDX), and serves queues that had stopped for room.
+    public func completionsReady() {
+        guard let async else { return }
+        state.withLock { s in
+            var results: [(tag: UInt64, failed: Bool)] = []
+            async.reap { tag, error in results.append((tag, error != nil)) }
+            var answered = Set<Int>()
+            for r in results {
+                guard let f = s.inFlight.removeValue(forKey: r.tag) else { continue }
+                finish(f, failed: r.failed, &s)
+                answered.insert(f.queue)
+            }
+            guard var a = s.active, !a.broken else { return }
+            do {
+                for q in answered.sorted() {
+                    guard var vq = a.queues[q] else { continue }
+                    if try vq.needsNotification(memory: a.memory) { a.interrupt.signalUsedQueue(q) }
+                    a.queues[q] = vq
+                }
+            } catch {
+                a.broken = true
+                a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            }
+            s.active = a
+            let stalled = s.stalled.sorted()
+            s.stalled = []
+            for q in stalled { process(q, &s) }
+        }
+    }
+
+    /// Answers one request the asynchronous backend finished: its status
+    /// byte and its used element (no notification: the caller sends one per
+    /// batch).
+    private func finish(_ f: InFlight, failed: Bool, _ s: inout State) {
+        guard var a = s.active, !a.broken, var vq = a.queues[f.queue] else { return }
+        if failed {
+            s.statistics.backendErrors += 1
+        } else {
+            switch f.kind {
+            case .read:
+                s.statistics.reads += 1
+                s.statistics.bytesRead += f.length
+            case .write:
+                s.statistics.writes += 1
+                s.statistics.bytesWritten += f.length
+            case .flush:
+                s.statistics.flushes += 1
+            }
+        }
+        let written = !failed && f.kind == .read ? f.length : 0
+        var status = f.status
+        let len = answer(failed ? Status.ioError : Status.ok, at: &status, written: written, memory: a.memory,
+                         statistics: &s.statistics)
         do {
-            var completed = false
-            while let chain = try a.queue.popAvailable(memory: a.memory) {
-                let written = try handle(chain, memory: a.memory, statistics: &s.statistics)
-                try a.queue.addUsed(head: chain.head, len: written, memory: a.memory)
-                completed = true
-            }
-            if completed, try a.queue.needsNotification(memory: a.memory) {
-                a.interrupt.signalUsedQueue(Self.requestQueue)
-            }
+            try vq.addUsed(head: f.head, len: len, memory: a.memory)
+            a.queues[f.queue] = vq
         } catch {
             a.broken = true
             a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
@@ -265,11 +378,40 @@ public final class VirtioBlock: VirtioDevice {
         s.active = a
     }
 
-    /// Serves one request; returns the used length. Throws (and the device
+    private func process(_ q: Int, _ s: inout State) {
+        guard var a = s.active, !a.broken, var vq = a.queues[q] else { return }
+        do {
+            var completed = false
+            while true {
+                if let async, s.inFlight.count >= async.maxInFlight {
+                    s.stalled.insert(q)
+                    break
+                }
+                guard let chain = try vq.popAvailable(memory: a.memory) else { break }
+                s.statistics.requestsPerQueue[q] += 1
+                if let len = try handle(chain, queue: q, memory: a.memory, &s) {
+                    try vq.addUsed(head: chain.head, len: len, memory: a.memory)
+                    completed = true
+                }
+            }
+            async?.commit()
+            if completed, try vq.needsNotification(memory: a.memory) {
+                a.interrupt.signalUsedQueue(q)
+            }
+            a.queues[q] = vq
+        } catch {
+            a.broken = true
+            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+        }
+        s.active = a
+    }
+
+    /// Serves one request: returns the used length when it is answered now,
+    /// nil when it went to the asynchronous backend. Throws (and the device
     /// goes to DEVICE_NEEDS_RESET) only when the chain cannot carry an
     /// answer or guest memory fails.
-    private func handle(_ chain: DescriptorChain, memory: GuestMemoryAccess,
-                        statistics: inout Statistics) throws -> UInt32 {
+    private func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemoryAccess,
+                        _ s: inout State) throws -> UInt32? {
         try chain.requireReadableBeforeWritable()
         var readable = BlockSegmentCursor(chain.readableSegments)
         var writable = BlockSegmentCursor(chain.writableSegments)
@@ -281,33 +423,51 @@ public final class VirtioBlock: VirtioDevice {
             throw VirtqueueError.device("virtio-blk request at head \(chain.head): no device-writable status byte (§5.2.6)")
         }
         var written: UInt64 = 0
-        var status: UInt8
+        var outcome: Outcome
+        let tag = s.nextTag
         do {
-            status = try serve(readable: &readable, writable: &writable, memory: memory, written: &written,
-                               statistics: &statistics)
+            outcome = try serve(readable: &readable, writable: &writable, memory: memory, written: &written,
+                                tag: tag, statistics: &s.statistics)
         } catch VirtqueueError.memory {
             // A buffer out of reach (only behind a vIOMMU: otherwise every
             // buffer was checked when the chain was taken).
-            statistics.dmaFailures += 1
-            status = Status.ioError
+            s.statistics.dmaFailures += 1
+            outcome = .status(Status.ioError)
             written = 0
         }
 
         // The status is the last writable byte, whatever data came before it.
         writable.skip(writable.remaining - 1)
+        switch outcome {
+        case let .status(status):
+            return answer(status, at: &writable, written: written, memory: memory, statistics: &s.statistics)
+        case let .submitted(kind, length):
+            s.nextTag &+= 1
+            s.inFlight[tag] = InFlight(queue: queue, head: chain.head, kind: kind, length: length, status: writable)
+            s.statistics.peakInFlight = max(s.statistics.peakInFlight, s.inFlight.count)
+            return nil
+        }
+    }
+
+    /// Writes `status` at `cursor` (the status byte); returns the used
+    /// length: `written` bytes of data and the status, or 0 when the status
+    /// byte is out of reach.
+    private func answer(_ status: UInt8, at cursor: inout BlockSegmentCursor, written: UInt64,
+                        memory: GuestMemoryAccess, statistics: inout Statistics) -> UInt32 {
         do {
-            try [status].withUnsafeBytes { try writable.write($0, memory: memory) }
-        } catch VirtqueueError.memory {
+            try [status].withUnsafeBytes { try cursor.write($0, memory: memory) }
+        } catch {
             if status != Status.ioError { statistics.dmaFailures += 1 }
             return 0
         }
         return UInt32(clamping: written + 1)
     }
 
-    /// Reads the header and does the request; returns its status.
+    /// Reads the header and does the request, or hands it to the
+    /// asynchronous backend under `tag`.
     private func serve(readable: inout BlockSegmentCursor, writable: inout BlockSegmentCursor,
-                       memory: GuestMemoryAccess, written: inout UInt64,
-                       statistics: inout Statistics) throws -> UInt8 {
+                       memory: GuestMemoryAccess, written: inout UInt64, tag: UInt64,
+                       statistics: inout Statistics) throws -> Outcome {
         var header = [UInt8](repeating: 0, count: Int(Self.headerSize))
         try header.withUnsafeMutableBytes { try readable.read(into: $0, memory: memory) }
         // The header is 16 bytes: both reads are inside it.
@@ -322,6 +482,12 @@ public final class VirtioBlock: VirtioDevice {
         switch type {
         case RequestType.in:
             if dataOut == 0, let offset = byteOffset(sector: sector, length: dataIn) {
+                var at = writable
+                if let async, let buffers = try lasting(&at, dataIn, .write, memory: memory, for: async),
+                   async.submitRead(at: offset, into: buffers, tag: tag) {
+                    writable = at
+                    return .submitted(.read, length: dataIn)
+                }
                 status = try readIn(offset: offset, length: dataIn, to: &writable, memory: memory,
                                     written: &written, statistics: &statistics)
             } else {
@@ -330,6 +496,12 @@ public final class VirtioBlock: VirtioDevice {
             }
         case RequestType.out:
             if dataIn == 0, !readOnly, let offset = byteOffset(sector: sector, length: dataOut) {
+                var at = readable
+                if let async, let buffers = try lasting(&at, dataOut, .read, memory: memory, for: async),
+                   async.submitWrite(at: offset, from: buffers.map { UnsafeRawBufferPointer($0) }, tag: tag) {
+                    readable = at
+                    return .submitted(.write, length: dataOut)
+                }
                 status = try writeOut(offset: offset, length: dataOut, from: &readable, memory: memory,
                                       statistics: &statistics)
             } else {
@@ -337,6 +509,7 @@ public final class VirtioBlock: VirtioDevice {
                 statistics.invalidRequests += 1
             }
         case RequestType.flush:
+            if let async, async.submitFlush(tag: tag) { return .submitted(.flush, length: 0) }
             do {
                 try backend.flush()
                 statistics.flushes += 1
@@ -366,7 +539,23 @@ public final class VirtioBlock: VirtioDevice {
             status = Status.unsupported
             statistics.unsupportedRequests += 1
         }
-        return status
+        return .status(status)
+    }
+
+    /// The driver's next `length` bytes at `cursor` (which moves past them)
+    /// as host buffers that stay valid until the asynchronous backend is
+    /// done with them, or nil when the request is to be served synchronously: no
+    /// data, more buffers than the backend takes in one request, or memory
+    /// that cannot promise lasting buffers (behind a vIOMMU). Throws
+    /// `VirtqueueError.memory` when a buffer is out of reach.
+    private func lasting(_ cursor: inout BlockSegmentCursor, _ length: UInt64, _ access: DMAPermissions,
+                         memory: GuestMemoryAccess, for async: BlockAsyncIO) throws -> [UnsafeMutableRawBufferPointer]? {
+        guard length > 0 else { return nil }
+        let ranges = try cursor.take(length)
+        guard ranges.count <= async.maxSegments else { return nil }
+        do { return try memory.lastingHostBuffers(ranges, for: access) } catch {
+            throw VirtqueueError.memory("\(error)")
+        }
     }
 
     /// DISCARD (`discard`) or WRITE_ZEROES: reads every segment, checks them

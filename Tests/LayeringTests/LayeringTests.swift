@@ -26,6 +26,9 @@ enum Layering {
     /// Sources/KVM may name them: the rest sees KVM through its Swift API.
     static let kvmOwners: Set<String> = ["CShim", "KVM"]
     static let kvmName = regex(#"\b(SHIM_KVM_\w+|SHIM_RUN_\w+|SHIM_APIC_\w+|kvm_[a-z0-9_]+)\b"#)
+    /// liburing (in CShim): only HostSys drives io_uring.
+    static let uringOwners: Set<String> = ["CShim", "HostSys"]
+    static let uringName = regex(#"\b(io_uring\w*|SHIM_IOSQE_\w+)\b"#)
     /// Imports that Package.swift no longer allows, which a transitive
     /// dependency would still let compile.
     static let forbiddenImports: [String: Set<String>] = [
@@ -123,6 +126,11 @@ enum Layering {
                 if !matches(uncheckedSendable, text).isEmpty, !saysWhyUnchecked(f.text, line: line) {
                     out.append("\(f.path):\(line): @unchecked Sendable without a \"// @unchecked Sendable: why\" comment above it")
                 }
+                if !uringOwners.contains(f.module) {
+                    for name in matches(uringName, text) {
+                        out.append("\(f.path):\(line): \(f.module) uses liburing's \(name): only HostSys drives io_uring")
+                    }
+                }
                 if !kvmOwners.contains(f.module) {
                     for name in matches(kvmName, text) {
                         out.append("\(f.path):\(line): \(f.module) uses KVM's \(name): only Sources/KVM sees KVM's uAPI")
@@ -184,6 +192,9 @@ final class LayeringTests: XCTestCase {
         XCTAssertEqual(check("VFIO", "import CShim\nlet t = SHIM_KVM_DEV_TYPE_VFIO").count, 1)
         XCTAssertEqual(check("VMM", "let o = SHIM_RUN_MMIO_DATA + 1").count, 1)
         XCTAssertEqual(check("VMM", "var r = kvm_regs()").count, 1)
+        XCTAssertEqual(check("VFIO", "import CShim\nio_uring_submit(ring)").count, 1)
+        XCTAssertEqual(check("HostSys", "import CShim\nlet r = io_uring_submit(ring)").count, 0)
+        XCTAssertEqual(check("VMM", "// uses BlockFileRing (io_uring)\nlet ring = try BlockFileRing(file: f, entries: 8)").count, 0)
         XCTAssertEqual(check("VFIO", "defer { free(p) }").count, 1)
         XCTAssertEqual(check("VFIO", "let m = String(cString: strerror(e))").count, 1)
         XCTAssertEqual(check("VMConfig", "if access(path, W_OK) == 0 { return nil }\nreturn f(errno: errno)").count, 2)

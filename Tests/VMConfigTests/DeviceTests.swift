@@ -30,6 +30,8 @@ final class DeviceTests: XCTestCase {
             path = "scratch.img"
             read_only = false
             cache = "none"
+            queues = 4
+            aio = "sync"
             [[net]]
             tap = "tap0"
             [[net]]
@@ -43,8 +45,11 @@ final class DeviceTests: XCTestCase {
             """)
         XCTAssertEqual(c.disks, [DiskConfig(path: "/cfg/root.img", readOnly: false),
                                  DiskConfig(path: "/images/data.img", readOnly: true),
-                                 DiskConfig(path: "/cfg/scratch.img", cache: .none)])
+                                 DiskConfig(path: "/cfg/scratch.img", cache: .none, queues: 4, aio: .sync)])
         XCTAssertEqual(c.disks.map(\.cache), [.writeback, .writeback, .none], "writeback by default")
+        XCTAssertEqual(c.disks.map(\.aio), [.ioUring, .ioUring, .sync], "io_uring by default")
+        XCTAssertEqual(c.disks.map { $0.queueCount(vcpus: 3) }, [3, 3, 4], "one queue per vCPU by default")
+        XCTAssertEqual(DiskConfig(path: "/a").queueCount(vcpus: 200), 64, "at most 64")
         XCTAssertEqual(c.nets, [NetConfig(tap: "tap0", mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
                                 NetConfig(tap: "vm1.eth-1_x", mac: [0x02, 0x00, 0x00, 0xAB, 0xCD, 0xEF])])
         XCTAssertEqual(c.nets.map(\.macString), ["52:54:00:12:34:56", "02:00:00:ab:cd:ef"])
@@ -94,6 +99,12 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\nsize = \"1G\"\n"), ["disk[0].size: unknown key"])
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\n[[disk]]\npath = \"b\"\ncache = \"directsync\"\n"),
                        ["disk[1].cache: \"directsync\" is not one of writeback, none"])
+        XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\naio = \"native\"\nqueues = 0\n"),
+                       ["disk[0].aio: \"native\" is not one of io_uring, sync", "disk[0].queues: 0 is out of range (1 to 64)"])
+        XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\naio = 1\nqueues = \"4\"\n"),
+                       ["disk[0].aio: expected a string, got an integer", "disk[0].queues: expected an integer, got a string"])
+        XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\nqueues = 65\n"),
+                       ["disk[0].queues: 65 is out of range (1 to 64)"])
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\ncache = false\n"),
                        ["disk[0].cache: expected a string, got a boolean"])
         XCTAssertEqual(issues(kernelOnly + "[[disk]]\npath = \"a\"\nreadonly = true\n"),

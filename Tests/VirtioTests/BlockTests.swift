@@ -144,7 +144,7 @@ final class BlockTests: XCTestCase {
                            0, 0, 0, 0,                   // geometry (not offered)
                            0x00, 0x02, 0, 0,             // le32 blk_size 512
                            0, 0, 0, 0, 0, 0, 0, 0,       // topology (not offered)
-                           0, 0, 0, 0,                   // writeback, unused, num_queues (not offered)
+                           0, 0, 1, 0,                   // writeback, unused (not offered), le16 num_queues 1
                            0, 0, 0x40, 0,                // le32 max_discard_sectors 1 << 22 (2 GiB)
                            0, 1, 0, 0,                   // le32 max_discard_seg 256
                            8, 0, 0, 0,                   // le32 discard_sector_alignment 8 (4 KiB)

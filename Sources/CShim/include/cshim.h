@@ -167,5 +167,6 @@ static const int SHIM_O_DIRECT = 040000;
 int shim_install_noop_handler(int signo);
 
 #include "cshim_vfio.h"
+#include "cshim_uring.h"
 
 #endif
