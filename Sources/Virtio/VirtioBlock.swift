@@ -49,13 +49,22 @@ import Synchronization
 ///   status byte is out of reach, the request is returned with used length
 ///   0. The device goes on either way.
 ///
-/// I/O is synchronous, on the thread that delivered the notification, with
-/// the device lock held; requests complete in ring order. Data moves between
-/// the image and the driver's own buffers in place, one `preadv`/`pwritev`
-/// per request (`GuestMemoryAccess.withHostBuffers`): no copy, no bounce
-/// buffer, so nothing a guest asks for makes the VMM allocate its data. The
-/// driver's pages are 4 KiB-aligned, so with `cache = "none"` they go
-/// straight to O_DIRECT.
+/// Data moves between the image and the driver's own buffers in place: no
+/// copy, no bounce buffer, so nothing a guest asks for makes the VMM
+/// allocate its data. The driver's pages are 4 KiB-aligned, so with
+/// `cache = "none"` they go straight to O_DIRECT.
+///
+/// With a `BlockAsyncIO` (io_uring in the VMM), IN, OUT and FLUSH whose
+/// buffers guest memory can lend beyond the call (`lastingHostBuffers`:
+/// guest RAM, not behind a vIOMMU) are handed to it and answered from
+/// `completionsReady`, in the order they finish, with one notification
+/// check per queue per batch; at `maxInFlight` a queue waits for room.
+/// Everything else, and every request without one, is served at once,
+/// synchronously, on the thread that delivered the notification, with the
+/// device lock held (`withHostBuffers`: one `preadv`/`pwritev`).
+///
+/// `queues` request queues (VIRTIO_BLK_F_MQ when more than one) are served
+/// independently, each signalled on its own vector.
 public final class VirtioBlock: VirtioDevice {
     /// §5.2.1 "Device ID".
     public static let deviceTypeID: UInt16 = 2

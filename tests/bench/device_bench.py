@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Device benchmark, run inside the lab host (scripts/bench-devices): the same guest
-kernel and initramfs under SwiftVMM and under QEMU (q35, virtio-blk-pci and
-virtio-net-pci on a TAP), each with the disk through the host page cache and with
-cache = "none" (QEMU: cache=none,aio=io_uring, its fastest raw-file setup), measuring
-  virtio-blk  sequential write and read of MIB MiB with O_DIRECT dd in the guest
+kernel and initramfs, 2 vCPUs, under SwiftVMM (2 disk queues, io_uring) and under QEMU
+(q35, virtio-blk-pci with num-queues=2 and virtio-net-pci on a TAP), each with the disk
+through the host page cache and with cache = "none" (QEMU: cache=none,aio=io_uring, its
+fastest raw-file setup), measuring
+  virtio-blk  sequential write and read of MIB MiB with O_DIRECT dd in the guest, then
+              random 4 KiB O_DIRECT reads and writes at queue depth 32 (blkrand,
+              BENCH_RAND_SECS seconds each, 0 to skip)
   virtio-net  TCP throughput of MIB MiB from the guest to the lab host
+  CPU         the VMM process's user + system time per GiB the disk moved (all its
+              threads, so the guest's own CPU time, which runs on the vCPU threads, too)
 BENCH_VMMS picks variants (comma-separated names as printed); SWIFTVMM_BASE adds
 "swiftvmm base", another swiftvmm binary (an older build), measured the same way.
 Prints figures and ratios; asserts nothing."""
-import os, re, socket, statistics, subprocess, threading, time
+import os, re, resource, socket, statistics, subprocess, threading, time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.environ.get("SWIFTVMM_CACHE", os.path.join(REPO, ".cache"))
@@ -20,6 +25,8 @@ BASE_BIN = os.environ.get("SWIFTVMM_BASE", "")
 ONLY = [n for n in os.environ.get("BENCH_VMMS", "").split(",") if n]
 # BENCH_NET=0 skips the virtio-net runs.
 NET = os.environ.get("BENCH_NET", "1") != "0"
+RAND_SECS = int(os.environ.get("BENCH_RAND_SECS", "10"))
+QD = 32
 KERNEL = os.path.join(CACHE, "guest/vmlinuz")
 INITRD = os.path.join(CACHE, "guest/initramfs-modules.cpio.gz")
 BASE = "console=ttyS0 reboot=k panic=-1 quiet"
@@ -36,7 +43,7 @@ def swiftvmm_cmd(binary=SWIFTVMM, cache=None):
         cfg = os.path.join(WORK, "vm.toml")
         extra = f'cache = "{cache}"\n' if cache else ""
         with open(cfg, "w") as f:
-            f.write(f'[machine]\nvcpus = 1\nmemory = "512M"\n[kernel]\npath = "{KERNEL}"\ninitramfs = "{INITRD}"\n'
+            f.write(f'[machine]\nvcpus = 2\nmemory = "512M"\n[kernel]\npath = "{KERNEL}"\ninitramfs = "{INITRD}"\n'
                     f'[serial]\nmode = "terminal"\n[[disk]]\npath = "{disk}"\n{extra}[[net]]\ntap = "{TAP}"\n')
         return [binary, "run", cfg, "--cmdline", cmdline]
     return make
@@ -44,17 +51,21 @@ def swiftvmm_cmd(binary=SWIFTVMM, cache=None):
 
 def qemu_cmd(drive_opts=""):
     def make(cmdline, disk):
-        return ["qemu-system-x86_64", "-accel", "kvm", "-M", "q35", "-cpu", "host", "-m", "512M", "-smp", "1",
+        return ["qemu-system-x86_64", "-accel", "kvm", "-M", "q35", "-cpu", "host", "-m", "512M", "-smp", "2",
                 "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
                 "-kernel", KERNEL, "-initrd", INITRD, "-append", cmdline,
-                "-drive", f"file={disk},if=none,id=d0,format=raw{drive_opts}", "-device", "virtio-blk-pci,drive=d0",
+                "-drive", f"file={disk},if=none,id=d0,format=raw{drive_opts}", "-device", "virtio-blk-pci,drive=d0,num-queues=2",
                 "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0"]
     return make
 
 
 def run(cmd, limit=300):
+    """The command's output, and the CPU seconds (user + system) it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
-    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace"), cpu
 
 
 def receiver(result, want=None, accept_timeout=60):
@@ -99,16 +110,28 @@ def main():
         if unknown:
             raise SystemExit(f"bench: BENCH_VMMS names {sorted(unknown)}; known: {[n for n, _ in vmms]}")
         vmms = [v for v in vmms if v[0] in ONLY]
-    blk = {n: ([], []) for n, _ in vmms}
-    net = {n: [] for n, _ in vmms}
+    # Per variant: seq write MiB/s, seq read MiB/s, rand read IOPS, rand write IOPS,
+    # CPU s/GiB, net Mbit/s.
+    cols = ("write", "read", "rread", "rwrite", "cpu", "net")
+    res = {n: {c: [] for c in cols} for n, _ in vmms}
     for r in range(RUNS):
         for name, make in vmms:
-            out = run(make(f"{BASE} swiftvmm.modules=virtio_blk swiftvmm.test=blkbench swiftvmm.mib={BLK_MIB}", disk))
+            out, cpu = run(make(f"{BASE} swiftvmm.modules=virtio_blk swiftvmm.test=blkbench swiftvmm.mib={BLK_MIB} "
+                                f"swiftvmm.randsec={RAND_SECS} swiftvmm.qd={QD}", disk), limit=300 + 4 * RAND_SECS)
             m = re.search(r"blkbench mib=(\d+) write_s=([\d.]+) read_s=([\d.]+)", out)
-            if m and float(m.group(2)) > 0 and float(m.group(3)) > 0:
+            rand = {mm.group(1): (int(mm.group(2)), float(mm.group(3)))
+                    for mm in re.finditer(r"blkrand mode=(\w+) threads=\d+ ops=(\d+) seconds=[\d.]+ iops=([\d.]+)", out)}
+            if m and float(m.group(2)) > 0 and float(m.group(3)) > 0 and (RAND_SECS == 0 or len(rand) == 2):
                 w, rd = BLK_MIB / float(m.group(2)), BLK_MIB / float(m.group(3))
-                blk[name][0].append(w); blk[name][1].append(rd)
-                print(f"bench: round {r + 1} {name}: virtio-blk write {w:.1f} MiB/s, read {rd:.1f} MiB/s", flush=True)
+                res[name]["write"].append(w); res[name]["read"].append(rd)
+                moved = 2 * BLK_MIB / 1024 + sum(ops for ops, _ in rand.values()) * 4096 / (1 << 30)
+                res[name]["cpu"].append(cpu / moved)
+                line = f"virtio-blk write {w:.1f} MiB/s, read {rd:.1f} MiB/s"
+                if rand:
+                    res[name]["rread"].append(rand["read"][1]); res[name]["rwrite"].append(rand["write"][1])
+                    line += f", 4K QD{QD} read {rand['read'][1]:.0f} IOPS, write {rand['write'][1]:.0f} IOPS"
+                line += f", VMM CPU {cpu:.1f} s ({cpu / moved:.1f} s/GiB)"
+                print(f"bench: round {r + 1} {name}: {line}", flush=True)
             else:
                 print(f"bench: round {r + 1} {name}: virtio-blk run failed:\n{out[-1500:]}", flush=True)
             if not NET:
@@ -117,12 +140,12 @@ def main():
             t = threading.Thread(target=receiver, args=(result,))
             t.start()
             time.sleep(0.5)
-            out = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk))
+            out, _ = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk))
             t.join(timeout=90)
             if result:
                 got, secs = result[0]
                 mbps = got * 8 / secs / 1e6
-                net[name].append(mbps)
+                res[name]["net"].append(mbps)
                 print(f"bench: round {r + 1} {name}: virtio-net {got >> 20} MiB in {secs:.2f} s = {mbps:.0f} Mbit/s", flush=True)
             else:
                 print(f"bench: round {r + 1} {name}: virtio-net run failed:\n{out[-1500:]}", flush=True)
@@ -130,21 +153,26 @@ def main():
     def med(xs):
         return statistics.median(xs) if xs else None
     print()
-    print(f"bench: medians over {RUNS} runs; blk {BLK_MIB} MiB O_DIRECT dd, net {NET_MIB} MiB TCP guest->lab host")
-    rows = {n: (med(blk[n][0]), med(blk[n][1]), med(net[n])) for n, _ in vmms}
-    for n, (w, rd, nt) in rows.items():
-        f = lambda x, u: f"{x:.1f} {u}" if x else "n/a"
-        print(f"{n:20} blk write {f(w, 'MiB/s'):>14}  blk read {f(rd, 'MiB/s'):>14}  net {f(nt, 'Mbit/s'):>14}")
+    print(f"bench: medians over {RUNS} runs; blk {BLK_MIB} MiB O_DIRECT dd, 4K random O_DIRECT at QD{QD} for "
+          f"{RAND_SECS} s, net {NET_MIB} MiB TCP guest->lab host; CPU: VMM user+system s per GiB the disk moved")
+    rows = {n: {c: med(res[n][c]) for c in cols} for n, _ in vmms}
+    f = lambda x, fmt: format(x, fmt) if x else "n/a"
+    for n, v in rows.items():
+        print(f"{n:20} seq write {f(v['write'], '.1f'):>7} MiB/s  seq read {f(v['read'], '.1f'):>7} MiB/s  "
+              f"rand read {f(v['rread'], '.0f'):>6} IOPS  rand write {f(v['rwrite'], '.0f'):>6} IOPS  "
+              f"CPU {f(v['cpu'], '.1f'):>5} s/GiB  net {f(v['net'], '.0f'):>5} Mbit/s")
     ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "n/a"
-    none = (None, None, None)
-    best_q = tuple(max((rows.get(n, none)[i] for n in ("qemu q35", "qemu q35 cache=none") if rows.get(n, none)[i]), default=None)
-                   for i in range(3))
+    qemus = ("qemu q35", "qemu q35 cache=none")
+    # QEMU's best per row: the highest rate, the lowest CPU per GiB.
+    best = {}
+    for c in cols:
+        xs = [rows[q][c] for q in qemus if q in rows and rows[q][c]]
+        best[c] = (min(xs) if c == "cpu" else max(xs)) if xs else None
     for n in [v[0] for v in vmms if v[0].startswith("swiftvmm")]:
         s = rows[n]
-        for qn in ("qemu q35", "qemu q35 cache=none"):
-            q = rows.get(qn, none)
-            print(f"bench: {n} vs {qn}: blk write {ratio(s[0], q[0])}, blk read {ratio(s[1], q[1])}, net {ratio(s[2], q[2])}")
-        print(f"bench: {n} vs QEMU's best row by row: blk write {ratio(s[0], best_q[0])}, blk read {ratio(s[1], best_q[1])}, net {ratio(s[2], best_q[2])}")
+        # For CPU, QEMU's over ours: above 1.0x means SwiftVMM spends less.
+        cells = [f"{c} {ratio(best['cpu'], s['cpu']) if c == 'cpu' else ratio(s[c], best[c])}" for c in cols]
+        print(f"bench: {n} vs QEMU's best row by row (CPU: QEMU's s/GiB over ours): " + ", ".join(cells))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,36 @@ PY
 }
 lab_test disk-write-reaches-image 300 t_disk
 
+# 4b. Multiqueue and io_uring: two vCPUs, so two request queues by default; the guest
+# writes and verifies random data from a writer pinned to each CPU, with O_DIRECT, on a
+# cache = "none" disk. Every queue must have carried requests, several at once.
+truncate -s 64M "$work/mq.img"
+sed -e 's/^vcpus = 1$/vcpus = 2/' -e 's|^path = "disk.img"$|path = "mq.img"|' "$work/vm.toml" >"$work/mq.toml"
+t_diskmq() {
+    vmm diskmq 240 run "$work/mq.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=diskmq"
+    if [ "$STATUS" -eq 0 ] && has "vda queues=2 cpus=2" && has "diskmq cpu 0 ok" && has "diskmq cpu 1 ok" \
+        && has 'virtio-blk .*mq.img 64 MiB, 2 queues, io_uring' \
+        && has 'disk\[0\] .*mq.img: .*requests per queue [1-9][0-9]*/[1-9][0-9]*, io_uring, at most ([2-9]|[1-9][0-9]+) in flight'; then
+        pass disk-multiqueue-io-uring "${SECS}s, $(grep -oE 'requests per queue [0-9/]+, io_uring, at most [0-9]+ in flight' "$LOG" | head -n 1)"
+    else fail disk-multiqueue-io-uring "status $STATUS" "$LOG"; fi
+}
+lab_test disk-multiqueue-io-uring 300 t_diskmq
+
+# 4c. The host's file system fills up under a guest write (an 8 MiB tmpfs holding a
+# 64 MiB sparse image): the guest gets an I/O error, the disk still answers, the VMM
+# keeps running and exits 0 when the guest powers off.
+mkdir -p "$work/full" && mount -t tmpfs -o size=8m swiftvmm-full "$work/full" && truncate -s 64M "$work/full/full.img"
+sed -e "s|^path = \"disk.img\"$|path = \"$work/full/full.img\"|" -e 's/^cache = "none"$/cache = "writeback"/' "$work/vm.toml" >"$work/full.toml"
+t_diskfull() {
+    vmm diskfull 240 run "$work/full.toml" --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=diskfull"
+    if [ "$STATUS" -eq 0 ] && has "diskfull write failed: .*(I/O error|Input/output error)" && has "diskfull read after ok" \
+        && has 'disk\[0\] .*full.img: .* [1-9][0-9]* failed'; then
+        pass disk-host-enospc-is-guest-ioerror "${SECS}s"
+    else fail disk-host-enospc-is-guest-ioerror "status $STATUS" "$LOG"; fi
+}
+lab_test disk-host-enospc-is-guest-ioerror 300 t_diskfull
+umount "$work/full" 2>/dev/null || true
+
 # 5. virtio-net: the guest pings the lab host through the TAP.
 t_net() {
     vmm net 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
