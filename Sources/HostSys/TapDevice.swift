@@ -11,8 +11,9 @@ public enum TunUAPI {
     /// `#define IFF_TAP 0x0002` (linux/if_tun.h): Ethernet frames, not IP packets.
     public static let IFF_TAP: UInt16 = 0x0002
     /// `#define IFF_NO_PI 0x1000` (linux/if_tun.h): no 4-byte packet-info
-    /// prefix. IFF_VNET_HDR (0x4000) is not set: the virtio-net device strips
-    /// and prepends its own header, and the tap carries bare frames.
+    /// prefix. IFF_VNET_HDR (0x4000, `vnetHeader`) is set only for
+    /// vhost-net; otherwise the userspace virtio-net device strips and
+    /// prepends its own header, and the tap carries bare frames.
     public static let IFF_NO_PI: UInt16 = 0x1000
     /// `#define IFNAMSIZ 16` (linux/if.h): interface names are at most 15
     /// bytes plus a NUL.
@@ -47,17 +48,25 @@ public final class TapDevice: Sendable {
     public let name: String
     /// The tap's descriptor, for the VMM's poll loop.
     public let fd: FileDescriptor
+    /// Frames carry a `virtio_net_hdr_v1` (12 bytes) in front (IFF_VNET_HDR,
+    /// TUNSETVNETHDRSZ): the layout vhost-net and the guest share, so the
+    /// TAP passes checksum and segmentation offloads through.
+    public let hasVnetHeader: Bool
+    /// The vnet header size with VIRTIO_F_VERSION_1 (virtio 1.2 §5.1.6).
+    public static let vnetHeaderSize: Int32 = 12
 
     /// Attaches to the tap interface `name`, creating it when it does not
     /// exist (that needs CAP_NET_ADMIN); `nil` or "" lets the kernel choose a
     /// name (`tapN`). Errors say what to do: load the tun module, get
     /// CAP_NET_ADMIN or a tap owned by this user, free a busy tap.
-    public convenience init(name: String? = nil) throws {
-        try self.init(name: name, controlPath: Self.controlPath)
+    /// With `vnetHeader`, frames carry the 12-byte virtio-net header (for
+    /// vhost-net).
+    public convenience init(name: String? = nil, vnetHeader: Bool = false) throws {
+        try self.init(name: name, controlPath: Self.controlPath, vnetHeader: vnetHeader)
     }
 
     /// `controlPath` replaces /dev/net/tun, so tests can make the open fail.
-    init(name: String?, controlPath: String) throws {
+    init(name: String?, controlPath: String, vnetHeader: Bool = false) throws {
         let requested = name ?? ""
         if !requested.isEmpty {
             guard Self.isValidName(requested) else {
@@ -72,7 +81,8 @@ public final class TapDevice: Sendable {
         }
         let fd = FileDescriptor(adopting: Int32(raw))
 
-        var request = Self.ifreq(name: requested, flags: TunUAPI.IFF_TAP | TunUAPI.IFF_NO_PI)
+        let flags = TunUAPI.IFF_TAP | TunUAPI.IFF_NO_PI | (vnetHeader ? SHIM_IFF_VNET_HDR : 0)
+        var request = Self.ifreq(name: requested, flags: flags)
         let r = request.withUnsafeMutableBytes { b in
             // SAFETY: `b` is the 40-byte ifreq the kernel reads and writes back
             // (TUNSETIFF copies exactly sizeof(struct ifreq)).
@@ -82,8 +92,32 @@ public final class TapDevice: Sendable {
             let e = shim_errno()
             throw SysError(errno: e, operation: Self.setIffFailure(name: requested, errno: e))
         }
-        self.name = Self.name(fromIfreq: request)
+        let chosen = Self.name(fromIfreq: request)
+        if vnetHeader {
+            var size = Self.vnetHeaderSize
+            guard shim_ioctl_ptr(fd.raw, SHIM_TUNSETVNETHDRSZ, &size) == 0 else {
+                throw SysError.last("tap \(chosen): TUNSETVNETHDRSZ \(Self.vnetHeaderSize)")
+            }
+        }
+        self.name = chosen
         self.fd = fd
+        hasVnetHeader = vnetHeader
+    }
+
+    /// What the TAP may hand the guest (TUNSETOFFLOAD): frames with a
+    /// partial checksum (`checksum`: the guest took VIRTIO_NET_F_GUEST_CSUM)
+    /// and unsegmented TCP over IPv4 and IPv6 (`tso4`, `tso6`: GUEST_TSO4/6,
+    /// which need the checksum offload too). Only with a vnet header.
+    public func setOffload(checksum: Bool, tso4: Bool, tso6: Bool) throws {
+        var flags: UInt32 = 0
+        if checksum {
+            flags |= UInt32(SHIM_TUN_F_CSUM)
+            if tso4 { flags |= UInt32(SHIM_TUN_F_TSO4) }
+            if tso6 { flags |= UInt32(SHIM_TUN_F_TSO6) }
+        }
+        guard shim_ioctl_int(fd.raw, SHIM_TUNSETOFFLOAD, UInt(flags)) == 0 else {
+            throw SysError.last("tap \(name): TUNSETOFFLOAD 0x\(String(flags, radix: 16))")
+        }
     }
 
     /// What the kernel's `dev_valid_name` accepts: 1 to IFNAMSIZ-1 bytes,

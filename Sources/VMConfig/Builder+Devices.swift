@@ -98,9 +98,11 @@ extension Builder {
             seenMACs[bytes] = (index, explicit)
         }
 
+        var vhost: Bool? = true
+        if t["vhost"] != nil { vhost = bool(t, "vhost", keyPath + ".vhost") }
         let iommu = iommuKey(t, keyPath: keyPath)
-        if let tap, let mac, let iommu {
-            nets.append(NetConfig(tap: tap, mac: mac, iommu: iommu))
+        if let tap, let mac, let iommu, let vhost {
+            nets.append(NetConfig(tap: tap, mac: mac, iommu: iommu, vhost: vhost))
         }
     }
 

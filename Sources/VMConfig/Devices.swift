@@ -58,11 +58,15 @@ public struct NetConfig: Equatable, Sendable {
     public var mac: [UInt8]
     /// Behind the vIOMMU when there is one (`iommu = false`: outside it).
     public var iommu: Bool
+    /// The vhost-net kernel data path when the host has it (and the NIC is
+    /// not behind the vIOMMU); false: always the VMM's own (userspace) one.
+    public var vhost: Bool
 
-    public init(tap: String, mac: [UInt8], iommu: Bool = true) {
+    public init(tap: String, mac: [UInt8], iommu: Bool = true, vhost: Bool = true) {
         self.tap = tap
         self.mac = mac
         self.iommu = iommu
+        self.vhost = vhost
     }
 
     /// `mac` as six lower-case hex pairs: "52:54:00:12:34:56".

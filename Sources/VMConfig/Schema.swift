@@ -13,7 +13,7 @@ enum Schema {
         ("serial", .table, ["mode", "path"]),
         ("console", .table, ["mode", "path", "iommu"]),
         ("disk", .arrayOfTables, ["path", "read_only", "cache", "iommu", "queues", "aio"]),
-        ("net", .arrayOfTables, ["tap", "mac", "iommu"]),
+        ("net", .arrayOfTables, ["tap", "mac", "iommu", "vhost"]),
         ("rng", .table, ["enabled", "iommu"]),
         ("passthrough", .arrayOfTables, ["device", "bars", "iommu"]),
         ("viommu", .table, ["enabled", "max_domains", "max_mappings", "poll_us"]),

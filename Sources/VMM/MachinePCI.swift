@@ -72,7 +72,8 @@ final class MachinePCI: Sendable {
     /// guest's domains decide what the translator holds.
     @discardableResult
     func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
-                      viommu: MachineVIOMMU?, logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress) {
+                      viommu: MachineVIOMMU?, kernelQueues: Bool = false,
+                      logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress) {
         // Behind a vIOMMU, `addEmulated` below sets what the translator
         // holds before the guest runs (identity when unattached endpoints
         // bypass, nothing otherwise).
@@ -98,7 +99,7 @@ final class MachinePCI: Sendable {
             }
         }
         let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
-        let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread)
+        let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread, kernelQueues: kernelQueues)
         logger.info("pci \(a): \(name)\(viommu != nil ? ", behind the vIOMMU" : "")")
         return (loop, a)
     }
@@ -137,11 +138,38 @@ final class MachinePCI: Sendable {
             }
         }
         for (i, n) in config.nets.enumerated() {
+            guard let mac = MACAddress(n.mac) else { throw MachineError.setup("net[\(i)].mac: \(n.macString) is not a unicast address") }
+            if let vhost = Self.netVhost(n, index: i, memory: memory, viommu: behind(n.iommu) != nil, logger: logger) {
+                let tap: TapDevice
+                do { tap = try TapDevice(name: n.tap, vnetHeader: true) } catch {
+                    throw MachineError.setup("net[\(i)].tap: \(error)")
+                }
+                let path = try VhostNetPath(vhost: vhost.device, tap: tap, memory: vhost.regions, name: "net[\(i)]", logger: logger)
+                let net = VirtioNetKernel(dataPath: path, mac: mac)
+                let (loop, a) = try attachVirtio(net, name: "virtio-net tap \(tap.name) mac \(n.macString), vhost-net",
+                                                 thread: "io-net\(i)", memory: memory, viommu: nil, kernelQueues: true,
+                                                 logger: logger)
+                path.useKicks(try (0..<VhostNet.queueCount).map { q in
+                    guard let e = notifier.event(device: a, queue: q) else {
+                        throw MachineError.setup("net[\(i)]: no eventfd for queue \(q)")
+                    }
+                    return e
+                })
+                // vhost asks for interrupts through its call eventfds; the
+                // NIC's I/O thread passes them to the queue's vector.
+                for (q, call) in path.callEvents.enumerated() {
+                    try loop.addReadable(call.fd) {
+                        call.drain()
+                        net.usedBuffers(queue: q)
+                        return true
+                    }
+                }
+                continue
+            }
             let tap: TapDevice
             do { tap = try TapDevice(name: n.tap) } catch {
                 throw MachineError.setup("net[\(i)].tap: \(error)")
             }
-            guard let mac = MACAddress(n.mac) else { throw MachineError.setup("net[\(i)].mac: \(n.macString) is not a unicast address") }
             let net = VirtioNet(backend: tap, mac: mac)
             let loop = try attachVirtio(net, name: "virtio-net tap \(tap.name) mac \(n.macString)", thread: "io-net\(i)",
                                         memory: memory, viommu: behind(n.iommu), logger: logger).loop
@@ -171,6 +199,36 @@ final class MachinePCI: Sendable {
                              viommu: behind(config.rngIOMMU), logger: logger)
         }
         return console
+    }
+
+    /// vhost-net for NIC `index`, with guest RAM's regions for its memory
+    /// table, or nil for the userspace data path: asked for (`vhost =
+    /// false`), behind the vIOMMU (vhost would need the IOTLB protocol; the
+    /// userspace path translates every buffer), or /dev/vhost-net missing or
+    /// refused. Each case is logged.
+    static func netVhost(_ n: NetConfig, index i: Int, memory: GuestMemoryAccess, viommu: Bool,
+                         logger: Logger) -> (device: VhostNet, regions: [(guest: UInt64, size: UInt64, host: UInt64)])? {
+        let what = "net[\(i)] tap \(n.tap)"
+        guard n.vhost else {
+            logger.info("\(what): userspace data path (vhost = false)")
+            return nil
+        }
+        guard !viommu else {
+            logger.info("\(what): userspace data path behind the vIOMMU (vhost-net's IOTLB is not used)")
+            return nil
+        }
+        guard let ram = memory as? GuestRAM else {
+            logger.info("\(what): userspace data path (guest memory is not plain RAM)")
+            return nil
+        }
+        do {
+            let device = try VhostNet()
+            logger.info("\(what): vhost-net kernel data path")
+            return (device, ram.slots.map { ($0.guestBase, $0.size, $0.hostAddress) })
+        } catch {
+            logger.info("\(what): userspace data path (vhost-net unavailable: \(error))")
+            return nil
+        }
     }
 
     /// Requests in flight per queue with io_uring (the submission ring holds

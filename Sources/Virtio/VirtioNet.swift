@@ -129,11 +129,12 @@ public final class VirtioNet: VirtioDevice {
     public var configSize: Int { ConfigOffset.size }
 
     public func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
-        let up = state.withLock { $0.linkUp }
-        var image = mac.bytes
-        let status = up ? Self.statusLinkUp : 0
-        image += LE.bytes(UInt64(status), count: 2)
-        copyConfig(image, offset: offset, into: data)
+        copyConfig(Self.configImage(mac: mac, linkUp: state.withLock { $0.linkUp }), offset: offset, into: data)
+    }
+
+    /// §5.1.4 `struct virtio_net_config` as bytes: the MAC, then `status`.
+    public static func configImage(mac: MACAddress, linkUp: Bool) -> [UInt8] {
+        mac.bytes + LE.bytes(UInt64(linkUp ? statusLinkUp : 0), count: 2)
     }
 
     /// The configuration is driver-read-only here (`mac` is writable only

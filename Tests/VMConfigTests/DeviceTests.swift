@@ -37,6 +37,7 @@ final class DeviceTests: XCTestCase {
             [[net]]
             tap = "vm1.eth-1_x"
             mac = "02:00:00:AB:cd:Ef"
+            vhost = false
             [console]
             mode = "file"
             path = "logs/hvc0.log"
@@ -51,7 +52,8 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(c.disks.map { $0.queueCount(vcpus: 3) }, [3, 3, 4], "one queue per vCPU by default")
         XCTAssertEqual(DiskConfig(path: "/a").queueCount(vcpus: 200), 64, "at most 64")
         XCTAssertEqual(c.nets, [NetConfig(tap: "tap0", mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
-                                NetConfig(tap: "vm1.eth-1_x", mac: [0x02, 0x00, 0x00, 0xAB, 0xCD, 0xEF])])
+                                NetConfig(tap: "vm1.eth-1_x", mac: [0x02, 0x00, 0x00, 0xAB, 0xCD, 0xEF], vhost: false)])
+        XCTAssertEqual(c.nets.map(\.vhost), [true, false], "vhost-net by default")
         XCTAssertEqual(c.nets.map(\.macString), ["52:54:00:12:34:56", "02:00:00:ab:cd:ef"])
         XCTAssertEqual(c.virtioConsole, .file("/cfg/logs/hvc0.log"))
         XCTAssertTrue(c.rng)
@@ -138,6 +140,8 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = 0\n"), ["net[0].tap: expected a string, got an integer"])
         XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"tap0\"\nmac = 0x525400123456\n"),
                        ["net[0].mac: expected a string, got an integer"])
+        XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"t0\"\nvhost = \"on\"\n"),
+                       ["net[0].vhost: expected a boolean, got a string"])
         XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"tap0\"\nmac = \"01:00:5e:00:00:01\"\n"),
                        ["net[0].mac: \"01:00:5e:00:00:01\" is a multicast address"])
         XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"tap0\"\nmac = \"FF:FF:FF:FF:FF:FF\"\n"),

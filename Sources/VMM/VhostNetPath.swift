@@ -1,0 +1,97 @@
+import HostSys
+import Logging
+import Synchronization
+import Virtio
+
+/// vhost-net as a NIC's kernel data path: the glue between `VirtioNetKernel`
+/// (which knows the rings) and HostSys's `VhostNet` and `TapDevice` (which
+/// know the ioctls).
+///
+/// The guest's notifications reach vhost straight from KVM: each queue's
+/// ioeventfd (owned by `VirtioNotifier`, which keeps it at the queue's
+/// notify address) is vhost's kick eventfd, and the device's I/O thread does
+/// not watch it. vhost signals a call eventfd per queue when the driver is
+/// to be interrupted; the device's I/O thread watches those
+/// (`callEvents`) and has the device signal the queue's MSI-X vector.
+final class VhostNetPath: NetKernelDataPath {
+    private let vhost: VhostNet
+    private let tap: TapDevice
+    private let memory: [(guest: UInt64, size: UInt64, host: UInt64)]
+    private let logger: Logger
+    private let name: String
+    /// Set once the transport's queue eventfds exist (`useKicks`).
+    private let kicks = Mutex<[EventFD]>([])
+    /// Signalled by vhost, one per queue.
+    let callEvents: [EventFD]
+
+    /// Checksum, segmentation and buffer features this path serves: the
+    /// TAP (with its vnet header) takes and gives frames with partial
+    /// checksums and unsegmented TCP, and vhost merges receive buffers.
+    static let offered = VirtioNetKernel.Feature.checksum | VirtioNetKernel.Feature.guestChecksum
+        | VirtioNetKernel.Feature.guestTSO4 | VirtioNetKernel.Feature.guestTSO6
+        | VirtioNetKernel.Feature.hostTSO4 | VirtioNetKernel.Feature.hostTSO6
+        | VirtioNetKernel.Feature.mergeableRxBuffers
+    var offeredFeatures: UInt64 { Self.offered }
+
+    /// The ring and header features vhost itself acts on.
+    static let vhostFeatures = VirtioSpec.Feature.version1 | VirtioSpec.Feature.eventIndex
+        | VirtioSpec.Feature.indirectDescriptors | VirtioNetKernel.Feature.mergeableRxBuffers
+
+    /// `tap` must have been opened with a vnet header. `memory`: every RAM
+    /// region of the guest (guest physical base, size, host address).
+    init(vhost: VhostNet, tap: TapDevice, memory: [(guest: UInt64, size: UInt64, host: UInt64)], name: String,
+         logger: Logger) throws {
+        self.vhost = vhost
+        self.tap = tap
+        self.memory = memory
+        self.name = name
+        self.logger = logger
+        callEvents = try (0..<VhostNet.queueCount).map { _ in try EventFD(nonBlocking: true) }
+    }
+
+    /// The transport's queue eventfds (KVM ioeventfds), receive then transmit.
+    func useKicks(_ events: [EventFD]) { kicks.withLock { $0 = events } }
+
+    func start(features: UInt64, rings: [NetKernelRing]) throws {
+        let kickEvents = kicks.withLock { $0 }
+        guard kickEvents.count == VhostNet.queueCount, rings.count == VhostNet.queueCount else {
+            throw SysError(errno: 22, operation: "\(name): vhost-net needs 2 rings and 2 queue eventfds")
+        }
+        do {
+            try vhost.setFeatures(features & Self.vhostFeatures)
+            try vhost.setMemoryTable(memory)
+            let f = VirtioNetKernel.Feature.self
+            try tap.setOffload(checksum: features & f.guestChecksum != 0, tso4: features & f.guestTSO4 != 0,
+                               tso6: features & f.guestTSO6 != 0)
+            for r in rings {
+                try vhost.setRing(index: r.index, size: r.size, base: r.nextAvailable, descriptors: r.descriptors,
+                                  available: r.available, used: r.used)
+                try vhost.setKick(index: r.index, kickEvents[r.index])
+                try vhost.setCall(index: r.index, callEvents[r.index])
+                try vhost.setBackend(index: r.index, tap: tap.fd)
+            }
+        } catch {
+            stop()
+            throw error
+        }
+        // Buffers the driver posted before DRIVER_OK: have vhost look now.
+        for k in kickEvents { k.signal() }
+        logger.debug("\(name): vhost-net started, features 0x\(String(features, radix: 16))")
+    }
+
+    func stop() {
+        for i in 0..<VhostNet.queueCount {
+            do {
+                try vhost.setBackend(index: i, tap: nil)
+                try vhost.ringBase(index: i)
+            } catch {
+                logger.warning("\(name): stopping vhost-net queue \(i): \(error)")
+            }
+        }
+    }
+
+    func kick(queue index: Int) {
+        let k = kicks.withLock { $0 }
+        if index >= 0, index < k.count { k[index].signal() }
+    }
+}
