@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["TestFakes", "Devices", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["TestFakes", "Boot", "GuestMemory"]),
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
-        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys"]),
+        .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys", "CShim"]),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"]),

@@ -1,3 +1,4 @@
+import CShim
 import Foundation
 import GuestMemory
 @testable import HostSys
@@ -360,6 +361,31 @@ final class NetTests: XCTestCase {
         XCTAssertEqual(TunUAPI.IFNAMSIZ, 16)
         XCTAssertEqual(TunUAPI.ifreqSize, 40)
         XCTAssertEqual(TunUAPI.ifreqFlagsOffset, 16)
+    }
+
+    /// vhost-net's and the TAP offload uAPI as CShim exports it, against the
+    /// numbers the headers' macros make (asm-generic/ioctl.h: dir << 30 |
+    /// size << 16 | type << 8 | nr; linux/vhost.h uses type 0xAF).
+    func testVhostAndTapOffloadUAPIMatchTheirLiterals() {
+        func ioc(_ dir: UInt, _ type: UInt, _ nr: UInt, _ size: UInt) -> UInt { dir << 30 | size << 16 | type << 8 | nr }
+        let w: UInt = 1, r: UInt = 2, t = UInt(UInt8(ascii: "T"))
+        XCTAssertEqual(SHIM_VHOST_SET_OWNER, ioc(0, 0xAF, 0x01, 0))
+        XCTAssertEqual(SHIM_VHOST_GET_FEATURES, ioc(r, 0xAF, 0x00, 8))
+        XCTAssertEqual(SHIM_VHOST_SET_FEATURES, ioc(w, 0xAF, 0x00, 8))
+        XCTAssertEqual(SHIM_VHOST_SET_MEM_TABLE, ioc(w, 0xAF, 0x03, 8), "struct vhost_memory without its regions: 8 bytes")
+        XCTAssertEqual(SHIM_VHOST_SET_VRING_NUM, ioc(w, 0xAF, 0x10, 8))
+        XCTAssertEqual(SHIM_VHOST_SET_VRING_ADDR, ioc(w, 0xAF, 0x11, 40))
+        XCTAssertEqual(SHIM_VHOST_SET_VRING_BASE, ioc(w, 0xAF, 0x12, 8))
+        XCTAssertEqual(SHIM_VHOST_GET_VRING_BASE, ioc(w | r, 0xAF, 0x12, 8))
+        XCTAssertEqual(SHIM_VHOST_SET_VRING_KICK, ioc(w, 0xAF, 0x20, 8))
+        XCTAssertEqual(SHIM_VHOST_SET_VRING_CALL, ioc(w, 0xAF, 0x21, 8))
+        XCTAssertEqual(SHIM_VHOST_NET_SET_BACKEND, ioc(w, 0xAF, 0x30, 8))
+        XCTAssertEqual(SHIM_TUNSETVNETHDRSZ, ioc(w, t, 216, 4))
+        XCTAssertEqual(SHIM_TUNSETOFFLOAD, ioc(w, t, 208, 4))
+        XCTAssertEqual(SHIM_IFF_VNET_HDR, 0x4000)
+        XCTAssertEqual([SHIM_TUN_F_CSUM, SHIM_TUN_F_TSO4, SHIM_TUN_F_TSO6], [0x01, 0x02, 0x04])
+        XCTAssertEqual(MemoryLayout<vhost_memory_region>.size, 32)
+        XCTAssertEqual(MemoryLayout<vhost_vring_addr>.size, 40)
     }
 
     func testIfreqBytes() {

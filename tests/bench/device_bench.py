@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Device benchmark, run inside the lab host (scripts/bench-devices): the same guest
 kernel and initramfs, 2 vCPUs, under SwiftVMM (2 disk queues, io_uring) and under QEMU
-(q35, virtio-blk-pci with num-queues=2 and virtio-net-pci on a TAP), each with the disk
+(q35, virtio-blk-pci with num-queues=2 and virtio-net-pci on a TAP with vhost=on); SwiftVMM's
+NIC uses vhost-net too (its default). Each VMM with the disk
 through the host page cache and with cache = "none" (QEMU: cache=none,aio=io_uring, its
 fastest raw-file setup), measuring
   virtio-blk  sequential write and read of MIB MiB with O_DIRECT dd in the guest, then
@@ -55,7 +56,7 @@ def qemu_cmd(drive_opts=""):
                 "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
                 "-kernel", KERNEL, "-initrd", INITRD, "-append", cmdline,
                 "-drive", f"file={disk},if=none,id=d0,format=raw{drive_opts}", "-device", "virtio-blk-pci,drive=d0,num-queues=2",
-                "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0"]
+                "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=on", "-device", "virtio-net-pci,netdev=n0"]
     return make
 
 

@@ -136,9 +136,20 @@ umount "$work/full" 2>/dev/null || true
 # 5. virtio-net: the guest pings the lab host through the TAP.
 t_net() {
     vmm net 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
-    if has "ping 10.0.2.1 ok" && has "eth0 52:54:00:aa:bb:01 driver=virtio_net" && has "virtio: [1-9][0-9]* queue notifications arrived through ioeventfds"; then pass virtio-net-ping "${SECS}s"; else fail virtio-net-ping "status $STATUS" "$LOG"; fi
+    if has "ping 10.0.2.1 ok" && has "eth0 52:54:00:aa:bb:01 driver=virtio_net" && has "virtio: [1-9][0-9]* queue notifications arrived through ioeventfds" \
+        && has "net\[0\] tap swtap0: vhost-net kernel data path" && has "virtio-net tap swtap0 mac 52:54:00:aa:bb:01, vhost-net"; then pass virtio-net-ping "${SECS}s, vhost-net"
+    else fail virtio-net-ping "status $STATUS" "$LOG"; fi
 }
 lab_test virtio-net-ping 300 t_net
+
+# 5b. The same NIC on the VMM's own data path (vhost = false).
+sed -e 's/^mac = "52:54:00:aa:bb:01"$/mac = "52:54:00:aa:bb:01"\nvhost = false/' "$work/vm.toml" >"$work/novhost.toml"
+t_net_userspace() {
+    vmm net-userspace 180 run "$work/novhost.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
+    if has "ping 10.0.2.1 ok" && has "net\[0\] tap swtap0: userspace data path \(vhost = false\)"; then pass virtio-net-userspace-ping "${SECS}s"
+    else fail virtio-net-userspace-ping "status $STATUS" "$LOG"; fi
+}
+lab_test virtio-net-userspace-ping 300 t_net_userspace
 
 # 6. virtio-console: hvc0 output reaches its file.
 t_hvc() {
