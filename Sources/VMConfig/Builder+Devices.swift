@@ -17,26 +17,8 @@ extension Builder {
         }
         var readOnly: Bool? = false
         if t["read_only"] != nil { readOnly = bool(t, "read_only", keyPath + ".read_only") }
-        let cachePath = keyPath + ".cache"
-        var cache: DiskCache? = .writeback
-        if let s = string(t, "cache", cachePath) {
-            cache = DiskCache(rawValue: s)
-            if cache == nil {
-                issue(cachePath, "\(KeyPath.quoteValue(s)) is not one of \(Schema.diskCacheModes.joined(separator: ", "))")
-            }
-        } else if t["cache"] != nil {
-            cache = nil // wrong type, reported
-        }
-        let aioPath = keyPath + ".aio"
-        var aio: DiskAIO? = .ioUring
-        if let s = string(t, "aio", aioPath) {
-            aio = DiskAIO(rawValue: s)
-            if aio == nil {
-                issue(aioPath, "\(KeyPath.quoteValue(s)) is not one of \(Schema.diskAIOModes.joined(separator: ", "))")
-            }
-        } else if t["aio"] != nil {
-            aio = nil // wrong type, reported
-        }
+        let cache = choice(t, "cache", keyPath, default: DiskCache.writeback)
+        let aio = choice(t, "aio", keyPath, default: DiskAIO.ioUring)
         var queues: Int?? = .some(nil)
         if let v = t["queues"] {
             let r = Schema.diskQueueRange
@@ -54,6 +36,18 @@ extension Builder {
         if let image, let readOnly, let cache, let iommu, let aio, let queues {
             disks.append(Disk(image: image, readOnly: readOnly, cache: cache, queues: queues, aio: aio, iommu: iommu))
         }
+    }
+
+    /// A string key naming one of `E`'s cases: `fallback` when absent, nil
+    /// after an issue (a wrong type, or a name that is not a case, which the
+    /// issue lists).
+    mutating func choice<E: RawRepresentable & CaseIterable>(_ t: TOMLTable, _ key: String, _ keyPath: String,
+                                                             default fallback: E) -> E? where E.RawValue == String {
+        let path = keyPath + "." + key
+        guard let s = string(t, key, path) else { return t[key] == nil ? fallback : nil }
+        if let e = E(rawValue: s) { return e }
+        issue(path, "\(KeyPath.quoteValue(s)) is not one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+        return nil
     }
 
     mutating func readNet(_ t: TOMLTable, index: Int, keyPath: String) {

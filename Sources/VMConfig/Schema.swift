@@ -57,9 +57,6 @@ enum Schema {
     static let maxCmdlineBytes = 2047
     /// `[serial]` and `[console]` modes.
     static let outputModes = ["terminal", "file", "off"]
-    /// `[[disk]] cache`: the values of `DiskCache`.
-    static let diskCacheModes = DiskCache.allCases.map(\.rawValue)
-    static let diskAIOModes = DiskAIO.allCases.map(\.rawValue)
     /// `[[disk]] queues` (virtio-blk `num_queues`; VirtioBlock.maxQueues).
     public static let diskQueueRange = 1...64
     /// IFNAMSIZ is 16 including the terminating NUL (include/uapi/linux/if.h),
