@@ -60,13 +60,15 @@ public final class TapDevice: Sendable {
     /// name (`tapN`). Errors say what to do: load the tun module, get
     /// CAP_NET_ADMIN or a tap owned by this user, free a busy tap.
     /// With `vnetHeader`, frames carry the 12-byte virtio-net header (for
-    /// vhost-net).
-    public convenience init(name: String? = nil, vnetHeader: Bool = false) throws {
-        try self.init(name: name, controlPath: Self.controlPath, vnetHeader: vnetHeader)
+    /// vhost-net). With `multiQueue` (IFF_MULTI_QUEUE) this is one queue of
+    /// the interface: open it again, with the same name, for each more one.
+    /// A TAP created without multi_queue refuses it (EINVAL).
+    public convenience init(name: String? = nil, vnetHeader: Bool = false, multiQueue: Bool = false) throws {
+        try self.init(name: name, controlPath: Self.controlPath, vnetHeader: vnetHeader, multiQueue: multiQueue)
     }
 
     /// `controlPath` replaces /dev/net/tun, so tests can make the open fail.
-    init(name: String?, controlPath: String, vnetHeader: Bool = false) throws {
+    init(name: String?, controlPath: String, vnetHeader: Bool = false, multiQueue: Bool = false) throws {
         let requested = name ?? ""
         if !requested.isEmpty {
             guard Self.isValidName(requested) else {
@@ -82,6 +84,7 @@ public final class TapDevice: Sendable {
         let fd = FileDescriptor(adopting: Int32(raw))
 
         let flags = TunUAPI.IFF_TAP | TunUAPI.IFF_NO_PI | (vnetHeader ? SHIM_IFF_VNET_HDR : 0)
+            | (multiQueue ? SHIM_IFF_MULTI_QUEUE : 0)
         var request = Self.ifreq(name: requested, flags: flags)
         let r = request.withUnsafeMutableBytes { b in
             // SAFETY: `b` is the 40-byte ifreq the kernel reads and writes back
@@ -167,7 +170,8 @@ public final class TapDevice: Sendable {
         case EBUSY:
             return "tap \(shown) is busy: another process has it open, or it was created with other flags (multi_queue, vnet_hdr)"
         case EINVAL:
-            return "tap \(shown): the name belongs to an interface that is not a tap"
+            return "tap \(shown): the name belongs to an interface that is not a tap, or one created with other "
+                + "flags (multi_queue or not)"
         default:
             return "tap \(shown): TUNSETIFF"
         }

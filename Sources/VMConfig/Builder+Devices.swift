@@ -19,23 +19,27 @@ extension Builder {
         if t["read_only"] != nil { readOnly = bool(t, "read_only", keyPath + ".read_only") }
         let cache = choice(t, "cache", keyPath, default: DiskCache.writeback)
         let aio = choice(t, "aio", keyPath, default: DiskAIO.ioUring)
-        var queues: Int?? = .some(nil)
-        if let v = t["queues"] {
-            let r = Schema.diskQueueRange
-            if v.type == .int, let n = v.int {
-                if r.contains(n) { queues = n } else {
-                    issue(keyPath + ".queues", "\(n) is out of range (\(r.lowerBound) to \(r.upperBound))")
-                    queues = nil
-                }
-            } else {
-                issue(keyPath + ".queues", "expected an integer, got \(Self.describe(v.type))")
-                queues = nil
-            }
-        }
+        let queues = optionalCount(t, "queues", keyPath, in: Schema.diskQueueRange)
         let iommu = iommuKey(t, keyPath: keyPath)
         if let image, let readOnly, let cache, let iommu, let aio, let queues {
             disks.append(Disk(image: image, readOnly: readOnly, cache: cache, queues: queues, aio: aio, iommu: iommu))
         }
+    }
+
+    /// An optional integer key within `range`: `.some(nil)` when absent,
+    /// `.some(n)` for a valid one, nil after an issue.
+    mutating func optionalCount(_ t: TOMLTable, _ key: String, _ keyPath: String, in range: ClosedRange<Int>) -> Int?? {
+        guard let v = t[key] else { return .some(nil) }
+        let path = keyPath + "." + key
+        guard v.type == .int, let n = v.int else {
+            issue(path, "expected an integer, got \(Self.describe(v.type))")
+            return nil
+        }
+        guard range.contains(n) else {
+            issue(path, "\(n) is out of range (\(range.lowerBound) to \(range.upperBound))")
+            return nil
+        }
+        return .some(n)
     }
 
     /// A string key naming one of `E`'s cases: `fallback` when absent, nil
@@ -94,9 +98,10 @@ extension Builder {
 
         var vhost: Bool? = true
         if t["vhost"] != nil { vhost = bool(t, "vhost", keyPath + ".vhost") }
+        let queues = optionalCount(t, "queues", keyPath, in: Schema.netQueueRange)
         let iommu = iommuKey(t, keyPath: keyPath)
-        if let tap, let mac, let iommu, let vhost {
-            nets.append(NetConfig(tap: tap, mac: mac, iommu: iommu, vhost: vhost))
+        if let tap, let mac, let iommu, let vhost, let queues {
+            nets.append(NetConfig(tap: tap, mac: mac, iommu: iommu, vhost: vhost, queues: queues))
         }
     }
 

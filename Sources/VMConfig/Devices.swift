@@ -61,13 +61,19 @@ public struct NetConfig: Equatable, Sendable {
     /// The vhost-net kernel data path when the host has it (and the NIC is
     /// not behind the vIOMMU); false: always the VMM's own (userspace) one.
     public var vhost: Bool
+    /// Queue pairs with vhost-net; nil: one per vCPU.
+    public var queues: Int?
 
-    public init(tap: String, mac: [UInt8], iommu: Bool = true, vhost: Bool = true) {
+    public init(tap: String, mac: [UInt8], iommu: Bool = true, vhost: Bool = true, queues: Int? = nil) {
         self.tap = tap
         self.mac = mac
         self.iommu = iommu
         self.vhost = vhost
+        self.queues = queues
     }
+
+    /// Queue pairs for a VM of `vcpus` vCPUs: `queues`, or one per vCPU.
+    public func queuePairs(vcpus: Int) -> Int { queues ?? min(max(vcpus, 1), Schema.netQueueRange.upperBound) }
 
     /// `mac` as six lower-case hex pairs: "52:54:00:12:34:56".
     public var macString: String { MAC.format(mac) }

@@ -13,7 +13,7 @@ enum Schema {
         ("serial", .table, ["mode", "path"]),
         ("console", .table, ["mode", "path", "iommu"]),
         ("disk", .arrayOfTables, ["path", "read_only", "cache", "iommu", "queues", "aio"]),
-        ("net", .arrayOfTables, ["tap", "mac", "iommu", "vhost"]),
+        ("net", .arrayOfTables, ["tap", "mac", "iommu", "vhost", "queues"]),
         ("rng", .table, ["enabled", "iommu"]),
         ("passthrough", .arrayOfTables, ["device", "bars", "iommu"]),
         ("viommu", .table, ["enabled", "max_domains", "max_mappings", "poll_us"]),
@@ -59,6 +59,9 @@ enum Schema {
     static let outputModes = ["terminal", "file", "off"]
     /// `[[disk]] queues` (virtio-blk `num_queues`; VirtioBlock.maxQueues).
     public static let diskQueueRange = 1...64
+    /// `[[net]] queues`: queue pairs (virtio-net `max_virtqueue_pairs`, one
+    /// TAP queue and vhost-net instance each).
+    public static let netQueueRange = 1...16
     /// IFNAMSIZ is 16 including the terminating NUL (include/uapi/linux/if.h),
     /// so a TAP name has at most 15 bytes.
     static let maxInterfaceNameBytes = 15

@@ -72,7 +72,7 @@ final class MachinePCI: Sendable {
     /// guest's domains decide what the translator holds.
     @discardableResult
     func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
-                      viommu: MachineVIOMMU?, kernelQueues: Bool = false,
+                      viommu: MachineVIOMMU?, kernelQueues: Range<Int> = 0..<0,
                       logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress) {
         // Behind a vIOMMU, `addEmulated` below sets what the translator
         // holds before the guest runs (identity when unattached endpoints
@@ -140,16 +140,18 @@ final class MachinePCI: Sendable {
         for (i, n) in config.nets.enumerated() {
             guard let mac = MACAddress(n.mac) else { throw MachineError.setup("net[\(i)].mac: \(n.macString) is not a unicast address") }
             if let vhost = Self.netVhost(n, index: i, memory: memory, viommu: behind(n.iommu) != nil, logger: logger) {
-                let tap: TapDevice
-                do { tap = try TapDevice(name: n.tap, vnetHeader: true) } catch {
-                    throw MachineError.setup("net[\(i)].tap: \(error)")
+                let taps = try Self.netTaps(n, index: i, pairs: n.queuePairs(vcpus: config.vcpus), logger: logger)
+                var vhosts = [vhost.device]
+                do { while vhosts.count < taps.count { vhosts.append(try VhostNet()) } } catch {
+                    throw MachineError.setup("net[\(i)]: vhost-net for queue pair \(vhosts.count): \(error)")
                 }
-                let path = try VhostNetPath(vhost: vhost.device, tap: tap, memory: vhost.regions, name: "net[\(i)]", logger: logger)
-                let net = VirtioNetKernel(dataPath: path, mac: mac)
-                let (loop, a) = try attachVirtio(net, name: "virtio-net tap \(tap.name) mac \(n.macString), vhost-net",
-                                                 thread: "io-net\(i)", memory: memory, viommu: nil, kernelQueues: true,
-                                                 logger: logger)
-                path.useKicks(try (0..<VhostNet.queueCount).map { q in
+                let path = try VhostNetPath(vhosts: vhosts, taps: taps, memory: vhost.regions, name: "net[\(i)]", logger: logger)
+                let net = VirtioNetKernel(dataPath: path, mac: mac, queuePairs: taps.count)
+                let pairs = taps.count == 1 ? "1 queue pair" : "\(taps.count) queue pairs"
+                let (loop, a) = try attachVirtio(net, name: "virtio-net tap \(taps[0].name) mac \(n.macString), vhost-net, \(pairs)",
+                                                 thread: "io-net\(i)", memory: memory, viommu: nil,
+                                                 kernelQueues: 0..<path.ringCount, logger: logger)
+                path.useKicks(try (0..<path.ringCount).map { q in
                     guard let e = notifier.event(device: a, queue: q) else {
                         throw MachineError.setup("net[\(i)]: no eventfd for queue \(q)")
                     }
@@ -229,6 +231,32 @@ final class MachinePCI: Sendable {
             logger.info("\(what): userspace data path (vhost-net unavailable: \(error))")
             return nil
         }
+    }
+
+    /// The TAP queues for NIC `index` on vhost-net, with a vnet header: one
+    /// per queue pair (IFF_MULTI_QUEUE) when `pairs` > 1 and the TAP allows
+    /// it; a TAP created without multi_queue gets one pair, logged.
+    static func netTaps(_ n: NetConfig, index i: Int, pairs: Int, logger: Logger) throws -> [TapDevice] {
+        var first: TapDevice
+        var multi = pairs > 1
+        do {
+            first = try TapDevice(name: n.tap, vnetHeader: true, multiQueue: multi)
+        } catch let e as SysError where multi && e.errno == 22 {
+            logger.warning("net[\(i)] tap \(n.tap) was created without multi_queue: 1 queue pair instead of \(pairs) (ip tuntap add \(n.tap) mode tap multi_queue)")
+            multi = false
+            do { first = try TapDevice(name: n.tap, vnetHeader: true) } catch {
+                throw MachineError.setup("net[\(i)].tap: \(error)")
+            }
+        } catch {
+            throw MachineError.setup("net[\(i)].tap: \(error)")
+        }
+        var taps = [first]
+        while multi, taps.count < pairs {
+            do { taps.append(try TapDevice(name: first.name, vnetHeader: true, multiQueue: true)) } catch {
+                throw MachineError.setup("net[\(i)].tap: queue \(taps.count): \(error)")
+            }
+        }
+        return taps
     }
 
     /// Requests in flight per queue with io_uring (the submission ring holds

@@ -5,7 +5,8 @@ import Virtio
 
 /// vhost-net as a NIC's kernel data path: the glue between `VirtioNetKernel`
 /// (which knows the rings) and HostSys's `VhostNet` and `TapDevice` (which
-/// know the ioctls).
+/// know the ioctls). One vhost-net instance and one TAP queue per queue
+/// pair: data ring `r` is queue `r % 2` of pair `r / 2`.
 ///
 /// The guest's notifications reach vhost straight from KVM: each queue's
 /// ioeventfd (owned by `VirtioNotifier`, which keeps it at the queue's
@@ -14,8 +15,8 @@ import Virtio
 /// to be interrupted; the device's I/O thread watches those
 /// (`callEvents`) and has the device signal the queue's MSI-X vector.
 final class VhostNetPath: NetKernelDataPath {
-    private let vhost: VhostNet
-    private let tap: TapDevice
+    private let vhosts: [VhostNet]
+    private let taps: [TapDevice]
     private let memory: [(guest: UInt64, size: UInt64, host: UInt64)]
     private let logger: Logger
     private let name: String
@@ -37,38 +38,47 @@ final class VhostNetPath: NetKernelDataPath {
     static let vhostFeatures = VirtioSpec.Feature.version1 | VirtioSpec.Feature.eventIndex
         | VirtioSpec.Feature.indirectDescriptors | VirtioNetKernel.Feature.mergeableRxBuffers
 
-    /// `tap` must have been opened with a vnet header. `memory`: every RAM
-    /// region of the guest (guest physical base, size, host address).
-    init(vhost: VhostNet, tap: TapDevice, memory: [(guest: UInt64, size: UInt64, host: UInt64)], name: String,
+    /// One vhost-net instance and one TAP queue (opened with a vnet header)
+    /// per queue pair. `memory`: every RAM region of the guest (guest
+    /// physical base, size, host address).
+    init(vhosts: [VhostNet], taps: [TapDevice], memory: [(guest: UInt64, size: UInt64, host: UInt64)], name: String,
          logger: Logger) throws {
-        self.vhost = vhost
-        self.tap = tap
+        precondition(vhosts.count == taps.count && !taps.isEmpty)
+        self.vhosts = vhosts
+        self.taps = taps
         self.memory = memory
         self.name = name
         self.logger = logger
-        callEvents = try (0..<VhostNet.queueCount).map { _ in try EventFD(nonBlocking: true) }
+        callEvents = try (0..<(VhostNet.queueCount * vhosts.count)).map { _ in try EventFD(nonBlocking: true) }
     }
 
-    /// The transport's queue eventfds (KVM ioeventfds), receive then transmit.
+    /// Data rings: 2 per pair.
+    var ringCount: Int { VhostNet.queueCount * vhosts.count }
+
+    /// The transport's data queue eventfds (KVM ioeventfds), in queue order.
     func useKicks(_ events: [EventFD]) { kicks.withLock { $0 = events } }
 
     func start(features: UInt64, rings: [NetKernelRing]) throws {
         let kickEvents = kicks.withLock { $0 }
-        guard kickEvents.count == VhostNet.queueCount, rings.count == VhostNet.queueCount else {
-            throw SysError(errno: 22, operation: "\(name): vhost-net needs 2 rings and 2 queue eventfds")
+        guard kickEvents.count == ringCount, rings.count == ringCount else {
+            throw SysError(errno: 22, operation: "\(name): vhost-net needs \(ringCount) rings and queue eventfds, "
+                           + "got \(rings.count) and \(kickEvents.count)")
         }
         do {
-            try vhost.setFeatures(features & Self.vhostFeatures)
-            try vhost.setMemoryTable(memory)
             let f = VirtioNetKernel.Feature.self
-            try tap.setOffload(checksum: features & f.guestChecksum != 0, tso4: features & f.guestTSO4 != 0,
-                               tso6: features & f.guestTSO6 != 0)
+            for (vhost, tap) in zip(vhosts, taps) {
+                try vhost.setFeatures(features & Self.vhostFeatures)
+                try vhost.setMemoryTable(memory)
+                try tap.setOffload(checksum: features & f.guestChecksum != 0, tso4: features & f.guestTSO4 != 0,
+                                   tso6: features & f.guestTSO6 != 0)
+            }
             for r in rings {
-                try vhost.setRing(index: r.index, size: r.size, base: r.nextAvailable, descriptors: r.descriptors,
+                let vhost = vhosts[r.index / 2], q = r.index % 2
+                try vhost.setRing(index: q, size: r.size, base: r.nextAvailable, descriptors: r.descriptors,
                                   available: r.available, used: r.used)
-                try vhost.setKick(index: r.index, kickEvents[r.index])
-                try vhost.setCall(index: r.index, callEvents[r.index])
-                try vhost.setBackend(index: r.index, tap: tap.fd)
+                try vhost.setKick(index: q, kickEvents[r.index])
+                try vhost.setCall(index: q, callEvents[r.index])
+                try vhost.setBackend(index: q, tap: taps[r.index / 2].fd)
             }
         } catch {
             stop()
@@ -80,12 +90,14 @@ final class VhostNetPath: NetKernelDataPath {
     }
 
     func stop() {
-        for i in 0..<VhostNet.queueCount {
-            do {
-                try vhost.setBackend(index: i, tap: nil)
-                try vhost.ringBase(index: i)
-            } catch {
-                logger.warning("\(name): stopping vhost-net queue \(i): \(error)")
+        for (pair, vhost) in vhosts.enumerated() {
+            for q in 0..<VhostNet.queueCount {
+                do {
+                    try vhost.setBackend(index: q, tap: nil)
+                    try vhost.ringBase(index: q)
+                } catch {
+                    logger.warning("\(name): stopping vhost-net queue \(2 * pair + q): \(error)")
+                }
             }
         }
     }

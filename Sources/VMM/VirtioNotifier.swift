@@ -45,19 +45,19 @@ final class VirtioNotifier: Sendable {
     /// Registers every queue of `transport` at its current BAR 0 address,
     /// on a new I/O thread named `thread` (not started until `start`), to
     /// which the transport also routes its MMIO notify writes. Returns the
-    /// thread's loop, so the device can watch other descriptors there. With
-    /// `kernelQueues` the loop does not watch the queue eventfds: a kernel
-    /// data path (vhost) reads them (`event(device:queue:)`).
+    /// thread's loop, so the device can watch other descriptors there. The
+    /// loop does not watch the eventfds of the queues in `kernelQueues`: a
+    /// kernel data path (vhost) reads them (`event(device:queue:)`).
     @discardableResult
     func register(_ transport: VirtioPCIDevice, at address: PCIAddress, bar0: UInt64?, thread: String,
-                  kernelQueues: Bool = false) throws -> DeviceIOLoop {
+                  kernelQueues: Range<Int> = 0..<0) throws -> DeviceIOLoop {
         let loop = try DeviceIOLoop(name: thread) { [weak transport] in transport?.notifyQueue($0) }
         try state.withLock { s in
             var ids: [Int] = []
             var i = 0
             while let (bar, _) = transport.notifyAddress(forQueue: i), bar == VirtioPCIDevice.Layout.bar {
                 let q = Queue(transport: transport, index: i, event: try EventFD(nonBlocking: true), address: nil)
-                if !kernelQueues { try loop.addQueue(i, event: q.event) }
+                if !kernelQueues.contains(i) { try loop.addQueue(i, event: q.event) }
                 ids.append(s.queues.count)
                 s.queues.append(q)
                 i += 1

@@ -54,6 +54,9 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(c.nets, [NetConfig(tap: "tap0", mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
                                 NetConfig(tap: "vm1.eth-1_x", mac: [0x02, 0x00, 0x00, 0xAB, 0xCD, 0xEF], vhost: false)])
         XCTAssertEqual(c.nets.map(\.vhost), [true, false], "vhost-net by default")
+        XCTAssertEqual(c.nets.map { $0.queuePairs(vcpus: 4) }, [4, 4], "one queue pair per vCPU by default")
+        XCTAssertEqual(NetConfig(tap: "t", mac: [2, 0, 0, 0, 0, 1], queues: 2).queuePairs(vcpus: 8), 2)
+        XCTAssertEqual(NetConfig(tap: "t", mac: [2, 0, 0, 0, 0, 1]).queuePairs(vcpus: 64), 16, "at most 16")
         XCTAssertEqual(c.nets.map(\.macString), ["52:54:00:12:34:56", "02:00:00:ab:cd:ef"])
         XCTAssertEqual(c.virtioConsole, .file("/cfg/logs/hvc0.log"))
         XCTAssertTrue(c.rng)
@@ -142,6 +145,8 @@ final class DeviceTests: XCTestCase {
                        ["net[0].mac: expected a string, got an integer"])
         XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"t0\"\nvhost = \"on\"\n"),
                        ["net[0].vhost: expected a boolean, got a string"])
+        XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"t0\"\nqueues = 17\n"),
+                       ["net[0].queues: 17 is out of range (1 to 16)"])
         XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"tap0\"\nmac = \"01:00:5e:00:00:01\"\n"),
                        ["net[0].mac: \"01:00:5e:00:00:01\" is a multicast address"])
         XCTAssertEqual(issues(kernelOnly + "[[net]]\ntap = \"tap0\"\nmac = \"FF:FF:FF:FF:FF:FF\"\n"),

@@ -126,4 +126,72 @@ final class NetKernelTests: XCTestCase {
         XCTAssertEqual(irq.usedQueues, [])
         XCTAssertEqual(net.starts, 0)
     }
+
+    // MARK: several queue pairs
+
+    /// Queues for 2 pairs and the control queue, 64 entries each, 0x2000 apart.
+    func mqQueues(_ memory: GuestMemoryAccess) throws -> (queues: [SplitVirtqueue], control: FakeDriver) {
+        let drivers = (0..<5).map { FakeDriver(memory: memory, size: 64, base: 0x1000 + 0x2000 * UInt64($0)) }
+        return (try drivers.map { try $0.makeQueue(features: VirtioSpec.Feature.version1) }, drivers[4])
+    }
+
+    /// Posts a control command (§5.1.6.5): header + data readable, ack writable.
+    func command(_ d: FakeDriver, _ memory: GuestMemoryAccess, _ bytes: [UInt8], ackAt: UInt64 = 0x20000) throws {
+        try memory.writeBytes(bytes, at: GuestAddress(0x18000))
+        try memory.writeBytes([0xEE], at: GuestAddress(ackAt))
+        d.post([(0x18000, UInt32(bytes.count), false), (ackAt, 1, true)])
+    }
+
+    func testQueuePairsOfferMultiqueueWithAControlQueue() throws {
+        let path = RecordingDataPath()
+        let net = VirtioNetKernel(dataPath: path, mac: mac, queuePairs: 2)
+        XCTAssertEqual(net.deviceFeatures & (1 << 22 | 1 << 17), 1 << 22 | 1 << 17, "VIRTIO_NET_F_MQ and _CTRL_VQ")
+        XCTAssertEqual(net.queueMaxSizes.count, 5, "rx1, tx1, rx2, tx2, control (§5.1.2)")
+        XCTAssertEqual(net.controlQueue, 4)
+        XCTAssertEqual(net.configSize, 10)
+        var b = [UInt8](repeating: 0xAA, count: 10)
+        b.withUnsafeMutableBytes { net.readConfig(offset: 0, data: $0) }
+        XCTAssertEqual(Array(b[8..<10]), [2, 0], "le16 max_virtqueue_pairs (§5.1.4)")
+        XCTAssertEqual(VirtioNetKernel(dataPath: path, mac: mac).deviceFeatures & (1 << 22 | 1 << 17), 0,
+                       "one pair: no MQ, no control queue")
+
+        let ram = try GuestRAM(map: GuestMemoryMap(ramBytes: 2 << 20))
+        let (queues, control) = try mqQueues(ram)
+        let irq = RecordingInterrupt()
+        try net.activate(memory: ram, features: VirtioSpec.Feature.version1, queues: queues, interrupt: irq)
+        XCTAssertEqual(path.starts.last?.rings.map(\.index), [0, 1, 2, 3], "the data rings go to the data path")
+        net.queueNotified(3)
+        XCTAssertEqual(path.kicks, [3])
+
+        // VQ_PAIRS_SET 2 (class 4, command 0, le16 2): OK.
+        try command(control, ram, [4, 0, 2, 0])
+        net.queueNotified(4)
+        XCTAssertEqual(try ram.readBytes(at: GuestAddress(0x20000), count: 1), [0], "VIRTIO_NET_OK")
+        XCTAssertEqual(net.pairsInUse, 2)
+        XCTAssertEqual(irq.usedQueues, [4])
+        XCTAssertEqual(control.takeUsed().map(\.len), [1])
+        // 3 pairs, 0 pairs, an unknown class, a command without its data: ERR each.
+        for bytes: [UInt8] in [[4, 0, 3, 0], [4, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [4, 0]] {
+            try command(control, ram, bytes)
+            net.queueNotified(4)
+            XCTAssertEqual(try ram.readBytes(at: GuestAddress(0x20000), count: 1), [1], "VIRTIO_NET_ERR for \(bytes)")
+        }
+        XCTAssertEqual(net.pairsInUse, 2)
+        XCTAssertEqual(path.kicks, [3], "control commands are the device's, not the data path's")
+        XCTAssertEqual(irq.errors.count, 0)
+    }
+
+    func testAControlCommandWithoutHeaderOrAckBreaksOnlyTheControlQueue() throws {
+        let path = RecordingDataPath()
+        let net = VirtioNetKernel(dataPath: path, mac: mac, queuePairs: 2)
+        let ram = try GuestRAM(map: GuestMemoryMap(ramBytes: 2 << 20))
+        let (queues, control) = try mqQueues(ram)
+        let irq = RecordingInterrupt()
+        try net.activate(memory: ram, features: VirtioSpec.Feature.version1, queues: queues, interrupt: irq)
+        control.post([(0x18000, 1, false), (0x20000, 1, true)]) // a 1-byte header
+        net.queueNotified(4)
+        XCTAssertEqual(irq.errors.count, 1, "DEVICE_NEEDS_RESET")
+        net.usedBuffers(queue: 2)
+        XCTAssertEqual(irq.usedQueues, [2], "the data path goes on until the driver resets")
+    }
 }

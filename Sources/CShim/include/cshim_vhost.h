@@ -21,6 +21,7 @@ static const unsigned long SHIM_VHOST_NET_SET_BACKEND = VHOST_NET_SET_BACKEND;
 static const unsigned long SHIM_TUNSETVNETHDRSZ = TUNSETVNETHDRSZ;
 static const unsigned long SHIM_TUNSETOFFLOAD = TUNSETOFFLOAD;
 static const unsigned short SHIM_IFF_VNET_HDR = IFF_VNET_HDR;
+static const unsigned short SHIM_IFF_MULTI_QUEUE = IFF_MULTI_QUEUE;
 static const unsigned SHIM_TUN_F_CSUM = TUN_F_CSUM;
 static const unsigned SHIM_TUN_F_TSO4 = TUN_F_TSO4;
 static const unsigned SHIM_TUN_F_TSO6 = TUN_F_TSO6;
