@@ -54,6 +54,10 @@ public final class TapDevice: Sendable {
     public let hasVnetHeader: Bool
     /// The vnet header size with VIRTIO_F_VERSION_1 (virtio 1.2 §5.1.6).
     public static let vnetHeaderSize: Int32 = 12
+    /// Attached with IFF_MULTI_QUEUE: more queues of the interface may be
+    /// opened. Asked for with `multiQueue`, or the existing TAP's own
+    /// setting when it refused the one asked for.
+    public let isMultiQueue: Bool
 
     /// Attaches to the tap interface `name`, creating it when it does not
     /// exist (that needs CAP_NET_ADMIN); `nil` or "" lets the kernel choose a
@@ -62,7 +66,8 @@ public final class TapDevice: Sendable {
     /// With `vnetHeader`, frames carry the 12-byte virtio-net header (for
     /// vhost-net). With `multiQueue` (IFF_MULTI_QUEUE) this is one queue of
     /// the interface: open it again, with the same name, for each more one.
-    /// A TAP created without multi_queue refuses it (EINVAL).
+    /// An existing TAP made the other way is attached as it was made
+    /// (`isMultiQueue` says which).
     public convenience init(name: String? = nil, vnetHeader: Bool = false, multiQueue: Bool = false) throws {
         try self.init(name: name, controlPath: Self.controlPath, vnetHeader: vnetHeader, multiQueue: multiQueue)
     }
@@ -83,18 +88,27 @@ public final class TapDevice: Sendable {
         }
         let fd = FileDescriptor(adopting: Int32(raw))
 
-        let flags = TunUAPI.IFF_TAP | TunUAPI.IFF_NO_PI | (vnetHeader ? SHIM_IFF_VNET_HDR : 0)
-            | (multiQueue ? SHIM_IFF_MULTI_QUEUE : 0)
-        var request = Self.ifreq(name: requested, flags: flags)
-        let r = request.withUnsafeMutableBytes { b in
-            // SAFETY: `b` is the 40-byte ifreq the kernel reads and writes back
-            // (TUNSETIFF copies exactly sizeof(struct ifreq)).
-            retryingEINTR { Int(shim_ioctl_ptr(fd.raw, TunUAPI.TUNSETIFF, b.baseAddress)) }
+        let base = TunUAPI.IFF_TAP | TunUAPI.IFF_NO_PI | (vnetHeader ? SHIM_IFF_VNET_HDR : 0)
+        var request: [UInt8] = []
+        var multi = multiQueue
+        func attach() -> Int32 {
+            request = Self.ifreq(name: requested, flags: base | (multi ? SHIM_IFF_MULTI_QUEUE : 0))
+            let r = request.withUnsafeMutableBytes { b in
+                // SAFETY: `b` is the 40-byte ifreq the kernel reads and writes back
+                // (TUNSETIFF copies exactly sizeof(struct ifreq)).
+                retryingEINTR { Int(shim_ioctl_ptr(fd.raw, TunUAPI.TUNSETIFF, b.baseAddress)) }
+            }
+            return r >= 0 ? 0 : shim_errno()
         }
-        guard r >= 0 else {
-            let e = shim_errno()
-            throw SysError(errno: e, operation: Self.setIffFailure(name: requested, errno: e))
+        var e = attach()
+        if e == EINVAL, !requested.isEmpty {
+            // An existing TAP made with the other multi_queue setting refuses
+            // the flag we tried (tun_set_iff): attach with its own.
+            multi.toggle()
+            e = attach()
         }
+        guard e == 0 else { throw SysError(errno: e, operation: Self.setIffFailure(name: requested, errno: e)) }
+        isMultiQueue = multi
         let chosen = Self.name(fromIfreq: request)
         if vnetHeader {
             var size = Self.vnetHeaderSize

@@ -235,23 +235,18 @@ final class MachinePCI: Sendable {
 
     /// The TAP queues for NIC `index` on vhost-net, with a vnet header: one
     /// per queue pair (IFF_MULTI_QUEUE) when `pairs` > 1 and the TAP allows
-    /// it; a TAP created without multi_queue gets one pair, logged.
+    /// it; an existing TAP created without multi_queue gets one pair, logged.
     static func netTaps(_ n: NetConfig, index i: Int, pairs: Int, logger: Logger) throws -> [TapDevice] {
-        var first: TapDevice
-        var multi = pairs > 1
-        do {
-            first = try TapDevice(name: n.tap, vnetHeader: true, multiQueue: multi)
-        } catch let e as SysError where multi && e.errno == 22 {
-            logger.warning("net[\(i)] tap \(n.tap) was created without multi_queue: 1 queue pair instead of \(pairs) (ip tuntap add \(n.tap) mode tap multi_queue)")
-            multi = false
-            do { first = try TapDevice(name: n.tap, vnetHeader: true) } catch {
-                throw MachineError.setup("net[\(i)].tap: \(error)")
-            }
-        } catch {
+        let first: TapDevice
+        do { first = try TapDevice(name: n.tap, vnetHeader: true, multiQueue: pairs > 1) } catch {
             throw MachineError.setup("net[\(i)].tap: \(error)")
         }
+        if pairs > 1, !first.isMultiQueue {
+            logger.warning("net[\(i)] tap \(n.tap) was created without multi_queue: 1 queue pair instead of \(pairs) (ip tuntap add \(n.tap) mode tap multi_queue)")
+            return [first]
+        }
         var taps = [first]
-        while multi, taps.count < pairs {
+        while taps.count < pairs {
             do { taps.append(try TapDevice(name: first.name, vnetHeader: true, multiQueue: true)) } catch {
                 throw MachineError.setup("net[\(i)].tap: queue \(taps.count): \(error)")
             }

@@ -151,6 +151,19 @@ t_net_userspace() {
 }
 lab_test virtio-net-userspace-ping 300 t_net_userspace
 
+# 5c. Two vCPUs and a multi_queue TAP: two queue pairs on vhost-net, each with its own
+# TAP queue; the guest sets both up (VQ_PAIRS_SET on the control queue) and pings.
+ip tuntap add dev swtap2 mode tap multi_queue && ip addr add 10.0.4.1/24 dev swtap2 && ip link set swtap2 up
+sed -e 's/^vcpus = 1$/vcpus = 2/' -e 's/^tap = "swtap0"$/tap = "swtap2"/' "$work/vm.toml" >"$work/netmq.toml"
+t_net_mq() {
+    vmm net-mq 180 run "$work/netmq.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net swiftvmm.ip=10.0.4.15/24 swiftvmm.peer=10.0.4.1"
+    if has "ping 10.0.4.1 ok" && has "virtio-net tap swtap2 .*vhost-net, 2 queue pairs" && has "eth0 queues rx-0 rx-1 tx-0 tx-1"; then
+        pass virtio-net-multiqueue-vhost "${SECS}s"
+    else fail virtio-net-multiqueue-vhost "status $STATUS" "$LOG"; fi
+}
+lab_test virtio-net-multiqueue-vhost 300 t_net_mq
+ip link del swtap2 2>/dev/null || true
+
 # 6. virtio-console: hvc0 output reaches its file.
 t_hvc() {
     if grep -q . "$work/hvc0.log" 2>/dev/null || true; then :; fi
