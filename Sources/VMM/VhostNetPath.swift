@@ -86,7 +86,18 @@ final class VhostNetPath: NetKernelDataPath {
         }
         // Buffers the driver posted before DRIVER_OK: have vhost look now.
         for k in kickEvents { k.signal() }
-        logger.debug("\(name): vhost-net started, features 0x\(String(features, radix: 16))")
+        logger.info("\(name): vhost-net running \(vhosts.count) queue pair\(vhosts.count == 1 ? "" : "s"); the guest took \(Self.describe(features))")
+    }
+
+    /// The offload and buffer features in `features`, by their spec names.
+    static func describe(_ features: UInt64) -> String {
+        let f = VirtioNetKernel.Feature.self
+        let names: [(UInt64, String)] = [(f.checksum, "CSUM"), (f.guestChecksum, "GUEST_CSUM"), (f.hostTSO4, "HOST_TSO4"),
+                                         (f.hostTSO6, "HOST_TSO6"), (f.guestTSO4, "GUEST_TSO4"), (f.guestTSO6, "GUEST_TSO6"),
+                                         (f.mergeableRxBuffers, "MRG_RXBUF"), (f.multiqueue, "MQ"),
+                                         (VirtioSpec.Feature.eventIndex, "EVENT_IDX")]
+        let taken = names.filter { features & $0.0 != 0 }.map(\.1)
+        return taken.isEmpty ? "no offloads" : taken.joined(separator: " ")
     }
 
     func stop() {
