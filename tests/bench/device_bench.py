@@ -69,30 +69,35 @@ def run(cmd, limit=300):
     return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace"), cpu
 
 
-def receiver(result, want=None, accept_timeout=60):
+def receiver(result, want=None, accept_timeout=60, idle_timeout=30):
     """Receives up to `want` bytes (default NET_MIB MiB) from one TCP connection to
-    10.0.2.1:5001 and appends (bytes, seconds from the first byte) to `result`."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("10.0.2.1", 5001))
-    srv.listen(1)
-    srv.settimeout(accept_timeout)
-    try:
-        conn, _ = srv.accept()
-    except OSError:
-        return
-    want = NET_MIB << 20 if want is None else want
-    got, t0 = 0, None
-    while got < want:
-        b = conn.recv(1 << 16)
-        if not b:
-            break
-        if t0 is None:
-            t0 = time.monotonic()
-        got += len(b)
-    t1 = time.monotonic()
-    conn.close()
-    srv.close()
+    10.0.2.1:5001 and appends (bytes, seconds from the first byte) to `result`. Gives up
+    after `accept_timeout` s without a connection or `idle_timeout` s without data (a
+    guest that died mid-transfer sends no FIN), so the port is free for the next run."""
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("10.0.2.1", 5001))
+        srv.listen(1)
+        srv.settimeout(accept_timeout)
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(idle_timeout)
+            want = NET_MIB << 20 if want is None else want
+            got, t0 = 0, None
+            while got < want:
+                try:
+                    b = conn.recv(1 << 16)
+                except OSError:
+                    return
+                if not b:
+                    break
+                if t0 is None:
+                    t0 = time.monotonic()
+                got += len(b)
+            t1 = time.monotonic()
     if t0 is not None and got:
         result.append((got, t1 - t0))
 
