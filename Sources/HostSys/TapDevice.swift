@@ -119,6 +119,11 @@ public final class TapDevice: Sendable {
         self.name = chosen
         self.fd = fd
         hasVnetHeader = vnetHeader
+        // No offloads until a guest negotiates them: a persistent TAP keeps
+        // the ones its last user set, and frames with partial checksums or
+        // unsegmented TCP would reach a guest that cannot take them (the
+        // userspace data path passes bare frames).
+        try setOffload(checksum: false, tso4: false, tso6: false)
     }
 
     /// What the TAP may hand the guest (TUNSETOFFLOAD): frames with a

@@ -11,7 +11,8 @@ fastest raw-file setup), measuring
   virtio-net  TCP throughput of MIB MiB from the guest to the lab host
   CPU         the VMM process's user + system time per GiB the disk moved (all its
               threads, so the guest's own CPU time, which runs on the vCPU threads, too)
-BENCH_VMMS picks variants (comma-separated names as printed); SWIFTVMM_BASE adds
+BENCH_VMMS picks variants (comma-separated names as printed; "swiftvmm vhost=off" and
+"qemu q35 vhost=off" only run when named); BENCH_BLK=0 or BENCH_NET=0 skip a part; SWIFTVMM_BASE adds
 "swiftvmm base", another swiftvmm binary (an older build), measured the same way.
 Prints figures and ratios; asserts nothing."""
 import os, re, resource, socket, statistics, subprocess, threading, time
@@ -26,6 +27,8 @@ BASE_BIN = os.environ.get("SWIFTVMM_BASE", "")
 ONLY = [n for n in os.environ.get("BENCH_VMMS", "").split(",") if n]
 # BENCH_NET=0 skips the virtio-net runs.
 NET = os.environ.get("BENCH_NET", "1") != "0"
+# BENCH_BLK=0 skips the virtio-blk runs.
+BLK = os.environ.get("BENCH_BLK", "1") != "0"
 RAND_SECS = int(os.environ.get("BENCH_RAND_SECS", "10"))
 QD = 32
 KERNEL = os.path.join(CACHE, "guest/vmlinuz")
@@ -39,34 +42,39 @@ def sh(cmd):
     subprocess.run(cmd, shell=True, check=True)
 
 
-def swiftvmm_cmd(binary=SWIFTVMM, cache=None):
+def swiftvmm_cmd(binary=SWIFTVMM, cache=None, vhost=True):
     def make(cmdline, disk):
         cfg = os.path.join(WORK, "vm.toml")
         extra = f'cache = "{cache}"\n' if cache else ""
+        net_extra = "" if vhost else "vhost = false\n"
         with open(cfg, "w") as f:
             f.write(f'[machine]\nvcpus = 2\nmemory = "512M"\n[kernel]\npath = "{KERNEL}"\ninitramfs = "{INITRD}"\n'
-                    f'[serial]\nmode = "terminal"\n[[disk]]\npath = "{disk}"\n{extra}[[net]]\ntap = "{TAP}"\n')
+                    f'[serial]\nmode = "terminal"\n[[disk]]\npath = "{disk}"\n{extra}[[net]]\ntap = "{TAP}"\n{net_extra}')
         return [binary, "run", cfg, "--cmdline", cmdline]
     return make
 
 
-def qemu_cmd(drive_opts=""):
+def qemu_cmd(drive_opts="", vhost=True):
     def make(cmdline, disk):
         return ["qemu-system-x86_64", "-accel", "kvm", "-M", "q35", "-cpu", "host", "-m", "512M", "-smp", "2",
                 "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
                 "-kernel", KERNEL, "-initrd", INITRD, "-append", cmdline,
                 "-drive", f"file={disk},if=none,id=d0,format=raw{drive_opts}", "-device", "virtio-blk-pci,drive=d0,num-queues=2",
-                "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=on", "-device", "virtio-net-pci,netdev=n0"]
+                "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost={'on' if vhost else 'off'}", "-device", "virtio-net-pci,netdev=n0"]
     return make
 
 
 def run(cmd, limit=300):
     """The command's output, and the CPU seconds (user + system) it used."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
+        out = p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+    except subprocess.TimeoutExpired as e:
+        out = ((e.stdout or b"") + (e.stderr or b"")).decode(errors="replace") + f"\n(killed after {limit} s)"
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace"), cpu
+    return out, cpu
 
 
 def receiver(result, want=None, accept_timeout=60, idle_timeout=30):
@@ -109,6 +117,9 @@ def main():
     sh(f"ip tuntap add dev {TAP} mode tap 2>/dev/null || true; ip addr add 10.0.2.1/24 dev {TAP} 2>/dev/null || true; ip link set {TAP} up")
     vmms = [("swiftvmm", swiftvmm_cmd()), ("swiftvmm cache=none", swiftvmm_cmd(cache="none")),
             ("qemu q35", qemu_cmd()), ("qemu q35 cache=none", qemu_cmd(",cache=none,aio=io_uring"))]
+    # Only when asked for by name (BENCH_VMMS): the NICs without vhost-net.
+    extra = [("swiftvmm vhost=off", swiftvmm_cmd(vhost=False)), ("qemu q35 vhost=off", qemu_cmd(vhost=False))]
+    vmms += [v for v in extra if v[0] in ONLY]
     if BASE_BIN:
         vmms.insert(0, ("swiftvmm base", swiftvmm_cmd(BASE_BIN)))
     if ONLY:
@@ -120,41 +131,47 @@ def main():
     # CPU s/GiB, net Mbit/s.
     cols = ("write", "read", "rread", "rwrite", "cpu", "net")
     res = {n: {c: [] for c in cols} for n, _ in vmms}
+    def blk_round(r, name, make):
+        out, cpu = run(make(f"{BASE} swiftvmm.modules=virtio_blk swiftvmm.test=blkbench swiftvmm.mib={BLK_MIB} "
+                            f"swiftvmm.randsec={RAND_SECS} swiftvmm.qd={QD}", disk), limit=300 + 4 * RAND_SECS)
+        m = re.search(r"blkbench mib=(\d+) write_s=([\d.]+) read_s=([\d.]+)", out)
+        rand = {mm.group(1): (int(mm.group(2)), float(mm.group(3)))
+                for mm in re.finditer(r"blkrand mode=(\w+) threads=\d+ ops=(\d+) seconds=[\d.]+ iops=([\d.]+)", out)}
+        if not (m and float(m.group(2)) > 0 and float(m.group(3)) > 0 and (RAND_SECS == 0 or len(rand) == 2)):
+            print(f"bench: round {r + 1} {name}: virtio-blk run failed:\n{out[-1500:]}", flush=True)
+            return
+        w, rd = BLK_MIB / float(m.group(2)), BLK_MIB / float(m.group(3))
+        res[name]["write"].append(w); res[name]["read"].append(rd)
+        moved = 2 * BLK_MIB / 1024 + sum(ops for ops, _ in rand.values()) * 4096 / (1 << 30)
+        res[name]["cpu"].append(cpu / moved)
+        line = f"virtio-blk write {w:.1f} MiB/s, read {rd:.1f} MiB/s"
+        if rand:
+            res[name]["rread"].append(rand["read"][1]); res[name]["rwrite"].append(rand["write"][1])
+            line += f", 4K QD{QD} read {rand['read'][1]:.0f} IOPS, write {rand['write'][1]:.0f} IOPS"
+        line += f", VMM CPU {cpu:.1f} s ({cpu / moved:.1f} s/GiB)"
+        print(f"bench: round {r + 1} {name}: {line}", flush=True)
+
+    def net_round(r, name, make):
+        result = []
+        t = threading.Thread(target=receiver, args=(result,))
+        t.start()
+        time.sleep(0.5)
+        out, _ = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk))
+        t.join(timeout=90)
+        if not result:
+            print(f"bench: round {r + 1} {name}: virtio-net run failed:\n{out[-1500:]}", flush=True)
+            return
+        got, secs = result[0]
+        mbps = got * 8 / secs / 1e6
+        res[name]["net"].append(mbps)
+        print(f"bench: round {r + 1} {name}: virtio-net {got >> 20} MiB in {secs:.2f} s = {mbps:.0f} Mbit/s", flush=True)
+
     for r in range(RUNS):
         for name, make in vmms:
-            out, cpu = run(make(f"{BASE} swiftvmm.modules=virtio_blk swiftvmm.test=blkbench swiftvmm.mib={BLK_MIB} "
-                                f"swiftvmm.randsec={RAND_SECS} swiftvmm.qd={QD}", disk), limit=300 + 4 * RAND_SECS)
-            m = re.search(r"blkbench mib=(\d+) write_s=([\d.]+) read_s=([\d.]+)", out)
-            rand = {mm.group(1): (int(mm.group(2)), float(mm.group(3)))
-                    for mm in re.finditer(r"blkrand mode=(\w+) threads=\d+ ops=(\d+) seconds=[\d.]+ iops=([\d.]+)", out)}
-            if m and float(m.group(2)) > 0 and float(m.group(3)) > 0 and (RAND_SECS == 0 or len(rand) == 2):
-                w, rd = BLK_MIB / float(m.group(2)), BLK_MIB / float(m.group(3))
-                res[name]["write"].append(w); res[name]["read"].append(rd)
-                moved = 2 * BLK_MIB / 1024 + sum(ops for ops, _ in rand.values()) * 4096 / (1 << 30)
-                res[name]["cpu"].append(cpu / moved)
-                line = f"virtio-blk write {w:.1f} MiB/s, read {rd:.1f} MiB/s"
-                if rand:
-                    res[name]["rread"].append(rand["read"][1]); res[name]["rwrite"].append(rand["write"][1])
-                    line += f", 4K QD{QD} read {rand['read'][1]:.0f} IOPS, write {rand['write'][1]:.0f} IOPS"
-                line += f", VMM CPU {cpu:.1f} s ({cpu / moved:.1f} s/GiB)"
-                print(f"bench: round {r + 1} {name}: {line}", flush=True)
-            else:
-                print(f"bench: round {r + 1} {name}: virtio-blk run failed:\n{out[-1500:]}", flush=True)
-            if not NET:
-                continue
-            result = []
-            t = threading.Thread(target=receiver, args=(result,))
-            t.start()
-            time.sleep(0.5)
-            out, _ = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk))
-            t.join(timeout=90)
-            if result:
-                got, secs = result[0]
-                mbps = got * 8 / secs / 1e6
-                res[name]["net"].append(mbps)
-                print(f"bench: round {r + 1} {name}: virtio-net {got >> 20} MiB in {secs:.2f} s = {mbps:.0f} Mbit/s", flush=True)
-            else:
-                print(f"bench: round {r + 1} {name}: virtio-net run failed:\n{out[-1500:]}", flush=True)
+            if BLK:
+                blk_round(r, name, make)
+            if NET:
+                net_round(r, name, make)
 
     def med(xs):
         return statistics.median(xs) if xs else None
