@@ -67,6 +67,15 @@ final class KVMMSIRouter: MSIRouter {
         }
     }
 
+    /// The eventfd of `device`'s vector `vector`: writing it delivers the
+    /// vector while the guest has it configured and unmasked, and while it
+    /// is masked the count waits for the unmask (see the type's
+    /// documentation). For a kernel data path (vhost) that signals the
+    /// guest without the VMM.
+    func eventFD(device: PCIAddress, vector: Int) throws -> EventFD {
+        try state.withLock { try $0.vector(Key(device: device, vector: vector)).event }
+    }
+
     func configure(device: PCIAddress, vector: Int, message: MSIMessage?) {
         state.withLock { s in
             let key = Key(device: device, vector: vector)

@@ -73,7 +73,7 @@ final class MachinePCI: Sendable {
     @discardableResult
     func attachVirtio(_ device: VirtioDevice, name: String, thread: String, memory: GuestMemoryAccess,
                       viommu: MachineVIOMMU?, kernelQueues: Range<Int> = 0..<0,
-                      logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress) {
+                      logger: Logger) throws -> (loop: DeviceIOLoop, address: PCIAddress, transport: VirtioPCIDevice) {
         // Behind a vIOMMU, `addEmulated` below sets what the translator
         // holds before the guest runs (identity when unattached endpoints
         // bypass, nothing otherwise).
@@ -101,7 +101,7 @@ final class MachinePCI: Sendable {
         let bar0 = bus.decodedBars(slot: Int(a.device)).first { $0.index == VirtioPCIDevice.Layout.bar }?.address
         let loop = try notifier.register(transport, at: a, bar0: bar0, thread: thread, kernelQueues: kernelQueues)
         logger.info("pci \(a): \(name)\(viommu != nil ? ", behind the vIOMMU" : "")")
-        return (loop, a)
+        return (loop, a, transport)
     }
 
     /// Attaches the virtio devices `config` asks for; returns the virtio
@@ -148,9 +148,14 @@ final class MachinePCI: Sendable {
                 let path = try VhostNetPath(vhosts: vhosts, taps: taps, memory: vhost.regions, name: "net[\(i)]", logger: logger)
                 let net = VirtioNetKernel(dataPath: path, mac: mac, queuePairs: taps.count)
                 let pairs = taps.count == 1 ? "1 queue pair" : "\(taps.count) queue pairs"
-                let (loop, a) = try attachVirtio(net, name: "virtio-net tap \(taps[0].name) mac \(n.macString), vhost-net, \(pairs)",
+                let (loop, a, transport) = try attachVirtio(net, name: "virtio-net tap \(taps[0].name) mac \(n.macString), vhost-net, \(pairs)",
                                                  thread: "io-net\(i)", memory: memory, viommu: nil,
                                                  kernelQueues: 0..<path.ringCount, logger: logger)
+                let msi = msiRouter
+                path.useIRQFDs { [weak transport] q in
+                    guard let v = transport?.msixVector(forQueue: q) else { return nil }
+                    return try? msi.eventFD(device: a, vector: v)
+                }
                 path.useKicks(try (0..<path.ringCount).map { q in
                     guard let e = notifier.event(device: a, queue: q) else {
                         throw MachineError.setup("net[\(i)]: no eventfd for queue \(q)")

@@ -22,6 +22,9 @@ final class VhostNetPath: NetKernelDataPath {
     private let name: String
     /// Set once the transport's queue eventfds exist (`useKicks`).
     private let kicks = Mutex<[EventFD]>([])
+    /// The KVM irqfd eventfd of data queue `q`'s MSI-X vector, when it has
+    /// one (`useIRQFDs`): vhost then interrupts the guest itself.
+    private let irqfd = Mutex<(@Sendable (Int) -> EventFD?)?>(nil)
     /// Signalled by vhost, one per queue.
     let callEvents: [EventFD]
 
@@ -58,12 +61,22 @@ final class VhostNetPath: NetKernelDataPath {
     /// The transport's data queue eventfds (KVM ioeventfds), in queue order.
     func useKicks(_ events: [EventFD]) { kicks.withLock { $0 = events } }
 
+    /// How to find a data queue's MSI-X irqfd at start (nil: none, use the
+    /// call eventfds).
+    func useIRQFDs(_ lookup: @escaping @Sendable (Int) -> EventFD?) { irqfd.withLock { $0 = lookup } }
+
     func start(features: UInt64, rings: [NetKernelRing]) throws {
         let kickEvents = kicks.withLock { $0 }
         guard kickEvents.count == ringCount, rings.count == ringCount else {
             throw SysError(errno: 22, operation: "\(name): vhost-net needs \(ringCount) rings and queue eventfds, "
                            + "got \(rings.count) and \(kickEvents.count)")
         }
+        // Each queue's call: its vector's irqfd, so KVM injects the MSI-X
+        // message without the VMM; or, without MSI-X or a vector, an eventfd
+        // the NIC's I/O thread turns into the transport's INTx/ISR.
+        let lookup = irqfd.withLock { $0 }
+        let calls = rings.map { r in lookup?(r.index) ?? callEvents[r.index] }
+        let direct = zip(calls, callEvents).filter { $0 !== $1 }.count
         do {
             let f = VirtioNetKernel.Feature.self
             for (vhost, tap) in zip(vhosts, taps) {
@@ -77,7 +90,7 @@ final class VhostNetPath: NetKernelDataPath {
                 try vhost.setRing(index: q, size: r.size, base: r.nextAvailable, descriptors: r.descriptors,
                                   available: r.available, used: r.used)
                 try vhost.setKick(index: q, kickEvents[r.index])
-                try vhost.setCall(index: q, callEvents[r.index])
+                try vhost.setCall(index: q, calls[r.index])
                 try vhost.setBackend(index: q, tap: taps[r.index / 2].fd)
             }
         } catch {
@@ -86,7 +99,7 @@ final class VhostNetPath: NetKernelDataPath {
         }
         // Buffers the driver posted before DRIVER_OK: have vhost look now.
         for k in kickEvents { k.signal() }
-        logger.info("\(name): vhost-net running \(vhosts.count) queue pair\(vhosts.count == 1 ? "" : "s"); the guest took \(Self.describe(features))")
+        logger.info("\(name): vhost-net running \(vhosts.count) queue pair\(vhosts.count == 1 ? "" : "s"), \(direct) of \(calls.count) queues interrupting through KVM irqfds; the guest took \(Self.describe(features))")
     }
 
     /// The offload and buffer features in `features`, by their spec names.

@@ -369,6 +369,18 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
 
     private var msixEnabled: Bool { msix?.isEnabled ?? false }
 
+    /// The MSI-X vector the driver gave queue `index`, when MSI-X is on and
+    /// the queue has one (§4.1.5.3): a kernel data path may signal it
+    /// directly (the VMM's irqfd for it). Nil: interrupts for the queue go
+    /// through `VirtioInterrupt` (INTx and the ISR, or none at all).
+    public func msixVector(forQueue index: Int) -> Int? {
+        state.withLock { s in
+            guard msixEnabled, index >= 0, index < s.common.queues.count else { return nil }
+            let v = s.common.queues[index].msixVector
+            return v == VirtioSpec.PCI.noVector ? nil : Int(v)
+        }
+    }
+
     fileprivate func signalQueue(_ index: Int, epoch: UInt64) {
         state.withLock { s in
             guard s.epoch == epoch, s.active, index >= 0, index < s.common.queues.count else { return }

@@ -138,11 +138,21 @@ t_net() {
     vmm net 180 run "$work/vm.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net"
     if has "ping 10.0.2.1 ok" && has "eth0 52:54:00:aa:bb:01 driver=virtio_net" && has "virtio: [1-9][0-9]* queue notifications arrived through ioeventfds" \
         && has "net\[0\] tap swtap0: vhost-net kernel data path" && has "virtio-net tap swtap0 mac 52:54:00:aa:bb:01, vhost-net" \
-        && has "net\[0\]: vhost-net running 1 queue pair; the guest took CSUM GUEST_CSUM HOST_TSO4 HOST_TSO6 GUEST_TSO4 GUEST_TSO6 MRG_RXBUF"; then
+        && has "net\[0\]: vhost-net running 1 queue pair, 2 of 2 queues interrupting through KVM irqfds; the guest took CSUM GUEST_CSUM HOST_TSO4 HOST_TSO6 GUEST_TSO4 GUEST_TSO6 MRG_RXBUF"; then
         pass virtio-net-ping "${SECS}s, vhost-net"
     else fail virtio-net-ping "status $STATUS" "$LOG"; fi
 }
 lab_test virtio-net-ping 300 t_net
+
+# 5a. vhost-net with the guest's MSI off: its interrupts go through the NIC's I/O thread
+# to INTx and the ISR.
+t_net_intx() {
+    vmm net-intx 180 run "$work/vm.toml" --cmdline "$BASE pci=nomsi swiftvmm.modules=virtio_net swiftvmm.test=net"
+    if has "ping 10.0.2.1 ok" && has "net\[0\]: vhost-net running 1 queue pair, 0 of 2 queues interrupting through KVM irqfds"; then
+        pass virtio-net-vhost-over-intx "${SECS}s"
+    else fail virtio-net-vhost-over-intx "status $STATUS" "$LOG"; fi
+}
+lab_test virtio-net-vhost-over-intx 300 t_net_intx
 
 # 5b. The same NIC on the VMM's own data path (vhost = false).
 sed -e 's/^mac = "52:54:00:aa:bb:01"$/mac = "52:54:00:aa:bb:01"\nvhost = false/' "$work/vm.toml" >"$work/novhost.toml"
@@ -160,7 +170,7 @@ sed -e 's/^vcpus = 1$/vcpus = 2/' -e 's/^tap = "swtap0"$/tap = "swtap2"/' "$work
 t_net_mq() {
     vmm net-mq 180 run "$work/netmq.toml" --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=net swiftvmm.ip=10.0.4.15/24 swiftvmm.peer=10.0.4.1"
     if has "ping 10.0.4.1 ok" && has "virtio-net tap swtap2 .*vhost-net, 2 queue pairs" && has "eth0 queues rx-0 rx-1 tx-0 tx-1" \
-        && has "net\[0\]: vhost-net running 2 queue pairs; .*MQ"; then
+        && has "net\[0\]: vhost-net running 2 queue pairs, 4 of 4 queues interrupting through KVM irqfds; .*MQ"; then
         pass virtio-net-multiqueue-vhost "${SECS}s"
     else fail virtio-net-multiqueue-vhost "status $STATUS" "$LOG"; fi
 }
