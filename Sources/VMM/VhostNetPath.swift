@@ -11,9 +11,14 @@ import Virtio
 /// The guest's notifications reach vhost straight from KVM: each queue's
 /// ioeventfd (owned by `VirtioNotifier`, which keeps it at the queue's
 /// notify address) is vhost's kick eventfd, and the device's I/O thread does
-/// not watch it. vhost signals a call eventfd per queue when the driver is
-/// to be interrupted; the device's I/O thread watches those
-/// (`callEvents`) and has the device signal the queue's MSI-X vector.
+/// not watch it. Interrupts go back the same way: a queue with an MSI-X
+/// vector at DRIVER_OK gets that vector's irqfd (`KVMMSIRouter`) as its call
+/// eventfd, so KVM injects the message (or, while the guest masks the
+/// vector, keeps the count until the unmask). Without MSI-X, vhost signals
+/// one of `callEvents`, which the NIC's I/O thread watches and turns into
+/// the transport's INTx and ISR. A vector the driver moves after DRIVER_OK
+/// is not followed (Linux sets them before); the next reset and DRIVER_OK
+/// pick it up.
 final class VhostNetPath: NetKernelDataPath {
     private let vhosts: [VhostNet]
     private let taps: [TapDevice]
