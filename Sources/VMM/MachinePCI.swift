@@ -140,37 +140,8 @@ final class MachinePCI: Sendable {
         for (i, n) in config.nets.enumerated() {
             guard let mac = MACAddress(n.mac) else { throw MachineError.setup("net[\(i)].mac: \(n.macString) is not a unicast address") }
             if let vhost = Self.netVhost(n, index: i, memory: memory, viommu: behind(n.iommu) != nil, logger: logger) {
-                let taps = try Self.netTaps(n, index: i, pairs: n.queuePairs(vcpus: config.vcpus), logger: logger)
-                var vhosts = [vhost.device]
-                do { while vhosts.count < taps.count { vhosts.append(try VhostNet()) } } catch {
-                    throw MachineError.setup("net[\(i)]: vhost-net for queue pair \(vhosts.count): \(error)")
-                }
-                let path = try VhostNetPath(vhosts: vhosts, taps: taps, memory: vhost.regions, name: "net[\(i)]", logger: logger)
-                let net = VirtioNetKernel(dataPath: path, mac: mac, queuePairs: taps.count)
-                let pairs = taps.count == 1 ? "1 queue pair" : "\(taps.count) queue pairs"
-                let (loop, a, transport) = try attachVirtio(net, name: "virtio-net tap \(taps[0].name) mac \(n.macString), vhost-net, \(pairs)",
-                                                 thread: "io-net\(i)", memory: memory, viommu: nil,
-                                                 kernelQueues: 0..<path.ringCount, logger: logger)
-                let msi = msiRouter
-                path.useIRQFDs { [weak transport] q in
-                    guard let v = transport?.msixVector(forQueue: q) else { return nil }
-                    return try? msi.eventFD(device: a, vector: v)
-                }
-                path.useKicks(try (0..<path.ringCount).map { q in
-                    guard let e = notifier.event(device: a, queue: q) else {
-                        throw MachineError.setup("net[\(i)]: no eventfd for queue \(q)")
-                    }
-                    return e
-                })
-                // vhost asks for interrupts through its call eventfds; the
-                // NIC's I/O thread passes them to the queue's vector.
-                for (q, call) in path.callEvents.enumerated() {
-                    try loop.addReadable(call.fd) {
-                        call.drain()
-                        net.usedBuffers(queue: q)
-                        return true
-                    }
-                }
+                try attachVhostNet(n, index: i, mac: mac, vhost: vhost, pairs: n.queuePairs(vcpus: config.vcpus),
+                                   memory: memory, logger: logger)
                 continue
             }
             let tap: TapDevice
@@ -206,6 +177,44 @@ final class MachinePCI: Sendable {
                              viommu: behind(config.rngIOMMU), logger: logger)
         }
         return console
+    }
+
+    /// NIC `index` on vhost-net: a TAP queue and a vhost-net instance per
+    /// queue pair, the queues' ioeventfds as vhost's kicks, their MSI-X
+    /// irqfds as its calls (see `VhostNetPath`); without MSI-X, the call
+    /// eventfds are watched on the NIC's I/O thread, which raises INTx.
+    private func attachVhostNet(_ n: NetConfig, index i: Int, mac: MACAddress,
+                                vhost: (device: VhostNet, regions: [(guest: UInt64, size: UInt64, host: UInt64)]),
+                                pairs: Int, memory: GuestMemoryAccess, logger: Logger) throws {
+        let taps = try Self.netTaps(n, index: i, pairs: pairs, logger: logger)
+        var vhosts = [vhost.device]
+        do { while vhosts.count < taps.count { vhosts.append(try VhostNet()) } } catch {
+            throw MachineError.setup("net[\(i)]: vhost-net for queue pair \(vhosts.count): \(error)")
+        }
+        let path = try VhostNetPath(vhosts: vhosts, taps: taps, memory: vhost.regions, name: "net[\(i)]", logger: logger)
+        let net = VirtioNetKernel(dataPath: path, mac: mac, queuePairs: taps.count)
+        let described = taps.count == 1 ? "1 queue pair" : "\(taps.count) queue pairs"
+        let (loop, a, transport) = try attachVirtio(net, name: "virtio-net tap \(taps[0].name) mac \(n.macString), vhost-net, \(described)",
+                                                    thread: "io-net\(i)", memory: memory, viommu: nil,
+                                                    kernelQueues: 0..<path.ringCount, logger: logger)
+        let msi = msiRouter
+        path.useIRQFDs { [weak transport] q in
+            guard let v = transport?.msixVector(forQueue: q) else { return nil }
+            return try? msi.eventFD(device: a, vector: v)
+        }
+        path.useKicks(try (0..<path.ringCount).map { q in
+            guard let e = notifier.event(device: a, queue: q) else {
+                throw MachineError.setup("net[\(i)]: no eventfd for queue \(q)")
+            }
+            return e
+        })
+        for (q, call) in path.callEvents.enumerated() {
+            try loop.addReadable(call.fd) {
+                call.drain()
+                net.usedBuffers(queue: q)
+                return true
+            }
+        }
     }
 
     /// vhost-net for NIC `index`, with guest RAM's regions for its memory
