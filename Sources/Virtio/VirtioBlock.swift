@@ -345,7 +345,7 @@ public final class VirtioBlock: VirtioDevice {
                 }
             } catch {
                 a.broken = true
-                a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+                a.interrupt.deviceNeedsReset(after: error)
             }
             s.active = a
             let stalled = s.stalled.sorted()
@@ -382,7 +382,7 @@ public final class VirtioBlock: VirtioDevice {
             a.queues[f.queue] = vq
         } catch {
             a.broken = true
-            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            a.interrupt.deviceNeedsReset(after: error)
         }
         s.active = a
     }
@@ -410,7 +410,7 @@ public final class VirtioBlock: VirtioDevice {
             a.queues[q] = vq
         } catch {
             a.broken = true
-            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            a.interrupt.deviceNeedsReset(after: error)
         }
         s.active = a
     }

@@ -198,7 +198,7 @@ public final class VirtioConsole: VirtioDevice {
             }
         } catch {
             a.broken = true
-            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            a.interrupt.deviceNeedsReset(after: error)
         }
         s.active = a
     }

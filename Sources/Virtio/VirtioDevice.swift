@@ -17,6 +17,14 @@ public protocol VirtioInterrupt: AnyObject, Sendable {
     func deviceNeedsReset(_ error: VirtqueueError)
 }
 
+extension VirtioInterrupt {
+    /// `deviceNeedsReset` for whatever stopped a device's queue processing:
+    /// a `VirtqueueError` as it is, anything else as a device error.
+    public func deviceNeedsReset(after error: any Error) {
+        deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+    }
+}
+
 /// What a virtio device model implements; the transport (virtio-pci here)
 /// owns status, feature negotiation and queue configuration, and hands the
 /// device ready queues at DRIVER_OK.

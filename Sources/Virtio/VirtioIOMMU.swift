@@ -424,7 +424,7 @@ public final class VirtioIOMMU: VirtioDevice {
     private func breakDevice(_ a: inout RequestSide, _ error: any Error) {
         a.broken = true
         events.withLock { e in e.active?.broken = true }
-        a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+        a.interrupt.deviceNeedsReset(after: error)
     }
 
     /// Serves one request; returns the bytes to write from the start of its
@@ -786,7 +786,7 @@ public final class VirtioIOMMU: VirtioDevice {
             } catch {
                 a.broken = true
                 e.dropped += 1
-                a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+                a.interrupt.deviceNeedsReset(after: error)
                 return false
             }
         }

@@ -225,7 +225,7 @@ public final class VirtioNet: VirtioDevice {
             try body(&a, &s)
         } catch {
             a.broken = true
-            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            a.interrupt.deviceNeedsReset(after: error)
         }
         s.active = a
     }

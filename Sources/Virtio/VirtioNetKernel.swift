@@ -253,7 +253,7 @@ public final class VirtioNetKernel: VirtioDevice {
             if answered, try q.needsNotification(memory: memory) { s.interrupt?.signalUsedQueue(index) }
         } catch {
             s.controlBroken = true
-            s.interrupt?.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            s.interrupt?.deviceNeedsReset(after: error)
         }
         s.control = q
     }

@@ -119,7 +119,7 @@ public final class VirtioRNG: VirtioDevice {
             }
         } catch {
             a.broken = true
-            a.interrupt.deviceNeedsReset(error as? VirtqueueError ?? .device("\(error)"))
+            a.interrupt.deviceNeedsReset(after: error)
         }
         active = a
     }
