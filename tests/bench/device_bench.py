@@ -69,17 +69,43 @@ def qemu_cmd(drive_opts="", vhost=True):
     return make
 
 
-def run(cmd, limit=300):
-    """The command's output, and the CPU seconds (user + system) it used."""
+# The lab host KVM's counters (all VMs; the bench runs one at a time), read when the guest
+# prints a phase's line: what each 4 KiB request costs in exits and injected interrupts.
+KVM_STATS = ("exits", "io_exits", "mmio_exits", "irq_exits", "halt_exits", "halt_wakeup",
+             "irq_injections", "request_irq_exits", "irq_window_exits", "insn_emulation")
+
+
+def kvm_stats():
+    got = {}
+    for name in KVM_STATS:
+        try:
+            with open(f"/sys/kernel/debug/kvm/{name}") as f:
+                got[name] = int(f.read())
+        except (OSError, ValueError):
+            pass
+    return got
+
+
+def run(cmd, limit=300, marks=()):
+    """The command's output, the CPU seconds (user + system) it used, and the KVM
+    counters when each line matching a pattern of `marks` first appeared ({pattern: stats})."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit)
-        out = p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
-    except subprocess.TimeoutExpired as e:
-        out = ((e.stdout or b"") + (e.stderr or b"")).decode(errors="replace") + f"\n(killed after {limit} s)"
+    out, seen = [], {}
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timer = threading.Timer(limit, p.kill)
+    timer.start()
+    for raw in p.stdout:
+        line = raw.decode(errors="replace")
+        out.append(line)
+        for mark in marks:
+            if mark not in seen and re.search(mark, line):
+                seen[mark] = kvm_stats()
+    p.wait()
+    timer.cancel()
+    out.append(f"\n(killed after {limit} s)" if p.returncode == -9 else f"\n(exit status {p.returncode})")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return out, cpu
+    return "".join(out), cpu, seen
 
 
 def receiver(result, want=None, accept_timeout=60, idle_timeout=30):
@@ -117,6 +143,8 @@ def receiver(result, want=None, accept_timeout=60, idle_timeout=30):
 
 def main():
     os.makedirs(WORK, exist_ok=True)
+    if not os.path.exists("/sys/kernel/debug/kvm"):
+        subprocess.run("mount -t debugfs none /sys/kernel/debug", shell=True)
     disk = os.path.join(WORK, "bench.img")
     sh(f"truncate -s {BLK_MIB + 16}M {disk}")
     sh(f"ip tuntap add dev {TAP} mode tap 2>/dev/null || true; ip addr add 10.0.2.1/24 dev {TAP} 2>/dev/null || true; ip link set {TAP} up")
@@ -137,8 +165,10 @@ def main():
     cols = ("write", "read", "rread", "rwrite", "cpu", "net")
     res = {n: {c: [] for c in cols} for n, _ in vmms}
     def blk_round(r, name, make):
-        out, cpu = run(make(f"{BASE} swiftvmm.modules=virtio_blk swiftvmm.test=blkbench swiftvmm.mib={BLK_MIB} "
-                            f"swiftvmm.randsec={RAND_SECS} swiftvmm.qd={QD}", disk, BLK_VCPUS), limit=300 + 4 * RAND_SECS)
+        marks = ("blkbench mib=", "blkrand mode=read", "blkrand mode=write")
+        out, cpu, seen = run(make(f"{BASE} swiftvmm.modules=virtio_blk swiftvmm.test=blkbench swiftvmm.mib={BLK_MIB} "
+                                  f"swiftvmm.randsec={RAND_SECS} swiftvmm.qd={QD}", disk, BLK_VCPUS),
+                             limit=300 + 4 * RAND_SECS, marks=marks)
         m = re.search(r"blkbench mib=(\d+) write_s=([\d.]+) read_s=([\d.]+)", out)
         rand = {mm.group(1): (int(mm.group(2)), float(mm.group(3)))
                 for mm in re.finditer(r"blkrand mode=(\w+) threads=\d+ ops=(\d+) seconds=[\d.]+ iops=([\d.]+)", out)}
@@ -155,13 +185,20 @@ def main():
             line += f", 4K QD{QD} read {rand['read'][1]:.0f} IOPS, write {rand['write'][1]:.0f} IOPS"
         line += f", VMM CPU {cpu:.1f} s ({cpu / moved:.1f} s/GiB)"
         print(f"bench: round {r + 1} {name}: {line}", flush=True)
+        # Per random request: the counters' growth over each random phase, divided by its ops.
+        for mode, start, end in (("read", marks[0], marks[1]), ("write", marks[1], marks[2])):
+            if mode in rand and start in seen and end in seen and rand[mode][0]:
+                ops = rand[mode][0]
+                per = ", ".join(f"{k} {(seen[end][k] - seen[start][k]) / ops:.2f}"
+                                for k in KVM_STATS if k in seen[start] and k in seen[end])
+                print(f"bench: round {r + 1} {name}: KVM per random {mode}: {per}", flush=True)
 
     def net_round(r, name, make):
         result = []
         t = threading.Thread(target=receiver, args=(result,))
         t.start()
         time.sleep(0.5)
-        out, _ = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk, NET_VCPUS))
+        out, _, _ = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk, NET_VCPUS))
         t.join(timeout=90)
         if not result:
             print(f"bench: round {r + 1} {name}: virtio-net run failed:\n{out[-1500:]}", flush=True)
