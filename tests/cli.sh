@@ -57,6 +57,26 @@ run run configs/smoke.toml --kernel "$tmp/garbage"
 run run configs/smoke.toml --kernel "$tmp/empty"
 [ $ST -eq 65 ] && echo "$OUT" | grep -qi "empty" && pass empty-kernel-refused || fail empty-kernel-refused "status $ST"
 
+# check reads the boot files with run's parsers: 5 MB of random bytes are neither a
+# kernel nor an initramfs, and a kernel that does not fit the memory is refused.
+head -c 5000000 /dev/urandom >"$tmp/random5m"
+run check configs/smoke.toml --kernel "$tmp/random5m"
+[ $ST -eq 65 ] && echo "$OUT" | grep -q "^  --kernel: kernel $tmp/random5m: not a kernel: no bzImage signature" \
+    && pass check-refuses-random-kernel || fail check-refuses-random-kernel "status $ST"
+printf '\001\002\003\004 not an archive' >"$tmp/random.cpio"
+run check configs/smoke.toml --initramfs "$tmp/random.cpio"
+[ $ST -eq 65 ] && echo "$OUT" | grep -q "^  --initramfs: initramfs $tmp/random.cpio: .*byte 0 starts with 01 02 03 04" \
+    && pass check-refuses-random-initramfs || fail check-refuses-random-initramfs "status $ST"
+run run configs/smoke.toml --initramfs "$tmp/random.cpio"
+[ $ST -eq 65 ] && echo "$OUT" | grep -q "initramfs $tmp/random.cpio" && pass run-refuses-random-initramfs \
+    || fail run-refuses-random-initramfs "status $ST"
+run check configs/smoke.toml --memory 16M
+[ $ST -eq 65 ] && echo "$OUT" | grep -q "^  --memory: memory too small for kernel" && pass check-kernel-must-fit \
+    || fail check-kernel-must-fit "status $ST"
+run check configs/smoke.toml
+[ $ST -eq 0 ] && echo "$OUT" | grep -q "ok (.*: bzImage (boot protocol 2\.[0-9]*, [0-9]* MiB), initramfs gzip-compressed cpio" \
+    && pass check-names-boot-files || fail check-names-boot-files "status $ST"
+
 # A guest that triple-faults is reported as a crash with its RIP, not left hanging.
 # (The tiny ELF/PVH kernel runs UD2 with an empty IDT; KVM-PVM can run that much.)
 python3 tests/lab/make-crash-kernel.py "$tmp/crash.elf"

@@ -42,6 +42,8 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
     /// Writing `what` to guest memory failed (the memory map and the backing
     /// memory disagree).
     case guestMemory(what: String, GuestMemoryError)
+    /// The initramfs is not what the kernel can unpack (`Initramfs.validate`).
+    case invalidInitramfs(detail: String)
 
     public var description: String {
         switch self {
@@ -88,6 +90,8 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
                 + "[\(hex(BootLayout.mpTableAddress)), \(hex(BootLayout.highMemoryStart)))"
         case let .guestMemory(what, error):
             return "writing \(what) to guest memory failed: \(error)"
+        case let .invalidInitramfs(detail):
+            return "not an initramfs the kernel can unpack: \(detail)"
         }
     }
 }

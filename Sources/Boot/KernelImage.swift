@@ -35,6 +35,18 @@ public enum KernelImage: Equatable, Sendable {
             + "header at 0x202 is \(hex(UInt64(header))) (want 0x53726448 \"HdrS\")")
     }
 
+    /// "bzImage (boot protocol 2.15, 9 MiB)" or "ELF with a PVH entry (3
+    /// PT_LOAD segments, 40 MiB)": what was found, for `swiftvmm check`.
+    public var summary: String {
+        switch self {
+        case let .bzImage(image):
+            return "bzImage (boot protocol \(protocolString(image.protocolVersion)), \(mib(loadedBytes)) MiB)"
+        case let .elf(elf):
+            let n = elf.segments.count
+            return "ELF with a PVH entry (\(n) PT_LOAD segment\(n == 1 ? "" : "s"), \(mib(loadedBytes)) MiB)"
+        }
+    }
+
     /// Bytes the image puts into guest memory (payload or PT_LOAD file bytes).
     public var loadedBytes: UInt64 {
         switch self {

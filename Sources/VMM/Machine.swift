@@ -70,19 +70,11 @@ final class Machine: Sendable {
         self.latch = latch
         self.clock = clock
 
-        // Read and parse the kernel first: a bad image fails before KVM is touched.
-        let kernelBytes: [UInt8]
-        do { kernelBytes = try HostFiles.readAll(config.kernelPath) } catch {
-            throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
-        }
-        let image: KernelImage
-        do { image = try KernelImage.parse(kernelBytes) } catch {
-            throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
-        }
-        var initrd: [UInt8]?
-        if let p = config.initramfsPath {
-            do { initrd = try HostFiles.readAll(p) } catch { throw MachineError.kernel("initramfs \(p): \(error)") }
-        }
+        // Read and parse the kernel and initramfs first: a bad file fails
+        // before KVM is touched.
+        let files = try BootFiles.read(config)
+        let image = files.kernel
+        let initrd = files.initramfs
 
         kvm = try KVMSystem()
         let backend = KVMSystem.hostBackend()

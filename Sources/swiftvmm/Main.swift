@@ -82,7 +82,21 @@ struct Check: ParsableCommand {
             printIssues(e)
             throw ExitCode(ExitStatus.badConfig)
         case let .success(c):
-            print("\(config): ok (\(c.vcpus) vCPU, \(c.memoryBytes >> 20) MiB, kernel \(c.kernelPath))")
+            // The boot files, as run would read and load them, with the key
+            // path or option that named each value.
+            var keys = BootFilesCheck.KeyPaths()
+            if overrides.kernel != nil { keys.kernel = "--kernel" }
+            if overrides.initramfs != nil { keys.initramfs = "--initramfs" }
+            if overrides.cmdline != nil { keys.cmdline = "--cmdline" }
+            if overrides.memory != nil { keys.memory = "--memory" }
+            if overrides.vcpus != nil { keys.vcpus = "--vcpus" }
+            switch BootFilesCheck.check(c, keys: keys) {
+            case let .failure(e):
+                printIssues(e)
+                throw ExitCode(ExitStatus.badConfig)
+            case let .success(boot):
+                print("\(config): ok (\(c.vcpus) vCPU, \(c.memoryBytes >> 20) MiB, kernel \(c.kernelPath): \(boot))")
+            }
         }
     }
 }

@@ -1,0 +1,80 @@
+import Boot
+import GuestMemory
+import HostSys
+import VMConfig
+
+/// The kernel and initramfs a config names, read and parsed the way `run`
+/// boots them. `swiftvmm check` uses the same code, so a file `run` would
+/// refuse is refused there first.
+struct BootFiles {
+    let kernel: KernelImage
+    let initramfs: [UInt8]?
+    let initramfsArchives: [Initramfs.Archive]
+
+    /// Reads and parses both files: a `MachineError.kernel` naming the file
+    /// and what is wrong with it.
+    static func read(_ config: VMConfig) throws -> BootFiles {
+        let kernelBytes: [UInt8]
+        do { kernelBytes = try HostFiles.readAll(config.kernelPath) } catch {
+            throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
+        }
+        let image: KernelImage
+        do { image = try KernelImage.parse(kernelBytes) } catch {
+            throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
+        }
+        guard let p = config.initramfsPath else { return BootFiles(kernel: image, initramfs: nil, initramfsArchives: []) }
+        let bytes: [UInt8]
+        do { bytes = try HostFiles.readAll(p) } catch { throw MachineError.kernel("initramfs \(p): \(error)") }
+        do {
+            return BootFiles(kernel: image, initramfs: bytes, initramfsArchives: try Initramfs.validate(bytes))
+        } catch {
+            throw MachineError.kernel("initramfs \(p): \(error)")
+        }
+    }
+}
+
+/// What `swiftvmm check` finds wrong with the boot files of a config that is
+/// otherwise valid, with the key path (or option) that named each one.
+public enum BootFilesCheck {
+    public struct KeyPaths: Sendable {
+        public var kernel = "kernel.path", initramfs = "kernel.initramfs", cmdline = "kernel.cmdline"
+        public var memory = "machine.memory", vcpus = "machine.vcpus"
+        public init() {}
+    }
+
+    /// Parses the kernel and initramfs as `run` does and loads them, with the
+    /// command line and the boot structures, into memory of the configured
+    /// size that keeps nothing: whatever `run`'s loader would refuse. On
+    /// success, a summary such as "bzImage (boot protocol 2.15), initramfs
+    /// gzip-compressed cpio".
+    public static func check(_ config: VMConfig, keys: KeyPaths = KeyPaths()) -> Result<String, ConfigError> {
+        let files: BootFiles
+        do { files = try BootFiles.read(config) } catch {
+            let key = "\(error)".hasPrefix("initramfs ") ? keys.initramfs : keys.kernel
+            return .failure(ConfigError(issues: [ConfigIssue(keyPath: key, message: "\(error)")]))
+        }
+        let map = GuestMemoryMap(ramBytes: config.memoryBytes)
+        do {
+            _ = try LinuxLoader.load(kernel: files.kernel, initrd: files.initramfs, cmdline: config.cmdline,
+                                     vcpus: config.vcpus, memoryMap: map, into: DiscardingGuestMemory(map: map))
+        } catch let e as BootError {
+            let key: String
+            switch e {
+            case .cmdlineTooLong, .cmdlineContainsNUL: key = keys.cmdline
+            case .initrdDoesNotFit: key = keys.initramfs
+            case .memoryTooSmall, .segmentOutsideRAM: key = keys.memory
+            case .invalidVCPUCount, .mpTableDoesNotFit: key = keys.vcpus
+            default: key = keys.kernel
+            }
+            return .failure(ConfigError(issues: [ConfigIssue(keyPath: key, message: "\(e)")]))
+        } catch {
+            return .failure(ConfigError(issues: [ConfigIssue(keyPath: keys.kernel, message: "\(error)")]))
+        }
+        var summary = files.kernel.summary
+        if config.initramfsPath != nil {
+            summary += ", initramfs " + (files.initramfsArchives.isEmpty ? "empty"
+                                         : files.initramfsArchives.map(\.description).joined(separator: " then "))
+        }
+        return .success(summary)
+    }
+}
