@@ -61,6 +61,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Fuzz targets (Fuzz/): every entry point the guest and the host's files drive, for
+        // libFuzzer (scripts/fuzz builds swiftvmm-fuzz with -sanitize=fuzzer,address) and for
+        // the unit tests, which replay the corpora. Outside the layers: it uses them all.
+        .target(name: "FuzzTargets", dependencies: ["Bits", "GuestMemory", "Devices", "PCI", "Virtio", "Boot", "VMConfig", "VMM"],
+                path: "Fuzz/Targets"),
+        // Linked by the toolchain's lld: gold fails on the libFuzzer build (an internal error
+        // in its DWARF reader while reporting a symbol).
+        .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets"], path: "Fuzz/Main",
+                          linkerSettings: [.unsafeFlags(["-use-ld=lld"])]),
+
         // Fakes the test targets share (recording interrupt line and console, a seeded
         // generator, the VFIO ioctl performer and device). A regular target because test targets cannot depend on each other.
         .target(name: "TestFakes", dependencies: ["CShim", "HostSys", "Devices", "VFIO"], path: "Tests/TestFakes"),
@@ -80,6 +90,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "swiftvmmTests", dependencies: ["swiftvmm"]),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "TestFakes"]),
         // Reads Sources/ and checks the layer rules the compiler cannot see (imports, libc, KVM's uAPI).
         .testTarget(name: "LayeringTests"),
     ]

@@ -182,7 +182,7 @@ final class Machine: Sendable {
         } catch {
             throw MachineError.setup("cannot build ACPI tables: \(error)")
         }
-        try pio.insert(ACPISleepPort(events: events), base: UInt64(ACPISleep.controlPort), length: ACPISleepPort.length)
+        try LegacyDevices.installACPISleep(on: pio, events: events)
 
         // Kernel, initrd, boot structures.
         do {
