@@ -103,6 +103,7 @@ public enum ConfigLoader {
     /// the same way, so a NUL would silently cut the document or a value
     /// short. Refuse NULs, raw or escaped.
     static func textProblem(_ text: String) -> String? {
+        if let problem = nonASCIIOutsideStrings(text) { return problem }
         var line = 1
         var previous: Character = " "
         let escapes = ["\\u0000", "\\U00000000"]
@@ -119,6 +120,75 @@ public enum ConfigLoader {
             if c == "\n" || c == "\r\n" { line += 1 }
             previous = (c == "\\" && previous == "\\") ? " " : c
             index = text.index(after: index)
+        }
+        return nil
+    }
+
+    /// TOML allows non-ASCII text only inside strings and comments (bare keys
+    /// are A-Z a-z 0-9 _ -). toml++, under TOMLKit, aborts the process (an
+    /// assertion in its key parser) on a non-ASCII character where a bare key
+    /// goes, e.g. `[é]`: the fuzzer found it. So such text is refused here,
+    /// with its place, before the parser sees it. Strings and comments are
+    /// followed as TOML writes them: basic and literal, single- and multi-line
+    /// (a closing delimiter may follow up to two quotes of the content).
+    static func nonASCIIOutsideStrings(_ text: String) -> String? {
+        enum State { case normal, comment, basic, literal, multiBasic, multiLiteral }
+        let b = Array(text.utf8)
+        var state = State.normal
+        var line = 1, lineStart = 0, i = 0
+        func quotes(_ q: UInt8, at j: Int) -> Int {
+            var n = 0
+            while j + n < b.count, b[j + n] == q { n += 1 }
+            return n
+        }
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\n") {
+                line += 1; lineStart = i + 1
+                if state == .comment || state == .basic || state == .literal { state = .normal }
+                i += 1
+                continue
+            }
+            switch state {
+            case .normal:
+                if c >= 0x80 {
+                    let column = String(decoding: b[lineStart..<i], as: UTF8.self).count + 1
+                    return "line \(line), column \(column): a non-ASCII character outside a string or comment "
+                        + "(keys without quotes use only A-Z a-z 0-9 _ -; quote the key or the value)"
+                }
+                if c == UInt8(ascii: "#") { state = .comment }
+                else if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") {
+                    let n = quotes(c, at: i)
+                    if n >= 3 {
+                        state = c == UInt8(ascii: "\"") ? .multiBasic : .multiLiteral
+                        i += 3
+                        continue
+                    }
+                    // "" and '' are empty strings; one quote opens a string.
+                    if n == 2 { i += 2; continue }
+                    state = c == UInt8(ascii: "\"") ? .basic : .literal
+                }
+            case .comment:
+                break
+            case .basic:
+                if c == UInt8(ascii: "\\"), i + 1 < b.count, b[i + 1] != UInt8(ascii: "\n") { i += 2; continue }
+                if c == UInt8(ascii: "\"") { state = .normal }
+            case .literal:
+                if c == UInt8(ascii: "'") { state = .normal }
+            case .multiBasic, .multiLiteral:
+                let q = state == .multiBasic ? UInt8(ascii: "\"") : UInt8(ascii: "'")
+                if state == .multiBasic, c == UInt8(ascii: "\\"), i + 1 < b.count, b[i + 1] != UInt8(ascii: "\n") {
+                    i += 2
+                    continue
+                }
+                if c == q {
+                    let n = quotes(q, at: i)
+                    if n >= 3 { state = .normal }
+                    i += n
+                    continue
+                }
+            }
+            i += 1
         }
         return nil
     }

@@ -326,6 +326,25 @@ final class ConfigLoaderTests: XCTestCase {
         XCTAssertEqual(try config(kernelOnly + "cmdline = \"a\\\\u0000b\"\n").cmdline, "a\\u0000b")
     }
 
+    /// toml++ (under TOMLKit) aborts on a non-ASCII bare key (found by the
+    /// `config` fuzz target, Fuzz/corpus/config/crash-nonascii-table): such
+    /// text is refused with its place before the parser sees it; inside
+    /// strings and comments it is fine.
+    func testNonASCIIOutsideStringsIsRefusedNotParsed() throws {
+        let message = "a non-ASCII character outside a string or comment (keys without quotes use only A-Z a-z 0-9 _ -; quote the key or the value)"
+        XCTAssertEqual(issues("[\u{FFFD}machine]\nvcpus = 1\n"), ["line 1, column 2: " + message])
+        XCTAssertEqual(issues(kernelOnly + "[machine]\nvcpus = 1 é\n"), ["line 4, column 11: " + message])
+        XCTAssertEqual(issues("[kernel]\npath = \"k\"\ncmdline = 'x'\né = 1\n"), ["line 4, column 1: " + message])
+        XCTAssertEqual(issues("a = \"\"\"\nq\"\"\"\"\né = 1\n"), ["line 3, column 1: " + message])
+        // In strings of every kind, in quoted keys and in comments: parsed as usual.
+        let c = try config(kernelOnly + "# réglage\ncmdline = \"console=ttyS0 é \\\" ü\" # ß\n")
+        XCTAssertEqual(c.cmdline, "console=ttyS0 é \" ü")
+        XCTAssertEqual(try config(kernelOnly + "cmdline = '''\nà '' ö'''\n").cmdline, "à '' ö")
+        XCTAssertEqual(try config(kernelOnly + "cmdline = \"\"\"\nà \"\" ö\"\"\"\n").cmdline, "à \"\" ö")
+        XCTAssertEqual(try config(kernelOnly + "cmdline = 'ñ'\n").cmdline, "ñ")
+        XCTAssertEqual(issues(kernelOnly + "[machine]\n\"vçpus\" = 1\n"), ["machine.\"vçpus\": unknown key (did you mean vcpus?)"])
+    }
+
     func testCRLFLineEndings() throws {
         let c = try config("[machine]\r\nvcpus = 3\r\n[kernel]\r\npath = \"k\"\r\n")
         XCTAssertEqual(c.vcpus, 3)
