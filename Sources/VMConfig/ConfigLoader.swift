@@ -103,7 +103,7 @@ public enum ConfigLoader {
     /// the same way, so a NUL would silently cut the document or a value
     /// short. Refuse NULs, raw or escaped.
     static func textProblem(_ text: String) -> String? {
-        if let problem = nonASCIIOutsideStrings(text) { return problem }
+        if let problem = keyParserTraps(text) { return problem }
         var line = 1
         var previous: Character = " "
         let escapes = ["\\u0000", "\\U00000000"]
@@ -127,15 +127,24 @@ public enum ConfigLoader {
     /// TOML allows non-ASCII text only inside strings and comments (bare keys
     /// are A-Z a-z 0-9 _ -). toml++, under TOMLKit, aborts the process (an
     /// assertion in its key parser) on a non-ASCII character where a bare key
-    /// goes, e.g. `[é]`: the fuzzer found it. So such text is refused here,
+    /// goes, e.g. `[é]`, and on a table header that starts with a character no
+    /// key starts with, e.g. `[,]`: the fuzzer found both. So such text is refused here,
     /// with its place, before the parser sees it. Strings and comments are
     /// followed as TOML writes them: basic and literal, single- and multi-line
     /// (a closing delimiter may follow up to two quotes of the content).
-    static func nonASCIIOutsideStrings(_ text: String) -> String? {
+    static func keyParserTraps(_ text: String) -> String? {
         enum State { case normal, comment, basic, literal, multiBasic, multiLiteral }
         let b = Array(text.utf8)
         var state = State.normal
         var line = 1, lineStart = 0, i = 0
+        // Brackets and braces open outside strings: a "[" at depth 0 with only
+        // blanks before it on its line starts a table header.
+        var depth = 0
+        func isKeyStart(_ c: UInt8) -> Bool {
+            (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z"))
+                || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
+                || c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") || c == UInt8(ascii: "]")
+        }
         func quotes(_ q: UInt8, at j: Int) -> Int {
             var n = 0
             while j + n < b.count, b[j + n] == q { n += 1 }
@@ -156,6 +165,20 @@ public enum ConfigLoader {
                     return "line \(line), column \(column): a non-ASCII character outside a string or comment "
                         + "(keys without quotes use only A-Z a-z 0-9 _ -; quote the key or the value)"
                 }
+                if c == UInt8(ascii: "["), depth == 0, b[lineStart..<i].allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                    // toml++ also aborts on a header whose first key character
+                    // is none a key may start with ("[,]", "[=]").
+                    var j = i + 1
+                    if j < b.count, b[j] == UInt8(ascii: "[") { j += 1 }
+                    while j < b.count, b[j] == 0x20 || b[j] == 0x09 { j += 1 }
+                    if j < b.count, b[j] != UInt8(ascii: "\n"), b[j] < 0x80, !isKeyStart(b[j]) {
+                        let column = String(decoding: b[lineStart..<j], as: UTF8.self).count + 1
+                        return "line \(line), column \(column): a table header must start with a key "
+                            + "(A-Z a-z 0-9 _ - or a quoted key)"
+                    }
+                }
+                if c == UInt8(ascii: "[") || c == UInt8(ascii: "{") { depth += 1 }
+                if c == UInt8(ascii: "]") || c == UInt8(ascii: "}") { depth = max(0, depth - 1) }
                 if c == UInt8(ascii: "#") { state = .comment }
                 else if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") {
                     let n = quotes(c, at: i)

@@ -336,6 +336,12 @@ final class ConfigLoaderTests: XCTestCase {
         XCTAssertEqual(issues(kernelOnly + "[machine]\nvcpus = 1 é\n"), ["line 4, column 11: " + message])
         XCTAssertEqual(issues("[kernel]\npath = \"k\"\ncmdline = 'x'\né = 1\n"), ["line 4, column 1: " + message])
         XCTAssertEqual(issues("a = \"\"\"\nq\"\"\"\"\né = 1\n"), ["line 3, column 1: " + message])
+        let header = "a table header must start with a key (A-Z a-z 0-9 _ - or a quoted key)"
+        XCTAssertEqual(issues("[,]\n"), ["line 1, column 2: " + header])
+        XCTAssertEqual(issues("x = 1\n  [[ =]]\n"), ["line 2, column 6: " + header])
+        // Inside an array value a "[" is not a header.
+        XCTAssertEqual(issues(kernelOnly + "[machine]\nvcpus = [\n[ {}],\n]\n").count, 1)
+        XCTAssertFalse(issues(kernelOnly + "[machine]\nvcpus = [\n[ {}],\n]\n")[0].contains("header"))
         // In strings of every kind, in quoted keys and in comments: parsed as usual.
         let c = try config(kernelOnly + "# réglage\ncmdline = \"console=ttyS0 é \\\" ü\" # ß\n")
         XCTAssertEqual(c.cmdline, "console=ttyS0 é \" ü")
