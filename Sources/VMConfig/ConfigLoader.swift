@@ -171,7 +171,7 @@ public enum ConfigLoader {
                     var j = i + 1
                     if j < b.count, b[j] == UInt8(ascii: "[") { j += 1 }
                     while j < b.count, b[j] == 0x20 || b[j] == 0x09 { j += 1 }
-                    if j < b.count, b[j] != UInt8(ascii: "\n"), b[j] < 0x80, !isKeyStart(b[j]) {
+                    if j < b.count, b[j] < 0x80, !isKeyStart(b[j]) {
                         let column = String(decoding: b[lineStart..<j], as: UTF8.self).count + 1
                         return "line \(line), column \(column): a table header must start with a key "
                             + "(A-Z a-z 0-9 _ - or a quoted key)"

@@ -339,6 +339,7 @@ final class ConfigLoaderTests: XCTestCase {
         let header = "a table header must start with a key (A-Z a-z 0-9 _ - or a quoted key)"
         XCTAssertEqual(issues("[,]\n"), ["line 1, column 2: " + header])
         XCTAssertEqual(issues("x = 1\n  [[ =]]\n"), ["line 2, column 6: " + header])
+        XCTAssertEqual(issues("[[\nkdsi]]\n"), ["line 1, column 3: " + header])
         // Inside an array value a "[" is not a header.
         XCTAssertEqual(issues(kernelOnly + "[machine]\nvcpus = [\n[ {}],\n]\n").count, 1)
         XCTAssertFalse(issues(kernelOnly + "[machine]\nvcpus = [\n[ {}],\n]\n")[0].contains("header"))
