@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "Bits"),
         // uAPI headers, ioctl numbers, offsetof values and layout asserts; liburing (Debian's
         // liburing-dev: io_uring for asynchronous disk I/O, used by HostSys only).
-        .target(name: "CShim", linkerSettings: [.linkedLibrary("uring")]),
+        .target(name: "CShim", linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("seccomp")]),
         // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty,
         // io_uring.
         .target(name: "HostSys", dependencies: ["CShim"]),

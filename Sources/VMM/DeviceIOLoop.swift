@@ -72,9 +72,16 @@ final class DeviceIOLoop: Sendable {
         try add(.readable(fd: fd, handler: handler), fd: fd)
     }
 
-    private func add(_ source: Source, fd: FileDescriptor) throws {
+    /// Calls `handler` on this thread when `fd` reports an error or a
+    /// hang-up (and never for input, which someone else reads: a TAP queue
+    /// that vhost-net serves), until it returns false.
+    func addFailureWatch(_ fd: FileDescriptor, handler: @escaping @Sendable () -> Bool) throws {
+        try add(.readable(fd: fd, handler: handler), fd: fd, input: false)
+    }
+
+    private func add(_ source: Source, fd: FileDescriptor, input: Bool = true) throws {
         try state.withLock { s in
-            try poller.add(fd, token: UInt64(s.sources.count) + 1)
+            try poller.add(fd, token: UInt64(s.sources.count) + 1, input: input)
             s.sources.append(source)
         }
     }
@@ -106,6 +113,11 @@ final class DeviceIOLoop: Sendable {
         }
         guard first else { return }
         _ = KickableThread(name: name) { [self] in
+            // Never run a device's I/O outside the sandbox the run asked for.
+            do { try Sandbox.enter(.io) } catch {
+                FileHandle.standardError.write(Data("swiftvmm: error: \(name): \(error)\n".utf8))
+                exit(ExitStatus.vmmError)
+            }
             run()
             finished.signal()
         }

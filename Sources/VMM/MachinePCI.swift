@@ -160,7 +160,7 @@ final class MachinePCI: Sendable {
                     if !frame.isEmpty { net.receive(frame: frame) }
                     return true
                 } catch {
-                    logger.error("tap \(tap.name): \(error)")
+                    logger.error("net[\(i)] tap \(tap.name): \(error); the NIC receives nothing more (was the TAP deleted on the host?)")
                     return false
                 }
             }
@@ -213,6 +213,15 @@ final class MachinePCI: Sendable {
                 call.drain()
                 net.usedBuffers(queue: q)
                 return true
+            }
+        }
+        // vhost-net reads and writes the TAP queues; the VMM only hears of
+        // a queue that fails (the TAP deleted on the host: its poll reports
+        // an error), says so once, and goes on without that queue pair.
+        for (pair, tap) in taps.enumerated() {
+            try loop.addFailureWatch(tap.fd) {
+                logger.error("net[\(i)] tap \(tap.name): the TAP queue of queue pair \(pair) failed (was the TAP deleted on the host?); vhost-net moves no more frames on it")
+                return false
             }
         }
     }

@@ -1,3 +1,5 @@
+import HostSys
+
 /// How a run behaves beyond the config file (command-line choices).
 public struct RunOptions: Sendable {
     /// Stop the guest after this many seconds (overrides the config's run.timeout).
@@ -22,6 +24,9 @@ public struct RunOptions: Sendable {
     /// above that copy. For guests whose RAM is all below 4 GiB; real hosts
     /// have no use for it.
     public var ramAliasAt4G = false
+
+    /// The seccomp sandbox, installed once setup is complete (`Sandbox`).
+    public var seccomp: SeccompMode = .kill
 
     /// After SIGTERM presses the power button, how long the guest has to power off.
     public var powerOffGrace: Double = 20

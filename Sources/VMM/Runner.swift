@@ -130,8 +130,26 @@ public enum VMMRunner {
         } else {
             inputSink = nil
         }
-        if interactive, let sink = inputSink {
+        if interactive, inputSink != nil {
             terminal = StandardStreams.rawInputTerminal()
+        }
+
+        // Setup is complete: the sandbox goes on, over every thread there is
+        // (the vCPU and I/O threads add their own lists as they start).
+        do {
+            try Sandbox.configure(options.seccomp)
+            try Sandbox.enter(.main)
+        } catch {
+            terminal?.restore()
+            return failed(.vmmError("\(error)"), clock: clock, tail: [], status: ExitStatus.vmmError)
+        }
+        if options.seccomp != .off {
+            let n = Sandbox.Kind.allCases.map { "\($0.rawValue) \(Sandbox.allowlist($0).syscalls.count)" }.joined(separator: ", ")
+            logger.info("seccomp: \(options.seccomp.rawValue): every thread filtered (system calls allowed: \(n); ioctl only for KVM, VFIO/iommufd, vhost, TUN/terminal)")
+        } else {
+            logger.warning("seccomp: off: the VMM's threads run without a system call filter")
+        }
+        if interactive, let sink = inputSink {
             if terminal != nil { logger.info("console: type Ctrl-A x to quit") }
             startInputThread(sink: sink, latch: latch)
         }
@@ -148,6 +166,10 @@ public enum VMMRunner {
         var threads: [KickableThread] = []
         for v in machine.vcpus {
             threads.append(KickableThread(name: "vcpu\(v.id)") {
+                do { try Sandbox.enter(.vcpu) } catch {
+                    latch.stop(.vmmError("vcpu\(v.id): \(error)"))
+                    return
+                }
                 vcpuLoop(v, machine: machine, latch: latch, clock: clock, logger: logger)
             })
         }

@@ -115,6 +115,9 @@ struct Run: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Forward terminal input to the guest (default: when stdin is a terminal).")
     var interactive: Bool?
     @Flag(help: "Try to run even on KVM-PVM hosts, which cannot run stock Linux guests.") var allowPvm = false
+    @Option(help: ArgumentHelp("The seccomp sandbox once setup is complete: kill (a call outside a thread's allowlist stops the VMM with SIGSYS, naming it), log (the kernel logs it and it goes ahead) or off. Default: $SWIFTVMM_SECCOMP, else kill.",
+                               valueName: "kill|log|off"))
+    var seccomp: String = ProcessInfo.processInfo.environment["SWIFTVMM_SECCOMP"] ?? "kill"
     @Flag(name: .shortAndLong, help: "Log debug details.") var verbose = false
 
     func run() throws {
@@ -126,7 +129,12 @@ struct Run: ParsableCommand {
             throw ExitCode(ExitStatus.badConfig)
         case let .success(c): cfg = c
         }
+        guard let sandbox = SeccompMode(rawValue: seccomp) else {
+            FileHandle.standardError.write(Data("swiftvmm: --seccomp: \"\(seccomp)\" is not kill, log or off\n".utf8))
+            throw ExitCode(ExitStatus.usage)
+        }
         var options = RunOptions()
+        options.seccomp = sandbox
         options.allowPVM = allowPvm
         options.expect = expect
         options.failOn = failOn

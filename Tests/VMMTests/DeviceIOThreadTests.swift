@@ -1,3 +1,4 @@
+import Glibc
 import Foundation
 import GuestMemory
 import HostSys
@@ -381,5 +382,32 @@ final class DeviceIOThreadTests: XCTestCase {
         XCTAssertEqual(calls.load(ordering: .relaxed), 2)
         XCTAssertEqual(offThread.load(ordering: .relaxed), 0)
         XCTAssertEqual(loop.ioeventfdNotifications, 1)
+    }
+
+    /// A failure watch (a TAP queue vhost-net serves) ignores input and is
+    /// called once when its descriptor hangs up or fails, then dropped.
+    func testFailureWatchIgnoresInputAndSeesTheHangUp() throws {
+        let loop = try DeviceIOLoop(name: "iot-fail") { _ in }
+        var ends: [Int32] = [0, 0]
+        XCTAssertEqual(Glibc.pipe(&ends), 0)
+        let readEnd = FileDescriptor(adopting: ends[0])
+        let calls = Atomic<Int>(0)
+        try loop.addFailureWatch(readEnd) {
+            calls.add(1, ordering: .relaxed)
+            return false
+        }
+        loop.start()
+        defer {
+            loop.stop()
+            XCTAssertTrue(loop.join(until: .now() + 5))
+        }
+        var byte: UInt8 = 1
+        XCTAssertEqual(Glibc.write(ends[1], &byte, 1), 1)
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertEqual(calls.load(ordering: .relaxed), 0, "input is not the watch's business")
+        Glibc.close(ends[1])
+        XCTAssertTrue(eventually { calls.load(ordering: .relaxed) == 1 })
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertEqual(calls.load(ordering: .relaxed), 1, "dropped after its handler gave up")
     }
 }

@@ -202,6 +202,60 @@ t_sigterm() {
 }
 lab_test sigterm-powers-off 300 t_sigterm
 
+# 8. A host fault: the NIC's TAP deleted on the lab host while the guest runs, on vhost-net
+# and on the VMM's own data path. The VMM says so, keeps running, and SIGTERM then
+# powers the guest off as usual (status 0).
+t_tap_deleted() {
+    local mode cfg src pid st ok=1 detail=""
+    for mode in vhost userspace; do
+        ip link del swtap3 2>/dev/null
+        ip tuntap add dev swtap3 mode tap && ip addr add 10.0.5.1/24 dev swtap3 && ip link set swtap3 up
+        src=$work/vm.toml; [ $mode = vhost ] || src=$work/novhost.toml
+        cfg=$work/tapdel-$mode.toml
+        sed -e 's/^tap = "swtap0"$/tap = "swtap3"/' "$src" >"$cfg"
+        LOG=$LOGDIR/tapdel-$mode.log
+        "$SWIFTVMM" run "$cfg" --timeout 200s --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=shell" </dev/null >"$LOG" 2>&1 & pid=$!
+        for _ in $(seq 1 150); do grep -q "SWIFTVMM-GUEST-INIT: up" "$LOG" && break; sleep 1; done
+        sleep 2
+        ip link del swtap3
+        for _ in $(seq 1 20); do has "tap swtap3: .*was the TAP deleted on the host" && break; sleep 1; done
+        sleep 1
+        kill -TERM $pid 2>/dev/null
+        wait $pid; st=$?
+        if [ $st -eq 0 ] && has "tap swtap3: .*was the TAP deleted on the host" && has "guest powered off"; then
+            detail="$detail $mode: logged, ran on, powered off;"
+        else
+            ok=0; detail="$detail $mode: status $st;"
+        fi
+    done
+    if [ $ok -eq 1 ]; then pass tap-deleted-vmm-runs-on "$detail"; else fail tap-deleted-vmm-runs-on "$detail" "$LOG"; fi
+}
+lab_test tap-deleted-vmm-runs-on 600 t_tap_deleted
+ip link del swtap3 2>/dev/null
+
+# 9. A host fault: the VMM killed (SIGKILL) as soon as the guest has flushed a write
+# (dd conv=fsync, then sync): the write is in the image.
+t_sigkill_after_flush() {
+    local pid st pat=KILLED-$$
+    dd if=/dev/zero of="$work/disk.img" bs=4096 seek=256 count=16 conv=notrunc 2>/dev/null
+    LOG=$LOGDIR/sigkill.log
+    "$SWIFTVMM" run "$work/vm.toml" --timeout 200s --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=$pat" </dev/null >"$LOG" 2>&1 & pid=$!
+    for _ in $(seq 1 1000); do grep -q "vda write ok" "$LOG" && break; sleep 0.2; done
+    kill -KILL $pid 2>/dev/null
+    wait $pid; st=$?
+    if [ $st -eq 137 ] && has "vda write ok" && python3 - "$work/disk.img" "$pat" <<'PY'
+import sys
+img, pat = sys.argv[1], sys.argv[2]
+want = "".join(f"{pat}-{i};" for i in range(64)).encode()
+with open(img, "rb") as f:
+    f.seek(1 << 20)
+    sys.exit(0 if f.read(len(want)) == want else 1)
+PY
+    then pass sigkill-after-flush-keeps-data "killed (status $st) after the guest's flush; the pattern is in the image"
+    else fail sigkill-after-flush-keeps-data "status $st" "$LOG"; fi
+}
+lab_test sigkill-after-flush-keeps-data 300 t_sigkill_after_flush
+
 ip link del swtap0 2>/dev/null
 rm -rf "$work"
 summary

@@ -169,5 +169,6 @@ int shim_install_noop_handler(int signo);
 #include "cshim_vfio.h"
 #include "cshim_uring.h"
 #include "cshim_vhost.h"
+#include "cshim_seccomp.h"
 
 #endif
