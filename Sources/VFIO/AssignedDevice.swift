@@ -395,6 +395,19 @@ public final class AssignedVFIODevice: Sendable {
     }
 
     /// Turns off every vector of `kind`. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
+    /// Has vfio-pci signal `eventfd` when the host wants the device back
+    /// (sysfs `remove`, an unbind, a hot-unplug): until the VMM closes the
+    /// device, that removal waits. False when the device has no request
+    /// notification (VFIO reports none).
+    public func notifyOnRequest(eventfd: Int32) throws -> Bool {
+        try state.withLock { s in
+            guard !s.isClosed else { throw VFIOError.deviceNotReady(bdf: bdf, "the device is closed") }
+            guard s.irqs[.request] != nil else { return false }
+            try cdev.enable(.request, eventfds: [eventfd])
+            return true
+        }
+    }
+
     public func disableIRQs(_ kind: VFIOIRQIndex) throws {
         try state.withLock { s in try disableIRQs(kind, &s) }
     }

@@ -27,12 +27,15 @@ public struct VFIOIRQInfo: Equatable, Sendable {
 
 /// The vfio-pci interrupt kinds (`VFIO_PCI_*_IRQ_INDEX`).
 public enum VFIOIRQIndex: Hashable, CaseIterable, Sendable {
-    case intx, msi, msix
+    /// `request`: vfio-pci's "give the device back" notification (the host is
+    /// removing or unbinding it), not an interrupt of the device.
+    case intx, msi, msix, request
     public var rawValue: UInt32 {
         switch self {
         case .intx: return SHIM_VFIO_PCI_INTX_IRQ_INDEX
         case .msi: return SHIM_VFIO_PCI_MSI_IRQ_INDEX
         case .msix: return SHIM_VFIO_PCI_MSIX_IRQ_INDEX
+        case .request: return SHIM_VFIO_PCI_REQ_IRQ_INDEX
         }
     }
 }

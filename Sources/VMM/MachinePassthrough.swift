@@ -69,6 +69,10 @@ final class PassthroughDevice: AssignedDeviceBackend {
     /// Held across each interrupt-mode switch and BAR move, so those of one
     /// device never interleave.
     private let state = Mutex(State())
+    /// The host took the device back (`release`): it is closed, and every
+    /// config or BAR access reads all ones, as from a device pulled out.
+    private let released = Atomic<Bool>(false)
+    var isReleased: Bool { released.load(ordering: .acquiring) }
 
     init(vfio: AssignedVFIODevice, entry: PassthroughConfig, vm: any PassthroughVM, router: KVMMSIRouter,
          slots: MemorySlotPool, logger: Logger) {
@@ -84,24 +88,32 @@ final class PassthroughDevice: AssignedDeviceBackend {
     // MARK: AssignedDeviceBackend
 
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
+        guard !isReleased else { return allOnes(data) }
         _ = vfio.readConfig(offset: offset, into: data)
     }
 
     func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {
+        guard !isReleased else { return }
         _ = vfio.writeConfig(offset: offset, from: data)
     }
 
     func readBar(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
+        guard !isReleased else { return allOnes(data) }
         _ = vfio.readRegion(UInt32(index), offset: offset, into: data)
     }
 
     func writeBar(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
+        guard !isReleased else { return }
         _ = vfio.writeRegion(UInt32(index), offset: offset, from: data)
+    }
+
+    private func allOnes(_ data: UnsafeMutableRawBufferPointer) {
+        if data.count > 0 { data.initializeMemory(as: UInt8.self, repeating: 0xFF) }
     }
 
     func setInterruptMode(_ new: AssignedInterruptMode) {
         state.withLock { s in
-            guard new != s.mode else { return }
+            guard new != s.mode, !isReleased else { return }
             do {
                 try leaveMode(&s)
                 switch new {
@@ -182,7 +194,7 @@ final class PassthroughDevice: AssignedDeviceBackend {
     /// The root bus moved BAR `bar` (nil: not decoding): move its memory slots.
     func barMoved(_ bar: Int, to newAddress: UInt64?) {
         state.withLock { st in
-            guard let maps = st.direct[bar] else { return }
+            guard let maps = st.direct[bar], !isReleased else { return }
             for s in st.installed[bar] ?? [] {
                 do { try vm.deleteUserMemoryRegion(slot: s) } catch {
                     logger.error("passthrough \(name) BAR \(bar): cannot remove memory slot \(s): \(error)")
@@ -204,6 +216,33 @@ final class PassthroughDevice: AssignedDeviceBackend {
             }
             st.installed[bar] = now
         }
+    }
+
+    /// The host wants the device back (vfio-pci's request notification: the
+    /// device is being removed or unbound on the host, and that waits until
+    /// the device is closed). From then on the guest reads all ones from it:
+    /// interrupts off, its BARs out of the guest's memory map (accesses trap
+    /// and read all ones), out of kvm-vfio, closed (its mappings undone, out
+    /// of the IOAS). The guest's driver sees a device that was pulled out.
+    func release(kvmVFIO: KVMDevice?) -> String {
+        state.withLock { st in
+            released.store(true, ordering: .releasing)
+            try? leaveMode(&st)
+            for (_, installed) in st.installed {
+                for slot in installed {
+                    try? vm.deleteUserMemoryRegion(slot: slot)
+                    slots.give(slot)
+                }
+            }
+            st.installed = [:]
+            st.direct = [:]
+        }
+        var what = "interrupts off, BARs out of the guest's memory map"
+        if let kvmVFIO {
+            do { try vfio.cdev.unregister(from: kvmVFIO) } catch { what += " (kvm-vfio: \(error))" }
+        }
+        vfio.close()
+        return what + ", closed"
     }
 
     /// Interrupts off, device reset, fds closed. Idempotent.
@@ -233,6 +272,10 @@ final class MachinePassthrough: Sendable {
         /// Emptied by `shutdown`.
         var devices: [PassthroughDevice]
         var byAddress: [PCIAddress: PassthroughDevice] = [:]
+        /// The thread that hears vfio-pci's requests to give a device back,
+        /// and their eventfds.
+        var requestLoop: DeviceIOLoop?
+        var requestEvents: [EventFD] = []
     }
     private let state: Mutex<State>
     private let logger: Logger
@@ -324,13 +367,52 @@ final class MachinePassthrough: Sendable {
         }
     }
 
+    /// Starts hearing the host's requests to give a device back (its removal
+    /// or unbind on the host), each answered by releasing the device
+    /// (`PassthroughDevice.release`), on a thread of its own, `io-passthrough`.
+    /// Called once the sandbox is on, as the other I/O threads are.
+    func startRequestWatch() throws {
+        let devices = self.devices
+        guard !devices.isEmpty else { return }
+        let loop = try DeviceIOLoop(name: "io-passthrough") { _ in }
+        var events: [EventFD] = []
+        for d in devices {
+            let event = try EventFD(nonBlocking: true)
+            guard try d.vfio.notifyOnRequest(eventfd: event.fd.raw) else {
+                logger.info("passthrough \(d.name): VFIO offers no request notification: a removal on the host waits until the VM stops")
+                continue
+            }
+            let kvmVFIO = self.kvmVFIO, logger = self.logger
+            try loop.addReadable(event.fd) {
+                event.drain()
+                let what = d.release(kvmVFIO: kvmVFIO)
+                logger.error("passthrough \(d.name): the host asked for the device back (removed or unbound on the host): \(what); the VM runs on and its guest reads all ones from the device, as from one pulled out")
+                return false
+            }
+            events.append(event)
+        }
+        state.withLock { s in
+            s.requestLoop = loop
+            s.requestEvents = events
+        }
+        loop.start()
+    }
+
     func barMoved(device: PCIAddress, bar: Int, to new: UInt64?) {
         state.withLock { $0.byAddress[device] }?.barMoved(bar, to: new)
     }
 
     /// At exit: interrupts off, devices reset and closed, guest RAM unpinned.
     func shutdown() {
+        if let loop = state.withLock({ $0.requestLoop }) {
+            loop.stop()
+            _ = loop.join(until: .now() + 5)
+        }
         for d in devices {
+            if d.isReleased {
+                logger.info("passthrough \(d.name): released earlier, when the host asked for it")
+                continue
+            }
             // Out of kvm-vfio while the fd is still open (KVM_DEV_VFIO_FILE_DEL names the
             // file by its fd), then reset and closed.
             if let kvmVFIO {

@@ -156,6 +156,10 @@ public enum VMMRunner {
 
         // One I/O thread per virtio device (queue notifications; a NIC's TAP).
         machine.pci.notifier.start()
+        // The host's requests to give an assigned device back.
+        do { try machine.passthrough.startRequestWatch() } catch {
+            logger.warning("passthrough: cannot watch for the host's requests to give a device back: \(error)")
+        }
 
         // vCPU threads.
         do { try HostThreads.installKickHandler() } catch {

@@ -28,9 +28,10 @@ final class PassthroughDeviceGlueTests: XCTestCase {
 
     /// A bound device (BAR0: 64 KiB, mmap-able except 0x1000-0x2fff; BAR2: 8 GiB,
     /// 64-bit, all mmap-able; BAR4: 256 bytes, trapped) with its PCI model built.
-    func rig(msi: Bool = false) throws -> Rig {
+    func rig(msi: Bool = false, request: Bool = false) throws -> Rig {
         let vm = RecordingVM(), log = RecordingLog(), fake = FakeVFIODevice(), io = FakeDeviceIO()
         if msi { fake.irqs[SHIM_VFIO_PCI_MSI_IRQ_INDEX] = (SHIM_VFIO_IRQ_INFO_EVENTFD, 1) }
+        if request { fake.irqs[SHIM_VFIO_PCI_REQ_IRQ_INDEX] = (SHIM_VFIO_IRQ_INFO_EVENTFD, 1) }
         var config = [UInt8](repeating: 0, count: 256)
         config.replaceSubrange(0..<4, with: [0x86, 0x80, 0xD3, 0x10])
         config[0x18] = 0x04 // BAR2: 64-bit memory
@@ -191,5 +192,41 @@ final class PassthroughDeviceGlueTests: XCTestCase {
         XCTAssertTrue(r.device.shutdown().hasSuffix("and released"))
         XCTAssertEqual(r.vm.take(), [.irqfdOff(fd: trigger, gsi: 19)])
         XCTAssertTrue(r.device.vfio.isClosed)
+    }
+
+    /// vfio-pci's request notification (the host removing the device) goes
+    /// to an eventfd when the device has one; answering it releases the
+    /// device: interrupts off, BAR slots deleted, closed, and from then on
+    /// the guest reads all ones and nothing reaches VFIO or KVM.
+    func testReleaseWhenTheHostAsksTurnsTheDeviceIntoOnePulledOut() throws {
+        XCTAssertFalse(try rig().device.vfio.notifyOnRequest(eventfd: 42), "no request notification offered")
+        let r = try rig(request: true)
+        XCTAssertTrue(try r.device.vfio.notifyOnRequest(eventfd: 42))
+        XCTAssertEqual(r.fake.irqSets.last.map { [$0.index, $0.flags] }, [SHIM_VFIO_PCI_REQ_IRQ_INDEX, Self.trigger])
+        XCTAssertEqual(r.fake.irqSets.last?.eventfds, [42])
+        r.device.attached(at: guestAddress)
+        r.device.barMoved(0, to: 0xE000_0000)
+        r.device.setInterruptMode(.intx(gsi: 19))
+        let calls = r.vm.take()
+        guard case let .irqfd(trigger, 19, _)? = calls.last else { return XCTFail("no INTx irqfd in \(calls)") }
+
+        XCTAssertEqual(r.device.release(kvmVFIO: nil), "interrupts off, BARs out of the guest's memory map, closed")
+        XCTAssertTrue(r.device.isReleased)
+        XCTAssertTrue(r.device.vfio.isClosed)
+        XCTAssertEqual(r.vm.take(), [.irqfdOff(fd: trigger, gsi: 19), deleted(2), deleted(3)])
+
+        var b = [UInt8](repeating: 0, count: 4)
+        b.withUnsafeMutableBytes { r.device.readConfig(offset: 0, data: $0) }
+        XCTAssertEqual(b, [0xFF, 0xFF, 0xFF, 0xFF])
+        b = [0, 0, 0, 0]
+        b.withUnsafeMutableBytes { r.device.readBar(4, offset: 0, data: $0) }
+        XCTAssertEqual(b, [0xFF, 0xFF, 0xFF, 0xFF])
+        let sets = r.fake.irqSets.count
+        r.device.setInterruptMode(.intx(gsi: 19))
+        r.device.barMoved(0, to: 0xF000_0000)
+        [1, 2, 3, 4].withUnsafeBytes { r.device.writeConfig(offset: 4, data: $0) }
+        XCTAssertEqual(r.vm.take(), [])
+        XCTAssertEqual(r.fake.irqSets.count, sets)
+        XCTAssertEqual(r.log.messages, ["debug: passthrough 0000:01:00.0: interrupts now intx(gsi: 19)"], "only the switch before the release")
     }
 }

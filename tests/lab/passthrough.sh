@@ -413,6 +413,35 @@ t_big_bar() {
 }
 lab_test error-bar-does-not-fit 120 t_big_bar
 
+# A host fault: the assigned NIC removed on the lab host (sysfs remove) while the guest
+# runs. vfio-pci asks swiftvmm for it back (its request notification), swiftvmm releases
+# it and runs on, so the removal completes; the guest's driver reads all ones from then
+# on; SIGTERM still ends the VM. A rescan brings the NIC back for the tests after this.
+t_hot_remove() {
+    local pid st rm_st gone=0 alive f0
+    f0=$(dmar_faults)
+    LOG=$LOGDIR/hot-remove.log
+    "$SWIFTVMM" run "$VM" --passthrough "$NIC" --timeout 250s --cmdline "$BASE swiftvmm.modules=e1000e $NET swiftvmm.end=shell" </dev/null >"$LOG" 2>&1 & pid=$!
+    for _ in $(seq 1 200); do grep -q "ping 10.0.0.1" "$LOG" && break; sleep 1; done
+    timeout 60 sh -c "echo 1 > /sys/bus/pci/devices/$NIC/remove"; rm_st=$?
+    [ -e "/sys/bus/pci/devices/$NIC" ] || gone=1
+    sleep 3
+    kill -0 $pid 2>/dev/null && alive=1 || alive=0
+    kill -TERM $pid 2>/dev/null
+    wait $pid; st=$?
+    sysfs_write 1 /sys/bus/pci/rescan
+    sleep 2
+    pt_bind_vfio "$NIC" || echo "hot-remove: $NIC did not come back on vfio-pci after the rescan"
+    if [ $rm_st -eq 0 ] && [ $gone -eq 1 ] && [ $alive -eq 1 ] && has "ping 10.0.0.1 ok" \
+        && has "passthrough $NIC: the host asked for the device back .*closed; the VM runs on" \
+        && { [ $st -eq 0 ] || [ $st -eq 143 ]; } && [ "$(($(dmar_faults) - f0))" -eq 0 ]; then
+        pass hot-remove-releases-device "removal done, VMM ran on, then status $st after SIGTERM"
+    else
+        fail hot-remove-releases-device "remove status $rm_st, gone $gone, alive after $alive, exit status $st, $(($(dmar_faults) - f0)) DMAR faults" "$LOG"
+    fi
+}
+lab_test hot-remove-releases-device 400 t_hot_remove
+
 # Nothing left behind: no swiftvmm process, the NIC free for the next user.
 if pgrep -x swiftvmm >/dev/null; then fail no-leftover-vmm "$(pgrep -a -x swiftvmm)"; else pass no-leftover-vmm; fi
 
