@@ -50,10 +50,11 @@ final class AssignedDeviceTests: XCTestCase {
         XCTAssertEqual(d.regions[7]?.offset, 7 << 40)
         let regionCalls = calls.filter { $0.request == SHIM_VFIO_DEVICE_GET_REGION_INFO }.map { u32($0.bytes, 8) }
         XCTAssertEqual(regionCalls, [0, 0, 1, 2, 2, 3, 4, 5, 6, 7, 8])
-        // IRQs: MSI (1) is EINVAL here; ERR (3) is not a kind we ask for.
+        // IRQs: MSI (1) is EINVAL here; ERR (3) is not a kind we ask for; the
+        // request notification (4) is asked for, and this fake has none.
         XCTAssertEqual(Set(d.irqs.keys), [.intx, .msix])
         XCTAssertEqual(d.irqs[.msix]?.count, 16)
-        XCTAssertEqual(calls.filter { $0.request == SHIM_VFIO_DEVICE_GET_IRQ_INFO }.map { u32($0.bytes, 8) }, [0, 1, 2])
+        XCTAssertEqual(calls.filter { $0.request == SHIM_VFIO_DEVICE_GET_IRQ_INFO }.map { u32($0.bytes, 8) }, [0, 1, 2, 4])
         XCTAssertThrowsError(try d.bindAndAttach(ctx))
     }
 
