@@ -11,11 +11,10 @@ public final class EventPoller: Sendable {
         fd = FileDescriptor(adopting: raw)
     }
 
-    /// Watches `watched` for input (or, with `input` false, only for errors
-    /// and hang-ups, which epoll always reports); `token` comes back from `wait`.
-    public func add(_ watched: FileDescriptor, token: UInt64, input: Bool = true) throws {
+    /// Watches `watched` for input; `token` comes back from `wait`.
+    public func add(_ watched: FileDescriptor, token: UInt64) throws {
         var ev = epoll_event()
-        ev.events = input ? EPOLLIN.rawValue : 0
+        ev.events = EPOLLIN.rawValue
         ev.data.u64 = token
         guard epoll_ctl(fd.raw, EPOLL_CTL_ADD, watched.raw, &ev) == 0 else { throw SysError.last("epoll_ctl ADD") }
     }

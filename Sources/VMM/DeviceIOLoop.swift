@@ -72,16 +72,9 @@ final class DeviceIOLoop: Sendable {
         try add(.readable(fd: fd, handler: handler), fd: fd)
     }
 
-    /// Calls `handler` on this thread when `fd` reports an error or a
-    /// hang-up (and never for input, which someone else reads: a TAP queue
-    /// that vhost-net serves), until it returns false.
-    func addFailureWatch(_ fd: FileDescriptor, handler: @escaping @Sendable () -> Bool) throws {
-        try add(.readable(fd: fd, handler: handler), fd: fd, input: false)
-    }
-
-    private func add(_ source: Source, fd: FileDescriptor, input: Bool = true) throws {
+    private func add(_ source: Source, fd: FileDescriptor) throws {
         try state.withLock { s in
-            try poller.add(fd, token: UInt64(s.sources.count) + 1, input: input)
+            try poller.add(fd, token: UInt64(s.sources.count) + 1)
             s.sources.append(source)
         }
     }

@@ -215,14 +215,18 @@ final class MachinePCI: Sendable {
                 return true
             }
         }
-        // vhost-net reads and writes the TAP queues; the VMM only hears of
-        // a queue that fails (the TAP deleted on the host: its poll reports
-        // an error), says so once, and goes on without that queue pair.
-        for (pair, tap) in taps.enumerated() {
-            try loop.addFailureWatch(tap.fd) {
-                logger.error("net[\(i)] tap \(tap.name): the TAP queue of queue pair \(pair) failed (was the TAP deleted on the host?); vhost-net moves no more frames on it")
-                return false
-            }
+        // vhost-net reads and writes the TAP queues, and nothing wakes the
+        // VMM when one fails (the TAP deleted on the host wakes its readers
+        // for input, which is vhost's): every 2 s the NIC's I/O thread asks
+        // the queues whether they report an error, says so once, and the VM
+        // goes on without the NIC.
+        let check = try TimerFD(everySeconds: 2)
+        try loop.addReadable(check.fd) {
+            check.drain()
+            let failed = taps.indices.filter { taps[$0].fd.hasFailed }
+            guard !failed.isEmpty else { return true }
+            logger.error("net[\(i)] tap \(taps[0].name): the TAP failed under queue pair\(failed.count == 1 ? "" : "s") \(failed.map(String.init).joined(separator: ", ")) (was the TAP deleted on the host?); vhost-net moves no more frames there")
+            return false
         }
     }
 

@@ -17,6 +17,8 @@
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <linux/kvm.h>
 
