@@ -228,6 +228,14 @@ final class PassthroughDevice: AssignedDeviceBackend {
         state.withLock { st in
             released.store(true, ordering: .releasing)
             try? leaveMode(&st)
+            // No more DMA: Bus Master off, then whatever reset the device has.
+            // A NIC the guest left receiving would otherwise write into the IOAS
+            // it is about to leave (a DMA fault on the host), as it did in the lab.
+            var command = [UInt8](repeating: 0, count: 2)
+            command.withUnsafeMutableBytes { _ = vfio.readConfig(offset: PCIReg.command, into: $0) }
+            command[0] &= ~UInt8(PCICommand.master)
+            command.withUnsafeBytes { _ = vfio.writeConfig(offset: PCIReg.command, from: $0) }
+            _ = try? vfio.reset()
             for (_, installed) in st.installed {
                 for slot in installed {
                     try? vm.deleteUserMemoryRegion(slot: slot)

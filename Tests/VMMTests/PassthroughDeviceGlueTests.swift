@@ -211,6 +211,10 @@ final class PassthroughDeviceGlueTests: XCTestCase {
         guard case let .irqfd(trigger, 19, _)? = calls.last else { return XCTFail("no INTx irqfd in \(calls)") }
 
         XCTAssertEqual(r.device.release(kvmVFIO: nil), "interrupts off, BARs out of the guest's memory map, closed")
+        // Bus Master went off (a write of the command register at 0x4 with bit 2 clear) before the close.
+        let command = r.io.writes.last { $0.offset == FakeVFIODevice.at(7) + 4 }
+        XCTAssertEqual(command.map { $0.bytes.count }, 2)
+        XCTAssertEqual((command?.bytes.first ?? 0xFF) & 0x04, 0)
         XCTAssertTrue(r.device.isReleased)
         XCTAssertTrue(r.device.vfio.isClosed)
         XCTAssertEqual(r.vm.take(), [.irqfdOff(fd: trigger, gsi: 19), deleted(2), deleted(3)])
