@@ -225,17 +225,23 @@ final class PassthroughDevice: AssignedDeviceBackend {
     /// and read all ones), out of kvm-vfio, closed (its mappings undone, out
     /// of the IOAS). The guest's driver sees a device that was pulled out.
     func release(kvmVFIO: KVMDevice?) -> String {
+        var reset = ""
         state.withLock { st in
             released.store(true, ordering: .releasing)
             try? leaveMode(&st)
-            // No more DMA: Bus Master off, then whatever reset the device has.
-            // A NIC the guest left receiving would otherwise write into the IOAS
-            // it is about to leave (a DMA fault on the host), as it did in the lab.
+            // No more DMA from us: Bus Master off, then whatever reset the
+            // device has. While the host removes the device it holds the
+            // device's lock, so the reset usually cannot happen then, and
+            // vfio-pci restores the config it saved at open (Bus Master
+            // included) once the device is closed: a device without a reset
+            // the guest left running may then DMA once more, into an IOAS it
+            // has left, and the host IOMMU blocks that (a DMAR fault in the
+            // host's log, as the lab's e1000e showed).
             var command = [UInt8](repeating: 0, count: 2)
             command.withUnsafeMutableBytes { _ = vfio.readConfig(offset: PCIReg.command, into: $0) }
             command[0] &= ~UInt8(PCICommand.master)
             command.withUnsafeBytes { _ = vfio.writeConfig(offset: PCIReg.command, from: $0) }
-            _ = try? vfio.reset()
+            do { reset = try vfio.reset().text } catch { reset = "not reset (\(error))" }
             for (_, installed) in st.installed {
                 for slot in installed {
                     try? vm.deleteUserMemoryRegion(slot: slot)
@@ -245,7 +251,7 @@ final class PassthroughDevice: AssignedDeviceBackend {
             st.installed = [:]
             st.direct = [:]
         }
-        var what = "interrupts off, BARs out of the guest's memory map"
+        var what = "interrupts and Bus Master off, \(reset), BARs out of the guest's memory map"
         if let kvmVFIO {
             do { try vfio.cdev.unregister(from: kvmVFIO) } catch { what += " (kvm-vfio: \(error))" }
         }

@@ -210,7 +210,7 @@ final class PassthroughDeviceGlueTests: XCTestCase {
         let calls = r.vm.take()
         guard case let .irqfd(trigger, 19, _)? = calls.last else { return XCTFail("no INTx irqfd in \(calls)") }
 
-        XCTAssertEqual(r.device.release(kvmVFIO: nil), "interrupts off, BARs out of the guest's memory map, closed")
+        XCTAssertTrue(r.device.release(kvmVFIO: nil).hasPrefix("interrupts and Bus Master off, "))
         // Bus Master went off (a write of the command register at 0x4 with bit 2 clear) before the close.
         let command = r.io.writes.last { $0.offset == FakeVFIODevice.at(7) + 4 }
         XCTAssertEqual(command.map { $0.bytes.count }, 2)
