@@ -22,7 +22,8 @@ let package = Package(
         // range overlap, checksums, fixed-width ASCII fields, MAC addresses. No dependencies.
         .target(name: "Bits"),
         // uAPI headers, ioctl numbers, offsetof values and layout asserts; liburing (Debian's
-        // liburing-dev: io_uring for asynchronous disk I/O, used by HostSys only).
+        // liburing-dev: io_uring for asynchronous disk I/O) and libseccomp (libseccomp-dev: the
+        // sandbox's filters), both used by HostSys only.
         .target(name: "CShim", linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("seccomp")]),
         // The only layer that calls libc: fds, ioctl, mmap, memfd, eventfd, threads, signals, tty,
         // io_uring.
