@@ -11,7 +11,6 @@
 
 int shim_seccomp_resolve(const char *name) { return seccomp_syscall_resolve_name(name); }
 
-char *shim_seccomp_name(int nr) { return seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr); }
 
 int shim_seccomp_load(int action, const int *syscalls, size_t count, const uint8_t *ioctl_types, size_t type_count,
                       int tsync, int *failed_at) {

@@ -24,8 +24,14 @@ public final class EventFD: Sendable {
     }
 
     /// Reads and clears the counter without blocking (the fd must be non-blocking).
-    public func drain() {
+    public func drain() { fd.readCounter() }
+}
+
+extension FileDescriptor {
+    /// Reads the 8-byte counter of an eventfd or timerfd, which clears it;
+    /// without blocking when the fd is non-blocking.
+    func readCounter() {
         var v: UInt64 = 0
-        _ = withUnsafeMutableBytes(of: &v) { b in Glibc.read(fd.raw, b.baseAddress, 8) }
+        _ = withUnsafeMutableBytes(of: &v) { b in Glibc.read(raw, b.baseAddress, 8) }
     }
 }

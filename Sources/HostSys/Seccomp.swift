@@ -64,13 +64,6 @@ public enum Seccomp {
         }
     }
 
-    /// The name of system call `nr`, for messages.
-    public static func name(of nr: Int32) -> String {
-        guard let p = shim_seccomp_name(nr) else { return "system call \(nr)" }
-        defer { free(p) }
-        return String(cString: p)
-    }
-
     /// Makes system call `nr` with zero arguments: the test-only trigger of a
     /// forbidden call (SWIFTVMM_TEST_FORBIDDEN_SYSCALL in debug builds).
     public static func forbiddenCall(_ nr: Int) -> Int {

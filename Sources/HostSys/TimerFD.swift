@@ -17,10 +17,7 @@ public final class TimerFD: Sendable {
     }
 
     /// Clears the expirations counted so far.
-    public func drain() {
-        var v: UInt64 = 0
-        _ = withUnsafeMutableBytes(of: &v) { b in Glibc.read(fd.raw, b.baseAddress, 8) }
-    }
+    public func drain() { fd.readCounter() }
 }
 
 extension FileDescriptor {

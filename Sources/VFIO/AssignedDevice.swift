@@ -295,7 +295,7 @@ public final class AssignedVFIODevice: Sendable {
 
     /// What a read of nothing returns on PCI.
     @inline(__always)
-    static func fillAllOnes(_ buffer: UnsafeMutableRawBufferPointer) {
+    public static func fillAllOnes(_ buffer: UnsafeMutableRawBufferPointer) {
         guard buffer.count > 0 else { return }
         _ = buffer.initializeMemory(as: UInt8.self, repeating: 0xFF)
     }
@@ -394,7 +394,6 @@ public final class AssignedVFIODevice: Sendable {
         }
     }
 
-    /// Turns off every vector of `kind`. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
     /// Has vfio-pci signal `eventfd` when the host wants the device back
     /// (sysfs `remove`, an unbind, a hot-unplug): until the VMM closes the
     /// device, that removal waits. False when the device has no request
@@ -408,6 +407,7 @@ public final class AssignedVFIODevice: Sendable {
         }
     }
 
+    /// Turns off every vector of `kind`. The corresponding ioctl is `VFIO_DEVICE_SET_IRQS`.
     public func disableIRQs(_ kind: VFIOIRQIndex) throws {
         try state.withLock { s in try disableIRQs(kind, &s) }
     }

@@ -140,6 +140,8 @@ public enum ConfigLoader {
         // Brackets and braces open outside strings: a "[" at depth 0 with only
         // blanks before it on its line starts a table header.
         var depth = 0
+        /// The 1-based column of byte `j` on the current line, in characters.
+        func column(_ j: Int) -> Int { String(decoding: b[lineStart..<j], as: UTF8.self).count + 1 }
         func isKeyStart(_ c: UInt8) -> Bool {
             (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z"))
                 || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
@@ -161,8 +163,7 @@ public enum ConfigLoader {
             switch state {
             case .normal:
                 if c >= 0x80 {
-                    let column = String(decoding: b[lineStart..<i], as: UTF8.self).count + 1
-                    return "line \(line), column \(column): a non-ASCII character outside a string or comment "
+                    return "line \(line), column \(column(i)): a non-ASCII character outside a string or comment "
                         + "(keys without quotes use only A-Z a-z 0-9 _ -; quote the key or the value)"
                 }
                 if c == UInt8(ascii: "["), depth == 0, b[lineStart..<i].allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
@@ -172,8 +173,7 @@ public enum ConfigLoader {
                     if j < b.count, b[j] == UInt8(ascii: "[") { j += 1 }
                     while j < b.count, b[j] == 0x20 || b[j] == 0x09 { j += 1 }
                     if j < b.count, b[j] < 0x80, !isKeyStart(b[j]) {
-                        let column = String(decoding: b[lineStart..<j], as: UTF8.self).count + 1
-                        return "line \(line), column \(column): a table header must start with a key "
+                        return "line \(line), column \(column(j)): a table header must start with a key "
                             + "(A-Z a-z 0-9 _ - or a quoted key)"
                     }
                 }

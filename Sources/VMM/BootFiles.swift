@@ -14,19 +14,23 @@ struct BootFiles {
     /// Reads and parses both files: a `MachineError.kernel` naming the file
     /// and what is wrong with it.
     static func read(_ config: VMConfig) throws -> BootFiles {
-        let kernelBytes: [UInt8]
-        do { kernelBytes = try HostFiles.readAll(config.kernelPath) } catch {
+        let image = try readKernel(config)
+        let (bytes, archives) = try readInitramfs(config)
+        return BootFiles(kernel: image, initramfs: bytes, initramfsArchives: archives)
+    }
+
+    static func readKernel(_ config: VMConfig) throws -> KernelImage {
+        do { return try KernelImage.parse(try HostFiles.readAll(config.kernelPath)) } catch {
             throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
         }
-        let image: KernelImage
-        do { image = try KernelImage.parse(kernelBytes) } catch {
-            throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
-        }
-        guard let p = config.initramfsPath else { return BootFiles(kernel: image, initramfs: nil, initramfsArchives: []) }
-        let bytes: [UInt8]
-        do { bytes = try HostFiles.readAll(p) } catch { throw MachineError.kernel("initramfs \(p): \(error)") }
+    }
+
+    /// The initramfs and its archives; nil and none when the config has none.
+    static func readInitramfs(_ config: VMConfig) throws -> ([UInt8]?, [Initramfs.Archive]) {
+        guard let p = config.initramfsPath else { return (nil, []) }
         do {
-            return BootFiles(kernel: image, initramfs: bytes, initramfsArchives: try Initramfs.validate(bytes))
+            let bytes = try HostFiles.readAll(p)
+            return (bytes, try Initramfs.validate(bytes))
         } catch {
             throw MachineError.kernel("initramfs \(p): \(error)")
         }
@@ -49,9 +53,15 @@ public enum BootFilesCheck {
     /// gzip-compressed cpio".
     public static func check(_ config: VMConfig, keys: KeyPaths = KeyPaths()) -> Result<String, ConfigError> {
         let files: BootFiles
-        do { files = try BootFiles.read(config) } catch {
-            let key = "\(error)".hasPrefix("initramfs ") ? keys.initramfs : keys.kernel
-            return .failure(ConfigError(issues: [ConfigIssue(keyPath: key, message: "\(error)")]))
+        do {
+            let kernel: KernelImage
+            do { kernel = try BootFiles.readKernel(config) } catch {
+                return .failure(ConfigError(issues: [ConfigIssue(keyPath: keys.kernel, message: "\(error)")]))
+            }
+            let (bytes, archives) = try BootFiles.readInitramfs(config)
+            files = BootFiles(kernel: kernel, initramfs: bytes, initramfsArchives: archives)
+        } catch {
+            return .failure(ConfigError(issues: [ConfigIssue(keyPath: keys.initramfs, message: "\(error)")]))
         }
         let map = GuestMemoryMap(ramBytes: config.memoryBytes)
         do {

@@ -88,7 +88,7 @@ final class PassthroughDevice: AssignedDeviceBackend {
     // MARK: AssignedDeviceBackend
 
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
-        guard !isReleased else { return allOnes(data) }
+        guard !isReleased else { return AssignedVFIODevice.fillAllOnes(data) }
         _ = vfio.readConfig(offset: offset, into: data)
     }
 
@@ -98,17 +98,13 @@ final class PassthroughDevice: AssignedDeviceBackend {
     }
 
     func readBar(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
-        guard !isReleased else { return allOnes(data) }
+        guard !isReleased else { return AssignedVFIODevice.fillAllOnes(data) }
         _ = vfio.readRegion(UInt32(index), offset: offset, into: data)
     }
 
     func writeBar(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
         guard !isReleased else { return }
         _ = vfio.writeRegion(UInt32(index), offset: offset, from: data)
-    }
-
-    private func allOnes(_ data: UnsafeMutableRawBufferPointer) {
-        if data.count > 0 { data.initializeMemory(as: UInt8.self, repeating: 0xFF) }
     }
 
     func setInterruptMode(_ new: AssignedInterruptMode) {
@@ -286,10 +282,9 @@ final class MachinePassthrough: Sendable {
         /// Emptied by `shutdown`.
         var devices: [PassthroughDevice]
         var byAddress: [PCIAddress: PassthroughDevice] = [:]
-        /// The thread that hears vfio-pci's requests to give a device back,
-        /// and their eventfds.
+        /// The thread that hears vfio-pci's requests to give a device back
+        /// (its sources keep their eventfds).
         var requestLoop: DeviceIOLoop?
-        var requestEvents: [EventFD] = []
     }
     private let state: Mutex<State>
     private let logger: Logger
@@ -389,7 +384,6 @@ final class MachinePassthrough: Sendable {
         let devices = self.devices
         guard !devices.isEmpty else { return }
         let loop = try DeviceIOLoop(name: "io-passthrough") { _ in }
-        var events: [EventFD] = []
         for d in devices {
             let event = try EventFD(nonBlocking: true)
             guard try d.vfio.notifyOnRequest(eventfd: event.fd.raw) else {
@@ -403,12 +397,8 @@ final class MachinePassthrough: Sendable {
                 logger.error("passthrough \(d.name): the host asked for the device back (removed or unbound on the host): \(what); the VM runs on and its guest reads all ones from the device, as from one pulled out")
                 return false
             }
-            events.append(event)
         }
-        state.withLock { s in
-            s.requestLoop = loop
-            s.requestEvents = events
-        }
+        state.withLock { $0.requestLoop = loop }
         loop.start()
     }
 

@@ -130,12 +130,15 @@ public enum VMMRunner {
         } else {
             inputSink = nil
         }
-        if interactive, inputSink != nil {
+        if interactive, let sink = inputSink {
             terminal = StandardStreams.rawInputTerminal()
+            if terminal != nil { logger.info("console: type Ctrl-A x to quit") }
+            startInputThread(sink: sink, latch: latch)
         }
 
         // Setup is complete: the sandbox goes on, over every thread there is
-        // (the vCPU and I/O threads add their own lists as they start).
+        // (the console input thread included; the vCPU and I/O threads add
+        // their own lists as they start).
         do {
             try Sandbox.configure(options.seccomp)
             try Sandbox.enter(.main)
@@ -148,10 +151,6 @@ public enum VMMRunner {
             logger.info("seccomp: \(options.seccomp.rawValue): every thread filtered (system calls allowed: \(n); ioctl only for KVM, VFIO/iommufd, vhost, TUN/terminal)")
         } else {
             logger.warning("seccomp: off: the VMM's threads run without a system call filter")
-        }
-        if interactive, let sink = inputSink {
-            if terminal != nil { logger.info("console: type Ctrl-A x to quit") }
-            startInputThread(sink: sink, latch: latch)
         }
 
         // One I/O thread per virtio device (queue notifications; a NIC's TAP).

@@ -48,21 +48,22 @@ public enum Sandbox {
         "ioctl",
     ]
 
+    /// The ioctl families every kind of thread uses.
+    static let ioctlFamilies = [ioctlKVM, ioctlVFIO, ioctlVhost, ioctlTerminal]
+
     public static func allowlist(_ kind: Kind) -> SeccompAllowlist {
         switch kind {
-        case .vcpu:
-            // KVM_RUN and the exits it hands out: MMIO and port I/O into the
-            // devices (virtio activation registers ioeventfds and irqfds, sets
-            // TAP offloads, programs vhost; MSI-X and BAR moves reach KVM's
-            // routing and memory slots; assigned devices' config, BARs and
-            // interrupts reach VFIO; a vIOMMU's bypass byte reaches iommufd).
-            return SeccompAllowlist(kind: "vcpu", syscalls: base,
-                                    ioctlTypes: [ioctlKVM, ioctlVFIO, ioctlVhost, ioctlTerminal])
-        case .io:
-            // A device's queues and its host side: disk and TAP I/O, io_uring
-            // completions, the vIOMMU's iommufd maps and unmaps, interrupts
-            // by irqfd (or KVM_IRQ_LINE for INTx).
-            return SeccompAllowlist(kind: "io", syscalls: base, ioctlTypes: [ioctlKVM, ioctlVFIO, ioctlVhost, ioctlTerminal])
+        case .vcpu, .io:
+            // The same list, under the thread's own name for the reporter.
+            // vcpu: KVM_RUN and the exits it hands out: MMIO and port I/O into
+            // the devices (virtio activation registers ioeventfds and irqfds,
+            // sets TAP offloads, programs vhost; MSI-X and BAR moves reach
+            // KVM's routing and memory slots; assigned devices' config, BARs
+            // and interrupts reach VFIO; a vIOMMU's bypass byte reaches
+            // iommufd). io: a device's queues and its host side: disk and TAP
+            // I/O, io_uring completions, the vIOMMU's iommufd maps and unmaps,
+            // interrupts by irqfd (or KVM_IRQ_LINE for INTx).
+            return SeccompAllowlist(kind: kind.rawValue, syscalls: base, ioctlTypes: ioctlFamilies)
         case .main:
             return SeccompAllowlist(kind: "main", syscalls: base + [
                 // The RSS sampler's /proc reads, the JSON report and the console log.
@@ -71,7 +72,7 @@ public enum Sandbox {
                 "dup2", "dup3", "pipe2", "uname", "sysinfo", "getuid", "geteuid", "getgid", "getegid",
                 "prlimit64", "sched_setaffinity", "kill", "timerfd_create", "timerfd_settime", "timerfd_gettime",
                 "signalfd4", "epoll_create1",
-            ], ioctlTypes: [ioctlKVM, ioctlVFIO, ioctlVhost, ioctlTerminal])
+            ], ioctlTypes: ioctlFamilies)
         }
     }
 

@@ -22,9 +22,6 @@ enum shim_seccomp_action {
 /// value when libseccomp does not know it.
 int shim_seccomp_resolve(const char *name);
 
-/// The name of system call `nr` (a malloc'd copy the caller frees), or NULL.
-char *shim_seccomp_name(int nr);
-
 /// Builds and loads a filter on the calling thread (with `tsync`, on every
 /// thread of the process: SECCOMP_FILTER_FLAG_TSYNC): `syscalls` (numbers)
 /// are allowed with any arguments, except ioctl, which is allowed only when
