@@ -416,7 +416,16 @@ lab_test error-bar-does-not-fit 120 t_big_bar
 # A host fault: the assigned NIC removed on the lab host (sysfs remove) while the guest
 # runs. vfio-pci asks swiftvmm for it back (its request notification), swiftvmm releases
 # it and runs on, so the removal completes; the guest's driver reads all ones from then
-# on; SIGTERM still ends the VM. A rescan brings the NIC back for the tests after this.
+# on; SIGTERM still ends the VM.
+# The NIC stays removed: this is its last use in the suite, and nothing may follow it.
+# A rescan would give it back to its host driver first (a PCI rescan probes whatever
+# driver matches, drivers_autoprobe or not), with the guest's receive state still in
+# it, since the host held its lock and it could not be reset; the driver enables MSI-X
+# before it resets the NIC, and QEMU 10.0.2's e1000e then aborts the lab host when a
+# receive interrupt delayed in legacy mode (RDTR) is still pending: the assertion
+# "core->delayed_causes == 0" in e1000e_intmgr_collect_delayed_causes, which upstream
+# QEMU removed in 2025. It ended a CI run on 2026-12-07 and, reproduced, the first
+# remove and rescan in a loop of them.
 t_hot_remove() {
     local pid st rm_st gone=0 alive f0
     f0=$(dmar_faults)
@@ -429,9 +438,6 @@ t_hot_remove() {
     kill -0 $pid 2>/dev/null && alive=1 || alive=0
     kill -TERM $pid 2>/dev/null
     wait $pid; st=$?
-    sysfs_write 1 /sys/bus/pci/rescan
-    sleep 2
-    pt_bind_vfio "$NIC" || echo "hot-remove: $NIC did not come back on vfio-pci after the rescan"
     # DMAR faults are counted, not failed: the host holds the NIC's lock while it removes it,
     # so it cannot be reset then, and vfio-pci restores its Bus Master bit once closed; the
     # lab's e1000e, left receiving by the guest, then DMAs into the IOAS it has left and
@@ -447,7 +453,7 @@ t_hot_remove() {
 }
 lab_test hot-remove-releases-device 400 t_hot_remove
 
-# Nothing left behind: no swiftvmm process, the NIC free for the next user.
+# Nothing left behind: no swiftvmm process.
 if pgrep -x swiftvmm >/dev/null; then fail no-leftover-vmm "$(pgrep -a -x swiftvmm)"; else pass no-leftover-vmm; fi
 
 rm -rf "$work"
