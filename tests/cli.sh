@@ -83,6 +83,28 @@ python3 tests/lab/make-crash-kernel.py "$tmp/crash.elf"
 run run configs/smoke.toml --kernel "$tmp/crash.elf" --allow-pvm --timeout 20s
 [ $ST -eq 122 ] && echo "$OUT" | grep -q "triple fault on vCPU 0 at RIP 0x200000" && pass triple-fault-reported || fail triple-fault-reported "status $ST"
 
+# Descriptors a launcher opened ("fd:N", README "Running without root"): /dev/kvm passed
+# as fd 9 reaches the same triple fault; as user nobody, with no capability and no
+# right to /dev/kvm, too; a descriptor that is not open, or a standard stream, is refused.
+OUT=$(timeout 60 "$BIN" run configs/smoke.toml --kernel "$tmp/crash.elf" --allow-pvm --timeout 20s --kvm fd:9 9<>/dev/kvm </dev/null 2>&1); ST=$?
+[ $ST -eq 122 ] && echo "$OUT" | grep -q "triple fault on vCPU 0" && echo "$OUT" | grep -q "privileges: uid 0 (euid 0) " \
+    && pass passed-kvm-descriptor || fail passed-kvm-descriptor "status $ST"
+if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
+    mkdir "$tmp/nobody" && cp "$BIN" "$tmp/crash.elf" "$tmp/nobody/" && chmod 755 "$tmp" "$tmp/nobody"
+    printf '[machine]\nmemory = "64M"\n[kernel]\npath = "crash.elf"\n[serial]\nmode = "terminal"\n' >"$tmp/nobody/vm.toml"
+    chmod 644 "$tmp/nobody/vm.toml" "$tmp/nobody/crash.elf"
+    OUT=$(cd "$tmp/nobody" && timeout 60 setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all \
+        ./swiftvmm run vm.toml --allow-pvm --timeout 20s --kvm fd:9 9<>/dev/kvm </dev/null 2>&1); ST=$?
+    [ $ST -eq 122 ] && echo "$OUT" | grep -q "triple fault on vCPU 0" && echo "$OUT" | grep -q "privileges: uid 65534 (euid 65534) held no capability" \
+        && pass passed-kvm-descriptor-as-nobody || fail passed-kvm-descriptor-as-nobody "status $ST"
+else
+    echo "cli: SKIP passed-kvm-descriptor-as-nobody: needs root and setpriv to become nobody"
+fi
+run run configs/smoke.toml --kvm fd:9
+[ $ST -eq 70 ] && echo "$OUT" | grep -q "cannot open fd:9: descriptor 9 is not open" && pass passed-descriptor-not-open || fail passed-descriptor-not-open "status $ST"
+run run configs/smoke.toml --kvm fd:1
+[ $ST -eq 64 ] && echo "$OUT" | grep -q "standard streams" && pass passed-descriptor-stdio-refused || fail passed-descriptor-stdio-refused "status $ST"
+
 # `devices` lists host PCI devices; with no IOMMU it says nothing can be assigned, and exits 0.
 run devices
 if [ $ST -eq 0 ] && { [ -d /sys/class/iommu ] && ls /sys/kernel/iommu_groups/* >/dev/null 2>&1 || echo "$OUT" | grep -q "no IOMMU groups"; }; then pass devices-command; else fail devices-command "status $ST"; fi

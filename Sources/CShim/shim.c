@@ -48,3 +48,77 @@ _Static_assert(SHIM_FALLOC_FL_KEEP_SIZE == FALLOC_FL_KEEP_SIZE, "FALLOC_FL_KEEP_
 _Static_assert(SHIM_FALLOC_FL_PUNCH_HOLE == FALLOC_FL_PUNCH_HOLE, "FALLOC_FL_PUNCH_HOLE");
 _Static_assert(SHIM_FALLOC_FL_ZERO_RANGE == FALLOC_FL_ZERO_RANGE, "FALLOC_FL_ZERO_RANGE");
 _Static_assert(SHIM_O_DIRECT == O_DIRECT, "O_DIRECT");
+
+#include <sys/sysmacros.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
+#include <stdio.h>
+
+unsigned int shim_major(uint64_t dev) { return major(dev); }
+unsigned int shim_minor(uint64_t dev) { return minor(dev); }
+
+int shim_cap_last(void) {
+    int last = CAP_LAST_CAP;
+    FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+    if (f) {
+        int v;
+        if (fscanf(f, "%d", &v) == 1 && v > 0 && v < 64) last = v;
+        fclose(f);
+    }
+    return last;
+}
+
+int shim_caps_read(struct shim_caps *out) {
+    struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    if (syscall(SYS_capget, &h, d) != 0) return -1;
+    out->effective = (uint64_t)d[1].effective << 32 | d[0].effective;
+    out->permitted = (uint64_t)d[1].permitted << 32 | d[0].permitted;
+    out->inheritable = (uint64_t)d[1].inheritable << 32 | d[0].inheritable;
+    out->ambient = 0;
+    out->bounding = 0;
+    int last = shim_cap_last();
+    for (int c = 0; c <= last; c++) {
+        if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1) out->bounding |= 1ULL << c;
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0) == 1) out->ambient |= 1ULL << c;
+    }
+    return 0;
+}
+
+int shim_caps_drop_all(void) {
+    int last = shim_cap_last();
+    struct shim_caps now;
+    if (shim_caps_read(&now) != 0) return -1;
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which capset below removes.
+    if (now.bounding != 0) {
+        for (int c = 0; c <= last; c++) {
+            if (!(now.bounding & (1ULL << c))) continue;
+            if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0) return -1;
+        }
+    }
+    if (now.ambient != 0 && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return -1;
+    struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    if (syscall(SYS_capset, &h, d) != 0) return -1;
+    return 0;
+}
+
+int shim_set_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
+int shim_get_no_new_privs(void) { return prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); }
+
+#include <sys/resource.h>
+
+int shim_memlock_limit(uint64_t *soft) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_MEMLOCK, &r) != 0) return -1;
+    *soft = r.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)r.rlim_cur;
+    return 0;
+}
+
+int shim_memlock_unlimited(void) {
+    struct rlimit r = { .rlim_cur = RLIM_INFINITY, .rlim_max = RLIM_INFINITY };
+    return setrlimit(RLIMIT_MEMLOCK, &r);
+}

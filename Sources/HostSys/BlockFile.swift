@@ -55,12 +55,20 @@ public final class BlockFile: Sendable {
     public init(path: String, readOnly: Bool = false, direct: Bool = false) throws {
         let mode = readOnly ? "read-only" : "read-write"
         let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
-        let raw = retryingEINTR { Int(Glibc.open(path, flags)) }
-        guard raw >= 0 else {
-            let e = shim_errno()
-            throw SysError(errno: e, operation: Self.openFailure(path: path, readOnly: readOnly, errno: e))
+        let fd: FileDescriptor
+        if PassedDescriptor.isPassed(path) {
+            // Opened by a launcher ("fd:N"): read-write unless read_only.
+            do { fd = try PassedDescriptor.take(path, purpose: "a \(mode) disk image", write: !readOnly) } catch let e as SysError {
+                throw SysError(errno: e.errno, operation: "disk image \(path): \(e.operation)")
+            }
+        } else {
+            let raw = retryingEINTR { Int(Glibc.open(path, flags)) }
+            guard raw >= 0 else {
+                let e = shim_errno()
+                throw SysError(errno: e, operation: Self.openFailure(path: path, readOnly: readOnly, errno: e))
+            }
+            fd = FileDescriptor(adopting: Int32(raw))
         }
-        let fd = FileDescriptor(adopting: Int32(raw))
 
         var st = stat()
         guard fstat(fd.raw, &st) == 0 else { throw SysError.last("disk image \(path): fstat") }
@@ -84,8 +92,11 @@ public final class BlockFile: Sendable {
         var directFD: FileDescriptor?
         var unavailable: String?
         if direct {
-            // The same file again (the flock above covers it: same process).
-            let d = retryingEINTR { Int(Glibc.open(path, flags | SHIM_O_DIRECT)) }
+            // The same file again (the flock above covers it: same process);
+            // a passed one through /proc/self/fd, which works when this
+            // user may open the file itself.
+            let again = PassedDescriptor.isPassed(path) ? "/proc/self/fd/\(fd.raw)" : path
+            let d = retryingEINTR { Int(Glibc.open(again, flags | SHIM_O_DIRECT)) }
             if d >= 0 {
                 directFD = FileDescriptor(adopting: Int32(d))
             } else {

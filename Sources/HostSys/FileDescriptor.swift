@@ -13,6 +13,9 @@ public final class FileDescriptor: Sendable {
 
     deinit { if !closed.load(ordering: .relaxed) { _ = Glibc.close(raw) } }
 
+    /// Whether `close()` was called.
+    public var isClosed: Bool { closed.load(ordering: .relaxed) }
+
     /// Opens `path`. `O_CLOEXEC` is always added.
     public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws -> FileDescriptor {
         let fd = retryingEINTR { Int(Glibc.open(path, flags | O_CLOEXEC, mode)) }
@@ -21,9 +24,13 @@ public final class FileDescriptor: Sendable {
     }
 
     /// Opens `path` read-write (`O_RDWR | O_CLOEXEC`): device nodes such as
-    /// /dev/kvm, /dev/iommu and VFIO cdevs.
-    public static func openReadWrite(_ path: String) throws -> FileDescriptor {
-        try open(path, flags: O_RDWR)
+    /// /dev/kvm, /dev/iommu and VFIO cdevs. "fd:N" takes the descriptor a
+    /// launcher passed instead (`PassedDescriptor`), for `purpose`.
+    public static func openReadWrite(_ path: String, purpose: String? = nil) throws -> FileDescriptor {
+        if PassedDescriptor.isPassed(path) {
+            return try PassedDescriptor.take(path, purpose: purpose ?? path, write: true)
+        }
+        return try open(path, flags: O_RDWR)
     }
 
     public func close() {

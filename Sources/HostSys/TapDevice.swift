@@ -8,6 +8,9 @@ public enum TunUAPI {
     /// `#define TUNSETIFF _IOW('T', 202, int)` (linux/if_tun.h):
     /// dir write (1) << 30 | sizeof(int) (4) << 16 | 'T' (0x54) << 8 | 202.
     public static let TUNSETIFF: UInt = 0x4004_54CA
+    /// `#define TUNGETIFF _IOR('T', 210, unsigned int)` (linux/if_tun.h):
+    /// dir read (2) << 30 | sizeof(unsigned int) (4) << 16 | 'T' << 8 | 210.
+    public static let TUNGETIFF: UInt = 0x8004_54D2
     /// `#define IFF_TAP 0x0002` (linux/if_tun.h): Ethernet frames, not IP packets.
     public static let IFF_TAP: UInt16 = 0x0002
     /// `#define IFF_NO_PI 0x1000` (linux/if_tun.h): no 4-byte packet-info
@@ -123,6 +126,43 @@ public final class TapDevice: Sendable {
         // the ones its last user set, and frames with partial checksums or
         // unsegmented TCP would reach a guest that cannot take them (the
         // userspace data path passes bare frames).
+        try setOffload(checksum: false, tso4: false, tso6: false)
+    }
+
+    /// A TAP queue a launcher attached and passed ("fd:N"): an open
+    /// /dev/net/tun already attached (TUNSETIFF) to a TAP interface with
+    /// IFF_TAP | IFF_NO_PI and no IFF_VNET_HDR, for the userspace data path,
+    /// one queue. The error says which of those it is not.
+    public init(passed text: String) throws {
+        let fd: FileDescriptor
+        do { fd = try PassedDescriptor.take(text, purpose: "a TAP queue", write: true) } catch let e as SysError {
+            throw SysError(errno: e.errno, operation: "tap \(text): \(e.operation)")
+        }
+        var request = [UInt8](repeating: 0, count: TunUAPI.ifreqSize)
+        let r = request.withUnsafeMutableBytes { b in
+            // SAFETY: `b` is the 40-byte ifreq TUNGETIFF fills (sizeof(struct ifreq)).
+            retryingEINTR { Int(shim_ioctl_ptr(fd.raw, TunUAPI.TUNGETIFF, b.baseAddress)) }
+        }
+        guard r >= 0 else {
+            let e = shim_errno()
+            throw SysError(errno: e, operation: e == EBADFD || e == ENOTTY || e == EINVAL
+                ? "tap \(text) is not an open /dev/net/tun attached to a TAP interface (TUNGETIFF failed); "
+                    + "the launcher must open /dev/net/tun and attach it (TUNSETIFF) first"
+                : "tap \(text): TUNGETIFF")
+        }
+        let flags = UInt16(request[TunUAPI.ifreqFlagsOffset]) | UInt16(request[TunUAPI.ifreqFlagsOffset + 1]) << 8
+        let ifname = Self.name(fromIfreq: request)
+        guard flags & TunUAPI.IFF_TAP != 0 else {
+            throw SysError(errno: EINVAL, operation: "tap \(text) (\(ifname)) is a TUN interface (IP packets); a NIC needs a TAP (IFF_TAP)")
+        }
+        guard flags & TunUAPI.IFF_NO_PI != 0, flags & SHIM_IFF_VNET_HDR == 0 else {
+            throw SysError(errno: EINVAL, operation: "tap \(text) (\(ifname)) was attached with flags 0x\(String(flags, radix: 16)); "
+                + "a passed TAP carries bare frames: attach it with IFF_TAP | IFF_NO_PI and without IFF_VNET_HDR")
+        }
+        name = ifname
+        self.fd = fd
+        hasVnetHeader = false
+        isMultiQueue = flags & SHIM_IFF_MULTI_QUEUE != 0
         try setOffload(checksum: false, tso4: false, tso6: false)
     }
 

@@ -8,6 +8,16 @@ import Synchronization
 public let vcpuKickSignal: Int32 = SIGUSR1
 
 public enum HostThreads {
+    /// libdispatch reports its own troubles (e.g. "Failed to set thread
+    /// priority for worker thread: errno=13", every time a process without
+    /// CAP_SYS_NICE starts a worker) through syslog(3), which opens a socket:
+    /// under the seccomp sandbox that call stops the VMM. Unless the user
+    /// chose otherwise, it stays quiet (LIBDISPATCH_LOG=stderr brings the
+    /// messages back, on standard error). Call before libdispatch first logs.
+    public static func quietDispatchLog() {
+        if getenv("LIBDISPATCH_LOG") == nil { setenv("LIBDISPATCH_LOG", "NO", 1) }
+    }
+
     /// Installs the kick signal's no-op handler. Call once before vCPUs start.
     public static func installKickHandler() throws {
         guard shim_install_noop_handler(vcpuKickSignal) == 0 else { throw SysError.last("sigaction(SIGUSR1)") }
@@ -74,7 +84,7 @@ public final class SignalWatcher {
 
     public func on(_ signo: Int32, _ handler: @escaping () -> Void) {
         signal(signo, SIG_IGN)
-        let s = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+        let s = DispatchSource.makeSignalSource(signal: signo, queue: .global(qos: .utility))
         s.setEventHandler(handler: handler)
         s.resume()
         sources.append(s)

@@ -24,7 +24,7 @@ public final class KVMSystem: Sendable {
     public init(path: String = "/dev/kvm") throws {
         self.path = path
         do {
-            fd = try FileDescriptor.openReadWrite(path)
+            fd = try FileDescriptor.openReadWrite(path, purpose: "KVM (/dev/kvm)")
         } catch let e as SysError {
             switch e.errno {
             case Errno.ENOENT: throw KVMError.deviceMissing(path: path)
@@ -32,7 +32,12 @@ public final class KVMSystem: Sendable {
             default: throw KVMError.openFailed(path: path, e)
             }
         }
-        let version = try kvmCall { try fd.ioctl(SHIM_KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION") }
+        let version: Int32
+        do {
+            version = try kvmCall { try fd.ioctl(SHIM_KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION") }
+        } catch KVMError.ioctl(let e) where e.errno == Errno.ENOTTY && PassedDescriptor.isPassed(path) {
+            throw KVMError.openFailed(path: path, SysError(errno: e.errno, operation: "the descriptor is not /dev/kvm (KVM_GET_API_VERSION)"))
+        }
         guard version == SHIM_KVM_API_VERSION else {
             throw KVMError.apiVersion(found: version, expected: SHIM_KVM_API_VERSION)
         }

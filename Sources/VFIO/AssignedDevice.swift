@@ -151,6 +151,17 @@ public final class AssignedVFIODevice: Sendable {
             _ = try discovery.checkAssignable(bdf)
             guard let path = discovery.cdev(bdf) else { throw VFIOError.noCdev(bdf: bdf) }
             return (bdf, path)
+        case let .cdev(path) where PassedDescriptor.isPassed(path):
+            // A descriptor a launcher passed: its device number names it in sysfs.
+            guard case let .success(n)? = PassedDescriptor.parse(path) else { throw VFIOError.notAVFIOCdev(path: path) }
+            guard let kind = PassedDescriptor.kind(of: n) else {
+                throw VFIOError.openFailed(path: path, SysError(errno: Errno.EBADF, operation:
+                    "descriptor \(n) is not open: the launcher must open the VFIO cdev and leave it open across exec (no O_CLOEXEC)"))
+            }
+            guard case let .characterDevice(major, minor) = kind,
+                  let bdf = discovery.bdf(forCharDevice: major, minor: minor) else { throw VFIOError.notAVFIOCdev(path: path) }
+            _ = try discovery.checkAssignable(bdf)
+            return (bdf, path)
         case let .cdev(path):
             guard let bdf = discovery.bdf(forCdev: path) else { throw VFIOError.notAVFIOCdev(path: path) }
             _ = try discovery.checkAssignable(bdf)

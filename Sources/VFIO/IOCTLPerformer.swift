@@ -33,9 +33,10 @@ public final class FileDescriptorPerformer: IOCTLPerformer {
         try fd.ioctl(request, integer, name)
     }
 
-    /// Opens `path` read-write; errors keep the errno for the caller to explain.
-    static func open(_ path: String) throws -> FileDescriptorPerformer {
-        FileDescriptorPerformer(try FileDescriptor.openReadWrite(path))
+    /// Opens `path` (or takes the passed "fd:N") read-write; errors keep the
+    /// errno for the caller to explain.
+    static func open(_ path: String, purpose: String) throws -> FileDescriptorPerformer {
+        FileDescriptorPerformer(try FileDescriptor.openReadWrite(path, purpose: purpose))
     }
 }
 

@@ -17,7 +17,7 @@ public final class IOMMUFD: Sendable {
     /// Opens `/dev/iommu`. ENOENT means the kernel has no CONFIG_IOMMUFD.
     public static func open(path: String = "/dev/iommu") throws -> IOMMUFD {
         do {
-            return IOMMUFD(performer: try FileDescriptorPerformer.open(path), path: path)
+            return IOMMUFD(performer: try FileDescriptorPerformer.open(path, purpose: "iommufd (/dev/iommu)"), path: path)
         } catch let e as SysError {
             switch e.errno {
             case Errno.ENOENT, Errno.ENODEV, Errno.ENXIO: throw VFIOError.iommufdMissing(path: path)

@@ -148,6 +148,14 @@ public struct SysfsDiscovery: Sendable {
         return bdf
     }
 
+    /// The PCI address of the VFIO cdev whose device number is major:minor
+    /// (a descriptor passed as "fd:N"): `/sys/dev/char/M:m` links to its
+    /// `vfio-dev/vfioN`. Nil when that is not a VFIO cdev.
+    public func bdf(forCharDevice major: UInt32, minor: UInt32) -> String? {
+        guard let name = linkName("\(root)/dev/char/\(major):\(minor)") else { return nil }
+        return bdf(forCdev: name)
+    }
+
     /// "01:00.0" -> "0000:01:00.0" (domain 0 when omitted), lowercased;
     /// anything else is returned unchanged.
     public static func normalizeBDF(_ s: String) -> String {

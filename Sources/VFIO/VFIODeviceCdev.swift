@@ -82,7 +82,7 @@ public final class VFIODeviceCdev: Sendable {
     /// Opens the cdev; the error says what is missing. `bdf` only names it in messages.
     public static func open(path: String, bdf: String? = nil) throws -> VFIODeviceCdev {
         do {
-            return VFIODeviceCdev(performer: try FileDescriptorPerformer.open(path), path: path, bdf: bdf)
+            return VFIODeviceCdev(performer: try FileDescriptorPerformer.open(path, purpose: "the VFIO cdev of \(bdf ?? "a device")"), path: path, bdf: bdf)
         } catch let e as SysError {
             switch e.errno {
             case Errno.ENOENT: throw VFIOError.cdevMissing(path: path)

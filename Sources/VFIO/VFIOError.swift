@@ -59,7 +59,7 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
         case let .iommufdMissing(p):
             return "\(p) does not exist: the kernel has no iommufd (CONFIG_IOMMUFD; Debian's kernels lack it, build one with CONFIG_IOMMUFD=y and CONFIG_VFIO_DEVICE_CDEV=y), or the iommufd module is not loaded (modprobe iommufd)"
         case let .permissionDenied(p):
-            return "no permission to open \(p): run as root, or give your user access to it (chown/udev rule)"
+            return "no permission to open \(p): run as root, give your user access to it (chown/udev rule), or have a launcher open it and pass the descriptor (--iommufd fd:N, device = \"fd:N\"; see README, \"Running without root\")"
         case let .cdevMissing(p):
             return "\(p) does not exist: bind the device to vfio-pci on a kernel with CONFIG_VFIO_DEVICE_CDEV=y"
         case let .openFailed(p, e):
@@ -85,6 +85,9 @@ public enum VFIOError: Error, CustomStringConvertible, Equatable {
         case let .noCdev(bdf):
             return "\(bdf) is bound to vfio-pci but has no vfio-dev/vfioN: the kernel lacks CONFIG_VFIO_DEVICE_CDEV (and usually CONFIG_IOMMUFD)"
         case let .notAVFIOCdev(p):
+            if PassedDescriptor.isPassed(p) {
+                return "\(p) is not a VFIO device cdev (its device number has no vfio-dev entry in /sys/dev/char): the launcher must pass an open /dev/vfio/devices/vfioN of a device bound to vfio-pci"
+            }
             return "\(p) is not a VFIO device cdev (no /sys/class/vfio-dev/<name>/device): give /dev/vfio/devices/vfioN of a device bound to vfio-pci, or its PCI address (see `swiftvmm devices`)"
         case let .iovaConflict(guestRange, allowed, devices):
             return IOMMUContext.conflictMessage(guestRange: guestRange, allowed: allowed, devices: devices)

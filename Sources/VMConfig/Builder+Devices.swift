@@ -1,5 +1,6 @@
 import Bits
 import Foundation
+import HostSys
 import TOMLKit
 
 /// `[[disk]]`, `[[net]]`, `[rng]`, `[[passthrough]]`, and the checks
@@ -9,7 +10,13 @@ extension Builder {
         let pathPath = keyPath + ".path"
         var image: Located?
         if let s = string(t, "path", pathPath) {
-            if let m = Check.nonEmptyPath(s) { issue(pathPath, m) } else {
+            if let passed = PassedDescriptor.parse(s) {
+                // An image a launcher opened: checked when it is taken.
+                switch passed {
+                case .success: image = Located(path: s, keyPath: pathPath)
+                case let .failure(p): issue(pathPath, p.description)
+                }
+            } else if let m = Check.nonEmptyPath(s) { issue(pathPath, m) } else {
                 image = Located(path: Paths.absolute(s, relativeTo: base), keyPath: pathPath)
             }
         } else if t["path"] == nil {
@@ -59,7 +66,9 @@ extension Builder {
         let macPath = keyPath + ".mac"
         var tap: String?
         if let s = string(t, "tap", tapPath) {
-            if let m = Check.interfaceName(s) {
+            if case let .failure(p)? = PassedDescriptor.parse(s) {
+                issue(tapPath, p.description)
+            } else if !PassedDescriptor.isPassed(s), let m = Check.interfaceName(s) {
                 issue(tapPath, m)
             } else if let earlier = seenTaps[s] {
                 issue(tapPath, "duplicate of net[\(earlier)].tap")

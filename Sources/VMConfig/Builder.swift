@@ -1,4 +1,5 @@
 import Foundation
+import HostSys
 import TOMLKit
 
 /// Collects values and issues while walking a parsed TOML table, then
@@ -310,7 +311,8 @@ struct Builder {
             if case let .file(p) = serial, let m = Paths.outputFileProblem(p) { issue("serial.path", m) }
             if case let .file(p) = virtioConsole, let m = Paths.outputFileProblem(p) { issue("console.path", m) }
             for d in disks {
-                if let m = Paths.diskImageProblem(d.image.path, readOnly: d.readOnly) { issue(d.image.keyPath, m) }
+                if !PassedDescriptor.isPassed(d.image.path),
+                   let m = Paths.diskImageProblem(d.image.path, readOnly: d.readOnly) { issue(d.image.keyPath, m) }
             }
         }
         guard issues.isEmpty, let k = kernel else {

@@ -1,4 +1,5 @@
 import Bits
+import HostSys
 
 /// A host PCI device assigned to the guest (`[[passthrough]]` or
 /// `--passthrough`) through iommufd and its VFIO cdev.
@@ -8,7 +9,8 @@ public struct PassthroughConfig: Equatable, Sendable, CustomStringConvertible {
         /// A host PCI address, normalized: "0000:03:00.0" (4-digit domain,
         /// lower-case hex), the name of its directory in /sys/bus/pci/devices.
         case pciAddress(String)
-        /// The device's VFIO cdev, an absolute path under /dev/vfio/devices/.
+        /// The device's VFIO cdev, an absolute path under /dev/vfio/devices/,
+        /// or "fd:N", the cdev a launcher opened and passed (`PassedDescriptor`).
         case cdev(String)
     }
 
@@ -86,6 +88,13 @@ extension Check {
     static func passthroughDevice(_ text: String) -> Result<PassthroughConfig.Device, Failure> {
         let shown = KeyPath.quoteValue(text)
         if text.isEmpty { return .failure(Failure("must not be empty")) }
+        if let passed = PassedDescriptor.parse(text) {
+            // A VFIO cdev a launcher opened: checked when it is taken.
+            switch passed {
+            case .success: return .success(.cdev(text))
+            case let .failure(p): return .failure(Failure(p.description))
+            }
+        }
         if text.contains("/") {
             guard text.hasPrefix("/") else {
                 return .failure(Failure("\(shown) is a relative path; a VFIO cdev is an absolute path "

@@ -76,7 +76,7 @@ final class Machine: Sendable {
         let image = files.kernel
         let initrd = files.initramfs
 
-        kvm = try KVMSystem()
+        kvm = try KVMSystem(path: options.kvmPath)
         let backend = KVMSystem.hostBackend()
         if backend == .pvm && !options.allowPVM {
             throw MachineError.hostUnsupported("""
@@ -144,7 +144,8 @@ final class Machine: Sendable {
         do {
             let msiRouter = KVMMSIRouter(vm: vm, logger: logger)
             passthrough = try MachinePassthrough.setUp(config: config, vm: vm, ram: ram, router: msiRouter,
-                                                       slots: memorySlots, logger: logger)
+                                                       slots: memorySlots, iommufdPath: options.iommufdPath,
+                                                       logger: logger)
             pci = try MachinePCI(vm: vm, memoryMap: map, mmio64Size: config.pciMMIO64Size, mmio64Floor: mmio64Floor,
                                  mmio: mmio, pio: pio, msiRouter: msiRouter, passthrough: passthrough, logger: logger)
             pci.bus.configIO.onReset = { if !panic.endOfPanic() { latch.stop(.reset) } } // port 0xCF9, reboot=pci

@@ -145,7 +145,7 @@ final class MachinePCI: Sendable {
                 continue
             }
             let tap: TapDevice
-            do { tap = try TapDevice(name: n.tap) } catch {
+            do { tap = PassedDescriptor.isPassed(n.tap) ? try TapDevice(passed: n.tap) : try TapDevice(name: n.tap) } catch {
                 throw MachineError.setup("net[\(i)].tap: \(error)")
             }
             let net = VirtioNet(backend: tap, mac: mac)
@@ -240,6 +240,10 @@ final class MachinePCI: Sendable {
         let what = "net[\(i)] tap \(n.tap)"
         guard n.vhost else {
             logger.info("\(what): userspace data path (vhost = false)")
+            return nil
+        }
+        guard !PassedDescriptor.isPassed(n.tap) else {
+            logger.info("\(what): userspace data path (a passed TAP queue, attached by its launcher)")
             return nil
         }
         guard !viommu else {

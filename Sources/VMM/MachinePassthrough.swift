@@ -304,11 +304,12 @@ final class MachinePassthrough: Sendable {
     }
 
     static func setUp(config: VMConfig, vm: VirtualMachine, ram: GuestRAM, router: KVMMSIRouter,
-                      slots: MemorySlotPool, logger: Logger) throws -> MachinePassthrough {
+                      slots: MemorySlotPool, iommufdPath: String = "/dev/iommu",
+                      logger: Logger) throws -> MachinePassthrough {
         guard !config.passthrough.isEmpty else { return .none(logger: logger) }
         do {
             let discovery = SysfsDiscovery()
-            let ctx = try IOMMUContext.open()
+            let ctx = try IOMMUContext.open(path: iommufdPath)
             let kvmVFIO = try vm.createDevice(.vfio)
             var devices: [PassthroughDevice] = []
             for (i, entry) in config.passthrough.enumerated() {

@@ -28,6 +28,11 @@ public struct RunOptions: Sendable {
     /// The seccomp sandbox, installed once setup is complete (`Sandbox`).
     public var seccomp: SeccompMode = .kill
 
+    /// /dev/kvm, or "fd:N": the descriptor a launcher opened (`--kvm`).
+    public var kvmPath = "/dev/kvm"
+    /// /dev/iommu, or "fd:N" (`--iommufd`): for passthrough.
+    public var iommufdPath = "/dev/iommu"
+
     /// After SIGTERM presses the power button, how long the guest has to power off.
     public var powerOffGrace: Double = 20
 

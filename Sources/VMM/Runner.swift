@@ -42,6 +42,7 @@ extension RunOutcome {
 public enum VMMRunner {
     /// Runs the VM described by `config`. Never throws: every failure becomes an outcome.
     public static func run(config: VMConfig, options: RunOptions, clock: RunClock, logger: Logger) -> RunOutcome {
+        HostThreads.quietDispatchLog()
         let latch = StopLatch()
         let panic = PanicTracker(latch: latch)
         var sinks: [ConsoleOutput] = []
@@ -89,6 +90,16 @@ public enum VMMRunner {
         }
         for line in machine.boot.summary.split(separator: "\n") { logger.info("\(line)") }
 
+        // Setup is done: every device node and image is a descriptor the VMM
+        // holds, so no privilege is needed any more. Before any thread starts
+        // (capabilities are per thread; those started later inherit the drop).
+        do {
+            let r = try Privileges.dropAll(otherThreads: Privileges.otherThreadCount())
+            logger.info("\(Self.privilegeLine(r))")
+        } catch {
+            return failed(.vmmError("giving up privileges after setup: \(error)"), clock: clock, tail: [], status: ExitStatus.vmmError)
+        }
+
         // Stop on SIGINT/SIGTERM.
         let signals = SignalWatcher()
         // SIGTERM asks the guest to power off (ACPI power button) and waits
@@ -100,7 +111,7 @@ public enum VMMRunner {
                 do {
                     try machine.pressPowerButton()
                     logger.info("SIGTERM: pressed the ACPI power button; waiting up to \(Int(options.powerOffGrace)) s for the guest to power off (SIGTERM again to stop now)")
-                    DispatchQueue.global().asyncAfter(deadline: .now() + options.powerOffGrace) {
+                    DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + options.powerOffGrace) {
                         latch.stop(.signal(HostSignal.terminate))
                     }
                 } catch {
@@ -114,7 +125,7 @@ public enum VMMRunner {
 
         // Timeout.
         if let t = options.timeoutSeconds ?? config.timeoutSeconds {
-            DispatchQueue.global().asyncAfter(deadline: .now() + t) { latch.stop(.timeout(seconds: t)) }
+            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + t) { latch.stop(.timeout(seconds: t)) }
         }
 
         // Terminal input.
@@ -208,6 +219,30 @@ public enum VMMRunner {
     /// Stops the devices' I/O threads and joins them, for at most
     /// `VirtioNotifier.stopTimeoutSeconds`; one stuck in its device's I/O is
     /// left to the process exit, with a warning.
+    /// "privileges: ..." for the log: what was given up, and the memory-lock
+    /// limit iommufd's pinning now lives within.
+    static func privilegeLine(_ r: Privileges.Report) -> String {
+        let names = Privileges.names(r.effectiveBefore)
+        var had: String
+        switch names.count {
+        case 0: had = "held no capability"
+        case 1...4: had = "dropped \(names.joined(separator: ", "))"
+        default: had = "dropped all \(names.count) capabilities it held"
+        }
+        had += ", for good (bounding set too), and set no_new_privs"
+        let memlock: String
+        if r.memlockRaised {
+            memlock = "RLIMIT_MEMLOCK raised to unlimited first (CAP_IPC_LOCK had let it pin memory past the limit)"
+        } else if let l = r.memlockLimit {
+            memlock = "RLIMIT_MEMLOCK \(l >> 20) MiB"
+        } else {
+            memlock = "RLIMIT_MEMLOCK unlimited"
+        }
+        var line = "privileges: uid \(r.uid) (euid \(r.euid)) \(had); \(memlock)"
+        if r.otherThreads > 0 { line += "; \(r.otherThreads) thread(s) started earlier keep theirs, under the seccomp filter" }
+        return line
+    }
+
     static func stopIOThreads(_ machine: Machine, logger: Logger) {
         let stuck = machine.pci.notifier.stop()
         for name in stuck {

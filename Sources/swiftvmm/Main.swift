@@ -48,7 +48,7 @@ struct Overrides: ParsableArguments {
     @Option(help: "Number of vCPUs, overriding machine.vcpus.")
     var vcpus: String?
     @Option(name: .customLong("passthrough"),
-            help: ArgumentHelp("Assign a host PCI device (0000:03:00.0 or /dev/vfio/devices/vfioN) bound to vfio-pci, after the config's [[passthrough]] entries (repeatable).",
+            help: ArgumentHelp("Assign a host PCI device (0000:03:00.0, /dev/vfio/devices/vfioN, or fd:N: its cdev opened by a launcher) bound to vfio-pci, after the config's [[passthrough]] entries (repeatable).",
                                valueName: "device"))
     var passthrough: [String] = []
     @Flag(help: "Give the guest a vIOMMU (virtio-iommu, ACPI VIOT), as [viommu] does; every PCI device sits behind it unless its table says iommu = false.")
@@ -118,10 +118,22 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("The seccomp sandbox once setup is complete: kill (a call outside a thread's allowlist stops the VMM with SIGSYS, naming it), log (the kernel logs it and it goes ahead) or off. Default: $SWIFTVMM_SECCOMP, else kill.",
                                valueName: "kill|log|off"))
     var seccomp: String = ProcessInfo.processInfo.environment["SWIFTVMM_SECCOMP"] ?? "kill"
+    @Option(help: ArgumentHelp("KVM: its device node, or fd:N, a descriptor of /dev/kvm the launcher opened and left open (running without root).",
+                               valueName: "path|fd:N"))
+    var kvm = "/dev/kvm"
+    @Option(help: ArgumentHelp("iommufd, for passthrough: its device node, or fd:N, a descriptor of /dev/iommu the launcher opened and left open.",
+                               valueName: "path|fd:N"))
+    var iommufd = "/dev/iommu"
     @Flag(name: .shortAndLong, help: "Log debug details.") var verbose = false
 
     func run() throws {
         let logger = makeLogger(verbose: verbose)
+        for (option, value) in [("--kvm", kvm), ("--iommufd", iommufd)] {
+            if case let .failure(p)? = PassedDescriptor.parse(value) {
+                FileHandle.standardError.write(Data("swiftvmm: \(option): \(p)\n".utf8))
+                throw ExitCode(ExitStatus.usage)
+            }
+        }
         let cfg: VMConfig
         switch loadConfig(config, overrides) {
         case let .failure(e):
@@ -135,6 +147,8 @@ struct Run: ParsableCommand {
         }
         var options = RunOptions()
         options.seccomp = sandbox
+        options.kvmPath = kvm
+        options.iommufdPath = iommufd
         options.allowPVM = allowPvm
         options.expect = expect
         options.failOn = failOn

@@ -413,6 +413,43 @@ t_big_bar() {
 }
 lab_test error-bar-does-not-fit 120 t_big_bar
 
+# ------------------------------------------------------------------ 8. without root
+# README, "Running without root": root opens /dev/kvm, /dev/iommu and the NIC's VFIO cdev
+# and sets RLIMIT_MEMLOCK (iommufd charges the guest RAM it pins to it, per user); swiftvmm
+# runs as nobody, without a capability, on those descriptors alone (--kvm fd:3,
+# --iommufd fd:4, device = "fd:5"). With a limit below the guest's RAM, setup stops
+# with the reason. The binary and the boot files are copied where nobody may read them.
+t_unprivileged() {
+    local d=$work/nobody cdev f0 why=""
+    cdev=$(pt_cdev "$NIC")
+    mkdir -p "$d" && cp "$SWIFTVMM" "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs-modules.cpio.gz" "$d/" \
+        || { fail e1000e-unprivileged "cannot copy swiftvmm and the guest files to $d"; return; }
+    printf '[machine]\nvcpus = 1\nmemory = "512M"\n[kernel]\npath = "vmlinuz"\ninitramfs = "initramfs-modules.cpio.gz"\n[serial]\nmode = "terminal"\n[[passthrough]]\ndevice = "fd:5"\n' >"$d/vm.toml"
+    {
+        echo '#!/bin/bash'
+        echo '# The launcher: opens what swiftvmm needs, then runs it as nobody, with no capability.'
+        echo "cd '$d' || exit 70"
+        echo 'ulimit -l "${MEMLOCK:-unlimited}" || exit 70'
+        echo "exec 3<>/dev/kvm 4<>/dev/iommu 5<>'$cdev' || exit 70"
+        echo 'exec setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all ./swiftvmm "$@" --kvm fd:3 --iommufd fd:4'
+    } >"$d/as-nobody.sh"
+    chmod 755 "$work" "$d" "$d/as-nobody.sh" && chmod a+r "$d"/*
+    f0=$(dmar_faults)
+    SWIFTVMM=$d/as-nobody.sh vmm unprivileged 240 run vm.toml --cmdline "$BASE swiftvmm.modules=e1000e $NET"
+    FAULTS=$(($(dmar_faults) - f0))
+    has "privileges: uid 65534 \(euid 65534\) held no capability" || why="$why no 'uid 65534 held no capability' line;"
+    has "passthrough $NIC: cdev fd:5, iommufd device" || why="$why fd:5 not resolved to $NIC;"
+    if [ -z "$why" ]; then nic_checks e1000e-unprivileged PCI-MSIX; else fail e1000e-unprivileged "$why" "$LOG"; fi
+
+    MEMLOCK=65536 SWIFTVMM=$d/as-nobody.sh vmm unprivileged-memlock 60 run vm.toml --cmdline "$BASE swiftvmm.test=poweroff"
+    if [ "$STATUS" -ne 0 ] && has "RLIMIT_MEMLOCK" && ! has "privileges:"; then
+        pass unprivileged-memlock-too-small "status $STATUS: $(grep -m1 -oE 'error: .*' "$LOG" | cut -c1-200)"
+    else
+        fail unprivileged-memlock-too-small "status $STATUS, want a setup error naming RLIMIT_MEMLOCK" "$LOG"
+    fi
+}
+lab_test e1000e-unprivileged 400 t_unprivileged
+
 # A host fault: the assigned NIC removed on the lab host (sysfs remove) while the guest
 # runs. vfio-pci asks swiftvmm for it back (its request notification), swiftvmm releases
 # it and runs on, so the removal completes; the guest's driver reads all ones from then

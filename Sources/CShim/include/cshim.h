@@ -164,6 +164,34 @@ static const int SHIM_FALLOC_FL_ZERO_RANGE = 0x10;
 /// O_DIRECT (needs _GNU_SOURCE; asm-generic/fcntl.h's value, x86 and arm64 alike).
 static const int SHIM_O_DIRECT = 040000;
 
+/// major(3) and minor(3) of a device number (macros in sys/sysmacros.h).
+unsigned int shim_major(uint64_t dev);
+unsigned int shim_minor(uint64_t dev);
+
+/// Capabilities (linux/capability.h, version 3: 64 bits in two words) of
+/// this thread, as bit masks by capability number.
+struct shim_caps {
+    uint64_t effective, permitted, inheritable, ambient, bounding;
+};
+/// Reads them (capget, prctl PR_CAPBSET_READ and PR_CAP_AMBIENT_IS_SET, up to
+/// the kernel's last capability); 0, or -1 with errno.
+int shim_caps_read(struct shim_caps *out);
+/// Gives every capability up, for good, on this thread: the bounding set
+/// (while CAP_SETPCAP is still held), the ambient set, then effective,
+/// permitted and inheritable (capset). 0, or -1 with errno at the first step
+/// that failed. Threads started later inherit the result.
+int shim_caps_drop_all(void);
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): execve can never grant privileges again.
+int shim_set_no_new_privs(void);
+/// prctl(PR_GET_NO_NEW_PRIVS): 1, 0, or -1 with errno.
+int shim_get_no_new_privs(void);
+/// RLIMIT_MEMLOCK's soft limit (UINT64_MAX: unlimited); 0, or -1 with errno.
+int shim_memlock_limit(uint64_t *soft);
+/// RLIMIT_MEMLOCK to unlimited, soft and hard (needs CAP_SYS_RESOURCE); 0, or -1 with errno.
+int shim_memlock_unlimited(void);
+/// The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap).
+int shim_cap_last(void);
+
 /// A signal handler that does nothing: installed (without SA_RESTART) for the
 /// vCPU kick signal so KVM_RUN returns EINTR.
 int shim_install_noop_handler(int signo);
