@@ -165,6 +165,33 @@ t_net_userspace() {
 }
 lab_test virtio-net-userspace-ping 300 t_net_userspace
 
+# 5d. Without root (README, "Running without root"): a launcher (launch-with-fds.py) opens
+# /dev/kvm, the disk image and a TAP queue on swtap0, then runs swiftvmm as nobody with no
+# capability and those descriptors only: the NIC pings on the VMM's own data path, the
+# disk is there at its size.
+t_unprivileged() {
+    local d=$work/nobody
+    mkdir -p "$d" && cp "$SWIFTVMM" "$CACHE/guest/vmlinuz" "$MODS" "$d/" \
+        || { fail virtio-unprivileged "cannot copy swiftvmm and the guest files to $d"; return; }
+    printf '[machine]\nvcpus = 1\nmemory = "512M"\n[kernel]\npath = "vmlinuz"\ninitramfs = "%s"\n[serial]\nmode = "terminal"\n[[disk]]\npath = "fd:4"\n[[net]]\ntap = "fd:5"\nmac = "52:54:00:aa:bb:01"\n' \
+        "$(basename "$MODS")" >"$d/vm.toml"
+    {
+        echo '#!/bin/bash'
+        echo "cd '$d' || exit 70"
+        echo "exec python3 '$REPO/tests/lab/launch-with-fds.py' nobody --rw 3 /dev/kvm --rw 4 '$work/disk.img' --tap 5 swtap0 -- ./swiftvmm \"\$@\" --kvm fd:3"
+    } >"$d/launch.sh"
+    chmod 755 "$work" "$d" "$d/launch.sh" && chmod a+r "$d"/*
+    SWIFTVMM=$d/launch.sh vmm unprivileged 180 run vm.toml --cmdline "$BASE swiftvmm.modules=virtio_blk,virtio_net swiftvmm.test=net"
+    if [ "$STATUS" -eq 0 ] && has "ping 10.0.2.1 ok" && has "privileges: uid 65534 \(euid 65534\) held no capability" \
+        && has "net\[0\] tap fd:5: userspace data path \(a passed TAP queue" && has "virtio-net tap swtap0 mac 52:54:00:aa:bb:01" \
+        && has "virtio-blk fd:4 64 MiB"; then
+        pass virtio-unprivileged "${SECS}s; $(grep -m1 -oE 'privileges: .*' "$LOG" | cut -c1-100)"
+    else
+        fail virtio-unprivileged "status $STATUS" "$LOG"
+    fi
+}
+lab_test virtio-unprivileged 300 t_unprivileged
+
 # 5c. Two vCPUs and a multi_queue TAP: two queue pairs on vhost-net, each with its own
 # TAP queue; the guest sets both up (VQ_PAIRS_SET on the control queue) and pings.
 ip tuntap add dev swtap2 mode tap multi_queue && ip addr add 10.0.4.1/24 dev swtap2 && ip link set swtap2 up
