@@ -12,8 +12,8 @@
 int shim_seccomp_resolve(const char *name) { return seccomp_syscall_resolve_name(name); }
 
 
-int shim_seccomp_load(int action, const int *syscalls, size_t count, const uint8_t *ioctl_types, size_t type_count,
-                      int tsync, int *failed_at) {
+int shim_seccomp_load(int action, const int *syscalls, size_t count, const uint32_t *ioctl_requests,
+                      size_t request_count, int tsync, int *failed_at) {
     *failed_at = -1;
     uint32_t def = action == SHIM_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP;
     scmp_filter_ctx ctx = seccomp_init(def);
@@ -24,10 +24,11 @@ int shim_seccomp_load(int action, const int *syscalls, size_t count, const uint8
         if (syscalls[i] == SCMP_SYS(ioctl)) continue;
         if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, syscalls[i], 0)) < 0) { *failed_at = (int)i; goto out; }
     }
-    for (size_t i = 0; i < type_count; i++) {
-        // The request is an unsigned long; its low 32 bits hold dir, size, type and nr.
+    for (size_t i = 0; i < request_count; i++) {
+        // The request is an unsigned long whose low 32 bits the kernel reads (dir, size,
+        // type, nr); a caller that passed an int may have sign-extended the rest.
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xFFFFFFFF0000FF00ULL, (uint64_t)ioctl_types[i] << 8));
+                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0x00000000FFFFFFFFULL, (uint64_t)ioctl_requests[i]));
         if (rc < 0) goto out;
     }
     rc = seccomp_load(ctx);

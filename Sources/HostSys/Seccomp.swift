@@ -13,21 +13,47 @@ public enum SeccompMode: String, Sendable, CaseIterable {
 }
 
 /// One kind of thread's allowlist: system calls by name, and the ioctl
-/// families (the request's type byte, `_IOC_TYPE`) it may use.
+/// requests it may make, by number.
 public struct SeccompAllowlist: Sendable, Equatable {
     public var kind: String
     public var syscalls: [String]
-    public var ioctlTypes: [UInt8]
+    public var ioctlRequests: [UInt32]
 
-    public init(kind: String, syscalls: [String], ioctlTypes: [UInt8]) {
+    public init(kind: String, syscalls: [String], ioctlRequests: [UInt32]) {
         self.kind = kind
         self.syscalls = syscalls
-        self.ioctlTypes = ioctlTypes
+        self.ioctlRequests = ioctlRequests
     }
 
     /// Names libseccomp does not know on this architecture (a typo, or a call
     /// x86_64 does not have).
     public var unknownSyscalls: [String] { syscalls.filter { shim_seccomp_resolve($0) < 0 } }
+}
+
+/// The ioctl requests of the uAPIs HostSys owns (vhost-net, TUN/TAP, the
+/// terminal), by when SwiftVMM makes them: once the sandbox is on (vhost
+/// programmed when the guest activates its NIC, TAP offloads it negotiates,
+/// the terminal's raw mode restored), or during setup only. KVM and VFIO
+/// list theirs (`KVMIoctls`, `VFIOIoctls`); the sandbox allows the union of
+/// the after-setup lists, and a unit test checks that every request the C
+/// shim declares is in exactly one list, so a new one is classified when it
+/// is added.
+public enum HostIoctls {
+    public static let afterSetup: [(name: String, request: UInt)] = [
+        ("VHOST_GET_FEATURES", SHIM_VHOST_GET_FEATURES), ("VHOST_SET_FEATURES", SHIM_VHOST_SET_FEATURES),
+        ("VHOST_SET_MEM_TABLE", SHIM_VHOST_SET_MEM_TABLE), ("VHOST_SET_VRING_NUM", SHIM_VHOST_SET_VRING_NUM),
+        ("VHOST_SET_VRING_ADDR", SHIM_VHOST_SET_VRING_ADDR), ("VHOST_SET_VRING_BASE", SHIM_VHOST_SET_VRING_BASE),
+        ("VHOST_GET_VRING_BASE", SHIM_VHOST_GET_VRING_BASE), ("VHOST_SET_VRING_KICK", SHIM_VHOST_SET_VRING_KICK),
+        ("VHOST_SET_VRING_CALL", SHIM_VHOST_SET_VRING_CALL), ("VHOST_NET_SET_BACKEND", SHIM_VHOST_NET_SET_BACKEND),
+        ("TUNSETOFFLOAD", SHIM_TUNSETOFFLOAD), ("TUNSETVNETHDRSZ", SHIM_TUNSETVNETHDRSZ),
+        ("TCGETS", UInt(SHIM_TCGETS)), ("TCSETS", UInt(SHIM_TCSETS)), ("TCSETSW", UInt(SHIM_TCSETSW)),
+        ("TCSETSF", UInt(SHIM_TCSETSF)),
+    ]
+
+    /// Made during setup only: refused once the sandbox is on.
+    public static let setupOnly: [(name: String, request: UInt)] = [
+        ("VHOST_SET_OWNER", SHIM_VHOST_SET_OWNER), ("TUNSETIFF", TunUAPI.TUNSETIFF), ("TUNGETIFF", TunUAPI.TUNGETIFF),
+    ]
 }
 
 public enum Seccomp {
@@ -53,7 +79,7 @@ public enum Seccomp {
         shim_seccomp_set_thread_kind(list.kind)
         var failedAt: Int32 = -1
         let rc = numbers.withUnsafeBufferPointer { n in
-            list.ioctlTypes.withUnsafeBufferPointer { t in
+            list.ioctlRequests.withUnsafeBufferPointer { t in
                 shim_seccomp_load(Int32(mode == .kill ? SHIM_SECCOMP_TRAP.rawValue : SHIM_SECCOMP_LOG.rawValue),
                                   n.baseAddress, n.count, t.baseAddress, t.count, allThreads ? 1 : 0, &failedAt)
             }

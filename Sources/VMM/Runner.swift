@@ -159,7 +159,7 @@ public enum VMMRunner {
         }
         if options.seccomp != .off {
             let n = Sandbox.Kind.allCases.map { "\($0.rawValue) \(Sandbox.allowlist($0).syscalls.count)" }.joined(separator: ", ")
-            logger.info("seccomp: \(options.seccomp.rawValue): every thread filtered (system calls allowed: \(n); ioctl only for KVM, VFIO/iommufd, vhost, TUN/terminal)")
+            logger.info("seccomp: \(options.seccomp.rawValue): every thread filtered (system calls allowed: \(n); ioctl: the \(Sandbox.ioctlsAfterSetup.count) requests SwiftVMM makes after setup)")
         } else {
             logger.warning("seccomp: off: the VMM's threads run without a system call filter")
         }

@@ -1,5 +1,7 @@
 import Foundation
 import HostSys
+import KVM
+import VFIO
 import Synchronization
 
 /// The seccomp sandbox (`--seccomp kill|log|off`, default kill): one
@@ -14,8 +16,10 @@ import Synchronization
 /// thread does after setup (reading /proc for the RSS sampler, writing the
 /// JSON report, restoring the terminal, tearing down passthrough).
 ///
-/// ioctl is allowed by family, the request's type byte: KVM (0xAE), VFIO and
-/// iommufd (';', 0x3B), vhost (0xAF), TUN and the terminal ('T', 0x54). No
+/// ioctl is allowed by request number, only for the requests SwiftVMM itself
+/// makes after setup (`KVMIoctls`, `VFIOIoctls`, `HostIoctls`: KVM, iommufd, VFIO, vhost,
+/// TAP offloads, the terminal's TCGETS/TCSETS); a request of the same family
+/// it never makes (TIOCSTI on the terminal, KVM_CREATE_VCPU) is refused. No
 /// thread may open files, sockets or devices, execute programs, trace,
 /// mount, load modules, or change credentials once the guest runs.
 public enum Sandbox {
@@ -23,7 +27,6 @@ public enum Sandbox {
         case main, vcpu, io
     }
 
-    static let ioctlKVM: UInt8 = 0xAE, ioctlVFIO: UInt8 = 0x3B, ioctlVhost: UInt8 = 0xAF, ioctlTerminal: UInt8 = 0x54
 
     /// Every thread: memory, locks, time, signals (the vCPU kick, the SIGSYS
     /// reporter), thread start and exit (libdispatch may start a worker from
@@ -48,8 +51,12 @@ public enum Sandbox {
         "ioctl",
     ]
 
-    /// The ioctl families every kind of thread uses.
-    static let ioctlFamilies = [ioctlKVM, ioctlVFIO, ioctlVhost, ioctlTerminal]
+    /// Every ioctl request SwiftVMM makes after setup, by layer.
+    static let ioctlsAfterSetup = KVMIoctls.afterSetup + VFIOIoctls.afterSetup + HostIoctls.afterSetup
+    /// ... and those made during setup only (refused).
+    static let ioctlsSetupOnly = KVMIoctls.setupOnly + VFIOIoctls.setupOnly + HostIoctls.setupOnly
+    /// The ioctl requests every kind of thread may make.
+    static let ioctlRequests = ioctlsAfterSetup.map { UInt32(truncatingIfNeeded: $0.request) }
 
     public static func allowlist(_ kind: Kind) -> SeccompAllowlist {
         switch kind {
@@ -63,7 +70,7 @@ public enum Sandbox {
             // iommufd). io: a device's queues and its host side: disk and TAP
             // I/O, io_uring completions, the vIOMMU's iommufd maps and unmaps,
             // interrupts by irqfd (or KVM_IRQ_LINE for INTx).
-            return SeccompAllowlist(kind: kind.rawValue, syscalls: base, ioctlTypes: ioctlFamilies)
+            return SeccompAllowlist(kind: kind.rawValue, syscalls: base, ioctlRequests: ioctlRequests)
         case .main:
             return SeccompAllowlist(kind: "main", syscalls: base + [
                 // The RSS sampler's /proc reads, the JSON report and the console log.
@@ -72,7 +79,7 @@ public enum Sandbox {
                 "dup2", "dup3", "pipe2", "uname", "sysinfo", "getuid", "geteuid", "getgid", "getegid",
                 "prlimit64", "sched_setaffinity", "kill", "timerfd_create", "timerfd_settime", "timerfd_gettime",
                 "signalfd4", "epoll_create1",
-            ], ioctlTypes: ioctlFamilies)
+            ], ioctlRequests: ioctlRequests)
         }
     }
 

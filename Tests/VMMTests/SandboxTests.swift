@@ -21,7 +21,7 @@ final class SandboxTests: XCTestCase {
         for kind in [Sandbox.Kind.vcpu, .io] {
             let list = Sandbox.allowlist(kind)
             XCTAssertTrue(Set(list.syscalls).isSubset(of: Set(main.syscalls)), "\(kind)")
-            XCTAssertTrue(Set(list.ioctlTypes).isSubset(of: Set(main.ioctlTypes)), "\(kind)")
+            XCTAssertTrue(Set(list.ioctlRequests).isSubset(of: Set(main.ioctlRequests)), "\(kind)")
         }
     }
 
@@ -41,11 +41,43 @@ final class SandboxTests: XCTestCase {
         XCTAssertTrue(Sandbox.allowlist(.main).syscalls.contains("openat"))
     }
 
-    func testIoctlsAreAllowedByFamilyOnly() {
+    func testIoctlsAreAllowedByRequest() {
+        let after = Set(Sandbox.ioctlRequests)
         for kind in Sandbox.Kind.allCases {
-            XCTAssertEqual(Set(Sandbox.allowlist(kind).ioctlTypes), [0xAE, 0x3B, 0xAF, 0x54], "\(kind)")
+            XCTAssertEqual(Set(Sandbox.allowlist(kind).ioctlRequests), after, "\(kind)")
         }
+        // Requests of allowed families that SwiftVMM never makes after setup stay out:
+        // TIOCSTI (0x5412, types into the terminal), KVM_CREATE_VCPU, KVM_CREATE_VM,
+        // VFIO_DEVICE_BIND_IOMMUFD, TUNSETIFF (attaching to another TAP).
+        for request: UInt32 in [0x5412, 0xAE41, 0xAE01, 0x3B76, 0x4004_54CA] {
+            XCTAssertFalse(after.contains(request), String(request, radix: 16))
+        }
+        XCTAssertTrue(after.contains(0xAE80), "KVM_RUN")
+        XCTAssertTrue(after.contains(0x5401), "TCGETS")
         XCTAssertEqual(SeccompMode(rawValue: "kill"), .kill)
         XCTAssertNil(SeccompMode(rawValue: "strict"))
+    }
+
+    /// Every request the C shim declares (`static const unsigned long SHIM_...`
+    /// in Sources/CShim/include) is classified exactly once, as made after
+    /// setup or during setup only, with the shim's own value.
+    func testEveryDeclaredRequestIsClassified() throws {
+        let include = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Sources/CShim/include")
+        var declared: Set<String> = []
+        for file in try FileManager.default.contentsOfDirectory(atPath: include.path) where file.hasSuffix(".h") {
+            let text = try String(contentsOf: include.appendingPathComponent(file), encoding: .utf8)
+            for line in text.split(separator: "\n") where line.hasPrefix("static const unsigned long SHIM_") {
+                let name = line.dropFirst("static const unsigned long SHIM_".count).prefix { $0 != " " && $0 != "=" }
+                declared.insert(String(name))
+            }
+        }
+        XCTAssertGreaterThan(declared.count, 50)
+        let after = Sandbox.ioctlsAfterSetup.map(\.name), setup = Sandbox.ioctlsSetupOnly.map(\.name)
+        XCTAssertEqual(Set(after).intersection(setup), [], "classified twice")
+        XCTAssertEqual(Set(after).count, after.count)
+        let classified = Set(after).union(setup)
+        XCTAssertEqual(declared.subtracting(classified).sorted(), [], "declared in the shim, not classified")
+        let extra = classified.subtracting(declared).subtracting(["TCGETS", "TCSETS", "TCSETSW", "TCSETSF", "TUNSETIFF", "TUNGETIFF"])
+        XCTAssertEqual(extra.sorted(), [], "classified, not declared")
     }
 }

@@ -13,6 +13,7 @@ exactly those descriptors inherited.
 """
 import fcntl
 import os
+import pwd
 import struct
 import sys
 
@@ -52,7 +53,8 @@ def main(argv):
         else:
             sys.exit(f"launch-with-fds: unknown option {kind}")
         i += 3
-    os.execvp("setpriv", ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
+    entry = pwd.getpwnam(user)  # its own group, by number: Debian's nobody is in nogroup
+    os.execvp("setpriv", ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
                           "--inh-caps=-all", "--bounding-set=-all"] + command)
 
 

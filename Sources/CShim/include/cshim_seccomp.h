@@ -24,12 +24,19 @@ int shim_seccomp_resolve(const char *name);
 
 /// Builds and loads a filter on the calling thread (with `tsync`, on every
 /// thread of the process: SECCOMP_FILTER_FLAG_TSYNC): `syscalls` (numbers)
-/// are allowed with any arguments, except ioctl, which is allowed only when
-/// its request's type byte (bits 8-15, _IOC_TYPE) is one of `ioctl_types`.
+/// are allowed with any arguments, except ioctl, which is allowed only with
+/// one of the `ioctl_requests` (compared on their low 32 bits, which is all
+/// the kernel reads of the request: its `cmd` is an unsigned int).
 /// Sets no_new_privs first. 0, or a negative errno; `failed_at` receives the
 /// index of the system call libseccomp refused, or -1.
-int shim_seccomp_load(int action, const int *syscalls, size_t count, const uint8_t *ioctl_types, size_t type_count,
-                      int tsync, int *failed_at);
+int shim_seccomp_load(int action, const int *syscalls, size_t count, const uint32_t *ioctl_requests,
+                      size_t request_count, int tsync, int *failed_at);
+
+/// Terminal requests (asm-generic/ioctls.h) that tcgetattr/tcsetattr/isatty make.
+static const unsigned int SHIM_TCGETS = 0x5401;
+static const unsigned int SHIM_TCSETS = 0x5402;
+static const unsigned int SHIM_TCSETSW = 0x5403;
+static const unsigned int SHIM_TCSETSF = 0x5404;
 
 /// Installs the SIGSYS reporter: a forbidden call (SECCOMP_RET_TRAP) makes it
 /// write "swiftvmm: seccomp: <thread> thread made a forbidden system call:
