@@ -84,7 +84,7 @@ public final class SignalWatcher {
 
     public func on(_ signo: Int32, _ handler: @escaping () -> Void) {
         signal(signo, SIG_IGN)
-        let s = DispatchSource.makeSignalSource(signal: signo, queue: .global(qos: .utility))
+        let s = DispatchSource.makeSignalSource(signal: signo, queue: .global())
         s.setEventHandler(handler: handler)
         s.resume()
         sources.append(s)

@@ -36,9 +36,9 @@ final class PanicTracker: Sendable {
         }
         // The first stop wins (StopLatch); a later one changes nothing.
         if firstPV {
-            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + flushDelay) { [self] in stopAsPanic() }
+            DispatchQueue.global().asyncAfter(deadline: .now() + flushDelay) { [self] in stopAsPanic() }
         } else if firstConsole {
-            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + consoleWait) { [self] in stopAsPanic() }
+            DispatchQueue.global().asyncAfter(deadline: .now() + consoleWait) { [self] in stopAsPanic() }
         }
     }
 

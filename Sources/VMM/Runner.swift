@@ -111,7 +111,7 @@ public enum VMMRunner {
                 do {
                     try machine.pressPowerButton()
                     logger.info("SIGTERM: pressed the ACPI power button; waiting up to \(Int(options.powerOffGrace)) s for the guest to power off (SIGTERM again to stop now)")
-                    DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + options.powerOffGrace) {
+                    DispatchQueue.global().asyncAfter(deadline: .now() + options.powerOffGrace) {
                         latch.stop(.signal(HostSignal.terminate))
                     }
                 } catch {
@@ -125,7 +125,7 @@ public enum VMMRunner {
 
         // Timeout.
         if let t = options.timeoutSeconds ?? config.timeoutSeconds {
-            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + t) { latch.stop(.timeout(seconds: t)) }
+            DispatchQueue.global().asyncAfter(deadline: .now() + t) { latch.stop(.timeout(seconds: t)) }
         }
 
         // Terminal input.
@@ -216,9 +216,6 @@ public enum VMMRunner {
         return outcome
     }
 
-    /// Stops the devices' I/O threads and joins them, for at most
-    /// `VirtioNotifier.stopTimeoutSeconds`; one stuck in its device's I/O is
-    /// left to the process exit, with a warning.
     /// "privileges: ..." for the log: what was given up, and the memory-lock
     /// limit iommufd's pinning now lives within.
     static func privilegeLine(_ r: Privileges.Report) -> String {
@@ -243,6 +240,9 @@ public enum VMMRunner {
         return line
     }
 
+    /// Stops the devices' I/O threads and joins them, for at most
+    /// `VirtioNotifier.stopTimeoutSeconds`; one stuck in its device's I/O is
+    /// left to the process exit, with a warning.
     static func stopIOThreads(_ machine: Machine, logger: Logger) {
         let stuck = machine.pci.notifier.stop()
         for name in stuck {
