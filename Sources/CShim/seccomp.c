@@ -11,7 +11,6 @@
 
 int shim_seccomp_resolve(const char *name) { return seccomp_syscall_resolve_name(name); }
 
-
 int shim_seccomp_load(int action, const int *syscalls, size_t count, const uint32_t *ioctl_requests,
                       size_t request_count, int tsync, int *failed_at) {
     *failed_at = -1;

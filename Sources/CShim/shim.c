@@ -88,15 +88,11 @@ int shim_caps_read(struct shim_caps *out) {
 }
 
 int shim_caps_drop_all(void) {
-    int last = shim_cap_last();
     struct shim_caps now;
     if (shim_caps_read(&now) != 0) return -1;
     // The bounding set first: dropping from it needs CAP_SETPCAP, which capset below removes.
-    if (now.bounding != 0) {
-        for (int c = 0; c <= last; c++) {
-            if (!(now.bounding & (1ULL << c))) continue;
-            if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0) return -1;
-        }
+    for (int c = 0; c < 64; c++) {
+        if ((now.bounding & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0) return -1;
     }
     if (now.ambient != 0 && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return -1;
     struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
@@ -107,7 +103,6 @@ int shim_caps_drop_all(void) {
 }
 
 int shim_set_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
-int shim_get_no_new_privs(void) { return prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); }
 
 #include <sys/resource.h>
 

@@ -61,6 +61,28 @@ public enum PassedDescriptor {
         }
     }
 
+    /// What "fd:N" refers to, without taking it (a VFIO cdev's device number
+    /// names it in sysfs before it is opened); the error is `take`'s.
+    public static func kind(of text: String, purpose: String) throws -> Kind {
+        let n = try number(text)
+        guard let k = kind(of: n) else { throw notOpen(n, purpose: purpose) }
+        return k
+    }
+
+    /// N of "fd:N", or the error that says what is wrong with the text.
+    private static func number(_ text: String) throws -> Int32 {
+        switch parse(text) {
+        case nil: throw SysError(errno: EINVAL, operation: "\"\(text)\" is not a passed descriptor (fd:N)")
+        case let .failure(p)?: throw SysError(errno: EINVAL, operation: p.description)
+        case let .success(n)?: return n
+        }
+    }
+
+    private static func notOpen(_ n: Int32, purpose: String) -> SysError {
+        SysError(errno: EBADF, operation: "descriptor \(n) is not open: the launcher must open the file for "
+            + "\(purpose) and leave it open across exec (no O_CLOEXEC)")
+    }
+
     /// Owners of the descriptors taken so far (weakly: one closed, or gone,
     /// frees its number for another purpose).
     // @unchecked Sendable: a weak reference to a Sendable class (FileDescriptor),
@@ -75,17 +97,9 @@ public enum PassedDescriptor {
     /// write to it when `write`. The error names N and says what the launcher
     /// must do.
     public static func take(_ text: String, purpose: String, write: Bool) throws -> FileDescriptor {
-        let n: Int32
-        switch parse(text) {
-        case nil: throw SysError(errno: EINVAL, operation: "\"\(text)\" is not a passed descriptor (fd:N)")
-        case let .failure(p)?: throw SysError(errno: EINVAL, operation: p.description)
-        case let .success(v)?: n = v
-        }
+        let n = try number(text)
         let flags = fcntl(n, F_GETFL)
-        guard flags >= 0 else {
-            throw SysError(errno: EBADF, operation: "descriptor \(n) is not open: the launcher must open the file for "
-                + "\(purpose) and leave it open across exec (no O_CLOEXEC)")
-        }
+        guard flags >= 0 else { throw notOpen(n, purpose: purpose) }
         let access = flags & O_ACCMODE
         if write, access == O_RDONLY {
             throw SysError(errno: EBADF, operation: "descriptor \(n) is open read-only, and \(purpose) needs it read-write (O_RDWR)")

@@ -76,7 +76,7 @@ public enum Privileges {
     /// vIOMMU later (charged to the limit once the capability is gone:
     /// iopt_alloc_pages checks CAP_IPC_LOCK at each map) keeps working; an unprivileged
     /// VMM lives within the limit its launcher gave it (`ulimit -l`).
-    public static func dropAll(otherThreads: Int) throws -> Report {
+    public static func dropAll() throws -> Report {
         let before = try capabilities()
         var raised = false
         if before.effective & (1 << UInt64(ipcLock)) != 0 {
@@ -95,11 +95,11 @@ public enum Privileges {
         _ = shim_memlock_limit(&limit)
         return Report(uid: getuid(), euid: geteuid(), effectiveBefore: before.effective,
                       memlockLimit: limit == UInt64.max ? nil : limit,
-                      memlockRaised: raised, otherThreads: otherThreads)
+                      memlockRaised: raised, otherThreads: otherThreadCount())
     }
 
     /// Threads of this process other than the caller (/proc/self/task).
-    public static func otherThreadCount() -> Int {
+    static func otherThreadCount() -> Int {
         guard let dir = opendir("/proc/self/task") else { return 0 }
         defer { closedir(dir) }
         var n = 0

@@ -60,7 +60,6 @@ public enum Errno {
     public static let EPERM: Int32 = Glibc.EPERM
     public static let ENOENT: Int32 = Glibc.ENOENT
     public static let EINTR: Int32 = Glibc.EINTR
-    public static let EBADF: Int32 = Glibc.EBADF
     public static let ENOTTY: Int32 = Glibc.ENOTTY
     public static let EIO: Int32 = Glibc.EIO
     public static let ENXIO: Int32 = Glibc.ENXIO

@@ -153,10 +153,9 @@ public final class AssignedVFIODevice: Sendable {
             return (bdf, path)
         case let .cdev(path) where PassedDescriptor.isPassed(path):
             // A descriptor a launcher passed: its device number names it in sysfs.
-            guard case let .success(n)? = PassedDescriptor.parse(path) else { throw VFIOError.notAVFIOCdev(path: path) }
-            guard let kind = PassedDescriptor.kind(of: n) else {
-                throw VFIOError.openFailed(path: path, SysError(errno: Errno.EBADF, operation:
-                    "descriptor \(n) is not open: the launcher must open the VFIO cdev and leave it open across exec (no O_CLOEXEC)"))
+            let kind: PassedDescriptor.Kind
+            do { kind = try PassedDescriptor.kind(of: path, purpose: "a VFIO cdev") } catch let e as SysError {
+                throw VFIOError.openFailed(path: path, e)
             }
             guard case let .characterDevice(major, minor) = kind,
                   let bdf = discovery.bdf(forCharDevice: major, minor: minor) else { throw VFIOError.notAVFIOCdev(path: path) }

@@ -94,7 +94,7 @@ public enum VMMRunner {
         // holds, so no privilege is needed any more. Before any thread starts
         // (capabilities are per thread; those started later inherit the drop).
         do {
-            let r = try Privileges.dropAll(otherThreads: Privileges.otherThreadCount())
+            let r = try Privileges.dropAll()
             logger.info("\(Self.privilegeLine(r))")
         } catch {
             return failed(.vmmError("giving up privileges after setup: \(error)"), clock: clock, tail: [], status: ExitStatus.vmmError)

@@ -27,7 +27,6 @@ public enum Sandbox {
         case main, vcpu, io
     }
 
-
     /// Every thread: memory, locks, time, signals (the vCPU kick, the SIGSYS
     /// reporter), thread start and exit (libdispatch may start a worker from
     /// any thread that queues work), reads and writes on descriptors it

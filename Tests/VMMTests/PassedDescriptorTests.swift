@@ -20,7 +20,7 @@ final class PassedDescriptorTests: XCTestCase {
     /// without O_CLOEXEC): the raw number, owned by nobody until taken.
     private func launcherOpens(_ name: String, size: Int = 1 << 20, flags: Int32) throws -> Int32 {
         let path = dir.appendingPathComponent(name).path
-        FileManager.default.createFile(atPath: path, contents: Data(count: size))
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(count: size)))
         let n = Glibc.open(path, flags)
         XCTAssertGreaterThan(n, 2)
         return n
