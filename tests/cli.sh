@@ -124,5 +124,29 @@ else
     echo "cli: SKIP pvm-host-fails-fast: this host's KVM is not KVM-PVM (guests are booted by the lab tests and can be booted here too)"
 fi
 
+# The release binary is self-contained (scripts/install): ldd names no library of the Swift
+# toolchain and none it cannot find, and with the toolchain's directory hidden (an empty
+# tmpfs over it, in a mount namespace of its own) a copy still runs and checks a config.
+case $BIN in
+    */.build/debug/*|*/.build/release/*)
+        echo "cli: SKIP release-binary-self-contained: $BIN is a build product, not the installed binary (scripts/install; scripts/test runs these tests on it)" ;;
+    *)
+        toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")
+        libs=$(ldd "$BIN" 2>&1)
+        if echo "$libs" | grep -qF -e "$toolchain/" -e "not found" -e "libswift" -e "libFoundation"; then
+            OUT=$libs; fail release-binary-self-contained "ldd names toolchain libraries"
+        elif [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
+            cp "$BIN" "$tmp/swiftvmm-copy"
+            OUT=$(cd "$REPO" && unshare -m sh -c 'mount -t tmpfs none "$1" && ls -A "$1" | wc -l && "$2" --version && "$2" check configs/smoke.toml' sh "$toolchain" "$tmp/swiftvmm-copy" 2>&1); ST=$?
+            if [ $ST -eq 0 ] && [ "$(echo "$OUT" | head -n 1)" = 0 ] && echo "$OUT" | grep -q "configs/smoke.toml: ok"; then
+                pass "release-binary-self-contained ($(echo "$libs" | awk '{ print $1 }' | grep -v vdso | sed 's,.*/,,' | tr '\n' ' ')without $toolchain)"
+            else
+                fail release-binary-self-contained "the copy did not run with $toolchain hidden (status $ST)"
+            fi
+        else
+            OUT=$libs; pass "release-binary-self-contained (ldd only: hiding $toolchain needs root and unshare)"
+        fi ;;
+esac
+
 echo "cli: $P passed, $F failed"
 [ $F -eq 0 ]

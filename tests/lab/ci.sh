@@ -97,7 +97,7 @@ lab_test report-and-console-log 240 t_report
 
 # 8. The seccomp sandbox (on by default, --seccomp kill): a vCPU thread and a device's I/O
 # thread that make a system call outside their allowlists (socket(2), through the debug
-# build's test-only SWIFTVMM_TEST_FORBIDDEN_SYSCALL) stop the VMM with SIGSYS (status 159)
+# build's test-only SWIFTVMM_TEST_FORBIDDEN_SYSCALL: SWIFTVMM_DEBUG) stop the VMM with SIGSYS (status 159)
 # and a line naming the thread and the call; the same guest without the trigger gives its
 # verdict, with the sandbox reported on.
 t_seccomp() {
@@ -106,7 +106,7 @@ t_seccomp() {
     vmm seccomp-none 180 run "$cfg" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=3"
     if [ "$STATUS" -eq 3 ] && has "seccomp: kill: every thread filtered"; then detail="no trigger: verdict 3"; else ok=0; detail="no trigger: status $STATUS"; fi
     for kind in vcpu io; do
-        SWIFTVMM_TEST_FORBIDDEN_SYSCALL=$kind vmm seccomp-$kind 180 run "$cfg" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=3"
+        SWIFTVMM=$SWIFTVMM_DEBUG SWIFTVMM_TEST_FORBIDDEN_SYSCALL=$kind vmm seccomp-$kind 180 run "$cfg" --cmdline "$BASE swiftvmm.test=verdict swiftvmm.status=3"
         if [ "$STATUS" -eq 159 ] && has "seccomp: the $kind thread made a system call outside its allowlist: number 41 "; then
             detail="$detail; $kind: SIGSYS"
         else

@@ -11,6 +11,9 @@
 set -u
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 SWIFTVMM=${SWIFTVMM:-$REPO/.build/debug/swiftvmm}
+# The debug build, for what only it has (the sandbox's test-only trigger); scripts/test runs
+# everything else on the installed release binary (SWIFTVMM).
+SWIFTVMM_DEBUG=${SWIFTVMM_DEBUG:-$REPO/.build/debug/swiftvmm}
 CACHE=${SWIFTVMM_CACHE:-$REPO/.cache}
 LOGDIR=${LAB_LOGDIR:-/tmp/swiftvmm-lab-logs}
 mkdir -p "$LOGDIR"
