@@ -57,7 +57,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM", "VFIO",
+            "Bits", "HostSys", "VMM", "VFIO", "VMConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -96,3 +96,11 @@ let package = Package(
         .testTarget(name: "LayeringTests"),
     ]
 )
+
+// Every layer sees an extension's members only through a module it imports itself
+// (SE-0444), so a Foundation API cannot slip in through a dependency's import (the
+// full Foundation links ICU into the binary; LayeringTests forbids importing it).
+for target in package.targets where target.type == .regular || target.type == .executable {
+    guard !["CShim", "FuzzTargets", "swiftvmm-fuzz", "TestFakes"].contains(target.name) else { continue }
+    target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]
+}

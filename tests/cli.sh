@@ -135,6 +135,8 @@ case $BIN in
         libs=$(ldd "$BIN" 2>&1)
         if echo "$libs" | grep -qF -e "$toolchain/" -e "not found" -e "libswift" -e "libFoundation"; then
             OUT=$libs; fail release-binary-self-contained "ldd names toolchain libraries"
+        elif nm "$BIN" 2>/dev/null | grep -q " icudt[0-9]*_dat$"; then
+            OUT=""; fail release-binary-self-contained "ICU's data is linked in: something uses the full Foundation, not FoundationEssentials"
         elif [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
             cp "$BIN" "$tmp/swiftvmm-copy"
             OUT=$(cd "$REPO" && unshare -m sh -c 'mount -t tmpfs none "$1" && ls -A "$1" | wc -l && "$2" --version && "$2" check configs/smoke.toml' sh "$toolchain" "$tmp/swiftvmm-copy" 2>&1); ST=$?

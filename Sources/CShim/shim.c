@@ -117,3 +117,5 @@ int shim_memlock_unlimited(void) {
     struct rlimit r = { .rlim_cur = RLIM_INFINITY, .rlim_max = RLIM_INFINITY };
     return setrlimit(RLIMIT_MEMLOCK, &r);
 }
+
+int shim_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }

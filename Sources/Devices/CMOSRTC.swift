@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 
 /// The PC's CMOS real-time clock (Motorola MC146818A) at ports 0x70 (index,

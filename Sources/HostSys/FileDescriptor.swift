@@ -114,6 +114,46 @@ public enum HostFiles {
         return out
     }
 
+    /// Reads at most `count` bytes from the start of any readable file (a
+    /// regular file, a pipe, a character device), until end of file.
+    public static func readPrefix(_ path: String, upTo count: Int) throws -> [UInt8] {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+        var out = [UInt8]()
+        while out.count < count {
+            let chunk = try fd.read(upTo: min(count - out.count, 1 << 20))
+            if chunk.isEmpty { break }
+            out.append(contentsOf: chunk)
+        }
+        return out
+    }
+
+    /// What stat(2) says about a path, symlinks followed.
+    public struct Status: Sendable, Equatable {
+        public enum Kind: Sendable, Equatable { case regular, directory, other }
+        public let kind: Kind
+        public let size: UInt64
+        /// The device and inode numbers: together they name the file.
+        public let device: UInt64
+        public let inode: UInt64
+    }
+
+    /// stat(2) of `path` (symlinks followed); nil when it does not exist or
+    /// cannot be reached.
+    public static func status(_ path: String) -> Status? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        let kind: Status.Kind
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: kind = .regular
+        case S_IFDIR: kind = .directory
+        default: kind = .other
+        }
+        return Status(kind: kind, size: UInt64(max(st.st_size, 0)), device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    public static func isReadable(_ path: String) -> Bool { access(path, R_OK) == 0 }
+    public static func isWritable(_ path: String) -> Bool { access(path, W_OK) == 0 }
+
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
     public static func isReadWritable(_ path: String) -> Bool { access(path, R_OK | W_OK) == 0 }
 

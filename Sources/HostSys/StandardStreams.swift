@@ -10,6 +10,21 @@ public enum StandardStreams {
     public static var inputIsTerminal: Bool { isatty(STDIN_FILENO) == 1 }
     /// Raw mode for the terminal on standard input, or nil when it is not one.
     public static func rawInputTerminal() -> RawTerminal? { RawTerminal(fd: STDIN_FILENO) }
+
+    /// Writes `text` to standard error, all of it (a short write or EINTR
+    /// continues; any other failure drops the rest: there is nowhere to say so).
+    public static func writeError(_ text: String) {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let n = bytes.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            bytes = bytes.dropFirst(n)
+        }
+    }
+
+    /// Ends the process with `status` (exit(3): atexit handlers run, stdio flushed).
+    public static func exit(_ status: Int32) -> Never { Glibc.exit(status) }
 }
 
 public enum HostSignal {

@@ -1,6 +1,6 @@
 import CShim
 import Glibc
-import Foundation
+import Dispatch
 import Synchronization
 
 /// The signal used to kick a vCPU thread out of KVM_RUN (no-op handler,
@@ -41,27 +41,39 @@ public final class KickableThread: Sendable {
     static let osNameBytes = 15
 
     /// Starts `body` on a new thread named `name` (cut to `osNameBytes`
-    /// bytes), which is named before `body` runs.
+    /// bytes), which is named before `body` runs. A thread the OS refuses to
+    /// create stops the process with the reason: nothing can run without it.
     public init(name: String, body: @escaping @Sendable () -> Void) {
         var cut = Substring(name)
         while cut.utf8.count > Self.osNameBytes { cut.removeLast() }
         let osName = String(cut)
-        // Foundation on Linux drops a name set before start() and passes one
-        // to the OS only once start() has returned, so the thread waits for
-        // that and names itself.
-        let started = DispatchSemaphore(value: 0)
-        let t = Thread { [self] in
-            started.wait()
-            Thread.current.name = osName
+        let start = ThreadStart { [self] in
+            _ = shim_set_thread_name(osName)
             state.withLock { $0.handle = pthread_self() }
             body()
             state.withLock { $0.finished = true }
             done.signal()
         }
-        t.stackSize = 1 << 20
-        t.start()
-        started.signal()
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        defer { pthread_attr_destroy(&attr) }
+        _ = pthread_attr_setstacksize(&attr, Self.stackBytes)
+        _ = pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(start).toOpaque()
+        let rc = pthread_create(&thread, &attr, { context in
+            guard let context else { return nil }
+            Unmanaged<ThreadStart>.fromOpaque(context).takeRetainedValue().body()
+            return nil
+        }, context)
+        if rc != 0 {
+            Unmanaged<ThreadStart>.fromOpaque(context).release()
+            fatalError("cannot start thread \(osName): pthread_create: \(String(cString: strerror(rc)))")
+        }
     }
+
+    /// Each thread's stack: 1 MiB.
+    static let stackBytes = 1 << 20
 
     /// Kicks the thread (no-op until it has started, or after it ended). The
     /// signal is sent with the lock held, so the thread cannot finish (and its
@@ -74,6 +86,12 @@ public final class KickableThread: Sendable {
 
     /// Waits for the thread's body to return.
     public func join() { done.wait(); done.signal() }
+}
+
+/// The body a new thread runs, carried through pthread_create's argument.
+private final class ThreadStart: Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
 }
 
 /// Signals delivered to the process (SIGTERM, SIGINT) turned into callbacks.

@@ -1,5 +1,5 @@
 import Bits
-import Foundation
+import FoundationEssentials
 
 /// What `swiftvmm devices` prints: the host's PCI devices, whether each can
 /// be assigned, and what assigning it would do to the guest's WBINVD.
@@ -56,7 +56,7 @@ public struct DeviceListing: Codable, Equatable, Sendable {
             } else {
                 out.append("  IOMMU group: none")
             }
-            out.append("  assignable: \(d.viable ? "yes" : "no") - \(d.viability.replacingOccurrences(of: "\n", with: "\n    "))")
+            out.append("  assignable: \(d.viable ? "yes" : "no") - \(d.viability.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\n    "))")
             out.append("  cdev: \(d.cdev ?? "none")")
             if let m = d.iommu {
                 let sc = m.canEnforceSnoop.map { $0 ? "yes" : "no" } ?? "unknown"

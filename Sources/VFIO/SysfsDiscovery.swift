@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A member of an IOMMU group and the driver it is bound to.
 public struct GroupMember: Codable, Equatable, Sendable {
@@ -94,7 +94,8 @@ public struct SysfsDiscovery: Sendable {
 
     func text(_ path: String) -> String? {
         guard let d = FileManager.default.contents(atPath: path) else { return nil }
-        return String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let t = String(decoding: d, as: UTF8.self)
+        return String(t.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
     }
 
     /// The last path component of a symlink's target (driver, iommu_group, iommu).

@@ -1,5 +1,5 @@
 import Bits
-import Foundation
+import FoundationEssentials
 import HostSys
 import TOMLKit
 
@@ -342,10 +342,7 @@ extension Builder {
     /// "dev:ino" of an existing file when `checkFiles`, else the path.
     private static func identity(_ path: String, checkFiles: Bool) -> String {
         guard checkFiles else { return path }
-        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-        guard let a = try? FileManager.default.attributesOfItem(atPath: resolved),
-              let dev = a[.systemNumber] as? NSNumber, let ino = a[.systemFileNumber] as? NSNumber
-        else { return path }
-        return "\(dev.uint64Value):\(ino.uint64Value)"
+        guard let st = HostFiles.status(path) else { return path }
+        return "\(st.device):\(st.inode)"
     }
 }

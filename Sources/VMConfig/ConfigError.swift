@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// One problem with a config: where (a TOML key path such as `machine.memory`,
 /// a command-line option such as `--memory`, or "" for the file as a whole)

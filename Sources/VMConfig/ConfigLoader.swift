@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import HostSys
 import TOMLKit
 
 /// Loads and validates VM configs (schema: `configs/README.md`).
@@ -76,24 +77,21 @@ public enum ConfigLoader {
     private struct ReadFailure: Error { let text: String }
 
     private static func readConfigFile(_ path: String) -> Result<String, ReadFailure> {
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return .failure(ReadFailure(text: "\(path): no such file")) }
-        if isDir.boolValue { return .failure(ReadFailure(text: "\(path): is a directory, not a config file")) }
-        guard fm.isReadableFile(atPath: path), let handle = FileHandle(forReadingAtPath: path) else {
+        guard let st = HostFiles.status(path) else { return .failure(ReadFailure(text: "\(path): no such file")) }
+        if st.kind == .directory { return .failure(ReadFailure(text: "\(path): is a directory, not a config file")) }
+        guard HostFiles.isReadable(path) else {
             return .failure(ReadFailure(text: "\(path): not readable (permission denied)"))
         }
-        defer { try? handle.close() }
-        let data: Data
+        let data: [UInt8]
         do {
-            data = try handle.read(upToCount: maxConfigBytes + 1) ?? Data()
+            data = try HostFiles.readPrefix(path, upTo: maxConfigBytes + 1)
         } catch {
-            return .failure(ReadFailure(text: "\(path): cannot read: \(error.localizedDescription)"))
+            return .failure(ReadFailure(text: "\(path): cannot read: \(error)"))
         }
         guard data.count <= maxConfigBytes else {
             return .failure(ReadFailure(text: "\(path): larger than \(Units.formatSize(UInt64(maxConfigBytes))), not a config file"))
         }
-        guard let text = String(data: data, encoding: .utf8) else {
+        guard let text = String(validating: data, as: UTF8.self) else {
             return .failure(ReadFailure(text: "\(path): not UTF-8 text"))
         }
         return .success(text)

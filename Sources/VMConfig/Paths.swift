@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import HostSys
 
 /// Path resolution and the file checks done at load time, so that a missing
@@ -34,36 +34,26 @@ enum Paths {
 
     /// Why `path` cannot be read as an input file, or nil if it can.
     static func inputFileProblem(_ path: String, allowEmpty: Bool = true) -> String? {
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return "\(path): no such file" }
-        if isDir.boolValue { return "\(path): is a directory, not a file" }
-        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-        let attributes = try? fm.attributesOfItem(atPath: resolved)
-        if let type = attributes?[.type] as? FileAttributeType, type != .typeRegular {
-            return "\(path): not a regular file"
-        }
-        guard fm.isReadableFile(atPath: path) else { return "\(path): not readable (permission denied)" }
-        if !allowEmpty, let size = attributes?[.size] as? NSNumber, size.int64Value == 0 {
-            return "\(path): is empty"
-        }
+        guard let st = HostFiles.status(path) else { return "\(path): no such file" }
+        if st.kind == .directory { return "\(path): is a directory, not a file" }
+        if st.kind != .regular { return "\(path): not a regular file" }
+        guard HostFiles.isReadable(path) else { return "\(path): not readable (permission denied)" }
+        if !allowEmpty, st.size == 0 { return "\(path): is empty" }
         return nil
     }
 
     /// Why the VMM could not create or truncate `path` for writing, or nil.
     static func outputFileProblem(_ path: String) -> String? {
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        if fm.fileExists(atPath: path, isDirectory: &isDir) {
-            if isDir.boolValue { return "\(path): is a directory, not a file" }
-            guard fm.isWritableFile(atPath: path) else { return "\(path): not writable (permission denied)" }
+        if let st = HostFiles.status(path) {
+            if st.kind == .directory { return "\(path): is a directory, not a file" }
+            guard HostFiles.isWritable(path) else { return "\(path): not writable (permission denied)" }
             return nil
         }
         let dir = directory(of: path)
-        guard fm.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+        guard HostFiles.status(dir)?.kind == .directory else {
             return "\(dir): no such directory"
         }
-        guard fm.isWritableFile(atPath: dir) else { return "\(dir): not writable (permission denied)" }
+        guard HostFiles.isWritable(dir) else { return "\(dir): not writable (permission denied)" }
         return nil
     }
 

@@ -1,5 +1,5 @@
 import Devices
-import Foundation
+import FoundationEssentials
 import HostSys
 import KVM
 import VMConfig

@@ -1,4 +1,3 @@
-import Foundation
 import Synchronization
 
 /// Watches console output for `--expect` and `--fail-on` patterns. Output
@@ -21,23 +20,37 @@ public final class ConsoleMatcher: Sendable {
     /// The tail of the output so far, and whether a pattern matched.
     private let state = Mutex<(buffer: [UInt8], matched: Bool)>(([], false))
     private let window: Int
-    private let patterns: [(Kind, String, NSRegularExpression)]
+    private let patterns: [(Kind, String, Pattern)]
+
+    /// A pattern: text to find as it is (panic messages), or a regular
+    /// expression (Swift's Regex syntax, `^` and `$` at every line's ends).
+    // @unchecked Sendable: a Regex is an immutable value once compiled; it is
+    // only matched against, from whichever thread feeds the console.
+    private enum Pattern: @unchecked Sendable {
+        case literal(String)
+        case regex(Regex<AnyRegexOutput>)
+
+        func matches(_ text: String) -> Bool {
+            switch self {
+            case let .literal(l): return text.contains(l)
+            case let .regex(r): return (try? r.firstMatch(in: text)) != nil
+            }
+        }
+    }
 
     /// What Linux prints when it panics (kernel/panic.c). Seen on the console it
     /// means a guest panic even when the guest has no pvpanic driver.
     public static let linuxPanic = "Kernel panic - not syncing"
 
     public init(expect: [String], failOn: [String], panic: [String] = [], window: Int = 8192) throws {
-        var ps: [(Kind, String, NSRegularExpression)] = []
-        for p in panic {
-            ps.append((.panic, p, try NSRegularExpression(pattern: NSRegularExpression.escapedPattern(for: p))))
-        }
+        var ps: [(Kind, String, Pattern)] = []
+        for p in panic { ps.append((.panic, p, .literal(p))) }
         // Failure patterns are checked first: a chunk holding both a panic and the
         // expected text is a failure.
         for (kind, option, list) in [(Kind.failOn, "--fail-on", failOn), (.expect, "--expect", expect)] {
             for p in list {
-                do { ps.append((kind, p, try NSRegularExpression(pattern: p, options: [.anchorsMatchLines]))) } catch {
-                    throw PatternError.invalid(option: option, pattern: p, reason: "\(error.localizedDescription)")
+                do { ps.append((kind, p, .regex(try Regex(p).anchorsMatchLineEndings()))) } catch {
+                    throw PatternError.invalid(option: option, pattern: p, reason: "\(error)")
                 }
             }
         }
@@ -57,9 +70,8 @@ public final class ConsoleMatcher: Sendable {
             // only the current partial line can have changed, so match just that.
             var slice = s.buffer[...]
             if !chunk.contains(0x0A), let nl = s.buffer.lastIndex(of: 0x0A) { slice = s.buffer[(nl + 1)...] }
-            let text = String(decoding: slice, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
-            let range = NSRange(text.startIndex..., in: text)
-            for (kind, p, re) in patterns where re.firstMatch(in: text, options: [], range: range) != nil {
+            let text = String(decoding: slice.lazy.filter { $0 != 0x0D }, as: UTF8.self)
+            for (kind, p, pattern) in patterns where pattern.matches(text) {
                 s.matched = true
                 return Match(kind: kind, pattern: p)
             }

@@ -1,4 +1,5 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
 import HostSys
 import Synchronization
 
@@ -108,8 +109,8 @@ final class DeviceIOLoop: Sendable {
         _ = KickableThread(name: name) { [self] in
             // Never run a device's I/O outside the sandbox the run asked for.
             do { try Sandbox.enter(.io) } catch {
-                FileHandle.standardError.write(Data("swiftvmm: error: \(name): \(error)\n".utf8))
-                exit(ExitStatus.vmmError)
+                StandardStreams.writeError("swiftvmm: error: \(name): \(error)\n")
+                StandardStreams.exit(ExitStatus.vmmError)
             }
             run()
             finished.signal()

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import HostSys
 import Logging
 
 /// Log lines on stderr as `swiftvmm: <level>: message`, readable next to a
@@ -20,6 +21,6 @@ public struct VMMLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         let text = "\(label): \(event.level): \(event.message)\n"
-        FileHandle.standardError.write(Data(text.utf8))
+        StandardStreams.writeError(text)
     }
 }

@@ -1,11 +1,13 @@
 import ACPI
+import Bits
 import Boot
 import Devices
-import Foundation
+import FoundationEssentials
 import GuestMemory
 import HostSys
 import KVM
 import Logging
+import PCI
 import Virtio
 import VMConfig
 
@@ -128,7 +130,7 @@ final class Machine: Sendable {
             case .guestPanic: panic.report(viaPVPanic: true)
             case .bootComplete:
                 if let t = clock.markBootComplete() {
-                    logger.info("guest boot complete \(String(format: "%.1f", t * 1000)) ms after VMM start")
+                    logger.info("guest boot complete \(decimal(t * 1000, digits: 1)) ms after VMM start")
                 }
             }
         }

@@ -1,6 +1,6 @@
 import ACPI
 import Devices
-import Foundation
+import FoundationEssentials
 import GuestMemory
 import HostSys
 import KVM

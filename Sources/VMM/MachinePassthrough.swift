@@ -1,5 +1,6 @@
 import Bits
-import Foundation
+import Dispatch
+import FoundationEssentials
 import GuestMemory
 import HostSys
 import KVM
@@ -339,7 +340,7 @@ final class MachinePassthrough: Sendable {
             let ranges = ram.slots.map { (guest: $0.guestBase, host: $0.hostAddress, size: $0.size) }
             try ctx.checkGuestRAM(ranges.map { (guest: $0.guest, size: $0.size) })
             let (bytes, seconds) = try ctx.mapGuestRAM(ranges)
-            logger.info("IOAS \(ctx.ioas.id): mapped \(formatBytes(bytes)) of guest RAM in \(ranges.count) range\(ranges.count == 1 ? "" : "s") in \(String(format: "%.1f", seconds * 1000)) ms (\(config.hugePages ? "2 MiB" : "4 KiB") pages)")
+            logger.info("IOAS \(ctx.ioas.id): mapped \(formatBytes(bytes)) of guest RAM in \(ranges.count) range\(ranges.count == 1 ? "" : "s") in \(decimal(seconds * 1000, digits: 1)) ms (\(config.hugePages ? "2 MiB" : "4 KiB") pages)")
             var verdicts: [CoherencyVerdict] = []
             for d in devices {
                 let v = try d.vfio.coherency(noSnoopEnabled: nil)
@@ -370,7 +371,7 @@ final class MachinePassthrough: Sendable {
                 var id = [UInt8](repeating: 0xFF, count: 4)
                 id.withUnsafeMutableBytes { d.readConfig(offset: 0, data: $0) }
                 let vendor = UInt16(id[0]) | UInt16(id[1]) << 8, device = UInt16(id[2]) | UInt16(id[3]) << 8
-                logger.info("pci \(a): passthrough \(d.name) [\(String(format: "%04x:%04x", vendor, device))]; \(d.mappingSummary)")
+                logger.info("pci \(a): passthrough \(d.name) [\(hexDigits(vendor, width: 4) + ":" + hexDigits(device, width: 4))]; \(d.mappingSummary)")
             } catch {
                 throw MachineError.passthrough("passthrough[\(i)].device \(d.entry.description): \(error)")
             }

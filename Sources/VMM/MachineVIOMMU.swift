@@ -1,5 +1,5 @@
 import ACPI
-import Foundation
+import FoundationEssentials
 import GuestMemory
 import Logging
 import PCI

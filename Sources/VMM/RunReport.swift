@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The machine-readable summary written by `--report FILE.json`.
 public struct RunReport: Codable, Equatable {

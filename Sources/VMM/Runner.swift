@@ -1,9 +1,13 @@
+import Bits
+import Boot
 import Devices
-import Foundation
+import Dispatch
+import FoundationEssentials
 import HostSys
 import KVM
 import Logging
 import Synchronization
+import Virtio
 import VMConfig
 
 /// The result of `swiftvmm run`.
@@ -286,7 +290,7 @@ public enum VMMRunner {
     /// One vCPU's KVM_RUN loop.
     static func vcpuLoop(_ v: VCPU, machine: Machine, latch: StopLatch, clock: RunClock, logger: Logger) {
         if v.id == 0, let t = clock.markFirstRun() {
-            logger.debug("first KVM_RUN \(String(format: "%.1f", t * 1000)) ms after VMM start")
+            logger.debug("first KVM_RUN \(decimal(t * 1000, digits: 1)) ms after VMM start")
         }
         while !latch.isStopped {
             let exit: VCPUExit

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import VFIO
 
 /// `swiftvmm devices`: which host PCI devices could be assigned to a guest.

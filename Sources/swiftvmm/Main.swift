@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import Bits
+import FoundationEssentials
 import HostSys
 import Logging
 import VMConfig
@@ -67,8 +68,8 @@ func loadConfig(_ path: String, _ o: Overrides) -> Result<VMConfig, ConfigError>
 }
 
 func printIssues(_ e: ConfigError) {
-    FileHandle.standardError.write(Data("swiftvmm: invalid configuration:\n".utf8))
-    for i in e.issues { FileHandle.standardError.write(Data("  \(i)\n".utf8)) }
+    StandardStreams.writeError("swiftvmm: invalid configuration:\n")
+    for i in e.issues { StandardStreams.writeError("  \(i)\n") }
 }
 
 struct Check: ParsableCommand {
@@ -130,7 +131,7 @@ struct Run: ParsableCommand {
         let logger = makeLogger(verbose: verbose)
         for (option, value) in [("--kvm", kvm), ("--iommufd", iommufd)] {
             if case let .failure(p)? = PassedDescriptor.parse(value) {
-                FileHandle.standardError.write(Data("swiftvmm: \(option): \(p)\n".utf8))
+                StandardStreams.writeError("swiftvmm: \(option): \(p)\n")
                 throw ExitCode(ExitStatus.usage)
             }
         }
@@ -142,7 +143,7 @@ struct Run: ParsableCommand {
         case let .success(c): cfg = c
         }
         guard let sandbox = SeccompMode(rawValue: seccomp) else {
-            FileHandle.standardError.write(Data("swiftvmm: --seccomp: \"\(seccomp)\" is not kill, log or off\n".utf8))
+            StandardStreams.writeError("swiftvmm: --seccomp: \"\(seccomp)\" is not kill, log or off\n")
             throw ExitCode(ExitStatus.usage)
         }
         var options = RunOptions()
@@ -158,18 +159,18 @@ struct Run: ParsableCommand {
         options.ramAliasAt4G = ProcessInfo.processInfo.environment["SWIFTVMM_LAB_CR3_ALIAS"] == "1"
         if let t = timeout {
             guard let s = ConfigLoader.parseDuration(t) else {
-                FileHandle.standardError.write(Data("swiftvmm: --timeout: \"\(t)\" is not a duration (use e.g. 90s, 5m)\n".utf8))
+                StandardStreams.writeError("swiftvmm: --timeout: \"\(t)\" is not a duration (use e.g. 90s, 5m)\n")
                 throw ExitCode(ExitStatus.usage)
             }
             options.timeoutSeconds = s
         }
         let outcome = VMMRunner.run(config: cfg, options: options, clock: RunClock(startNanos: startNanos), logger: logger)
-        let line = "\(outcome.reason) (exit status \(outcome.exitStatus), ran \(String(format: "%.2f", outcome.wallSeconds)) s)"
+        let line = "\(outcome.reason) (exit status \(outcome.exitStatus), ran \(decimal(outcome.wallSeconds, digits: 2)) s)"
         if outcome.exitStatus == 0 { logger.info("\(line)") } else { logger.error("\(line)") }
         if outcome.showsConsoleTail && !outcome.consoleTail.isEmpty {
-            let lines = String(decoding: outcome.consoleTail, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+            let lines = String(decoding: outcome.consoleTail.filter { $0 != 0x0D }, as: UTF8.self)
                 .split(separator: "\n", omittingEmptySubsequences: false).suffix(20)
-            FileHandle.standardError.write(Data(("swiftvmm: last console lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n") + "\n").utf8))
+            StandardStreams.writeError(("swiftvmm: last console lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n") + "\n"))
         }
         if let path = report {
             do {

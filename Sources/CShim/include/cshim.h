@@ -183,6 +183,10 @@ int shim_caps_read(struct shim_caps *out);
 int shim_caps_drop_all(void);
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): execve can never grant privileges again.
 int shim_set_no_new_privs(void);
+
+/// prctl(PR_SET_NAME): names the calling thread (at most 15 bytes are kept,
+/// TASK_COMM_LEN); what pthread_setname_np does for the calling thread.
+int shim_set_thread_name(const char *name);
 /// RLIMIT_MEMLOCK's soft limit (UINT64_MAX: unlimited); 0, or -1 with errno.
 int shim_memlock_limit(uint64_t *soft);
 /// RLIMIT_MEMLOCK to unlimited, soft and hard (needs CAP_SYS_RESOURCE); 0, or -1 with errno.
