@@ -8,6 +8,7 @@ Per run it measures
   exec->KVM_RUN  VMM-side time from exec to the first KVM_RUN ioctl (strace, separate runs)
   VMM RSS        peak RssAnon+RssFile of the VMM process, sampled every 20 ms; guest RAM
                  is a memfd for both VMMs (RssShmem), so this excludes guest RAM
+and, once, each VMM's binary size and the size of the shared libraries it loads.
 """
 import os, re, statistics, subprocess, sys, threading, time
 
@@ -153,6 +154,28 @@ def verdict_bench():
         print(f"{name:30} {fmt(m, 's'):>8}{ratio}")
 
 
+def binary_size(path):
+    """The file's size and its shared libraries' (what ldd resolves), in bytes."""
+    libs = []
+    out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        m = re.search(r"=> (/\S+)", line) or re.match(r"\s*(/\S+)", line)
+        if m and os.path.exists(m.group(1)):
+            libs.append(os.path.realpath(m.group(1)))
+    return os.path.getsize(path), len(set(libs)), sum(os.path.getsize(l) for l in set(libs))
+
+
+def print_sizes():
+    qemu_path = subprocess.run(["which", "qemu-system-x86_64"], capture_output=True, text=True).stdout.strip()
+    print()
+    for name, path in (("swiftvmm", SWIFTVMM), ("qemu-system-x86_64", qemu_path)):
+        if not path or not os.path.exists(path):
+            print(f"bench: binary {name}: not found")
+            continue
+        size, n, libs = binary_size(path)
+        print(f"bench: binary {name}: {size / 2**20:.1f} MiB, {n} shared libraries ({libs / 2**20:.1f} MiB)")
+
+
 def main():
     if os.environ.get("BENCH_PART") == "verdict":
         return verdict_bench()
@@ -189,6 +212,7 @@ def main():
     for name, (i, k, r) in results.items():
         if name.startswith("swiftvmm") and m and i and m[0]:
             print(f"bench: {name} vs qemu microvm: exec->init {i / m[0]:.2f}x")
+    print_sizes()
     print()
     verdict_bench()
 
