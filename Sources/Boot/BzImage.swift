@@ -77,9 +77,9 @@ public struct BzImage: Equatable, Sendable {
     /// File offset of the protected-mode kernel: (setupSectors + 1) * 512.
     public let payloadOffset: Int
     /// The protected-mode kernel, syssize * 16 bytes, loaded at 1 MiB.
-    let payload: ArraySlice<UInt8>
+    public let payload: ImageRange
 
-    public var payloadSize: UInt64 { UInt64(payload.count) }
+    public var payloadSize: UInt64 { payload.count }
 
     /// True when `bytes` carries the bzImage signatures (boot_flag and "HdrS").
     static func hasSignature(_ r: ByteReader) -> Bool {
@@ -133,7 +133,7 @@ public struct BzImage: Equatable, Sendable {
 
         let setupSectors = sects == 0 ? Self.defaultSetupSects : Int(sects)
         let payloadOffset = (setupSectors + 1) * Self.sectorSize
-        guard let header = r.slice(Offset.setupSects, copyEnd - Offset.setupSects),
+        guard let header = r.bytes(Offset.setupSects, copyEnd - Offset.setupSects),
               r.contains(0, UInt64(payloadOffset))
         else {
             throw BootError.truncated(what: "real-mode setup code (\(setupSectors) setup sectors + boot sector)",
@@ -144,7 +144,7 @@ public struct BzImage: Equatable, Sendable {
         guard payloadSize > 0 else {
             throw BootError.invalidImage(detail: "syssize is 0: no protected-mode kernel")
         }
-        guard let payload = r.slice(UInt64(payloadOffset), payloadSize) else {
+        guard let payload = r.range(UInt64(payloadOffset), payloadSize) else {
             throw BootError.truncated(what: "protected-mode kernel (syssize \(hex(UInt64(syssize))) paragraphs)",
                                       offset: UInt64(payloadOffset), length: payloadSize, fileSize: fileSize)
         }
@@ -157,7 +157,7 @@ public struct BzImage: Equatable, Sendable {
 
         self.protocolVersion = version
         self.setupSectors = setupSectors
-        self.setupHeader = Array(header)
+        self.setupHeader = header
         self.loadFlags = loadflags
         self.xloadFlags = xloadflags
         self.syssize = syssize

@@ -12,9 +12,9 @@ public struct ELFKernel: Equatable, Sendable {
         /// p_memsz: bytes the segment occupies (the tail past p_filesz is zeroed).
         public let memorySize: UInt64
         /// The p_filesz bytes from the file.
-        let data: ArraySlice<UInt8>
+        public let data: ImageRange
 
-        public var fileSize: UInt64 { UInt64(data.count) }
+        public var fileSize: UInt64 { data.count }
         /// p_paddr + p_memsz (checked not to overflow when parsed).
         public var end: UInt64 { physicalAddress &+ memorySize }
     }
@@ -66,7 +66,7 @@ public struct ELFKernel: Equatable, Sendable {
     public var highestEnd: UInt64 { segments.map(\.end).max() ?? 0 }
 
     static func hasMagic(_ r: ByteReader) -> Bool {
-        r.slice(0, UInt64(ELF.magic.count)).map { Array($0) == ELF.magic } ?? false
+        r.bytes(0, UInt64(ELF.magic.count)) == ELF.magic
     }
 
     init(parsing r: ByteReader) throws {
@@ -120,7 +120,7 @@ public struct ELFKernel: Equatable, Sendable {
                     throw BootError.invalidImage(detail: "PT_LOAD segment \(index) has p_filesz \(hex(pFilesz)) "
                         + "larger than p_memsz \(hex(pMemsz))")
                 }
-                guard let bytes = r.slice(pOffset, pFilesz) else {
+                guard let bytes = r.range(pOffset, pFilesz) else {
                     throw BootError.truncated(what: "PT_LOAD segment \(index) data", offset: pOffset,
                                               length: pFilesz, fileSize: fileSize)
                 }
@@ -187,7 +187,7 @@ public struct ELFKernel: Equatable, Sendable {
             let descOffset = nameOffset + paddedName
             guard descOffset <= end, UInt64(descsz) <= end - descOffset else { return nil }
             if type == xenElfnotePhys32Entry, namesz == UInt32(xenNoteName.count),
-               let name = r.slice(nameOffset, UInt64(namesz)), Array(name) == xenNoteName {
+               r.bytes(nameOffset, UInt64(namesz)) == xenNoteName {
                 switch descsz {
                 case 4: return r.u32(descOffset).map(UInt64.init)
                 case 8: return r.u64(descOffset)

@@ -14,19 +14,25 @@ public enum KernelImage: Equatable, Sendable {
     /// Detects and validates a kernel image. Never traps on malformed input;
     /// every problem is a `BootError` naming what is wrong.
     public static func parse(_ bytes: [UInt8]) throws -> KernelImage {
-        guard !bytes.isEmpty else { throw BootError.emptyImage }
-        let r = ByteReader(bytes)
+        try parse(ImageBytes(bytes))
+    }
+
+    /// The same, reading `source` only where the headers are: the payload is
+    /// read when the loader copies it into guest memory.
+    public static func parse(_ source: any ImageSource) throws -> KernelImage {
+        guard source.count > 0 else { throw BootError.emptyImage }
+        let r = ByteReader(source)
         if ELFKernel.hasMagic(r) { return .elf(try ELFKernel(parsing: r)) }
         if BzImage.hasSignature(r) { return .bzImage(try BzImage(parsing: r)) }
 
         let signatureEnd = BzImage.Offset.header + 4
         if r.count < signatureEnd {
             let bootFlag = r.u16(BzImage.Offset.bootFlag)
-            if bytes.starts(with: dosMagic) || bootFlag == BzImage.bootFlagMagic {
+            if r.bytes(0, UInt64(dosMagic.count)) == dosMagic || bootFlag == BzImage.bootFlagMagic {
                 throw BootError.truncated(what: "bzImage boot_flag and \"HdrS\" signature", offset: BzImage.Offset.bootFlag,
                                           length: signatureEnd - BzImage.Offset.bootFlag, fileSize: r.count)
             }
-            throw BootError.notAKernel(detail: "the file is only \(bytes.count) bytes; a bzImage header needs "
+            throw BootError.notAKernel(detail: "the file is only \(r.count) bytes; a bzImage header needs "
                 + "\(signatureEnd)")
         }
         let bootFlag = r.u16(BzImage.Offset.bootFlag) ?? 0

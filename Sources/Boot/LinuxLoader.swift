@@ -207,6 +207,25 @@ public enum LinuxLoader {
         }
     }
 
+    /// What the loader reads of an image at a time: its payload goes into guest
+    /// memory through one buffer of this size, never the whole file at once.
+    static let imageChunkBytes: UInt64 = 1 << 20
+
+    /// Copies an image range (a bzImage payload, an ELF segment) into guest
+    /// memory at `address`, `imageChunkBytes` at a time.
+    static func write(_ range: ImageRange, at address: UInt64, _ what: String, into memory: GuestMemoryAccess) throws {
+        var done: UInt64 = 0
+        while done < range.count {
+            let n = min(range.count - done, imageChunkBytes)
+            guard let chunk = range.source.read(range.offset + done, Int(n)) else {
+                throw BootError.truncated(what: "\(what) (the file changed or could not be read while it was loaded)",
+                                          offset: range.offset + done, length: n, fileSize: range.source.count)
+            }
+            try write(chunk, at: address + done, what, into: memory)
+            done += n
+        }
+    }
+
     static func write(_ bytes: [UInt8], at address: UInt64, _ what: String, into memory: GuestMemoryAccess) throws {
         try write(bytes[...], at: address, what, into: memory)
     }

@@ -45,19 +45,46 @@ public final class CMOSRTC: BusDevice {
 
     static func bcd(_ v: Int) -> UInt8 { UInt8(truncatingIfNeeded: ((v / 10) % 10) << 4 | (v % 10)) }
 
+    /// A UTC date and time, as the RTC's registers count it.
+    struct CivilTime: Equatable {
+        var year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int
+        /// 1 = Sunday ... 7 = Saturday.
+        var weekday: Int
+    }
+
+    /// The UTC calendar date of `seconds` since 1970-01-01 00:00:00 UTC,
+    /// proleptic Gregorian, by arithmetic alone (H. Hinnant's civil_from_days):
+    /// no calendar or time zone database, so nothing is opened or read on the
+    /// vCPU thread that reads the clock (the sandbox allows no file opens there).
+    static func civil(_ seconds: Int64) -> CivilTime {
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secs = Int(seconds - days * 86_400)
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097                                         // [0, 146096]
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365   // [0, 399]
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)                   // [0, 365]
+        let mp = (5 * doy + 2) / 153                                        // [0, 11], March first
+        let day = Int(doy - (153 * mp + 2) / 5 + 1)
+        let month = Int(mp < 10 ? mp + 3 : mp - 9)
+        let year = Int(yoe + era * 400) + (month <= 2 ? 1 : 0)
+        let weekday = Int(((days % 7) + 11) % 7) + 1                        // 1970-01-01 was a Thursday
+        return CivilTime(year: year, month: month, day: day, hour: secs / 3600, minute: secs / 60 % 60,
+                         second: secs % 60, weekday: weekday)
+    }
+
     func timeRegister(_ r: UInt8) -> UInt8? {
-        var cal = Calendar(identifier: .gregorian)
-        cal.timeZone = TimeZone(identifier: "UTC") ?? cal.timeZone
-        let c = cal.dateComponents([.second, .minute, .hour, .weekday, .day, .month, .year], from: now())
+        let t = now().timeIntervalSince1970
+        let c = Self.civil(t.isFinite && t.magnitude < 1e15 ? Int64(t.rounded(.down)) : 0)
         switch r {
-        case Register.seconds: return Self.bcd(c.second ?? 0)
-        case Register.minutes: return Self.bcd(c.minute ?? 0)
-        case Register.hours: return Self.bcd(c.hour ?? 0)
-        case Register.weekday: return Self.bcd(c.weekday ?? 1) // 1 = Sunday, as the RTC counts
-        case Register.day: return Self.bcd(c.day ?? 1)
-        case Register.month: return Self.bcd(c.month ?? 1)
-        case Register.year: return Self.bcd((c.year ?? 2000) % 100)
-        case Register.century: return Self.bcd((c.year ?? 2000) / 100)
+        case Register.seconds: return Self.bcd(c.second)
+        case Register.minutes: return Self.bcd(c.minute)
+        case Register.hours: return Self.bcd(c.hour)
+        case Register.weekday: return Self.bcd(c.weekday) // 1 = Sunday, as the RTC counts
+        case Register.day: return Self.bcd(c.day)
+        case Register.month: return Self.bcd(c.month)
+        case Register.year: return Self.bcd(c.year % 100)
+        case Register.century: return Self.bcd(c.year / 100)
         default: return nil
         }
     }

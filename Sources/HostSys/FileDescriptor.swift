@@ -163,3 +163,43 @@ public enum HostFiles {
         access(path, W_OK) == 0 ? nil : errno
     }
 }
+
+/// A regular file opened for reading at any offset (pread), so a caller reads
+/// only the parts it needs: the kernel loader reads headers where the parser
+/// looks and the payload chunk by chunk into guest memory, never the whole file.
+public final class ReadOnlyFile: Sendable {
+    public let path: String
+    /// The size when opened.
+    public let size: UInt64
+    private let fd: FileDescriptor
+
+    /// Opens `path`, which must be a regular file of at most `limit` bytes.
+    public init(_ path: String, limit: UInt64 = 1 << 30) throws {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY | O_CLOEXEC)
+        var st = stat()
+        guard fstat(fd.raw, &st) == 0 else { throw SysError.last("stat \(path)") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SysError(errno: EINVAL, operation: "\(path) is not a regular file") }
+        guard UInt64(st.st_size) <= limit else { throw SysError(errno: EFBIG, operation: "\(path) is larger than \(limit) bytes") }
+        self.path = path
+        self.size = UInt64(st.st_size)
+        self.fd = fd
+    }
+
+    /// Exactly `count` bytes at `offset`, or nil when the file ends first
+    /// (it shrank since it was opened) or cannot be read.
+    public func read(at offset: UInt64, count: Int) -> [UInt8]? {
+        guard count >= 0, let start = off_t(exactly: offset) else { return nil }
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        let ok = out.withUnsafeMutableBytes { b -> Bool in
+            while done < count {
+                let n = pread(fd.raw, b.baseAddress! + done, count - done, start + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                done += n
+            }
+            return true
+        }
+        return ok ? out : nil
+    }
+}

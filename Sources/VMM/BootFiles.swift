@@ -20,7 +20,7 @@ struct BootFiles {
     }
 
     static func readKernel(_ config: VMConfig) throws -> KernelImage {
-        do { return try KernelImage.parse(try HostFiles.readAll(config.kernelPath)) } catch {
+        do { return try KernelImage.parse(KernelFile(try ReadOnlyFile(config.kernelPath))) } catch {
             throw MachineError.kernel("kernel \(config.kernelPath): \(error)")
         }
     }
@@ -86,5 +86,18 @@ public enum BootFilesCheck {
                                          : files.initramfsArchives.map(\.description).joined(separator: " then "))
         }
         return .success(summary)
+    }
+}
+
+/// A kernel file as the loader reads it: the headers where the parser looks,
+/// then the payload a chunk at a time straight into guest memory, so the
+/// VMM never holds the whole file (HostSys's `ReadOnlyFile`, pread).
+final class KernelFile: ImageSource {
+    let file: ReadOnlyFile
+    init(_ file: ReadOnlyFile) { self.file = file }
+    var count: UInt64 { file.size }
+    func read(_ offset: UInt64, _ length: Int) -> [UInt8]? {
+        guard length >= 0, offset <= file.size, UInt64(length) <= file.size - offset else { return nil }
+        return file.read(at: offset, count: length)
     }
 }

@@ -23,7 +23,7 @@ final class BzImageParseTests: XCTestCase {
         // Header is [0x1F1, 0x202 + 0x6A) = 123 bytes, exactly struct setup_header.
         XCTAssertEqual(image.setupHeader.count, 123)
         XCTAssertEqual(image.setupHeader, Array(bytes[0x1F1..<0x26C]))
-        XCTAssertEqual(Array(image.payload), builder.payload)
+        XCTAssertEqual(image.payload.bytes, builder.payload)
         XCTAssertEqual(try KernelImage.parse(bytes).loadedBytes, 4096)
     }
 
@@ -40,7 +40,7 @@ final class BzImageParseTests: XCTestCase {
         builder.setupSects = 39
         guard case let .bzImage(image) = try KernelImage.parse(builder.build()) else { return XCTFail("not a bzImage") }
         XCTAssertEqual(image.payloadOffset, 40 * 512)
-        XCTAssertEqual(Array(image.payload), builder.payload)
+        XCTAssertEqual(image.payload.bytes, builder.payload)
     }
 
     func testEmptyFile() {

@@ -17,7 +17,7 @@ final class ELFParseTests: XCTestCase {
         XCTAssertEqual(elf.segments.map(\.physicalAddress), [0x100_0000, 0x100_4000])
         XCTAssertEqual(elf.segments.map(\.fileSize), [0x300, 4])
         XCTAssertEqual(elf.segments.map(\.memorySize), [0x2000, 0x1000])
-        XCTAssertEqual(Array(elf.segments[0].data), builder.segments[0].data)
+        XCTAssertEqual(elf.segments[0].data.bytes, builder.segments[0].data)
         XCTAssertEqual(elf.lowestAddress, 0x100_0000)
         XCTAssertEqual(elf.highestEnd, 0x100_5000)
         XCTAssertEqual(try KernelImage.parse(builder.build()).loadedBytes, 0x304)

@@ -30,6 +30,27 @@ final class CMOSRTCTests: XCTestCase {
         XCTAssertEqual(read(rtc, 0x06), 0x04) // Wednesday: 4 counting Sunday as 1
     }
 
+    /// The arithmetic calendar agrees with Foundation's Gregorian UTC calendar,
+    /// leap days, century years and dates before 1970 included.
+    func testCivilTimeAgreesWithTheGregorianCalendar() {
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: "UTC")!
+        var samples: [Int64] = [0, -1, 86_399, 86_400, 951_782_400, 951_868_800, 4_107_542_400, -2_208_988_800,
+                                1_795_568_523, 253_402_300_799]
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for _ in 0..<2000 {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            samples.append(Int64(x % 16_000_000_000) - 4_000_000_000)
+        }
+        for t in samples {
+            let c = cal.dateComponents([.year, .month, .day, .hour, .minute, .second, .weekday],
+                                       from: Date(timeIntervalSince1970: TimeInterval(t)))
+            let want = CMOSRTC.CivilTime(year: c.year!, month: c.month!, day: c.day!, hour: c.hour!, minute: c.minute!,
+                                         second: c.second!, weekday: c.weekday!)
+            XCTAssertEqual(CMOSRTC.civil(t), want, "\(t)")
+        }
+    }
+
     func testStatusRegistersNeverReportUpdateInProgress() {
         let rtc = CMOSRTC(now: { [fixed] in fixed })
         XCTAssertEqual(read(rtc, 0x0A) & 0x80, 0)
