@@ -83,6 +83,24 @@ python3 tests/lab/make-crash-kernel.py "$tmp/crash.elf"
 run run configs/smoke.toml --kernel "$tmp/crash.elf" --allow-pvm --timeout 20s
 [ $ST -eq 122 ] && echo "$OUT" | grep -q "triple fault on vCPU 0 at RIP 0x200000" && pass triple-fault-reported || fail triple-fault-reported "status $ST"
 
+# --report opens its file before the VMM gives up its privileges: as root, into a directory
+# only nobody may write (root keeps no CAP_DAC_OVERRIDE after setup), the report still
+# comes; a report that cannot be opened stops the run before the guest starts (status 64).
+if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1; then
+    mkdir -p "$tmp/nobodys" && chown nobody "$tmp/nobodys" && chmod 0700 "$tmp/nobodys"
+    run run configs/smoke.toml --kernel "$tmp/crash.elf" --allow-pvm --timeout 20s --report "$tmp/nobodys/r.json"
+    if [ $ST -eq 122 ] && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["exitStatus"] == 122' "$tmp/nobodys/r.json" 2>/dev/null; then
+        pass report-written-after-privileges-dropped
+    else
+        fail report-written-after-privileges-dropped "status $ST, report $(head -c 200 "$tmp/nobodys/r.json" 2>&1)"
+    fi
+else
+    echo "cli: SKIP report-written-after-privileges-dropped: needs root and a nobody user"
+fi
+run run configs/smoke.toml --kernel "$tmp/crash.elf" --allow-pvm --timeout 20s --report "$tmp/missing-dir/r.json"
+[ $ST -eq 64 ] && echo "$OUT" | grep -q -- "--report: cannot open $tmp/missing-dir/r.json" && ! echo "$OUT" | grep -q "triple fault" \
+    && pass report-unopenable-refused-before-boot || fail report-unopenable-refused-before-boot "status $ST"
+
 # Descriptors a launcher opened ("fd:N", README "Running without root"): /dev/kvm passed
 # as fd 9 reaches the same triple fault; as user nobody, with no capability and no
 # right to /dev/kvm, too; a descriptor that is not open, or a standard stream, is refused.

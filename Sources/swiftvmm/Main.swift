@@ -164,6 +164,16 @@ struct Run: ParsableCommand {
             }
             options.timeoutSeconds = s
         }
+        // The report file is opened now, while the VMM still has its privileges:
+        // once setup is done it drops every capability, and root without
+        // CAP_DAC_OVERRIDE could no longer create a file in a directory it does not own.
+        var reportFile: FileDescriptor?
+        if let path = report {
+            do { reportFile = try FileDescriptor.createForWriting(path) } catch {
+                logger.error("--report: cannot open \(path): \(error)")
+                throw ExitCode(ExitStatus.usage)
+            }
+        }
         let outcome = VMMRunner.run(config: cfg, options: options, clock: RunClock(startNanos: startNanos), logger: logger)
         let line = "\(outcome.reason) (exit status \(outcome.exitStatus), ran \(decimal(outcome.wallSeconds, digits: 2)) s)"
         if outcome.exitStatus == 0 { logger.info("\(line)") } else { logger.error("\(line)") }
@@ -172,9 +182,9 @@ struct Run: ParsableCommand {
                 .split(separator: "\n", omittingEmptySubsequences: false).suffix(20)
             StandardStreams.writeError(("swiftvmm: last console lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n") + "\n"))
         }
-        if let path = report {
+        if let path = report, let reportFile {
             do {
-                try outcome.report(config: cfg, version: SwiftVMMVersion.string).json().write(to: URL(fileURLWithPath: path))
+                try reportFile.writeAll(Array(try outcome.report(config: cfg, version: SwiftVMMVersion.string).json()))
             } catch {
                 logger.error("--report: cannot write \(path): \(error)")
                 throw ExitCode(outcome.exitStatus == 0 ? ExitStatus.vmmError : outcome.exitStatus)
