@@ -95,7 +95,9 @@ public struct SysfsDiscovery: Sendable {
     func text(_ path: String) -> String? {
         guard let d = FileManager.default.contents(atPath: path) else { return nil }
         let t = String(decoding: d, as: UTF8.self)
-        return String(t.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+        guard let first = t.firstIndex(where: { !$0.isWhitespace }),
+              let last = t.lastIndex(where: { !$0.isWhitespace }) else { return "" }
+        return String(t[first...last])
     }
 
     /// The last path component of a symlink's target (driver, iommu_group, iommu).
