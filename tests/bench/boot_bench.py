@@ -37,12 +37,23 @@ def swiftvmm(kernel):
             "--memory", MEM, "--vcpus", "1", "--cmdline", CMDLINE]
 
 
+def with_kernel(cmd, kernel):
+    """QEMU's command line booting another bzImage."""
+    out = list(cmd)
+    out[out.index("-kernel") + 1] = kernel
+    return out
+
+
 VMMS = [
     ("swiftvmm (bzImage)", swiftvmm(KERNEL)),
     ("swiftvmm (PVH vmlinux)", swiftvmm(VMLINUX)),
     ("qemu -M q35", qemu("q35")),
     ("qemu -M microvm", qemu("microvm")),
 ]
+# A second kernel version (scripts/bench: Debian 12's 6.1), booted by swiftvmm and QEMU q35.
+KERNEL2 = os.environ.get("BENCH_KERNEL2", "none")
+if KERNEL2 != "none" and os.path.exists(KERNEL2):
+    VMMS += [("swiftvmm (kernel 2)", swiftvmm(KERNEL2)), ("qemu -M q35 (kernel 2)", with_kernel(qemu("q35"), KERNEL2))]
 
 
 def rss_no_shmem(pid):
@@ -200,9 +211,11 @@ def main():
     print(f"{'VMM':26} {'exec->init':>11} {'exec->KVM_RUN':>14} {'VMM RSS':>10}")
     for name, (i, k, r) in results.items():
         print(f"{name:26} {fmt(i, 's'):>11} {fmt(k, 's'):>14} {fmt(r, 'b'):>10}")
-    q = results.get("qemu -M q35")
+    if len(VMMS) > 4:
+        print(f"kernel 2: {os.path.basename(KERNEL2)}")
     print()
     for name, (i, k, r) in results.items():
+        q = results.get("qemu -M q35 (kernel 2)" if name.endswith("(kernel 2)") else "qemu -M q35")
         if name.startswith("swiftvmm") and q:
             parts = []
             for label, a, b in (("exec->init", i, q[0]), ("exec->KVM_RUN", k, q[1]), ("VMM RSS", r, q[2])):
@@ -210,7 +223,7 @@ def main():
             print(f"bench: {name} vs qemu q35: " + ", ".join(parts))
     m = results.get("qemu -M microvm")
     for name, (i, k, r) in results.items():
-        if name.startswith("swiftvmm") and m and i and m[0]:
+        if name.startswith("swiftvmm") and not name.endswith("(kernel 2)") and m and i and m[0]:
             print(f"bench: {name} vs qemu microvm: exec->init {i / m[0]:.2f}x")
     print_sizes()
     if os.environ.get("BENCH_PART") != "boot":
