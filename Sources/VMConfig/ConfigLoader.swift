@@ -130,14 +130,20 @@ public enum ConfigLoader {
     /// with its place, before the parser sees it. Strings and comments are
     /// followed as TOML writes them: basic and literal, single- and multi-line
     /// (a closing delimiter may follow up to two quotes of the content).
+    /// toml++ also aborts (an assertion in its value parser) on a `}` where an
+    /// array's next value goes, e.g. `device = [}`: refused here too.
     static func keyParserTraps(_ text: String) -> String? {
         enum State { case normal, comment, basic, literal, multiBasic, multiLiteral }
         let b = Array(text.utf8)
         var state = State.normal
         var line = 1, lineStart = 0, i = 0
-        // Brackets and braces open outside strings: a "[" at depth 0 with only
-        // blanks before it on its line starts a table header.
-        var depth = 0
+        // Brackets and braces open outside strings: "[" an array, "h" a table
+        // header's bracket, "{" an inline table. A "[" with nothing open and
+        // only blanks before it on its line starts a table header.
+        var open: [UInt8] = []
+        // Inside an array, right after its "[" or a ",": a value goes here
+        // (blanks, line breaks and comments may come first).
+        var arrayValueNext = false
         /// The 1-based column of byte `j` on the current line, in characters.
         func column(_ j: Int) -> Int { String(decoding: b[lineStart..<j], as: UTF8.self).count + 1 }
         func isKeyStart(_ c: UInt8) -> Bool {
@@ -164,7 +170,9 @@ public enum ConfigLoader {
                     return "line \(line), column \(column(i)): a non-ASCII character outside a string or comment "
                         + "(keys without quotes use only A-Z a-z 0-9 _ -; quote the key or the value)"
                 }
-                if c == UInt8(ascii: "["), depth == 0, b[lineStart..<i].allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                var header = false
+                if c == UInt8(ascii: "["), open.isEmpty, b[lineStart..<i].allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                    header = true
                     // toml++ also aborts on a header whose first key character
                     // is none a key may start with ("[,]", "[=]").
                     var j = i + 1
@@ -175,8 +183,26 @@ public enum ConfigLoader {
                             + "(A-Z a-z 0-9 _ - or a quoted key)"
                     }
                 }
-                if c == UInt8(ascii: "[") || c == UInt8(ascii: "{") { depth += 1 }
-                if c == UInt8(ascii: "]") || c == UInt8(ascii: "}") { depth = max(0, depth - 1) }
+                if c == 0x20 || c == 0x09 || c == 0x0D || c == UInt8(ascii: "#") {
+                    // Blanks and comments: what comes next is still what came before.
+                } else if arrayValueNext && c == UInt8(ascii: "}") {
+                    return "line \(line), column \(column(i)): \"}\" where an array's next value goes "
+                        + "(an array ends with \"]\")"
+                } else {
+                    switch c {
+                    case UInt8(ascii: "["):
+                        open.append(header || open.last == UInt8(ascii: "h") ? UInt8(ascii: "h") : c)
+                        arrayValueNext = open.last == UInt8(ascii: "[")
+                    case UInt8(ascii: "{"):
+                        open.append(c); arrayValueNext = false
+                    case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                        _ = open.popLast(); arrayValueNext = false
+                    case UInt8(ascii: ","):
+                        arrayValueNext = open.last == UInt8(ascii: "[")
+                    default:
+                        arrayValueNext = false
+                    }
+                }
                 if c == UInt8(ascii: "#") { state = .comment }
                 else if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") {
                     let n = quotes(c, at: i)

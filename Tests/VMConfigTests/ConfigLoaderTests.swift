@@ -352,6 +352,25 @@ final class ConfigLoaderTests: XCTestCase {
         XCTAssertEqual(issues(kernelOnly + "[machine]\n\"vçpus\" = 1\n"), ["machine.\"vçpus\": unknown key (did you mean vcpus?)"])
     }
 
+    /// toml++ also aborts on a "}" where an array's next value goes (found by
+    /// the `config` fuzz target, Fuzz/corpus/config/crash-brace-in-array): refused
+    /// with its place; braces that close inline tables inside arrays, and arrays
+    /// inside inline tables, still parse as TOML says.
+    func testABraceWhereAnArrayValueGoesIsRefusedNotParsed() throws {
+        let message = "\"}\" where an array's next value goes (an array ends with \"]\")"
+        XCTAssertEqual(issues("[[passthrough]]\ndevice = [}\n"), ["line 2, column 11: " + message])
+        XCTAssertEqual(issues("a = [1, }\n"), ["line 1, column 9: " + message])
+        XCTAssertEqual(issues("a = [\n  # a comment\n\t}\n"), ["line 3, column 2: " + message])
+        XCTAssertEqual(issues("a = [[1], [ }]]\n"), ["line 1, column 13: " + message])
+        XCTAssertEqual(issues("a = { b = [2, }\n"), ["line 1, column 15: " + message])
+        // Not a trap: "}" closing an inline table, or after a value; a "," in a header.
+        XCTAssertFalse(issues("a = [{}, { b = [1] }]\n").contains { $0.contains("array's next value") })
+        XCTAssertFalse(issues("a = { b = [1, 2] }\n").contains { $0.contains("array's next value") })
+        XCTAssertFalse(issues("a = [1 }\n").contains { $0.contains("array's next value") })
+        XCTAssertFalse(issues("a = [\"}\", '}', \"\"\"}\"\"\"]\n").contains { $0.contains("array's next value") })
+        XCTAssertEqual(try config(kernelOnly + "cmdline = \"[}\"\n").cmdline, "[}")
+    }
+
     func testCRLFLineEndings() throws {
         let c = try config("[machine]\r\nvcpus = 3\r\n[kernel]\r\npath = \"k\"\r\n")
         XCTAssertEqual(c.vcpus, 3)
