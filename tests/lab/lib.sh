@@ -129,9 +129,10 @@ has() { grep -qE -- "$1" "$LOG"; }
 # console line (a vIOMMU fault warning, say) splits that line in two: this joins it again.
 # So does a message of the guest's own kernel ("[    9.530214] virtio_iommu virtio0: page
 # fault ...") printed while a guest program was in the middle of a line (a brand-new-machine
-# run of 2026-12-07 split "NESTED: blk unmapped ..." so).
+# run of 2026-12-07 split "NESTED: blk unmapped ..." so): right after a character that is
+# not a blank, so that "SWIFTVMM-DMESG: [    9.53] ..." (the guest's dmesg, prefixed) stays.
 guest_has() {
-    python3 -c 'import re, sys; sys.stdout.write(re.sub(r"(?<=[^\n])(?:swiftvmm: (?:debug|info|notice|warning|error): |\[ *[0-9]+\.[0-9]{6}\] )[^\n]*\n", "", open(sys.argv[1], errors="replace").read()))' "$LOG" | grep -qE -- "$1"
+    python3 -c 'import re, sys; sys.stdout.write(re.sub(r"(?:(?<=[^\n])swiftvmm: (?:debug|info|notice|warning|error): |(?<=[^\s])\[ *[0-9]+\.[0-9]{6}\] )[^\n]*\n", "", open(sys.argv[1], errors="replace").read()))' "$LOG" | grep -qE -- "$1"
 }
 
 # watchdog_report NAME LIMIT PID T0: what the lab host is doing, for a test that overran.
