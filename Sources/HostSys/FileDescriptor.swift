@@ -77,14 +77,21 @@ public final class FileDescriptor: Sendable {
 
     /// Writes all of `bytes`.
     public func writeAll(_ bytes: [UInt8]) throws {
+        guard Self.writeAll(bytes, to: raw) else { throw SysError.last("write") }
+    }
+
+    /// Writes all of `bytes` to descriptor `raw` (EINTR and short writes
+    /// continue); false when a write fails, with errno saying why.
+    static func writeAll(_ bytes: [UInt8], to raw: Int32) -> Bool {
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { b in
                 retryingEINTR { Glibc.write(raw, b.baseAddress! + done, bytes.count - done) }
             }
-            guard n > 0 else { throw SysError.last("write") }
+            guard n > 0 else { return false }
             done += n
         }
+        return true
     }
 
     public func fsync() throws {
@@ -98,13 +105,9 @@ public final class FileDescriptor: Sendable {
 public enum HostFiles {
     /// Reads a whole regular file, refusing anything over `limit` bytes.
     public static func readAll(_ path: String, limit: Int = 1 << 30) throws -> [UInt8] {
-        let fd = try FileDescriptor.open(path, flags: O_RDONLY)
-        var st = stat()
-        guard fstat(fd.raw, &st) == 0 else { throw SysError.last("stat \(path)") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SysError(errno: EINVAL, operation: "\(path) is not a regular file") }
-        guard st.st_size <= limit else { throw SysError(errno: EFBIG, operation: "\(path) is larger than \(limit) bytes") }
+        let (fd, size) = try openRegular(path, limit: UInt64(max(limit, 0)))
         var out = [UInt8]()
-        out.reserveCapacity(Int(st.st_size))
+        out.reserveCapacity(Int(size))
         while true {
             let chunk = try fd.read(upTo: 1 << 20)
             if chunk.isEmpty { break }
@@ -112,6 +115,17 @@ public enum HostFiles {
             if out.count > limit { throw SysError(errno: EFBIG, operation: "\(path) is larger than \(limit) bytes") }
         }
         return out
+    }
+
+    /// Opens `path` for reading; it must be a regular file of at most `limit`
+    /// bytes. Returns the descriptor and the size.
+    static func openRegular(_ path: String, limit: UInt64) throws -> (FileDescriptor, UInt64) {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+        var st = stat()
+        guard fstat(fd.raw, &st) == 0 else { throw SysError.last("stat \(path)") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SysError(errno: EINVAL, operation: "\(path) is not a regular file") }
+        guard UInt64(st.st_size) <= limit else { throw SysError(errno: EFBIG, operation: "\(path) is larger than \(limit) bytes") }
+        return (fd, UInt64(st.st_size))
     }
 
     /// Reads at most `count` bytes from the start of any readable file (a
@@ -175,14 +189,8 @@ public final class ReadOnlyFile: Sendable {
 
     /// Opens `path`, which must be a regular file of at most `limit` bytes.
     public init(_ path: String, limit: UInt64 = 1 << 30) throws {
-        let fd = try FileDescriptor.open(path, flags: O_RDONLY | O_CLOEXEC)
-        var st = stat()
-        guard fstat(fd.raw, &st) == 0 else { throw SysError.last("stat \(path)") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SysError(errno: EINVAL, operation: "\(path) is not a regular file") }
-        guard UInt64(st.st_size) <= limit else { throw SysError(errno: EFBIG, operation: "\(path) is larger than \(limit) bytes") }
+        (fd, size) = try HostFiles.openRegular(path, limit: limit)
         self.path = path
-        self.size = UInt64(st.st_size)
-        self.fd = fd
     }
 
     /// Exactly `count` bytes at `offset`, or nil when the file ends first
@@ -193,8 +201,7 @@ public final class ReadOnlyFile: Sendable {
         var done = 0
         let ok = out.withUnsafeMutableBytes { b -> Bool in
             while done < count {
-                let n = pread(fd.raw, b.baseAddress! + done, count - done, start + off_t(done))
-                if n < 0 && errno == EINTR { continue }
+                let n = retryingEINTR { pread(fd.raw, b.baseAddress! + done, count - done, start + off_t(done)) }
                 guard n > 0 else { return false }
                 done += n
             }

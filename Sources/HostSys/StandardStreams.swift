@@ -14,13 +14,7 @@ public enum StandardStreams {
     /// Writes `text` to standard error, all of it (a short write or EINTR
     /// continues; any other failure drops the rest: there is nowhere to say so).
     public static func writeError(_ text: String) {
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }
-            bytes = bytes.dropFirst(n)
-        }
+        _ = FileDescriptor.writeAll(Array(text.utf8), to: STDERR_FILENO)
     }
 
     /// Ends the process with `status` (exit(3): atexit handlers run, stdio flushed).
