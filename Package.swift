@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // SwiftVMM: a small virtual machine monitor for Linux x86_64 on KVM.
 // Layers, one direction of dependencies (README.md, "Layout", says what each holds):
-//   CShim -> HostSys -> GuestMemory | KVM -> Devices -> PCI -> Virtio; VFIO; Boot; ACPI -> VMM -> swiftvmm
+//   CShim -> HostSys -> GuestMemory | KVM -> Devices -> PCI -> Virtio; VFIO; VFIOUser; Boot; ACPI -> VMM -> swiftvmm
 // with Bits (pure-Swift helpers, no dependencies) below all of them. Only HostSys calls
 // libc; devices see protocols (interrupt lines, guest memory, DMA mappings), never ioctls,
 // and the VMM glue sees the VM as protocols (interrupt routing, memory slots).
@@ -42,6 +42,9 @@ let package = Package(
         .target(name: "Virtio", dependencies: ["Bits", "PCI", "Devices", "GuestMemory"], exclude: ["README.md"]),
         // iommufd + VFIO device cdevs: IOAS, device binding, regions, IRQs, sysfs discovery, coherency.
         .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"]),
+        // vfio-user client: PCI devices served by another process over a UNIX socket (messages,
+        // capabilities, DMA windows served by message or reached through passed fds).
+        .target(name: "VFIOUser", dependencies: ["Bits", "HostSys"]),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.
@@ -84,6 +87,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys", "CShim"]),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
+        .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "HostSys"]),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"]),
         .testTarget(name: "VMMTests", dependencies: [

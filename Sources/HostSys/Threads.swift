@@ -86,6 +86,11 @@ public final class KickableThread: Sendable {
 
     /// Waits for the thread's body to return.
     public func join() { done.wait(); done.signal() }
+
+    /// Whether the calling thread is this one (a thread must not join itself).
+    public var isCurrent: Bool {
+        state.withLock { s in s.handle.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+    }
 }
 
 /// The body a new thread runs, carried through pthread_create's argument.

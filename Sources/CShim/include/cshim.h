@@ -194,6 +194,19 @@ int shim_memlock_unlimited(void);
 /// The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap).
 int shim_cap_last(void);
 
+/// The most descriptors one message carries across a UNIX socket here
+/// (SCM_MAX_FD in the kernel is 253; vfio-user servers ask for 8 to 32).
+#define SHIM_MAX_PASSED_FDS 64
+/// sendmsg(2) of `len` bytes with `nfds` descriptors as SCM_RIGHTS ancillary
+/// data (none when nfds is 0), MSG_NOSIGNAL: bytes sent, or -1 with errno.
+long shim_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/// recvmsg(2) of up to `len` bytes, taking up to `maxfds` (at most
+/// SHIM_MAX_PASSED_FDS) passed descriptors, close-on-exec, into `fds`:
+/// bytes received (0 at end of stream) or -1 with errno. `*nfds` gets the
+/// count; `*truncated` is 1 when the kernel dropped descriptors that did not
+/// fit (MSG_CTRUNC; it closes those itself).
+long shim_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated);
+
 /// A signal handler that does nothing: installed (without SA_RESTART) for the
 /// vCPU kick signal so KVM_RUN returns EINTR.
 int shim_install_noop_handler(int signo);
