@@ -449,7 +449,7 @@ public final class VFIOUserClient: Sendable {
         case .dmaWrite: try serveDMA(m, write: true, on: socket, twin: twin)
         default:
             log("vfio-user \(name): the server sent \(VFIOUserCommand.name(of: m.header.command)), which a client does not take; answered ENOSYS")
-            try reply(to: m.header, payload: [], errno: 38, on: socket, twin: twin)
+            try reply(to: m.header, payload: [], failure: 38, on: socket, twin: twin)
         }
     }
 
@@ -474,19 +474,19 @@ public final class VFIOUserClient: Sendable {
         case .failure(let refusal):
             state.withLock { $0.counters.dmaRefused += 1 }
             log("vfio-user \(name): refused the server's \(refusal.reason)")
-            try reply(to: m.header, payload: [], errno: refusal.errno, on: socket, twin: twin)
+            try reply(to: m.header, payload: [], failure: refusal.errno, on: socket, twin: twin)
         case .success(let (window, offset)):
             var payload = VFIOUserDMAAccess(address: access.address, count: access.count).encoded()
             if write {
                 guard window.memory.write(at: offset, access.data) else {
                     log("vfio-user \(name): the server's \(what) at \(hex(access.address)) could not be written")
-                    try reply(to: m.header, payload: [], errno: VFIOUserDMATable.EFAULT, on: socket, twin: twin)
+                    try reply(to: m.header, payload: [], failure: VFIOUserDMATable.EFAULT, on: socket, twin: twin)
                     return
                 }
             } else {
                 guard let data = window.memory.read(at: offset, count: Int(access.count)) else {
                     log("vfio-user \(name): the server's \(what) at \(hex(access.address)) could not be read")
-                    try reply(to: m.header, payload: [], errno: VFIOUserDMATable.EFAULT, on: socket, twin: twin)
+                    try reply(to: m.header, payload: [], failure: VFIOUserDMATable.EFAULT, on: socket, twin: twin)
                     return
                 }
                 payload += data
@@ -495,15 +495,15 @@ public final class VFIOUserClient: Sendable {
                 if write { $0.counters.dmaWrites += 1 } else { $0.counters.dmaReads += 1 }
                 $0.counters.dmaBytes += access.count
             }
-            try reply(to: m.header, payload: payload, errno: nil, on: socket, twin: twin)
+            try reply(to: m.header, payload: payload, failure: nil, on: socket, twin: twin)
         }
     }
 
-    private func reply(to header: VFIOUserHeader, payload: [UInt8], errno: UInt32?, on socket: UnixSocket, twin: Bool) throws {
+    private func reply(to header: VFIOUserHeader, payload: [UInt8], failure code: UInt32?, on socket: UnixSocket, twin: Bool) throws {
         guard !header.wantsNoReply else { return }
-        let flags = VFIOUserHeader.typeReply | (errno == nil ? 0 : VFIOUserHeader.errorFlag)
+        let flags = VFIOUserHeader.typeReply | (code == nil ? 0 : VFIOUserHeader.errorFlag)
         let out = VFIOUserHeader(messageID: header.messageID, command: header.command,
-                                 size: UInt32(VFIOUserHeader.size + payload.count), flags: flags, error: errno ?? 0)
+                                 size: UInt32(VFIOUserHeader.size + payload.count), flags: flags, error: code ?? 0)
         do {
             if twin {
                 try twinSend.withLock { _ in try socket.send(out.encoded() + payload) }

@@ -70,8 +70,8 @@ public enum VFIOUserError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .malformed(let what): "malformed message from the vfio-user server: \(what)"
-        case .serverError(let command, let errno):
-            errno == 0 ? "the vfio-user server failed \(command)" : "the vfio-user server failed \(command) with errno \(errno)"
+        case .serverError(let command, let code):
+            code == 0 ? "the vfio-user server failed \(command)" : "the vfio-user server failed \(command) with errno \(code)"
         case .timeout(let command, let ms): "the vfio-user server did not answer \(command) within \(ms) ms"
         case .disconnected(let why): "the vfio-user server is disconnected: \(why)"
         case .invalidRequest(let what): what
