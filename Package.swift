@@ -56,7 +56,7 @@ let package = Package(
         ]),
         // Machine builder, run loop, lifecycle.
         .target(name: "VMM", dependencies: [
-            "Bits", "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO",
+            "Bits", "HostSys", "GuestMemory", "KVM", "Devices", "PCI", "Virtio", "Boot", "ACPI", "VMConfig", "VFIO", "VFIOUser",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [

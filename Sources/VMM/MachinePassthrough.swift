@@ -49,8 +49,18 @@ final class MemorySlotPool: Sendable {
 /// VFIO signals eventfds that are KVM irqfds (MSI/MSI-X through GSI routes,
 /// INTx as a resampled level irqfd).
 final class PassthroughDevice: AssignedDeviceBackend {
-    let vfio: AssignedVFIODevice
-    let entry: PassthroughConfig
+    /// The device behind the model: a VFIO cdev or a vfio-user server.
+    let device: any AssignedDeviceFile
+    /// The VFIO cdev, when the kernel serves the device.
+    var vfio: AssignedVFIODevice? { device as? AssignedVFIODevice }
+    /// BAR placement keys from the config entry.
+    let barAddresses: [Int: UInt64]
+    /// The config entry, in words, for errors.
+    let entryDescription: String
+    /// "passthrough" or "vfio-user", for log lines.
+    let kind: String
+    /// Behind the vIOMMU when there is one (`iommu = true`, VFIO devices only).
+    let behindVIOMMU: Bool
     let name: String
     private let vm: any PassthroughVM
     private let router: KVMMSIRouter
@@ -75,11 +85,14 @@ final class PassthroughDevice: AssignedDeviceBackend {
     private let released = Atomic<Bool>(false)
     var isReleased: Bool { released.load(ordering: .acquiring) }
 
-    init(vfio: AssignedVFIODevice, entry: PassthroughConfig, vm: any PassthroughVM, router: KVMMSIRouter,
-         slots: MemorySlotPool, logger: Logger) {
-        self.vfio = vfio
-        self.entry = entry
-        self.name = vfio.bdf
+    init(device: any AssignedDeviceFile, name: String, kind: String, barAddresses: [Int: UInt64], entryDescription: String,
+         behindVIOMMU: Bool, vm: any PassthroughVM, router: KVMMSIRouter, slots: MemorySlotPool, logger: Logger) {
+        self.device = device
+        self.behindVIOMMU = behindVIOMMU
+        self.barAddresses = barAddresses
+        self.entryDescription = entryDescription
+        self.kind = kind
+        self.name = name
         self.vm = vm
         self.router = router
         self.slots = slots
@@ -90,22 +103,22 @@ final class PassthroughDevice: AssignedDeviceBackend {
 
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
         guard !isReleased else { return AssignedVFIODevice.fillAllOnes(data) }
-        _ = vfio.readConfig(offset: offset, into: data)
+        _ = device.readConfig(offset: offset, into: data)
     }
 
     func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {
         guard !isReleased else { return }
-        _ = vfio.writeConfig(offset: offset, from: data)
+        _ = device.writeConfig(offset: offset, from: data)
     }
 
     func readBar(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
         guard !isReleased else { return AssignedVFIODevice.fillAllOnes(data) }
-        _ = vfio.readRegion(UInt32(index), offset: offset, into: data)
+        _ = device.readRegion(UInt32(index), offset: offset, into: data)
     }
 
     func writeBar(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
         guard !isReleased else { return }
-        _ = vfio.writeRegion(UInt32(index), offset: offset, from: data)
+        _ = device.writeRegion(UInt32(index), offset: offset, from: data)
     }
 
     func setInterruptMode(_ new: AssignedInterruptMode) {
@@ -120,34 +133,28 @@ final class PassthroughDevice: AssignedDeviceBackend {
                     let trigger = try EventFD(), resample = try EventFD()
                     try vm.registerIRQFD(trigger, gsi: gsi, resample: resample)
                     s.intx = (trigger, resample, gsi)
-                    try vfio.enableINTx(trigger: trigger.fd.raw, resample: resample.fd.raw)
+                    try device.enableINTx(trigger: trigger.fd.raw, resample: resample.fd.raw)
                 case let .msi(n):
                     guard let a = s.address else { throw MachineError.setup("MSI enabled before the device was attached") }
-                    try vfio.enableMSI(eventfds: try router.eventFDs(device: a, count: n))
+                    try device.enableMSI(eventfds: try router.eventFDs(device: a, count: n))
                 case let .msix(n):
                     guard let a = s.address else { throw MachineError.setup("MSI-X enabled before the device was attached") }
-                    try vfio.enableMSIX(eventfds: try router.eventFDs(device: a, count: n))
+                    try device.enableMSIX(eventfds: try router.eventFDs(device: a, count: n))
                 }
                 s.mode = new
-                logger.debug("passthrough \(name): interrupts now \(new)")
+                logger.debug("\(kind) \(name): interrupts now \(new)")
             } catch {
                 s.mode = .none
-                logger.error("passthrough \(name): cannot switch interrupts to \(new): \(error)")
+                logger.error("\(kind) \(name): cannot switch interrupts to \(new): \(error)")
             }
         }
     }
 
     /// Undoes the current interrupt mode (`s` is the locked state).
     private func leaveMode(_ s: inout State) throws {
-        switch s.mode {
-        case .none: break
-        case .intx:
-            try vfio.disableIRQs(.intx)
-            if let i = s.intx { try vm.unregisterIRQFD(i.trigger, gsi: i.gsi) }
-            s.intx = nil
-        case .msi: try vfio.disableIRQs(.msi)
-        case .msix: try vfio.disableIRQs(.msix)
-        }
+        try device.disable(s.mode)
+        if case .intx = s.mode, let i = s.intx { try vm.unregisterIRQFD(i.trigger, gsi: i.gsi) }
+        s.intx = nil
         s.mode = .none
     }
 
@@ -155,16 +162,14 @@ final class PassthroughDevice: AssignedDeviceBackend {
 
     /// Builds the PCI model and maps the BARs' directly mappable parts.
     func makeModel() throws -> AssignedPCIFunction {
-        var sizes: [Int: UInt64] = [:]
-        for i in 0..<6 { if let r = vfio.regions[UInt32(i)], r.size > 0 { sizes[i] = r.size } }
-        let rom = vfio.regions[6].map(\.size).flatMap { $0 > 0 ? $0 : nil }
-        let m = try AssignedPCIFunction(backend: self, barSizes: sizes, romSize: rom, name: name)
+        let sizes = device.barSizes
+        let m = try AssignedPCIFunction(backend: self, barSizes: sizes, romSize: device.romSize, name: name)
         for (i, size) in sizes.sorted(by: { $0.key < $1.key }) {
             let trapped = m.msixTableRanges.filter { $0.bar == i }.map(\.range)
-            let ranges = AssignedPCIFunction.directMapRanges(barSize: size, mappable: vfio.mappableAreas(UInt32(i)), trapped: trapped)
+            let ranges = AssignedPCIFunction.directMapRanges(barSize: size, mappable: device.mappableAreas(UInt32(i)), trapped: trapped)
             var maps: [(range: Range<UInt64>, host: UInt64)] = []
             for r in ranges {
-                let p = try vfio.mapRegion(UInt32(i), offset: r.lowerBound, length: UInt64(r.count))
+                let p = try device.mapRegion(UInt32(i), offset: r.lowerBound, length: UInt64(r.count))
                 maps.append((r, UInt64(UInt(bitPattern: p))))
             }
             if !maps.isEmpty { state.withLock { $0.direct[i] = maps } }
@@ -194,7 +199,7 @@ final class PassthroughDevice: AssignedDeviceBackend {
             guard let maps = st.direct[bar], !isReleased else { return }
             for s in st.installed[bar] ?? [] {
                 do { try vm.deleteUserMemoryRegion(slot: s) } catch {
-                    logger.error("passthrough \(name) BAR \(bar): cannot remove memory slot \(s): \(error)")
+                    logger.error("\(kind) \(name) BAR \(bar): cannot remove memory slot \(s): \(error)")
                 }
                 slots.give(s)
             }
@@ -208,7 +213,7 @@ final class PassthroughDevice: AssignedDeviceBackend {
                                                hostAddress: m.host)
                     now.append(s)
                 } catch {
-                    logger.error("passthrough \(name) BAR \(bar) at \(hex(base + m.range.lowerBound)): \(error); accesses will trap instead")
+                    logger.error("\(kind) \(name) BAR \(bar) at \(hex(base + m.range.lowerBound)): \(error); accesses will trap instead")
                 }
             }
             st.installed[bar] = now
@@ -235,10 +240,10 @@ final class PassthroughDevice: AssignedDeviceBackend {
             // has left, and the host IOMMU blocks that (a DMAR fault in the
             // host's log, as the lab's e1000e showed).
             var command = [UInt8](repeating: 0, count: 2)
-            command.withUnsafeMutableBytes { _ = vfio.readConfig(offset: PCIReg.command, into: $0) }
+            command.withUnsafeMutableBytes { _ = device.readConfig(offset: PCIReg.command, into: $0) }
             command[0] &= ~UInt8(PCICommand.master)
-            command.withUnsafeBytes { _ = vfio.writeConfig(offset: PCIReg.command, from: $0) }
-            do { reset = try vfio.reset().text } catch { reset = "not reset (\(error))" }
+            command.withUnsafeBytes { _ = device.writeConfig(offset: PCIReg.command, from: $0) }
+            do { reset = try device.resetForExit() } catch { reset = "not reset (\(error))" }
             for (_, installed) in st.installed {
                 for slot in installed {
                     try? vm.deleteUserMemoryRegion(slot: slot)
@@ -249,10 +254,10 @@ final class PassthroughDevice: AssignedDeviceBackend {
             st.direct = [:]
         }
         var what = "interrupts and Bus Master off, \(reset), BARs out of the guest's memory map"
-        if let kvmVFIO {
+        if let kvmVFIO, let vfio {
             do { try vfio.cdev.unregister(from: kvmVFIO) } catch { what += " (kvm-vfio: \(error))" }
         }
-        vfio.close()
+        device.close()
         return what + ", closed"
     }
 
@@ -260,10 +265,10 @@ final class PassthroughDevice: AssignedDeviceBackend {
     func shutdown() -> String {
         state.withLock { try? leaveMode(&$0) }
         var what = "released"
-        do { what = try vfio.reset().text + " and released" } catch {
+        do { what = try device.resetForExit() + " and released" } catch {
             what = "released (reset failed: \(error))"
         }
-        vfio.close()
+        device.close()
         return what
     }
 }
@@ -313,6 +318,7 @@ final class MachinePassthrough: Sendable {
             let ctx = try IOMMUContext.open(path: iommufdPath)
             let kvmVFIO = try vm.createDevice(.vfio)
             var devices: [PassthroughDevice] = []
+            var vfios: [AssignedVFIODevice] = []
             for (i, entry) in config.passthrough.enumerated() {
                 let spec: AssignedDeviceSpec
                 switch entry.device {
@@ -326,12 +332,15 @@ final class MachinePassthrough: Sendable {
                 try dev.cdev.register(with: kvmVFIO)
                 try dev.bindAndAttach(ctx)
                 logger.info("passthrough \(dev.bdf): cdev \(dev.cdevPath), iommufd device \(dev.deviceID.map(String.init) ?? "?"), IOAS \(ctx.ioas.id), page table \(dev.pageTableID.map(String.init) ?? "?")")
-                devices.append(PassthroughDevice(vfio: dev, entry: entry, vm: vm, router: router, slots: slots, logger: logger))
+                devices.append(PassthroughDevice(device: dev, name: dev.bdf, kind: "passthrough", barAddresses: entry.barAddresses,
+                                                 entryDescription: "passthrough[\(i)].device \(entry.description)",
+                                                 behindVIOMMU: entry.iommu, vm: vm, router: router, slots: slots, logger: logger))
+                vfios.append(dev)
             }
             // Reset before guest RAM is in the IOAS: DMA the last user left
             // running faults instead of landing in this guest's memory.
-            for d in devices {
-                let kind = try d.vfio.reset()
+            for (d, vfio) in zip(devices, vfios) {
+                let kind = try vfio.reset()
                 logger.info("passthrough \(d.name): \(kind.text)")
                 if case let .withoutFLR(why) = kind {
                     logger.warning("passthrough \(d.name): it has no function-level reset and \(why); many devices ignore a power-management reset, so DMA the last user set up (a NIC's receive ring) can survive into this guest until its driver resets the device. Put it behind its own PCIe root port or switch port (then it gets a bus reset), or prefer a device with FLR")
@@ -342,8 +351,8 @@ final class MachinePassthrough: Sendable {
             let (bytes, seconds) = try ctx.mapGuestRAM(ranges)
             logger.info("IOAS \(ctx.ioas.id): mapped \(formatBytes(bytes)) of guest RAM in \(ranges.count) range\(ranges.count == 1 ? "" : "s") in \(decimal(seconds * 1000, digits: 1)) ms (\(config.hugePages ? "2 MiB" : "4 KiB") pages)")
             var verdicts: [CoherencyVerdict] = []
-            for d in devices {
-                let v = try d.vfio.coherency(noSnoopEnabled: nil)
+            for (d, vfio) in zip(devices, vfios) {
+                let v = try vfio.coherency(noSnoopEnabled: nil)
                 verdicts.append(v)
                 logger.info("coherency \(d.name): \(v.text)")
             }
@@ -364,16 +373,16 @@ final class MachinePassthrough: Sendable {
         for (i, d) in devices.enumerated() {
             do {
                 let m = try d.makeModel()
-                let a = try bus.attach(m, placement: d.entry.barAddresses)
+                let a = try bus.attach(m, placement: d.barAddresses)
                 d.attached(at: a)
                 state.withLock { $0.byAddress[a] = d }
                 for r in bus.decodedBars(slot: Int(a.device)) { d.barMoved(r.index, to: r.address) }
                 var id = [UInt8](repeating: 0xFF, count: 4)
                 id.withUnsafeMutableBytes { d.readConfig(offset: 0, data: $0) }
                 let vendor = UInt16(id[0]) | UInt16(id[1]) << 8, device = UInt16(id[2]) | UInt16(id[3]) << 8
-                logger.info("pci \(a): passthrough \(d.name) [\(hexDigits(vendor, width: 4) + ":" + hexDigits(device, width: 4))]; \(d.mappingSummary)")
+                logger.info("pci \(a): \(d.kind) \(d.name) [\(hexDigits(vendor, width: 4) + ":" + hexDigits(device, width: 4))]; \(d.mappingSummary)")
             } catch {
-                throw MachineError.passthrough("passthrough[\(i)].device \(d.entry.description): \(error)")
+                throw MachineError.passthrough("\(d.entryDescription): \(error)")
             }
         }
     }
@@ -387,8 +396,9 @@ final class MachinePassthrough: Sendable {
         guard !devices.isEmpty else { return }
         let loop = try DeviceIOLoop(name: "io-passthrough") { _ in }
         for d in devices {
+            guard let vfio = d.vfio else { continue }
             let event = try EventFD(nonBlocking: true)
-            guard try d.vfio.notifyOnRequest(eventfd: event.fd.raw) else {
+            guard try vfio.notifyOnRequest(eventfd: event.fd.raw) else {
                 logger.info("passthrough \(d.name): VFIO offers no request notification: a removal on the host waits until the VM stops")
                 continue
             }
@@ -421,13 +431,13 @@ final class MachinePassthrough: Sendable {
             }
             // Out of kvm-vfio while the fd is still open (KVM_DEV_VFIO_FILE_DEL names the
             // file by its fd), then reset and closed.
-            if let kvmVFIO {
-                do { try d.vfio.cdev.unregister(from: kvmVFIO) } catch {
+            if let kvmVFIO, let vfio = d.vfio {
+                do { try vfio.cdev.unregister(from: kvmVFIO) } catch {
                     logger.warning("passthrough \(d.name): removing it from KVM's kvm-vfio device: \(error)")
                 }
             }
             let what = d.shutdown()
-            logger.info("passthrough \(d.name): \(what)")
+            logger.info("\(d.kind) \(d.name): \(what)")
         }
         do { try context?.unmapAll() } catch { logger.warning("IOAS unmap at exit: \(error)") }
         state.withLock { $0.devices = [] }

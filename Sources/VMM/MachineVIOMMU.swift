@@ -50,9 +50,9 @@ final class MachineVIOMMU: Sendable {
 
     /// Puts the assigned devices whose entry says `iommu = true` behind it.
     func addAssigned(_ passthrough: MachinePassthrough) {
-        for d in passthrough.devices where d.entry.iommu {
-            guard let a = d.address else { continue }
-            endpoints.addAssigned(at: a, name: "\(a) (passthrough \(d.name))", device: d.vfio)
+        for d in passthrough.devices where d.behindVIOMMU {
+            guard let a = d.address, let vfio = d.vfio else { continue }
+            endpoints.addAssigned(at: a, name: "\(a) (passthrough \(d.name))", device: vfio)
         }
     }
 

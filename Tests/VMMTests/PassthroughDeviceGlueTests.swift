@@ -46,7 +46,8 @@ final class PassthroughDeviceGlueTests: XCTestCase {
         let iommufd = IOMMUFD(performer: FakePerformer())
         try vfio.bindAndAttach(IOMMUContext(iommufd: iommufd, ioas: try iommufd.allocateIOAS()))
         let router = KVMMSIRouter(vm: vm, logger: log.logger)
-        let d = PassthroughDevice(vfio: vfio, entry: PassthroughConfig(device: .pciAddress(Self.bdf)), vm: vm, router: router,
+        let d = PassthroughDevice(device: vfio, name: Self.bdf, kind: "passthrough", barAddresses: [:],
+                                  entryDescription: "passthrough[0].device \(Self.bdf)", behindVIOMMU: true, vm: vm, router: router,
                                   slots: MemorySlotPool(first: 2), logger: log.logger)
         _ = try d.makeModel()
         return Rig(vm: vm, log: log, fake: fake, io: io, router: router, device: d)
@@ -191,7 +192,7 @@ final class PassthroughDeviceGlueTests: XCTestCase {
         guard case let .irqfd(trigger, 19, _)? = r.vm.take().first else { return XCTFail("no INTx irqfd") }
         XCTAssertTrue(r.device.shutdown().hasSuffix("and released"))
         XCTAssertEqual(r.vm.take(), [.irqfdOff(fd: trigger, gsi: 19)])
-        XCTAssertTrue(r.device.vfio.isClosed)
+        XCTAssertTrue(try XCTUnwrap(r.device.vfio).isClosed)
     }
 
     /// vfio-pci's request notification (the host removing the device) goes
@@ -199,9 +200,9 @@ final class PassthroughDeviceGlueTests: XCTestCase {
     /// device: interrupts off, BAR slots deleted, closed, and from then on
     /// the guest reads all ones and nothing reaches VFIO or KVM.
     func testReleaseWhenTheHostAsksTurnsTheDeviceIntoOnePulledOut() throws {
-        XCTAssertFalse(try rig().device.vfio.notifyOnRequest(eventfd: 42), "no request notification offered")
+        XCTAssertFalse(try XCTUnwrap(rig().device.vfio).notifyOnRequest(eventfd: 42), "no request notification offered")
         let r = try rig(request: true)
-        XCTAssertTrue(try r.device.vfio.notifyOnRequest(eventfd: 42))
+        XCTAssertTrue(try XCTUnwrap(r.device.vfio).notifyOnRequest(eventfd: 42))
         XCTAssertEqual(r.fake.irqSets.last.map { [$0.index, $0.flags] }, [SHIM_VFIO_PCI_REQ_IRQ_INDEX, Self.trigger])
         XCTAssertEqual(r.fake.irqSets.last?.eventfds, [42])
         r.device.attached(at: guestAddress)
@@ -216,7 +217,7 @@ final class PassthroughDeviceGlueTests: XCTestCase {
         XCTAssertEqual(command.map { $0.bytes.count }, 2)
         XCTAssertEqual((command?.bytes.first ?? 0xFF) & 0x04, 0)
         XCTAssertTrue(r.device.isReleased)
-        XCTAssertTrue(r.device.vfio.isClosed)
+        XCTAssertTrue(try XCTUnwrap(r.device.vfio).isClosed)
         XCTAssertEqual(r.vm.take(), [.irqfdOff(fd: trigger, gsi: 19), deleted(2), deleted(3)])
 
         var b = [UInt8](repeating: 0, count: 4)

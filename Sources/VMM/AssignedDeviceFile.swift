@@ -1,0 +1,69 @@
+import HostSys
+import PCI
+import VFIO
+import VFIOUser
+
+/// What the passthrough glue (`PassthroughDevice`) needs of a device it puts
+/// in the guest, whoever serves it: the kernel through a VFIO cdev
+/// (`AssignedVFIODevice`) or another process over vfio-user
+/// (`VFIOUserDevice`). Both keep VFIO's region and IRQ numbering, so one PCI
+/// model, one BAR placement and one interrupt routing serve both.
+protocol AssignedDeviceFile: AnyObject, Sendable {
+    /// BARs 0-5 that exist, by index, with their region sizes.
+    var barSizes: [Int: UInt64] { get }
+    /// The expansion ROM's size, if it has one.
+    var romSize: UInt64? { get }
+    func readConfig(offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool
+    func writeConfig(offset: Int, from buffer: UnsafeRawBufferPointer) -> Bool
+    func readRegion(_ index: UInt32, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool
+    func writeRegion(_ index: UInt32, offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool
+    func mappableAreas(_ index: UInt32) -> [Range<UInt64>]
+    func mapRegion(_ index: UInt32, offset: UInt64, length: UInt64) throws -> UnsafeMutableRawPointer
+    /// INTx through `trigger`; `resample` is signalled at the guest's EOI.
+    func enableINTx(trigger: Int32, resample: Int32) throws
+    func enableMSI(eventfds: [Int32]) throws
+    func enableMSIX(eventfds: [Int32]) throws
+    /// Turns off what `mode` turned on.
+    func disable(_ mode: AssignedInterruptMode) throws
+    /// Resets the device the best way it has: what the log says.
+    func resetForExit() throws -> String
+    func close()
+}
+
+extension AssignedVFIODevice: AssignedDeviceFile {
+    var barSizes: [Int: UInt64] {
+        var sizes: [Int: UInt64] = [:]
+        for i in 0..<6 { if let r = regions[UInt32(i)], r.size > 0 { sizes[i] = r.size } }
+        return sizes
+    }
+    var romSize: UInt64? { regions[6].map(\.size).flatMap { $0 > 0 ? $0 : nil } }
+    func enableINTx(trigger: Int32, resample: Int32) throws { try enableINTx(trigger: trigger, resample: Optional(resample)) }
+    func disable(_ mode: AssignedInterruptMode) throws {
+        switch mode {
+        case .none: break
+        case .intx: try disableIRQs(.intx)
+        case .msi: try disableIRQs(.msi)
+        case .msix: try disableIRQs(.msix)
+        }
+    }
+    func resetForExit() throws -> String { try reset().text }
+}
+
+extension VFIOUserDevice: AssignedDeviceFile {
+    var barSizes: [Int: UInt64] {
+        var sizes: [Int: UInt64] = [:]
+        for i in 0..<6 { if let r = regions[UInt32(i)], r.size > 0 { sizes[i] = r.size } }
+        return sizes
+    }
+    var romSize: UInt64? { regions[VFIOUserDevice.romRegion]?.size }
+    func enableINTx(trigger: Int32, resample: Int32) throws { try enableINTx(trigger: trigger) }
+    func disable(_ mode: AssignedInterruptMode) throws {
+        switch mode {
+        case .none: break
+        case .intx: try disableIRQs(VFIOUserDevice.intxIndex)
+        case .msi: try disableIRQs(VFIOUserDevice.msiIndex)
+        case .msix: try disableIRQs(VFIOUserDevice.msixIndex)
+        }
+    }
+    func resetForExit() throws -> String { try reset() }
+}
