@@ -209,6 +209,55 @@ extension Builder {
         }
     }
 
+    mutating func readVFIOUser(_ t: TOMLTable, keyPath: String) {
+        let socketPath = keyPath + ".socket"
+        var socket: String?
+        if let s = string(t, "socket", socketPath) {
+            socket = vfioUserSocket(s, keyPath: socketPath, relativeTo: base)
+        } else if t["socket"] == nil {
+            issue(socketPath, "required (the path of the vfio-user server's listening socket)")
+        }
+        var dma: VFIOUserConfig.DMA? = .fd
+        if let s = string(t, "dma", keyPath + ".dma") {
+            dma = VFIOUserConfig.DMA(rawValue: s)
+            if dma == nil { issue(keyPath + ".dma", "expected \"fd\" (guest RAM passed to the server) or \"message\" (every transfer checked by the VMM), got \"\(s)\"") }
+        } else if t["dma"] != nil {
+            dma = nil
+        }
+        let bars = readBARs(t, keyPath: keyPath + ".bars")
+        if let socket, let dma, let bars {
+            vfioUser.append(VFIOUserConfig(socket: socket, dma: dma, barAddresses: bars))
+        }
+    }
+
+    /// A `--vfio-user` value, checked like a `socket` key.
+    mutating func addVFIOUserOverride(_ s: String, relativeTo cwd: String) {
+        vfioUserOverrides += 1
+        if let socket = vfioUserSocket(s, keyPath: "--vfio-user", relativeTo: cwd) {
+            vfioUser.append(VFIOUserConfig(socket: socket))
+        }
+    }
+
+    /// The socket path made absolute, or nil after reporting why not
+    /// (empty, too long for a UNIX socket address, named before).
+    private mutating func vfioUserSocket(_ s: String, keyPath: String, relativeTo dir: String) -> String? {
+        if let m = Check.nonEmptyPath(s) {
+            issue(keyPath, m)
+            return nil
+        }
+        let path = Paths.absolute(s, relativeTo: dir)
+        guard path.utf8.count <= Schema.maxSocketPath else {
+            issue(keyPath, "\(path) is \(path.utf8.count) bytes; a UNIX socket path holds at most \(Schema.maxSocketPath)")
+            return nil
+        }
+        if let earlier = seenVFIOUser[path] {
+            issue(keyPath, earlier == keyPath ? "\(path) is given twice" : "\(path) is a duplicate of \(earlier)")
+            return nil
+        }
+        seenVFIOUser[path] = keyPath
+        return path
+    }
+
     /// `bars = { 2 = 0x1000000000 }`: [:] when absent, nil after an issue.
     private mutating func readBARs(_ t: TOMLTable, keyPath: String) -> [Int: UInt64]? {
         guard let v = t["bars"] else { return [:] }
@@ -263,8 +312,10 @@ extension Builder {
         let hasConsole = virtioConsole != .off
         let nFilePassthrough = entryCounts["passthrough"] ?? 0
         let nPassthrough = nFilePassthrough + passthroughOverrides
+        let nFileVFIOUser = entryCounts["vfio_user"] ?? 0
+        let nVFIOUser = nFileVFIOUser + vfioUserOverrides
         let virtio = nDisks + nNets + (hasConsole ? 1 : 0) + (rng ? 1 : 0)
-        let total = virtio + nPassthrough + (viommu != nil ? 1 : 0)
+        let total = virtio + nPassthrough + nVFIOUser + (viommu != nil ? 1 : 0)
         guard total > Schema.pciSlots else { return }
         let first = Schema.pciSlots // 0-based index of the first device without a slot
         let keyPath: String
@@ -280,6 +331,10 @@ extension Builder {
             keyPath = "passthrough[\(first - virtio)]"
         } else if first - virtio < nPassthrough {
             keyPath = "--passthrough"
+        } else if first - virtio - nPassthrough < nFileVFIOUser {
+            keyPath = "vfio_user[\(first - virtio - nPassthrough)]"
+        } else if first - virtio - nPassthrough < nVFIOUser {
+            keyPath = "--vfio-user"
         } else {
             keyPath = "viommu" // the vIOMMU goes after every other device
         }
@@ -289,6 +344,7 @@ extension Builder {
         if hasConsole { parts.append("the console") }
         if rng { parts.append("the rng") }
         if nPassthrough > 0 { parts.append("\(nPassthrough) passthrough device\(nPassthrough == 1 ? "" : "s")") }
+        if nVFIOUser > 0 { parts.append("\(nVFIOUser) vfio-user device\(nVFIOUser == 1 ? "" : "s")") }
         if viommu != nil { parts.append("the vIOMMU") }
         let list = parts.count > 1 ? parts.dropLast().joined(separator: ", ") + " and " + parts[parts.count - 1] : parts.joined()
         issue(keyPath, "no PCI slot left: \(list) need \(total) slots, and PCI bus 0 has \(Schema.pciSlots)")

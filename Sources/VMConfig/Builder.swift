@@ -46,6 +46,12 @@ struct Builder {
     var seenPassthrough: [String: String] = [:]
     /// `--passthrough` values given (valid or not), for the PCI slot count.
     var passthroughOverrides = 0
+    /// Valid `[[vfio_user]]` entries, then `--vfio-user` ones.
+    var vfioUser: [VFIOUserConfig] = []
+    /// Socket paths named so far, by absolute path: where.
+    var seenVFIOUser: [String: String] = [:]
+    /// `--vfio-user` values given (valid or not), for the PCI slot count.
+    var vfioUserOverrides = 0
     /// Entries of each array table in the file, valid or not.
     var entryCounts: [String: Int] = [:]
     /// For duplicate checks across `[[net]]` entries: the index that has
@@ -103,6 +109,7 @@ struct Builder {
                     case "disk": readDisk(table, keyPath: keyPath)
                     case "net": readNet(table, index: index, keyPath: keyPath)
                     case "passthrough": readPassthrough(table, keyPath: keyPath)
+                    case "vfio_user": readVFIOUser(table, keyPath: keyPath)
                     default: assertionFailure("array table \(name) has no reader")
                     }
                     unknownKeys(table, keys: keys, table: name, keyPath: keyPath)
@@ -292,6 +299,7 @@ struct Builder {
             if let m = Check.cmdline(s) { issue("--cmdline", m) } else { cmdline = s }
         }
         for s in o.passthrough { addPassthroughOverride(s) }
+        for s in o.vfioUser { addVFIOUserOverride(s, relativeTo: cwd) }
         if o.viommu && viommu == nil { viommu = VIOMMUConfig() }
     }
 
@@ -310,6 +318,9 @@ struct Builder {
             if let i = initramfs, let m = Paths.inputFileProblem(i.path) { issue(i.keyPath, m) }
             if case let .file(p) = serial, let m = Paths.outputFileProblem(p) { issue("serial.path", m) }
             if case let .file(p) = virtioConsole, let m = Paths.outputFileProblem(p) { issue("console.path", m) }
+            for (i, u) in vfioUser.enumerated() {
+                if let m = Paths.socketProblem(u.socket) { issue(seenVFIOUser[u.socket] ?? "vfio_user[\(i)].socket", m) }
+            }
             for d in disks {
                 if !PassedDescriptor.isPassed(d.image.path),
                    let m = Paths.diskImageProblem(d.image.path, readOnly: d.readOnly) { issue(d.image.keyPath, m) }
@@ -327,7 +338,7 @@ struct Builder {
                                  },
                                  nets: nets, virtioConsole: virtioConsole, virtioConsoleIOMMU: virtioConsoleIOMMU,
                                  rng: rng, rngIOMMU: rngIOMMU, viommu: viommu,
-                                 passthrough: passthrough, hugePages: hugePages,
+                                 passthrough: passthrough, vfioUser: vfioUser, hugePages: hugePages,
                                  pciMMIO64Size: pciMMIO64Size, configPath: configPath))
     }
 }
@@ -347,7 +358,7 @@ extension VMConfig {
         b.timeoutSeconds = timeoutSeconds
         b.hugePages = hugePages
         b.memoryKeyPath = "machine.memory"
-        b.entryCounts = ["disk": disks.count, "net": nets.count, "passthrough": passthrough.count]
+        b.entryCounts = ["disk": disks.count, "net": nets.count, "passthrough": passthrough.count, "vfio_user": vfioUser.count]
         b.virtioConsole = virtioConsole
         b.rng = rng
         b.viommu = viommu
@@ -355,12 +366,19 @@ extension VMConfig {
         for (i, p) in passthrough.enumerated() where b.seenPassthrough[p.description] == nil {
             b.seenPassthrough[p.description] = "passthrough[\(i)].device"
         }
+        b.vfioUser = vfioUser
+        for (i, u) in vfioUser.enumerated() where b.seenVFIOUser[u.socket] == nil {
+            b.seenVFIOUser[u.socket] = "vfio_user[\(i)].socket"
+        }
         b.apply(overrides, relativeTo: Paths.absolute(".", relativeTo: directory))
         let newKernel = b.kernel
         let newInitramfs = b.initramfs
-        if !overrides.passthrough.isEmpty || (overrides.viommu && viommu == nil) { b.checkPCISlots() }
+        if !overrides.passthrough.isEmpty || !overrides.vfioUser.isEmpty || (overrides.viommu && viommu == nil) { b.checkPCISlots() }
         if overrides.memory != nil { b.checkHugePages() }
         if checkFiles {
+            for u in b.vfioUser.dropFirst(vfioUser.count) {
+                if let m = Paths.socketProblem(u.socket) { b.issue("--vfio-user", m) }
+            }
             if let k = newKernel, let m = Paths.inputFileProblem(k.path, allowEmpty: false) { b.issue(k.keyPath, m) }
             if let i = newInitramfs, let m = Paths.inputFileProblem(i.path) { b.issue(i.keyPath, m) }
         }
@@ -372,6 +390,7 @@ extension VMConfig {
         c.memoryBytes = b.memoryBytes
         c.cmdline = b.cmdline
         c.passthrough = b.passthrough
+        c.vfioUser = b.vfioUser
         c.viommu = b.viommu
         if let k = newKernel { c.kernelPath = k.path }
         if let i = newInitramfs { c.initramfsPath = i.path }
@@ -381,11 +400,11 @@ extension VMConfig {
     /// `applying` with the overrides as arguments, throwing every problem.
     public func overriding(kernel: String? = nil, initramfs: String? = nil, cmdline: String? = nil,
                            memory: String? = nil, vcpus: String? = nil, passthrough: [String] = [],
-                           viommu: Bool = false,
+                           viommu: Bool = false, vfioUser: [String] = [],
                            relativeTo directory: String = FileManager.default.currentDirectoryPath,
                            checkFiles: Bool = true) throws(ConfigError) -> VMConfig {
         let o = ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus,
-                                 passthrough: passthrough, viommu: viommu)
+                                 passthrough: passthrough, viommu: viommu, vfioUser: vfioUser)
         switch applying(o, relativeTo: directory, checkFiles: checkFiles) {
         case let .success(c): return c
         case let .failure(e): throw e

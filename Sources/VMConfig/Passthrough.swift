@@ -37,6 +37,33 @@ public struct PassthroughConfig: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A PCI device served by another process over vfio-user (`[[vfio_user]]`).
+public struct VFIOUserConfig: Equatable, Sendable, CustomStringConvertible {
+    /// How the server reaches guest RAM.
+    public enum DMA: String, Equatable, Sendable {
+        /// Guest RAM's memfds are passed: the server maps them and does DMA
+        /// itself, at memory speed, with access to all of guest RAM.
+        case fd
+        /// No descriptor is passed: every transfer is a DMA_READ/DMA_WRITE
+        /// message the VMM checks against the mapped windows.
+        case message
+    }
+
+    /// Absolute path of the server's listening socket.
+    public let socket: String
+    public let dma: DMA
+    /// BAR index (0...5) -> guest-physical address, as for `[[passthrough]]`.
+    public let barAddresses: [Int: UInt64]
+
+    public init(socket: String, dma: DMA = .fd, barAddresses: [Int: UInt64] = [:]) {
+        self.socket = socket
+        self.dma = dma
+        self.barAddresses = barAddresses
+    }
+
+    public var description: String { socket }
+}
+
 /// PCI addresses and limits of `[[passthrough]]`.
 enum Passthrough {
     /// A type 0 header has six BARs (PCI Local Bus Specification 3.0,

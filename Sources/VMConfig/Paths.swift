@@ -42,6 +42,16 @@ enum Paths {
         return nil
     }
 
+    /// Why the VMM cannot connect to a vfio-user server's socket at `path`,
+    /// or nil: it must exist (the server listening), be a socket, and be writable.
+    static func socketProblem(_ path: String) -> String? {
+        guard let st = HostFiles.status(path) else { return "\(path): no such socket (is the vfio-user server running and listening there?)" }
+        if st.kind == .directory { return "\(path): is a directory, not a socket" }
+        if st.kind == .regular { return "\(path): is a regular file, not a socket" }
+        guard HostFiles.isWritable(path) else { return "\(path): not writable (permission denied): connecting needs write permission" }
+        return nil
+    }
+
     /// Why the VMM could not create or truncate `path` for writing, or nil.
     static func outputFileProblem(_ path: String) -> String? {
         if let st = HostFiles.status(path) {

@@ -16,6 +16,7 @@ enum Schema {
         ("net", .arrayOfTables, ["tap", "mac", "iommu", "vhost", "queues"]),
         ("rng", .table, ["enabled", "iommu"]),
         ("passthrough", .arrayOfTables, ["device", "bars", "iommu"]),
+        ("vfio_user", .arrayOfTables, ["socket", "dma", "bars"]),
         ("viommu", .table, ["enabled", "max_domains", "max_mappings", "poll_us"]),
         ("run", .table, ["timeout"]),
     ]
@@ -55,6 +56,9 @@ enum Schema {
     /// Linux x86 COMMAND_LINE_SIZE is 2048 including the NUL
     /// (arch/x86/include/asm/setup.h).
     static let maxCmdlineBytes = 2047
+    /// A UNIX socket address holds a path of at most 107 bytes (sun_path is
+    /// 108 bytes with the NUL, linux/un.h UNIX_PATH_MAX).
+    static let maxSocketPath = 107
     /// `[serial]` and `[console]` modes.
     static let outputModes = ["terminal", "file", "off"]
     /// `[[disk]] queues` (virtio-blk `num_queues`; VirtioBlock.maxQueues).

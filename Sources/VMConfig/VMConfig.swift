@@ -35,6 +35,9 @@ public struct VMConfig: Equatable, Sendable {
     /// Host PCI devices assigned to the guest through iommufd and VFIO, in
     /// file order, then `--passthrough` order. Each device is listed once.
     public var passthrough: [PassthroughConfig]
+    /// Devices served by other processes over vfio-user, in file order, then
+    /// `--vfio-user` order. Each socket is listed once.
+    public var vfioUser: [VFIOUserConfig]
     /// Back guest RAM with 2 MiB hugetlbfs pages (`machine.hugepages`);
     /// `memoryBytes` is then a multiple of 2 MiB.
     public var hugePages: Bool
@@ -63,6 +66,7 @@ public struct VMConfig: Equatable, Sendable {
                 rngIOMMU: Bool = true,
                 viommu: VIOMMUConfig? = nil,
                 passthrough: [PassthroughConfig] = [],
+                vfioUser: [VFIOUserConfig] = [],
                 hugePages: Bool = false,
                 pciMMIO64Size: UInt64 = 64 << 30,
                 configPath: String = "") {
@@ -81,6 +85,7 @@ public struct VMConfig: Equatable, Sendable {
         self.rngIOMMU = rngIOMMU
         self.viommu = viommu
         self.passthrough = passthrough
+        self.vfioUser = vfioUser
         self.hugePages = hugePages
         self.pciMMIO64Size = pciMMIO64Size
         self.configPath = configPath
@@ -121,9 +126,13 @@ public struct ConfigOverrides: Equatable, Sendable {
     public var passthrough: [String]
     /// `--viommu`: a vIOMMU with `[viommu]`'s settings, or the defaults.
     public var viommu: Bool
+    /// `--vfio-user SOCKET` values, each appended to `VMConfig.vfioUser`
+    /// with `dma = "fd"` (checked like `[[vfio_user]]` socket keys).
+    public var vfioUser: [String]
 
     public init(kernel: String? = nil, initramfs: String? = nil, cmdline: String? = nil,
-                memory: String? = nil, vcpus: String? = nil, passthrough: [String] = [], viommu: Bool = false) {
+                memory: String? = nil, vcpus: String? = nil, passthrough: [String] = [], viommu: Bool = false,
+                vfioUser: [String] = []) {
         self.kernel = kernel
         self.initramfs = initramfs
         self.cmdline = cmdline
@@ -131,10 +140,11 @@ public struct ConfigOverrides: Equatable, Sendable {
         self.vcpus = vcpus
         self.passthrough = passthrough
         self.viommu = viommu
+        self.vfioUser = vfioUser
     }
 
     public var isEmpty: Bool {
         kernel == nil && initramfs == nil && cmdline == nil && memory == nil && vcpus == nil && passthrough.isEmpty
-            && !viommu
+            && !viommu && vfioUser.isEmpty
     }
 }

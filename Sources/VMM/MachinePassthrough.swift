@@ -8,6 +8,7 @@ import Logging
 import PCI
 import Synchronization
 import VFIO
+import VFIOUser
 import VMConfig
 
 /// KVM's kvm-vfio device is the one the VFIO layer registers device files
@@ -312,7 +313,10 @@ final class MachinePassthrough: Sendable {
     static func setUp(config: VMConfig, vm: VirtualMachine, ram: GuestRAM, router: KVMMSIRouter,
                       slots: MemorySlotPool, iommufdPath: String = "/dev/iommu",
                       logger: Logger) throws -> MachinePassthrough {
-        guard !config.passthrough.isEmpty else { return .none(logger: logger) }
+        guard !config.passthrough.isEmpty else {
+            let users = try MachineVFIOUser.open(config: config, vm: vm, ram: ram, router: router, slots: slots, logger: logger)
+            return MachinePassthrough(context: nil, kvmVFIO: nil, devices: users, logger: logger)
+        }
         do {
             let discovery = SysfsDiscovery()
             let ctx = try IOMMUContext.open(path: iommufdPath)
@@ -360,7 +364,8 @@ final class MachinePassthrough: Sendable {
             for d in devices {
                 logger.info("passthrough \(d.name): peer-to-peer DMA is off: its BARs are mapped into the guest but not into the IOAS (that needs Linux 6.19's dma-buf path), so other devices cannot DMA to them")
             }
-            return MachinePassthrough(context: ctx, kvmVFIO: kvmVFIO, devices: devices, logger: logger)
+            let users = try MachineVFIOUser.open(config: config, vm: vm, ram: ram, router: router, slots: slots, logger: logger)
+            return MachinePassthrough(context: ctx, kvmVFIO: kvmVFIO, devices: devices + users, logger: logger)
         } catch let e as MachineError {
             throw e
         } catch {
@@ -435,6 +440,10 @@ final class MachinePassthrough: Sendable {
                 do { try vfio.cdev.unregister(from: kvmVFIO) } catch {
                     logger.warning("passthrough \(d.name): removing it from KVM's kvm-vfio device: \(error)")
                 }
+            }
+            if let user = d.device as? VFIOUserDevice {
+                let c = user.client.counters
+                logger.info("vfio-user \(d.name): \(c.requests) requests; the server's DMA messages: \(c.dmaReads) reads, \(c.dmaWrites) writes, \(formatBytes(c.dmaBytes)), \(c.dmaRefused) refused")
             }
             let what = d.shutdown()
             logger.info("\(d.kind) \(d.name): \(what)")

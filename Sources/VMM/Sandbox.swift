@@ -44,6 +44,8 @@ public enum Sandbox {
         "sched_getscheduler",
         "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "getrandom",
         "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll",
+        // vfio-user: messages (with passed eventfds) on sockets connected during setup, and their end.
+        "sendmsg", "recvmsg", "shutdown",
         "fsync", "fdatasync", "fallocate", "io_uring_enter",
         // A thread adds its own filter on top of the one it inherited (only ever narrower).
         "seccomp",

@@ -54,10 +54,14 @@ struct Overrides: ParsableArguments {
     var passthrough: [String] = []
     @Flag(help: "Give the guest a vIOMMU (virtio-iommu, ACPI VIOT), as [viommu] does; every PCI device sits behind it unless its table says iommu = false.")
     var viommu = false
+    @Option(name: .customLong("vfio-user"),
+            help: ArgumentHelp("Add a PCI device served by another process over vfio-user, the server listening at this socket, with guest RAM passed to it by fd (dma = \"fd\"), after the config's [[vfio_user]] entries (repeatable).",
+                               valueName: "socket"))
+    var vfioUser: [String] = []
 
     var configOverrides: ConfigOverrides {
         ConfigOverrides(kernel: kernel, initramfs: initramfs, cmdline: cmdline, memory: memory, vcpus: vcpus,
-                        passthrough: passthrough, viommu: viommu)
+                        passthrough: passthrough, viommu: viommu, vfioUser: vfioUser)
     }
 }
 
