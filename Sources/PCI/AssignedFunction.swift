@@ -166,7 +166,7 @@ public final class AssignedPCIFunction: PCIDevice {
             guard let decode = Self.decodeSize(size, minimum: minimum) else {
                 throw PCIError.invalidBar(index: index, reason: "region size \(hex(size)) is too large")
             }
-            try c.setBar(index, size: decode, kind: kind, prefetchable: prefetchable)
+            try c.setBar(index, size: decode, kind: kind, prefetchable: prefetchable, maxIOSize: PCIBarBits.maxAssignedIOSize)
             let bar = AssignedBar(index: index, size: size, decodeSize: decode, kind: kind, prefetchable: prefetchable)
             bars.append(bar)
             table[index] = bar

@@ -60,9 +60,10 @@ public struct PCIWindows: Equatable, Sendable {
     /// window and well below the IOAPIC (0xFEC0_0000). MCFG: start bus 0,
     /// end bus 0.
     public static let standardECAM = PCIAddressWindow(base: 0xE000_0000, size: 0x10_0000)
-    /// I/O ports 0xC000-0xFFFF, as SeaBIOS assigns (src/fw/pciinit.c
-    /// starts PCI I/O at 0xC000); clear of the legacy ports and 0xCF8-0xCFF.
-    public static let standardIO = PCIAddressWindow(base: 0xC000, size: 0x4000)
+    /// I/O ports 0x8000-0xFFFF: SeaBIOS's 0xC000-0xFFFF (src/fw/pciinit.c)
+    /// and the 16 KiB below it, so an assigned device's 16 KiB I/O BAR fits
+    /// beside the others; clear of the legacy ports and 0xCF8-0xCFF.
+    public static let standardIO = PCIAddressWindow(base: 0x8000, size: 0x8000)
     /// Size of the 64-bit window: 64 GiB, enough for a 32 GiB BAR at its
     /// natural alignment wherever the window starts.
     public static let standardMMIO64Size: UInt64 = 64 << 30

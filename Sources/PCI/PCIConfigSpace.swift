@@ -183,7 +183,10 @@ public struct PCIConfigSpace: Sendable {
     /// `index + 1`. Sizing follows PCI 3.0 §6.2.5.1: address bits below the
     /// size are read-only 0, so writing all ones reads back the size mask;
     /// the type bits (I/O, 64-bit, prefetchable) are read-only.
-    public mutating func setBar(_ index: Int, size: UInt64, kind: PCIBarKind, prefetchable: Bool = false) throws {
+    /// `maxIOSize` is the spec's 256 bytes unless a caller takes a real
+    /// device's larger I/O BAR as it is (`PCIBarBits.maxAssignedIOSize`).
+    public mutating func setBar(_ index: Int, size: UInt64, kind: PCIBarKind, prefetchable: Bool = false,
+                                maxIOSize: UInt64 = PCIBarBits.maxIOSize) throws {
         guard index >= 0, index < PCIReg.barCount else {
             throw PCIError.invalidBar(index: index, reason: "index must be 0...5")
         }
@@ -192,8 +195,10 @@ public struct PCIConfigSpace: Sendable {
         }
         switch kind {
         case .io:
-            guard size >= PCIBarBits.minIOSize, size <= PCIBarBits.maxIOSize else {
-                throw PCIError.invalidBar(index: index, reason: "an I/O BAR decodes 4...256 bytes (PCI 3.0 §6.2.5.1)")
+            guard size >= PCIBarBits.minIOSize, size <= maxIOSize else {
+                throw PCIError.invalidBar(index: index, reason: maxIOSize == PCIBarBits.maxIOSize
+                    ? "an I/O BAR decodes 4...256 bytes (PCI 3.0 §6.2.5.1)"
+                    : "an I/O BAR of \(hex(size)) bytes is larger than the \(hex(maxIOSize)) bytes of I/O space an assigned device may take")
             }
             guard !prefetchable else {
                 throw PCIError.invalidBar(index: index, reason: "an I/O BAR cannot be prefetchable")

@@ -72,6 +72,11 @@ public enum PCIBarBits {
     public static let minMemorySize: UInt64 = 16
     public static let minIOSize: UInt64 = 4
     public static let maxIOSize: UInt64 = 256
+    /// The largest I/O BAR an assigned function may have. PCI 3.0 §6.2.5.1
+    /// caps I/O BARs at 256 bytes, but a device served by another process
+    /// may declare more (libvfio-user's sample server has a 16 KiB one);
+    /// like QEMU, the VMM takes it as it is, up to half the I/O window.
+    public static let maxAssignedIOSize: UInt64 = 0x4000
     /// Expansion ROM BAR (PCI 3.0 §6.2.5.2): bit 0 enables decoding, bits
     /// 31:11 are the address, so a ROM is at least 2 KiB; at most 16 MiB.
     public static let romEnable: UInt32 = 0x01         // PCI_ROM_ADDRESS_ENABLE

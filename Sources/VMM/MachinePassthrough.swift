@@ -165,7 +165,10 @@ final class PassthroughDevice: AssignedDeviceBackend {
     func makeModel() throws -> AssignedPCIFunction {
         let sizes = device.barSizes
         let m = try AssignedPCIFunction(backend: self, barSizes: sizes, romSize: device.romSize, name: name)
-        for (i, size) in sizes.sorted(by: { $0.key < $1.key }) {
+        // Only memory BARs can be memory slots: an I/O BAR (which vfio-pci
+        // never offers to mmap, but a vfio-user server may) always traps.
+        let memoryBars = Set(m.bars.filter { $0.kind != .io }.map(\.index))
+        for (i, size) in sizes.sorted(by: { $0.key < $1.key }) where memoryBars.contains(i) {
             let trapped = m.msixTableRanges.filter { $0.bar == i }.map(\.range)
             let ranges = AssignedPCIFunction.directMapRanges(barSize: size, mappable: device.mappableAreas(UInt32(i)), trapped: trapped)
             var maps: [(range: Range<UInt64>, host: UInt64)] = []
