@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "VFIO", dependencies: ["Bits", "CShim", "HostSys", "GuestMemory"], exclude: ["README.md"]),
         // vfio-user client: PCI devices served by another process over a UNIX socket (messages,
         // capabilities, DMA windows served by message or reached through passed fds).
-        .target(name: "VFIOUser", dependencies: ["Bits", "HostSys"]),
+        .target(name: "VFIOUser", dependencies: ["Bits", "HostSys"], exclude: ["README.md"]),
         // Kernel loading: bzImage, ELF/PVH, boot_params, e820, MP table, initial CPU state.
         .target(name: "Boot", dependencies: ["Bits", "GuestMemory"], exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and an AML encoder, as bytes.

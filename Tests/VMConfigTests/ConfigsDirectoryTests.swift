@@ -66,6 +66,7 @@ final class ConfigsDirectoryTests: XCTestCase {
         XCTAssertTrue(configs.contains { $0.passthrough.contains { !$0.barAddresses.isEmpty } })
         XCTAssertTrue(configs.contains { $0.hugePages })
         XCTAssertTrue(configs.contains { $0.viommu != nil })
+        XCTAssertTrue(configs.contains { $0.vfioUser.contains { $0.dma == .message } })
     }
 
     func testNICPassthroughConfig() throws {
