@@ -68,7 +68,7 @@ let package = Package(
         // Fuzz targets (Fuzz/): every entry point the guest and the host's files drive, for
         // libFuzzer (scripts/fuzz builds swiftvmm-fuzz with -sanitize=fuzzer,address) and for
         // the unit tests, which replay the corpora. Outside the layers: it uses them all.
-        .target(name: "FuzzTargets", dependencies: ["Bits", "GuestMemory", "Devices", "PCI", "Virtio", "Boot", "VMConfig", "VMM"],
+        .target(name: "FuzzTargets", dependencies: ["Bits", "GuestMemory", "Devices", "PCI", "Virtio", "Boot", "VMConfig", "VMM", "VFIOUser"],
                 path: "Fuzz/Targets"),
         // Linked by the toolchain's lld: gold fails on the libFuzzer build (an internal error
         // in its DWARF reader while reporting a symbol).
@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["TestFakes", "Bits", "PCI", "Devices", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["TestFakes", "Virtio", "PCI", "Devices", "GuestMemory", "HostSys", "CShim"]),
         .testTarget(name: "VFIOTests", dependencies: ["TestFakes", "VFIO", "GuestMemory"]),
-        .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "HostSys"]),
+        .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "HostSys", "GuestMemory", "Virtio"]),
         .testTarget(name: "ACPITests", dependencies: ["ACPI", "GuestMemory"]),
         .testTarget(name: "VMConfigTests", dependencies: ["VMConfig"]),
         .testTarget(name: "VMMTests", dependencies: [

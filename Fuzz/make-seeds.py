@@ -118,6 +118,22 @@ def main():
     put("config-cycles", "pci-bus", struct.pack("<H", 0) + struct.pack("<H", len(ops)) + ops)
     # legacy-ports: COM1 transmit, LSR read, CMOS read, i8042 status read.
     put("ports", "legacy-ports", bytes([0x00, 0, ord("h"), 0x45, 0, 0x2a, 0, 0x2b, 0, 0x49, 0]))
+    # vfio-user: windows (count, then address, high-half flag, size - 1, R/W flags each),
+    # the transfer limit - 1, then messages (16-byte header, u16 length, payload).
+    def vfu_msg(cmd, payload, flags=0, msg_id=1):
+        return struct.pack("<HHIII", msg_id, cmd, 16 + len(payload), flags, 0) + struct.pack("<H", len(payload)) + payload
+    windows = bytes([2]) + struct.pack("<QBHB", 0x100000, 0, 0x0FFF, 3) + struct.pack("<QBHB", 0x200000, 0, 0x0FFF, 1)
+    limit = struct.pack("<H", 0x0FFF)
+    dma = (vfu_msg(12, struct.pack("<QQ", 0x100000, 4) + b"ABCD") + vfu_msg(11, struct.pack("<QQ", 0x100000, 4))
+           + vfu_msg(12, struct.pack("<QQ", 0x200ffe, 4) + b"WXYZ") + vfu_msg(11, struct.pack("<QQ", 0x1ffffe, 8)))
+    put("dma", "vfio-user", windows + limit + dma)
+    caps = b'{"capabilities":{"max_msg_fds":8,"twin_socket":{"supported":true,"fd_index":0}}}\0'
+    region = (struct.pack("<IIIIQQ", 80, 0xF, 1, 32, 0x4000, 0) + struct.pack("<HHIII", 1, 1, 0, 2, 0)
+              + struct.pack("<QQQQ", 0, 0x1000, 0x2000, 0x1000))
+    put("replies", "vfio-user", bytes([0]) + limit + vfu_msg(1, struct.pack("<HH", 0, 2) + caps, flags=1)
+        + vfu_msg(4, struct.pack("<IIII", 16, 3, 9, 5), flags=1) + vfu_msg(5, region, flags=1)
+        + vfu_msg(2, struct.pack("<IIQQQ", 32, 3, 0, 0x300000, 0x1000)) + vfu_msg(12, struct.pack("<QQ", 0x300800, 2) + b"hi")
+        + vfu_msg(3, struct.pack("<IIQQ", 24, 0, 0x300000, 0x1000)))
     print(f"seeds written to {CORPUS}")
 
 

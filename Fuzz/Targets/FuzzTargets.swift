@@ -1,6 +1,6 @@
 /// Every fuzz target: what the guest drives (virtqueues, virtio devices, PCI
-/// config space and BARs with MSI-X, legacy ports) and what the host's files
-/// drive (config, kernel, initramfs). Each takes any bytes and must neither
+/// config space and BARs with MSI-X, legacy ports), what the host's files
+/// drive (config, kernel, initramfs) and what a vfio-user server sends. Each takes any bytes and must neither
 /// trap nor touch memory it does not own; `scripts/fuzz` runs them under
 /// libFuzzer with AddressSanitizer, and the unit tests replay their corpora.
 public enum FuzzTargets {
@@ -16,6 +16,7 @@ public enum FuzzTargets {
         ("config", ConfigTarget.run),
         ("kernel", KernelTarget.run),
         ("initramfs", InitramfsTarget.run),
+        ("vfio-user", VFIOUserTarget.run),
     ]
 
     public static func named(_ name: String) -> (@Sendable ([UInt8]) -> Void)? {

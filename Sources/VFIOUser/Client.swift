@@ -458,42 +458,18 @@ public final class VFIOUserClient: Sendable {
     /// off; a request outside the windows, or over the size limit, gets an
     /// error reply and a log line, and no memory is touched.
     private func serveDMA(_ m: Incoming, write: Bool, on socket: UnixSocket, twin: Bool) throws {
-        let what = write ? "DMA_WRITE" : "DMA_READ"
-        let access = try VFIOUserDMAAccess.decode(m.payload, what: what)
-        if write {
-            guard UInt64(access.data.count) == access.count else {
-                throw VFIOUserError.malformed("\(what) of \(access.count) bytes carries \(access.data.count)")
-            }
-        } else {
-            guard access.data.isEmpty else { throw VFIOUserError.malformed("\(what) carries \(access.data.count) bytes of data") }
-        }
-        let resolved = state.withLock {
-            $0.dma.resolve(address: access.address, count: access.count, write: write, maxTransfer: UInt64(options.maxDataTransferSize))
-        }
-        switch resolved {
-        case .failure(let refusal):
+        let table = state.withLock { $0.dma }
+        let answer = try VFIOUserDMATable.Answer.serve(payload: m.payload, write: write, table: table,
+                                                       maxTransfer: UInt64(options.maxDataTransferSize))
+        switch answer {
+        case .refused(let refusal):
             state.withLock { $0.counters.dmaRefused += 1 }
             log("vfio-user \(name): refused the server's \(refusal.reason)")
             try reply(to: m.header, payload: [], failure: refusal.errno, on: socket, twin: twin)
-        case .success(let (window, offset)):
-            var payload = VFIOUserDMAAccess(address: access.address, count: access.count).encoded()
-            if write {
-                guard window.memory.write(at: offset, access.data) else {
-                    log("vfio-user \(name): the server's \(what) at \(hex(access.address)) could not be written")
-                    try reply(to: m.header, payload: [], failure: VFIOUserDMATable.EFAULT, on: socket, twin: twin)
-                    return
-                }
-            } else {
-                guard let data = window.memory.read(at: offset, count: Int(access.count)) else {
-                    log("vfio-user \(name): the server's \(what) at \(hex(access.address)) could not be read")
-                    try reply(to: m.header, payload: [], failure: VFIOUserDMATable.EFAULT, on: socket, twin: twin)
-                    return
-                }
-                payload += data
-            }
+        case .served(let payload, let bytes):
             state.withLock {
                 if write { $0.counters.dmaWrites += 1 } else { $0.counters.dmaReads += 1 }
-                $0.counters.dmaBytes += access.count
+                $0.counters.dmaBytes += bytes
             }
             try reply(to: m.header, payload: payload, failure: nil, on: socket, twin: twin)
         }

@@ -98,4 +98,46 @@ public struct VFIOUserDMATable: Sendable {
         }
         return .success((w, address - w.address))
     }
+
+    /// What a DMA_READ or DMA_WRITE from the server gets.
+    public enum Answer: Equatable {
+        /// The reply's payload (address, count and, for a read, the data) and the bytes moved.
+        case served([UInt8], bytes: UInt64)
+        /// An error reply, with the reason for the log.
+        case refused(Refusal)
+
+        /// Serves one DMA message's `payload` from `table`'s windows. The fixed
+        /// fields must be whole and a write's data exactly `count` bytes (a read
+        /// carries none), or the message is malformed (thrown: the client cuts
+        /// the server off). A request outside the windows, against a window's
+        /// permission or over `maxTransfer` is refused, and no memory is touched.
+        public static func serve(payload: [UInt8], write: Bool, table: VFIOUserDMATable, maxTransfer: UInt64) throws -> Answer {
+            let what = write ? "DMA_WRITE" : "DMA_READ"
+            let access = try VFIOUserDMAAccess.decode(payload, what: what)
+            if write {
+                guard UInt64(access.data.count) == access.count else {
+                    throw VFIOUserError.malformed("\(what) of \(access.count) bytes carries \(access.data.count)")
+                }
+            } else {
+                guard access.data.isEmpty else { throw VFIOUserError.malformed("\(what) carries \(access.data.count) bytes of data") }
+            }
+            switch table.resolve(address: access.address, count: access.count, write: write, maxTransfer: maxTransfer) {
+            case .failure(let refusal):
+                return .refused(refusal)
+            case .success(let (window, offset)):
+                var reply = VFIOUserDMAAccess(address: access.address, count: access.count).encoded()
+                if write {
+                    guard window.memory.write(at: offset, access.data) else {
+                        return .refused(Refusal(errno: EFAULT, reason: "\(what) at \(hex(access.address)): the memory could not be written"))
+                    }
+                } else {
+                    guard let data = window.memory.read(at: offset, count: Int(access.count)), UInt64(data.count) == access.count else {
+                        return .refused(Refusal(errno: EFAULT, reason: "\(what) at \(hex(access.address)): the memory could not be read"))
+                    }
+                    reply += data
+                }
+                return .served(reply, bytes: access.count)
+            }
+        }
+    }
 }

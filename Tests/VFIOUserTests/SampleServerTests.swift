@@ -47,7 +47,7 @@ final class SampleServerTests: XCTestCase {
         }
     }
 
-    func serverBinary() throws -> String {
+    static func serverBinary() throws -> String {
         let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let shared = ProcessInfo.processInfo.environment["SWIFTVMM_SHARED"] ?? repo.deletingLastPathComponent().appendingPathComponent("shared").path
         let path = shared + "/vfio-user/server"
@@ -57,30 +57,39 @@ final class SampleServerTests: XCTestCase {
         return path
     }
 
-    func startServer() throws -> Server {
+    /// Starts the sample server on a socket in a new directory; the caller
+    /// ends it and removes `directory`.
+    static func launch(verbose: Bool = true) throws -> (server: Server, directory: URL) {
         let binary = try serverBinary()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let socket = dir.appendingPathComponent("sock").path
         let output = dir.appendingPathComponent("server.log")
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["-v", socket]
+        p.arguments = verbose ? ["-v", socket] : [socket]
         let handle = try FileHandle(forWritingTo: output)
         p.standardOutput = handle
         p.standardError = handle
         try p.run()
         let server = Server(process: p, socket: socket, output: output)
-        addTeardownBlock { if p.isRunning { p.terminate() } }
         let deadline = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: socket) {
             guard p.isRunning, Date() < deadline else {
-                XCTFail("the server did not listen at \(socket): \(server.log)")
-                throw XCTSkip("no server")
+                if p.isRunning { p.terminate() }
+                throw VFIOUserError.disconnected("the sample server did not listen at \(socket): \(server.log)")
             }
             usleep(10_000)
+        }
+        return (server, dir)
+    }
+
+    func startServer() throws -> Server {
+        let (server, dir) = try Self.launch()
+        addTeardownBlock {
+            if server.process.isRunning { server.process.terminate() }
+            try? FileManager.default.removeItem(at: dir)
         }
         return server
     }
