@@ -49,6 +49,25 @@ printf '[machine\nvcpus = 1\n' >"$tmp/syntax.toml"
 run check "$tmp/syntax.toml"
 [ $ST -eq 65 ] && echo "$OUT" | grep -qi "line" && pass toml-syntax-error-has-line || fail toml-syntax-error-has-line "status $ST"
 
+# A vfio-user socket must be there, and be a socket: check says which and where.
+run check configs/smoke.toml --vfio-user "$tmp/none.sock"
+if [ $ST -eq 65 ] && echo "$OUT" | grep -q -- "--vfio-user: $tmp/none.sock: no such socket"; then
+    pass vfio-user-socket-checked
+else
+    fail vfio-user-socket-checked "status $ST"
+fi
+SERVER=${SWIFTVMM_SHARED:-$REPO/../shared}/vfio-user/server
+if [ -x "$SERVER" ]; then
+    "$SERVER" "$tmp/vfu.sock" >/dev/null 2>&1 &
+    spid=$!
+    for _ in $(seq 1 50); do [ -S "$tmp/vfu.sock" ] && break; sleep 0.1; done
+    run check configs/smoke.toml --vfio-user "$tmp/vfu.sock"
+    kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+    [ $ST -eq 0 ] && pass vfio-user-listening-socket-accepted || fail vfio-user-listening-socket-accepted "status $ST"
+else
+    fail vfio-user-listening-socket-accepted "libvfio-user's sample server is not at $SERVER"
+fi
+
 # A bad kernel image is refused before KVM is touched, on any host.
 head -c 4096 /dev/urandom >"$tmp/garbage"
 run run configs/smoke.toml --kernel "$tmp/garbage"
