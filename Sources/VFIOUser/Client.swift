@@ -231,15 +231,25 @@ public final class VFIOUserClient: Sendable {
 
     /// DEVICE_SET_IRQS with eventfds: the server signals `eventfds[i]` for
     /// sub-index `start + i`. An empty list with DATA_NONE and count 0
-    /// disables the whole index.
+    /// disables the whole index. More eventfds than the server takes in one
+    /// message (its max_msg_fds) go in several messages, each for the next
+    /// sub-indexes, as QEMU sends them.
     public func setIRQs(index: UInt32, action: UInt32, start: UInt32, eventfds: [Int32]) throws {
-        let data = eventfds.isEmpty ? VFIOUserSetIRQs.dataNone : VFIOUserSetIRQs.dataEventFD
-        let server = state.withLock { $0.server.maxMessageFDs }
-        guard UInt64(eventfds.count) <= server else {
-            throw VFIOUserError.invalidRequest("DEVICE_SET_IRQS: \(eventfds.count) eventfds, the server takes \(server) per message")
+        guard !eventfds.isEmpty else {
+            let request = VFIOUserSetIRQs(flags: VFIOUserSetIRQs.dataNone | action, index: index, start: start, count: 0)
+            _ = try call(.deviceSetIRQs, request.encoded())
+            return
         }
-        let request = VFIOUserSetIRQs(flags: data | action, index: index, start: start, count: UInt32(eventfds.count))
-        _ = try call(.deviceSetIRQs, request.encoded(), descriptors: eventfds)
+        let perMessage = Int(min(max(state.withLock { $0.server.maxMessageFDs }, 1), UInt64(UnixSocket.maxPassedDescriptors)))
+        var first = 0
+        while first < eventfds.count {
+            let chunk = Array(eventfds[first..<min(first + perMessage, eventfds.count)])
+            let (at, overflow) = start.addingReportingOverflow(UInt32(first))
+            guard !overflow else { throw VFIOUserError.invalidRequest("DEVICE_SET_IRQS: sub-index \(start) + \(first) overflows") }
+            let request = VFIOUserSetIRQs(flags: VFIOUserSetIRQs.dataEventFD | action, index: index, start: at, count: UInt32(chunk.count))
+            _ = try call(.deviceSetIRQs, request.encoded(), descriptors: chunk)
+            first += chunk.count
+        }
     }
 
     /// REGION_READ of `count` bytes (at most the server's max_data_xfer_size).
@@ -427,15 +437,19 @@ public final class VFIOUserClient: Sendable {
                 m.descriptors.forEach { $0.close() }
                 throw VFIOUserError.malformed("a reply to message \(m.header.messageID) (\(VFIOUserCommand.name(of: m.header.command))), which is not waiting for one")
             }
-            guard m.header.command == pending.command.rawValue else {
-                m.descriptors.forEach { $0.close() }
-                pending.finish(.failure(.malformed("reply of the wrong command")))
-                throw VFIOUserError.malformed("message \(m.header.messageID) was \(pending.command.name), its reply says \(VFIOUserCommand.name(of: m.header.command))")
+            var broken: String?
+            if m.header.command != pending.command.rawValue {
+                broken = "message \(m.header.messageID) was \(pending.command.name), its reply says \(VFIOUserCommand.name(of: m.header.command))"
+            } else if m.descriptors.count > pending.maxDescriptors {
+                broken = "the reply to \(pending.command.name) passed \(m.descriptors.count) descriptor(s) (at most \(pending.maxDescriptors))"
             }
-            guard m.descriptors.count <= pending.maxDescriptors else {
+            if let broken {
+                // Cut off first, so the request that wakes sees the reason.
                 m.descriptors.forEach { $0.close() }
-                pending.finish(.failure(.malformed("descriptors in the reply")))
-                throw VFIOUserError.malformed("the reply to \(pending.command.name) passed \(m.descriptors.count) descriptor(s) (at most \(pending.maxDescriptors))")
+                let why = "malformed message from the vfio-user server: \(broken)"
+                disconnect(why)
+                pending.finish(.failure(.malformed(broken)))
+                return
             }
             pending.finish(.success(VFIOUserReply(header: m.header, payload: m.payload, descriptors: m.descriptors)))
             return

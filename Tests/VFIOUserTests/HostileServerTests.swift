@@ -283,9 +283,36 @@ final class HostileServerTests: XCTestCase {
         }
         // The server takes 1 MiB per message by default; its limit is checked before sending.
         XCTAssertThrowsError(try client.regionWrite(region: 0, offset: 0, data: [UInt8](repeating: 0, count: (1 << 20) + 1)))
-        XCTAssertThrowsError(try client.setIRQs(index: 0, action: VFIOUserSetIRQs.actionTrigger, start: 0,
-                                                eventfds: [Int32](repeating: 0, count: 9)))
         XCTAssertNil(client.disconnectReason)
+    }
+
+    /// More eventfds than the server takes per message (8 here) go in
+    /// several SET_IRQS, each for the next sub-indexes, each with its own.
+    func testSetIRQsSplitsAtTheServersDescriptorLimit() throws {
+        let (client, server, _) = try negotiated()
+        let events = try (0..<19).map { _ in try EventFD() }
+        let done = background { try client.setIRQs(index: 2, action: VFIOUserSetIRQs.actionTrigger, start: 0, eventfds: events.map(\.fd.raw)) }
+        var seen: [(start: UInt32, count: UInt32, fds: Int)] = []
+        for _ in 0..<3 {
+            let m = try server.read()
+            let set = try VFIOUserSetIRQs.decode(m.payload)
+            XCTAssertEqual(set.flags, VFIOUserSetIRQs.dataEventFD | VFIOUserSetIRQs.actionTrigger)
+            XCTAssertEqual(set.index, 2)
+            seen.append((set.start, set.count, m.descriptors.count))
+            m.descriptors.forEach { $0.close() }
+            try server.reply(to: m)
+        }
+        guard case .success? = wait(done) else { return XCTFail("SET_IRQS did not finish") }
+        XCTAssertEqual(seen.map(\.start), [0, 8, 16])
+        XCTAssertEqual(seen.map(\.count), [8, 8, 3])
+        XCTAssertEqual(seen.map(\.fds), [8, 8, 3])
+        // Disabling is one message, DATA_NONE, count 0, no descriptors.
+        let off = background { try client.setIRQs(index: 2, action: VFIOUserSetIRQs.actionTrigger, start: 0, eventfds: []) }
+        let m = try server.read()
+        XCTAssertEqual(try VFIOUserSetIRQs.decode(m.payload), VFIOUserSetIRQs(flags: VFIOUserSetIRQs.dataNone | VFIOUserSetIRQs.actionTrigger, index: 2, start: 0, count: 0))
+        XCTAssertTrue(m.descriptors.isEmpty)
+        try server.reply(to: m)
+        guard case .success? = wait(off) else { return XCTFail("disable did not finish") }
     }
 
     func waitUntil(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
