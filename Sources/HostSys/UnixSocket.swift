@@ -11,8 +11,22 @@ public final class UnixSocket: Sendable {
     /// The most descriptors one message may carry (`SHIM_MAX_PASSED_FDS`).
     public static let maxPassedDescriptors = Int(SHIM_MAX_PASSED_FDS)
 
-    /// Connects to the listening socket at `path`.
-    public static func connect(path: String) throws -> UnixSocket {
+    /// Connects to the listening socket at `path`. A server that has bound
+    /// its socket but is not listening yet refuses (ECONNREFUSED); with
+    /// `waitForListenerMs`, connecting is tried again every 20 ms for that long.
+    public static func connect(path: String, waitForListenerMs: Int = 0) throws -> UnixSocket {
+        var waited = 0
+        while true {
+            do {
+                return try connectOnce(path: path)
+            } catch let e as SysError where e.errno == ECONNREFUSED && waited < waitForListenerMs {
+                usleep(20_000)
+                waited += 20
+            }
+        }
+    }
+
+    private static func connectOnce(path: String) throws -> UnixSocket {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)

@@ -111,7 +111,9 @@ public final class VFIOUserClient: Sendable {
     public static func connect(path: String, name: String, options: Options = Options(),
                                log: @escaping @Sendable (String) -> Void,
                                onDisconnect: @escaping @Sendable (String) -> Void = { _ in }) throws -> VFIOUserClient {
-        try VFIOUserClient(socket: UnixSocket.connect(path: path), name: name, options: options, log: log, onDisconnect: onDisconnect)
+        // A server starting beside the VMM may have bound its socket and not yet listen: 2 s of grace.
+        try VFIOUserClient(socket: UnixSocket.connect(path: path, waitForListenerMs: 2000), name: name, options: options,
+                           log: log, onDisconnect: onDisconnect)
     }
 
     deinit { close() }
