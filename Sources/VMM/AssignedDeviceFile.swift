@@ -9,10 +9,9 @@ import VFIOUser
 /// (`VFIOUserDevice`). Both keep VFIO's region and IRQ numbering, so one PCI
 /// model, one BAR placement and one interrupt routing serve both.
 protocol AssignedDeviceFile: AnyObject, Sendable {
-    /// BARs 0-5 that exist, by index, with their region sizes.
-    var barSizes: [Int: UInt64] { get }
-    /// The expansion ROM's size, if it has one.
-    var romSize: UInt64? { get }
+    /// The size of region `index` (VFIO's numbering: BARs 0-5, ROM 6,
+    /// config 7), nil when the device has no such region.
+    func regionSize(_ index: UInt32) -> UInt64?
     func readConfig(offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool
     func writeConfig(offset: Int, from buffer: UnsafeRawBufferPointer) -> Bool
     func readRegion(_ index: UInt32, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool
@@ -30,13 +29,19 @@ protocol AssignedDeviceFile: AnyObject, Sendable {
     func close()
 }
 
-extension AssignedVFIODevice: AssignedDeviceFile {
+extension AssignedDeviceFile {
+    /// BARs 0-5 that exist, by index, with their region sizes.
     var barSizes: [Int: UInt64] {
         var sizes: [Int: UInt64] = [:]
-        for i in 0..<6 { if let r = regions[UInt32(i)], r.size > 0 { sizes[i] = r.size } }
+        for i in 0..<6 { if let size = regionSize(UInt32(i)), size > 0 { sizes[i] = size } }
         return sizes
     }
-    var romSize: UInt64? { regions[6].map(\.size).flatMap { $0 > 0 ? $0 : nil } }
+    /// The expansion ROM's size (region 6), if it has one.
+    var romSize: UInt64? { regionSize(6).flatMap { $0 > 0 ? $0 : nil } }
+}
+
+extension AssignedVFIODevice: AssignedDeviceFile {
+    func regionSize(_ index: UInt32) -> UInt64? { regions[index]?.size }
     func enableINTx(trigger: Int32, resample: Int32) throws { try enableINTx(trigger: trigger, resample: Optional(resample)) }
     func disable(_ mode: AssignedInterruptMode) throws {
         switch mode {
@@ -50,12 +55,7 @@ extension AssignedVFIODevice: AssignedDeviceFile {
 }
 
 extension VFIOUserDevice: AssignedDeviceFile {
-    var barSizes: [Int: UInt64] {
-        var sizes: [Int: UInt64] = [:]
-        for i in 0..<6 { if let r = regions[UInt32(i)], r.size > 0 { sizes[i] = r.size } }
-        return sizes
-    }
-    var romSize: UInt64? { regions[VFIOUserDevice.romRegion]?.size }
+    func regionSize(_ index: UInt32) -> UInt64? { regions[index]?.size }
     func enableINTx(trigger: Int32, resample: Int32) throws { try enableINTx(trigger: trigger) }
     func disable(_ mode: AssignedInterruptMode) throws {
         switch mode {
