@@ -378,7 +378,7 @@ final class MachinePassthrough: Sendable {
 
     /// Attaches each device's PCI model to the bus, BARs placed as configured.
     func attach(to bus: PCIRootBus) throws {
-        for (i, d) in devices.enumerated() {
+        for d in devices {
             do {
                 let m = try d.makeModel()
                 let a = try bus.attach(m, placement: d.barAddresses)
