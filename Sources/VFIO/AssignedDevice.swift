@@ -1,3 +1,4 @@
+import Bits
 import CShim
 import HostSys
 import Synchronization
@@ -348,13 +349,8 @@ public final class AssignedVFIODevice: Sendable {
     }
 
     private static func mappableAreas(_ region: VFIORegionInfo?) -> [Range<UInt64>] {
-        guard let r = region, r.isMappable, r.size > 0 else { return [] }
-        guard let sparse = r.sparseAreas else { return [0..<r.size] }
-        return sparse.compactMap { a -> Range<UInt64>? in
-            let (end, o) = a.offset.addingReportingOverflow(a.size)
-            guard a.size > 0, !o, end <= r.size else { return nil }
-            return a.offset..<end
-        }.sorted { $0.lowerBound < $1.lowerBound }
+        guard let r = region, r.isMappable else { return [] }
+        return mappableRanges(regionSize: r.size, sparse: r.sparseAreas?.map { ($0.offset, $0.size) })
     }
 
     /// mmaps `length` bytes at `offset` of region `index` shared and

@@ -336,6 +336,8 @@ public final class VFIOUserClient: Sendable {
     /// Sends a command and waits for its reply, within the time limit.
     public func call(_ command: VFIOUserCommand, _ payload: [UInt8], descriptors: [Int32] = [],
                      maxReplyDescriptors: Int = 0, timeoutMs: Int? = nil) throws -> VFIOUserReply {
+        let (total, overflow) = payload.count.addingReportingOverflow(VFIOUserHeader.size)
+        guard !overflow, total <= Int(UInt32.max) else { throw VFIOUserError.invalidRequest("\(command.name): a payload of \(payload.count) bytes") }
         let pending = Pending(command: command, maxDescriptors: maxReplyDescriptors)
         let id: UInt16 = try state.withLock { s in
             if let why = s.disconnected { throw VFIOUserError.disconnected(why) }
@@ -346,8 +348,6 @@ public final class VFIOUserClient: Sendable {
             s.counters.requests += 1
             return id
         }
-        let (total, overflow) = payload.count.addingReportingOverflow(VFIOUserHeader.size)
-        guard !overflow, total <= Int(UInt32.max) else { throw VFIOUserError.invalidRequest("\(command.name): a payload of \(payload.count) bytes") }
         let header = VFIOUserHeader(messageID: id, command: command.rawValue, size: UInt32(total))
         do {
             try mainSend.withLock { _ in try main.send(header.encoded() + payload, descriptors: descriptors) }

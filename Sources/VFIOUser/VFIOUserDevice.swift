@@ -151,8 +151,7 @@ public final class VFIOUserDevice: Sendable {
     /// sparse areas, or the whole region when it is mappable without them.
     public func mappableAreas(_ index: UInt32) -> [Range<UInt64>] {
         guard let r = regions[index], r.mappable, state.withLock({ $0.regionFDs[index] != nil }) else { return [] }
-        guard let sparse = r.sparseAreas else { return [0..<r.size] }
-        return sparse.compactMap { a in a.size > 0 ? a.offset..<(a.offset + a.size) : nil }.sorted { $0.lowerBound < $1.lowerBound }
+        return mappableRanges(regionSize: r.size, sparse: r.sparseAreas?.map { ($0.offset, $0.size) })
     }
 
     /// mmaps `length` bytes at `offset` of region `index` from the server's
@@ -222,7 +221,7 @@ public final class VFIOUserDevice: Sendable {
             s.closed = true
             return s.activeIRQ
         }
-        if let a = active, client.disconnectReason == nil { _ = try? client.setIRQs(index: a, action: VFIOUserSetIRQs.actionTrigger, start: 0, eventfds: []) }
+        if let a = active, client.disconnectReason == nil { try? disableIRQs(a) }
         state.withLock { s in
             s.mappings = []
             s.regionFDs.values.forEach { $0.close() }

@@ -199,14 +199,19 @@ extension Builder {
             issue(keyPath, f.message)
             return nil
         case let .success(d):
-            let name = PassthroughConfig(device: d).description
-            if let earlier = seenPassthrough[name] {
-                issue(keyPath, earlier == keyPath ? "\(name) is given twice" : "\(name) is a duplicate of \(earlier)")
-                return nil
-            }
-            seenPassthrough[name] = keyPath
-            return d
+            return claim(PassthroughConfig(device: d).description, keyPath: keyPath, in: \.seenPassthrough) ? d : nil
         }
+    }
+
+    /// Records that `keyPath` names `name`; false, after reporting it, when an
+    /// earlier key (or this same one) named it already.
+    private mutating func claim(_ name: String, keyPath: String, in seen: WritableKeyPath<Builder, [String: String]>) -> Bool {
+        if let earlier = self[keyPath: seen][name] {
+            issue(keyPath, earlier == keyPath ? "\(name) is given twice" : "\(name) is a duplicate of \(earlier)")
+            return false
+        }
+        self[keyPath: seen][name] = keyPath
+        return true
     }
 
     mutating func readVFIOUser(_ t: TOMLTable, keyPath: String) {
@@ -250,12 +255,7 @@ extension Builder {
             issue(keyPath, "\(path) is \(path.utf8.count) bytes; a UNIX socket path holds at most \(Schema.maxSocketPath)")
             return nil
         }
-        if let earlier = seenVFIOUser[path] {
-            issue(keyPath, earlier == keyPath ? "\(path) is given twice" : "\(path) is a duplicate of \(earlier)")
-            return nil
-        }
-        seenVFIOUser[path] = keyPath
-        return path
+        return claim(path, keyPath: keyPath, in: \.seenVFIOUser) ? path : nil
     }
 
     /// `bars = { 2 = 0x1000000000 }`: [:] when absent, nil after an issue.

@@ -1,3 +1,4 @@
+import Bits
 import HostSys
 import PCI
 import VFIO
@@ -38,6 +39,15 @@ extension AssignedDeviceFile {
     }
     /// The expansion ROM's size (region 6), if it has one.
     var romSize: UInt64? { regionSize(6).flatMap { $0 > 0 ? $0 : nil } }
+
+    /// "vvvv:dddd", vendor and device ID from config space, for the log
+    /// ("ffff:ffff" when they cannot be read).
+    var pciID: String {
+        var id = [UInt8](repeating: 0xFF, count: 4)
+        id.withUnsafeMutableBytes { _ = readConfig(offset: 0, into: $0) }
+        let vendor = UInt16(id[0]) | UInt16(id[1]) << 8, device = UInt16(id[2]) | UInt16(id[3]) << 8
+        return hexDigits(vendor, width: 4) + ":" + hexDigits(device, width: 4)
+    }
 }
 
 extension AssignedVFIODevice: AssignedDeviceFile {

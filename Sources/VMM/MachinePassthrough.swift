@@ -385,10 +385,7 @@ final class MachinePassthrough: Sendable {
                 d.attached(at: a)
                 state.withLock { $0.byAddress[a] = d }
                 for r in bus.decodedBars(slot: Int(a.device)) { d.barMoved(r.index, to: r.address) }
-                var id = [UInt8](repeating: 0xFF, count: 4)
-                id.withUnsafeMutableBytes { d.readConfig(offset: 0, data: $0) }
-                let vendor = UInt16(id[0]) | UInt16(id[1]) << 8, device = UInt16(id[2]) | UInt16(id[3]) << 8
-                logger.info("pci \(a): \(d.kind) \(d.name) [\(hexDigits(vendor, width: 4) + ":" + hexDigits(device, width: 4))]; \(d.mappingSummary)")
+                logger.info("pci \(a): \(d.kind) \(d.name) [\(d.device.pciID)]; \(d.mappingSummary)")
             } catch {
                 throw MachineError.passthrough("\(d.entryDescription): \(error)")
             }

@@ -66,14 +66,11 @@ enum MachineVFIOUser {
                 out.forEach { _ = $0.shutdown() }
                 throw MachineError.passthrough("\(what): giving the server guest RAM: \(error)")
             }
-            var id = [UInt8](repeating: 0xFF, count: 4)
-            id.withUnsafeMutableBytes { _ = device.readConfig(offset: 0, into: $0) }
-            let vendor = UInt16(id[0]) | UInt16(id[1]) << 8, product = UInt16(id[2]) | UInt16(id[3]) << 8
             let total = ram.slots.reduce(UInt64(0)) { $0 + $1.size }
             let dma = entry.dma == .fd
                 ? "DMA by fd: guest RAM's \(ram.slots.count) memfd\(ram.slots.count == 1 ? "" : "s") (\(formatBytes(total))) passed to the server, which can reach all of guest RAM at memory speed"
                 : "DMA by message: no descriptor passed; each DMA_READ/DMA_WRITE is checked against the \(ram.slots.count) window\(ram.slots.count == 1 ? "" : "s") (\(formatBytes(total))) and copied by the VMM"
-            logger.info("vfio-user \(socket): device [\(hexDigits(vendor, width: 4)):\(hexDigits(product, width: 4))], \(device.regions.count) regions, interrupts \(device.irqs.keys.sorted().map { VFIOUserMachineText.irqName($0) }.joined(separator: ", ")); \(dma)")
+            logger.info("vfio-user \(socket): device [\(device.pciID)], \(device.regions.count) regions, interrupts \(device.irqs.keys.sorted().map(irqName).joined(separator: ", ")); \(dma)")
             logger.info("coherency vfio-user \(socket): no IOMMU and no kvm-vfio registration: the server reaches guest RAM only as a process (CPU loads and stores, or the VMM's copies), which are cache-coherent, so it gives the guest's WBINVD nothing to flush")
             if config.viommu != nil {
                 logger.info("vfio-user \(socket): outside the vIOMMU (its DMA windows are all of guest RAM, DMA address == guest physical)")
@@ -84,10 +81,9 @@ enum MachineVFIOUser {
         }
         return out
     }
-}
 
-enum VFIOUserMachineText {
-    static func irqName(_ index: UInt32) -> String {
+    /// VFIO's PCI IRQ indexes, by name.
+    private static func irqName(_ index: UInt32) -> String {
         switch index {
         case 0: "INTx"
         case 1: "MSI"
