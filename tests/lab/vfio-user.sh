@@ -74,6 +74,64 @@ t_vfio_user() { # MODE
     fi
 }
 
+# The test device (vfu-testdev.py: a second, independent server, written from the spec) driven
+# from the guest's user space: uio_pci_generic takes its INTx, BAR0 commands it to DMA into
+# RAM the guest kept from its kernel (memmap=), a FILL the guest checks byte by byte and a
+# SUM of random bytes it wrote, each with an interrupt, by fd and by message.
+TESTDEV=$REPO/tests/lab/vfu-testdev.py
+start_testdev() { # MODE
+    [ -z "${tpid:-}" ] || kill -9 "$tpid" 2>/dev/null
+    rm -f "$work/testdev.sock"
+    python3 "$TESTDEV" "$work/testdev.sock" >"$work/testdev-$1.log" 2>&1 &
+    tpid=$!
+    disown "$tpid" 2>/dev/null
+    local i
+    for i in $(seq 1 100); do [ -S "$work/testdev.sock" ] && return 0; sleep 0.1; done
+    echo "lab-test: the test device did not listen at $work/testdev.sock: $(tail -n 3 "$work/testdev-$1.log")"
+    return 1
+}
+t_guest_dma() { # MODE
+    local mode=$1 buf=0x10000000
+    cat >"$work/dma-$mode.toml" <<TOML
+[machine]
+vcpus = 1
+memory = "512M"
+[kernel]
+path = "$CACHE/guest/vmlinuz"
+initramfs = "$CACHE/guest/initramfs-modules.cpio.gz"
+cmdline = "$BASE memmap=64K\$$buf swiftvmm.modules=uio_pci_generic swiftvmm.test=vfudma swiftvmm.vfu_buf=$buf"
+[serial]
+mode = "terminal"
+[[vfio_user]]
+socket = "$work/testdev.sock"
+dma = "$mode"
+TOML
+    lost_mark() { start_testdev "$mode"; }
+    vmm "vfudma-$mode" 240 run "$work/dma-$mode.toml"
+    sleep 1
+    local dlog=$work/testdev-$mode.log
+    # In message mode every byte crossed the VMM: 5000 written (2 messages), 4096 read (1).
+    local counters="0 reads, 0 writes, 0 bytes, 0 refused"
+    [ "$mode" = fd ] || counters="1 reads, 2 writes, 9096 bytes, 0 refused"
+    if [ "$STATUS" -eq 0 ] \
+        && guest_has "^VFUDMA-DEVICE: 0000:00:01.0 0xdead 0xf00d BAR0 0x[0-9a-f]+ buffer $buf" \
+        && guest_has "^VFUDMA-FILL: event 1; 8192 bytes, 0 wrong, 0 nonzero past the end; device count 1 errors 0" \
+        && guest_has "^VFUDMA-SUM: event 2; device ([0-9]+) guest \1; device count 2 errors 0" \
+        && guest_has "^VFUDMA-IRQS: 2 " \
+        && grep -q "^fill 5000 bytes at $buf by $mode" "$dlog" && grep -q "^sum 4096 bytes at 0x10002000 by $mode" "$dlog" \
+        && grep -q "^client gone after 2 commands, 0 failed" "$dlog" \
+        && has "vfio-user $work/testdev.sock: [0-9]+ requests; the server's DMA messages: $counters"; then
+        pass "vfio-user-guest-dma-$mode" "${SECS}s"
+        grep -E '^VFUDMA-(FILL|SUM|IRQS)' "$LOG" | sed 's/^/lab-test:   /'
+    else
+        fail "vfio-user-guest-dma-$mode" "status $STATUS" "$LOG"
+        echo "lab-test: test device log:"; tail -n 20 "$dlog" | sed 's/^/lab-test:   /'
+    fi
+    kill -9 "$tpid" 2>/dev/null
+}
+lab_test vfio-user-guest-dma-fd 300 t_guest_dma fd
+lab_test vfio-user-guest-dma-message 300 t_guest_dma message
+
 if [ ! -x "$SERVER" ]; then
     fail vfio-user-device-fd "libvfio-user's sample server is not at $SERVER (../shared/vfio-user beside the repository, or SWIFTVMM_SHARED)"
     fail vfio-user-device-message "no server"
