@@ -15,7 +15,7 @@ final class TestDeviceServerTests: XCTestCase {
 
     /// The register offsets of BAR0 (the script's docstring).
     enum Reg: UInt64 { case id = 0x00, addrLo = 0x04, addrHi = 0x08, len = 0x0C, seed = 0x10, cmd = 0x14,
-                            result = 0x18, irq = 0x1C, count = 0x20, errors = 0x24 }
+                            result = 0x18, irq = 0x1C, count = 0x20, errors = 0x24, chunk = 0x28 }
 
     func start() throws -> (VFIOUserClient, () -> String, Process) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-testdev-\(getpid())-\(UUID().uuidString.prefix(8))")
@@ -119,6 +119,14 @@ final class TestDeviceServerTests: XCTestCase {
         XCTAssertTrue(waitForSignal(intx, seconds: 10), "the pending INTx after Interrupt Disable was cleared")
         XCTAssertEqual(client.counters.dmaReads, fd ? 0 : 1)
 
+        // READ with CHUNK 64 KiB: 40000 bytes in one DMA_READ message.
+        try set(client, .irq, 1)
+        try set(client, .chunk, 0x10000)
+        try command(client, 3, at: 0x100_0000, length: 40000)
+        XCTAssertTrue(waitForSignal(intx, seconds: 10), log())
+        XCTAssertEqual(client.counters.dmaReads, fd ? 0 : 2)
+        XCTAssertEqual(try reg(client, .errors), 1)
+
         // Outside every mapping: refused by the server itself (it knows the windows).
         try set(client, .irq, 1)
         try command(client, 2, at: 0x200_0000, length: 64)
@@ -132,7 +140,7 @@ final class TestDeviceServerTests: XCTestCase {
         XCTAssertFalse(process.isRunning)
         XCTAssertEqual(process.terminationStatus, 0, log())
         XCTAssertTrue(log().contains("fill 5000 bytes at 0x1000100 by \(fd ? "fd" : "message")"), log())
-        XCTAssertTrue(log().contains("client gone after 4 commands, 2 failed"), log())
+        XCTAssertTrue(log().contains("client gone after 5 commands, 2 failed"), log())
     }
 
     func testFDMode() throws { try run(fd: true) }

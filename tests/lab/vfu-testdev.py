@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A vfio-user test device a guest can drive: vfu-testdev.py [-v] SOCKET
+"""A vfio-user test device a guest can drive: vfu-testdev.py [-v] [-q] SOCKET
 
 libvfio-user's sample server (../shared/vfio-user/) arms its DMA only through an
 8-byte access to an I/O BAR, which no x86 guest can make. This server is a second,
@@ -12,16 +12,18 @@ no code with SwiftVMM's client) whose device a guest's user space can drive:
 - BAR0: 4 KiB of 32-bit memory, trapped (REGION_READ/REGION_WRITE), 4-byte registers:
     0x00 ID        reads 0x54554656 ("VFUT")
     0x04 ADDR_LO   DMA address, low half        0x08 ADDR_HI  high half
-    0x0c LEN       DMA length, 1..65536         0x10 SEED     pattern seed
+    0x0c LEN       DMA length, 1..1 MiB         0x10 SEED     pattern seed
     0x14 CMD       1 = FILL: write byte i = (SEED + i) & 0xff to ADDR..ADDR+LEN
                    2 = SUM: read ADDR..ADDR+LEN, RESULT = the sum of its bytes (mod 2^32)
+                   3 = READ: read ADDR..ADDR+LEN and drop it (for the benchmark)
                    done after the write's reply; then COUNT += 1, Status bit 3 set, and
                    the INTx eventfd signalled unless Command's Interrupt Disable is set
     0x18 RESULT    the last SUM, or 0xffffffff when the DMA failed
     0x1c IRQ       reads 1 while an INTx is pending; writing 1 clears it
     0x20 COUNT     commands done               0x24 ERRORS  commands whose DMA failed
+    0x28 CHUNK     bytes per DMA message, 0 (4 KiB) .. 1 MiB
 - DMA: straight into a DMA_MAP's mmap-ed fd when it came with one, else by
-  DMA_WRITE/DMA_READ messages (max 4 KiB each). A command with Bus Master off, or a
+  DMA_WRITE/DMA_READ messages of at most CHUNK bytes. A command with Bus Master off, or a
   range no mapping covers, does no DMA and counts an error.
 
 One client; exits 0 when it disconnects, 1 on a protocol error. Says on stdout what each
@@ -36,7 +38,8 @@ import struct
 import sys
 
 VERBOSE = "-v" in sys.argv[1:]
-ARGS = [a for a in sys.argv[1:] if a != "-v"]
+QUIET = "-q" in sys.argv[1:]  # no line per command that succeeded (the benchmark)
+ARGS = [a for a in sys.argv[1:] if a not in ("-v", "-q")]
 
 # Commands (spec 0.2).
 VERSION, DMA_MAP, DMA_UNMAP, GET_INFO, GET_REGION_INFO, GET_REGION_IO_FDS, GET_IRQ_INFO, \
@@ -44,6 +47,8 @@ VERSION, DMA_MAP, DMA_UNMAP, GET_INFO, GET_REGION_INFO, GET_REGION_IO_FDS, GET_I
 REPLY, NO_REPLY, ERROR = 1, 1 << 4, 1 << 5
 CONFIG_REGION, NUM_REGIONS, NUM_IRQS = 7, 9, 5
 BAR0_SIZE = 4096
+MAX_LEN = 1 << 20
+PATTERN = bytes(range(256)) * (MAX_LEN // 256 + 1)
 EINVAL, EFAULT, ENOTSUP = 22, 14, 95
 
 
@@ -66,9 +71,10 @@ class Device:
         struct.pack_into("<HH", cfg, 0x2C, 0xCAFE, 0xF00D)
         cfg[0x3D] = 1  # INTA#
         self.cfg = cfg
-        self.regs = {o: 0 for o in range(0, 0x28, 4)}
+        self.regs = {o: 0 for o in range(0, 0x2C, 4)}
         self.intx = None  # the INTx eventfd
         self.maps = []  # [address, size, mmap or None]
+        self.quiet = QUIET
         self.done = self.failed = 0  # commands over the server's life (a reset clears COUNT, not these)
 
     # -- transport --
@@ -131,8 +137,9 @@ class Device:
         if mem is not None:
             mem[addr - base: addr - base + len(data)] = data
             return "fd"
-        for o in range(0, len(data), 4096):
-            part = data[o: o + 4096]
+        chunk = self.chunk()
+        for o in range(0, len(data), chunk):
+            part = data[o: o + chunk]
             err, _ = self.request(DMA_WRITE, struct.pack("<QQ", addr + o, len(part)) + part)
             if err:
                 return "DMA_WRITE error %d" % err
@@ -144,28 +151,33 @@ class Device:
             return "no mapping", None
         if mem is not None:
             return "fd", bytes(mem[addr - base: addr - base + length])
-        out = b""
-        for o in range(0, length, 4096):
-            n = min(4096, length - o)
+        out, chunk = b"", self.chunk()
+        for o in range(0, length, chunk):
+            n = min(chunk, length - o)
             err, body = self.request(DMA_READ, struct.pack("<QQ", addr + o, n))
             if err or len(body) != 16 + n:
                 return "DMA_READ error %d (%d bytes)" % (err, len(body)), None
             out += body[16:]
         return "message", out
 
+    def chunk(self):
+        return min(self.regs[0x28], MAX_LEN) or 4096
+
     def command(self, cmd):
         addr = self.regs[0x04] | self.regs[0x08] << 32
         length, seed = self.regs[0x0C], self.regs[0x10]
-        name = {1: "fill", 2: "sum"}.get(cmd)
+        name = {1: "fill", 2: "sum", 3: "read"}.get(cmd)
         how = None
         if name is None:
             how = "unknown command %d" % cmd
-        elif not 1 <= length <= 65536:
+        elif not 1 <= length <= MAX_LEN:
             how = "length %d" % length
         elif not struct.unpack_from("<H", self.cfg, 4)[0] & 0x4:
             how = "bus mastering off"
         elif cmd == 1:
-            how = self.dma_write(addr, bytes((seed + i) & 0xFF for i in range(length)))
+            how = self.dma_write(addr, PATTERN[seed & 0xFF: (seed & 0xFF) + length])
+        elif cmd == 3:
+            how, _ = self.dma_read(addr, length)
         else:
             how, data = self.dma_read(addr, length)
             self.regs[0x18] = sum(data) & 0xFFFFFFFF if data is not None else 0xFFFFFFFF
@@ -176,7 +188,8 @@ class Device:
             self.regs[0x24] += 1
             if cmd == 2:
                 self.regs[0x18] = 0xFFFFFFFF
-        log("%s %d bytes at %#x %s" % (name or "command", length, addr, ("by " + how) if ok else "failed: " + how))
+        if not self.quiet or not ok:
+            log("%s %d bytes at %#x %s" % (name or "command", length, addr, ("by " + how) if ok else "failed: " + how))
         self.regs[0x20] += 1
         self.raise_intx()
 
@@ -288,7 +301,7 @@ class Device:
             return
         if region == 0 and len(data) == 4 and offset % 4 == 0 and offset < BAR0_SIZE:
             v = struct.unpack("<I", data)[0]
-            if offset in (0x04, 0x08, 0x0C, 0x10):
+            if offset in (0x04, 0x08, 0x0C, 0x10, 0x28):
                 self.regs[offset] = v
             elif offset == 0x14:
                 self.pending = v
