@@ -219,13 +219,17 @@ t_hvc() {
 lab_test virtio-console-hvc0 300 t_hvc
 
 # 7. SIGTERM asks the guest to power off (ACPI power button) and swiftvmm exits 0 when it has.
+# A boot the lab lost (lost_guest) is booted again under the one retry rule.
 t_sigterm() {
-    local pid t0 st
-    "$SWIFTVMM" run "$work/vm.toml" --cmdline "$BASE swiftvmm.test=shell" </dev/null >"$LOGDIR/sigterm.log" 2>&1 & pid=$!
-    for _ in $(seq 1 120); do grep -q "SWIFTVMM-GUEST-INIT: up" "$LOGDIR/sigterm.log" && break; sleep 1; done
-    sleep 2; kill -TERM $pid
-    t0=$(date +%s); wait $pid; st=$?; LOG=$LOGDIR/sigterm.log
-    if [ $st -eq 0 ] && has "guest powered off" && has "pressed the ACPI power button" && has "power button pressed, powering off"; then pass sigterm-powers-off "$(( $(date +%s) - t0 ))s after SIGTERM"; else fail sigterm-powers-off "status $st" "$LOG"; fi
+    local t0 st n=0
+    while :; do
+        vmm_until sigterm 150 "SWIFTVMM-GUEST-INIT: up" run "$work/vm.toml" --timeout 200s --cmdline "$BASE swiftvmm.test=shell"
+        if [ $VMM_UP = 1 ]; then sleep 2; kill -TERM $VMM_PID; fi
+        t0=$(date +%s); wait $VMM_PID; st=$?
+        retry_lost sigterm-powers-off $n $st "$LOG" "$VMM_T0" || break
+        n=$((n + 1))
+    done
+    if [ $VMM_UP = 1 ] && [ $st -eq 0 ] && has "guest powered off" && has "pressed the ACPI power button" && has "power button pressed, powering off"; then pass sigterm-powers-off "$(( $(date +%s) - t0 ))s after SIGTERM"; else fail sigterm-powers-off "status $st, guest up $VMM_UP" "$LOG"; fi
 }
 lab_test sigterm-powers-off 300 t_sigterm
 
@@ -234,38 +238,29 @@ lab_test sigterm-powers-off 300 t_sigterm
 # powers the guest off as usual (status 0). A boot the lab lost (lost_guest: a triple
 # fault, or a hang swiftvmm's --timeout reports) is booted again under the one retry rule.
 tap_deleted_once() {
-    local mode=$1 cfg=$work/tapdel-$1.toml src=$work/vm.toml pid st tb n=0 up
+    local mode=$1 cfg=$work/tapdel-$1.toml src=$work/vm.toml st n=0
     [ "$mode" = vhost ] || src=$work/novhost.toml
     sed -e 's/^tap = "swtap0"$/tap = "swtap3"/' "$src" >"$cfg"
-    LOG=$LOGDIR/tapdel-$mode.log
     while :; do
         ip link del swtap3 2>/dev/null
         ip tuntap add dev swtap3 mode tap && ip addr add 10.0.5.1/24 dev swtap3 && ip link set swtap3 up
-        tb=$(date +%s); up=0
-        lost_mark
-        "$SWIFTVMM" run "$cfg" --timeout 200s --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=shell" </dev/null >"$LOG" 2>&1 & pid=$!
-        # Until the guest is up, or the run ends (its own --timeout bounds a hung one).
-        for _ in $(seq 1 220); do
-            if grep -q "SWIFTVMM-GUEST-INIT: up" "$LOG"; then up=1; break; fi
-            kill -0 $pid 2>/dev/null || break
-            sleep 1
-        done
-        if [ $up = 1 ]; then
+        vmm_until "tapdel-$mode" 220 "SWIFTVMM-GUEST-INIT: up" run "$cfg" --timeout 200s --cmdline "$BASE swiftvmm.modules=virtio_net swiftvmm.test=shell"
+        if [ $VMM_UP = 1 ]; then
             sleep 2
             ip link del swtap3
             for _ in $(seq 1 20); do has "tap swtap3: .*was the TAP deleted on the host" && break; sleep 1; done
             sleep 1
-            kill -TERM $pid 2>/dev/null
+            kill -TERM $VMM_PID 2>/dev/null
         fi
-        wait $pid; st=$?
-        retry_lost "tap-deleted-$mode" $n $st "$LOG" "$tb" || break
+        wait $VMM_PID; st=$?
+        retry_lost "tap-deleted-$mode" $n $st "$LOG" "$VMM_T0" || break
         n=$((n + 1))
     done
-    if [ $up = 1 ] && [ $st -eq 0 ] && has "tap swtap3: .*was the TAP deleted on the host" && has "guest powered off"; then
+    if [ $VMM_UP = 1 ] && [ $st -eq 0 ] && has "tap swtap3: .*was the TAP deleted on the host" && has "guest powered off"; then
         TAPDEL_DETAIL="$mode: logged, ran on, powered off;"
         return 0
     fi
-    TAPDEL_DETAIL="$mode: status $st, guest up $up, deletion logged $(has 'was the TAP deleted on the host' && echo 1 || echo 0);"
+    TAPDEL_DETAIL="$mode: status $st, guest up $VMM_UP, deletion logged $(has 'was the TAP deleted on the host' && echo 1 || echo 0);"
     return 1
 }
 t_tap_deleted() {
@@ -285,13 +280,16 @@ ip link del swtap3 2>/dev/null
 # 9. A host fault: the VMM killed (SIGKILL) as soon as the guest has flushed a write
 # (dd conv=fsync, then sync): the write is in the image.
 t_sigkill_after_flush() {
-    local pid st pat=KILLED-$$
-    dd if=/dev/zero of="$work/disk.img" bs=4096 seek=256 count=16 conv=notrunc 2>/dev/null
-    LOG=$LOGDIR/sigkill.log
-    "$SWIFTVMM" run "$work/vm.toml" --timeout 200s --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=$pat" </dev/null >"$LOG" 2>&1 & pid=$!
-    for _ in $(seq 1 1000); do grep -q "vda write ok" "$LOG" && break; sleep 0.2; done
-    kill -KILL $pid 2>/dev/null
-    wait $pid; st=$?
+    local st n=0 pat=KILLED-$$
+    while :; do
+        dd if=/dev/zero of="$work/disk.img" bs=4096 seek=256 count=16 conv=notrunc 2>/dev/null
+        vmm_until sigkill 220 "vda write ok" run "$work/vm.toml" --timeout 200s --cmdline "$BASE swiftvmm.modules=virtio_blk swiftvmm.test=disk swiftvmm.pattern=$pat"
+        [ $VMM_UP = 0 ] || kill -KILL $VMM_PID 2>/dev/null
+        wait $VMM_PID; st=$?
+        # Killed on purpose (137) is not a lost guest; one that never wrote may be.
+        [ $VMM_UP = 0 ] && retry_lost sigkill-after-flush-keeps-data $n $st "$LOG" "$VMM_T0" || break
+        n=$((n + 1))
+    done
     if [ $st -eq 137 ] && has "vda write ok" && python3 - "$work/disk.img" "$pat" <<'PY'
 import sys
 img, pat = sys.argv[1], sys.argv[2]
@@ -301,7 +299,7 @@ with open(img, "rb") as f:
     sys.exit(0 if f.read(len(want)) == want else 1)
 PY
     then pass sigkill-after-flush-keeps-data "killed (status $st) after the guest's flush; the pattern is in the image"
-    else fail sigkill-after-flush-keeps-data "status $st" "$LOG"; fi
+    else fail sigkill-after-flush-keeps-data "status $st, write seen $VMM_UP" "$LOG"; fi
 }
 lab_test sigkill-after-flush-keeps-data 300 t_sigkill_after_flush
 

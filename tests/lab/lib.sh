@@ -74,6 +74,29 @@ retry_lost() {
     retried "$1" "$3" "$4" "$(($(date +%s) - $5))"
 }
 
+# vmm_until NAME SECONDS MARKER ARGS...: for a test that acts on a running VM (a signal, a
+# host fault): starts swiftvmm ARGS in the background, its output in $LOGDIR/NAME.log (LOG),
+# and waits up to SECONDS for MARKER (an extended regexp) in LOG or for the run to end.
+# Sets VMM_PID, VMM_T0 (for retry_lost) and VMM_UP (1 when MARKER came). ARGS should give
+# --timeout, so that a guest the lab lost ends with the report lost_guest reads. The
+# caller then acts, waits for VMM_PID, and asks retry_lost whether to boot once more.
+vmm_until() {
+    local name=$1 secs=$2 marker=$3 i
+    shift 3
+    LOG=$LOGDIR/$name.log
+    VMM_T0=$(date +%s) VMM_UP=0
+    lost_mark
+    "$SWIFTVMM" "$@" </dev/null >"$LOG" 2>&1 &
+    VMM_PID=$!
+    for i in $(seq 1 $((secs * 5))); do
+        if grep -qE -- "$marker" "$LOG"; then VMM_UP=1; return 0; fi
+        kill -0 "$VMM_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    grep -qE -- "$marker" "$LOG" && VMM_UP=1
+    return 0
+}
+
 # lost_guest STATUS LOG: the failures the lab causes by itself, in QEMU's guests as in
 # ours (nested SVM on TCG, tests/lab/README.md), and only those; sets LOST_WHY:
 # - a triple fault (122) at any point: QEMU's guests reset the same way in the soaks;

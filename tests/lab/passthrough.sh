@@ -464,11 +464,17 @@ lab_test e1000e-unprivileged 400 t_unprivileged
 # QEMU removed in 2025. It ended a CI run on 2026-12-07 and, reproduced, the first
 # remove and rescan in a loop of them.
 t_hot_remove() {
-    local pid st rm_st gone=0 alive f0
+    local pid st rm_st gone=0 alive f0 n=0
     f0=$(dmar_faults)
-    LOG=$LOGDIR/hot-remove.log
-    "$SWIFTVMM" run "$VM" --passthrough "$NIC" --timeout 250s --cmdline "$BASE swiftvmm.modules=e1000e $NET swiftvmm.end=shell" </dev/null >"$LOG" 2>&1 & pid=$!
-    for _ in $(seq 1 200); do grep -q "ping 10.0.0.1" "$LOG" && break; sleep 1; done
+    # A guest the lab lost before its ping is booted again (the NIC is still there then).
+    while :; do
+        vmm_until hot-remove 200 "ping 10.0.0.1" run "$VM" --passthrough "$NIC" --timeout 250s --cmdline "$BASE swiftvmm.modules=e1000e $NET swiftvmm.end=shell"
+        [ $VMM_UP = 0 ] || break
+        wait $VMM_PID; st=$?
+        retry_lost hot-remove-releases-device $n $st "$LOG" "$VMM_T0" || break
+        n=$((n + 1))
+    done
+    pid=$VMM_PID
     timeout 60 sh -c "echo 1 > /sys/bus/pci/devices/$NIC/remove"; rm_st=$?
     [ -e "/sys/bus/pci/devices/$NIC" ] || gone=1
     sleep 3
