@@ -146,14 +146,7 @@ final class SampleServerTests: XCTestCase {
         XCTAssertTrue(waitForSignal(eventfd, seconds: 10), "no INTx from the server within 10 s")
     }
 
-    func waitForSignal(_ e: EventFD, seconds: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if let b = try? e.fd.read(upTo: 8), b.count == 8 { return true }
-            usleep(10_000)
-        }
-        return false
-    }
+    func waitForSignal(_ e: EventFD, seconds: Double) -> Bool { e.signalled(within: seconds) }
 
     func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -233,6 +226,18 @@ final class SampleServerTests: XCTestCase {
         XCTAssertThrowsError(try client.deviceInfo()) { e in
             guard case VFIOUserError.disconnected = e else { return XCTFail("\(e)") }
         }
+    }
+}
+
+extension EventFD {
+    /// Whether the (non-blocking) eventfd is signalled within `seconds`; reading it clears it.
+    func signalled(within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let b = try? fd.read(upTo: 8), b.count == 8 { return true }
+            usleep(5_000)
+        }
+        return false
     }
 }
 

@@ -62,14 +62,7 @@ final class TestDeviceServerTests: XCTestCase {
         try set(c, .cmd, cmd)
     }
 
-    func waitForSignal(_ e: EventFD, seconds: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if let b = try? e.fd.read(upTo: 8), b.count == 8 { return true }
-            usleep(5_000)
-        }
-        return false
-    }
+    func waitForSignal(_ e: EventFD, seconds: Double) -> Bool { e.signalled(within: seconds) }
 
     func run(fd: Bool) throws {
         let (client, log, process) = try start()

@@ -8,18 +8,26 @@ BASE="console=ttyS0 reboot=k panic=-1 quiet $LAB_GUEST_PARAMS"
 SERVER=${SWIFTVMM_SHARED:-$REPO/../shared}/vfio-user/server
 work=$(mktemp -d /tmp/swiftvmm-vfu.XXXXXX)
 
+# start_peer VAR SOCKET LOG COMMAND...: a vfio-user server in the background, its pid in
+# VAR, its output appended to LOG; waits up to 10 s for it to listen at SOCKET.
+start_peer() {
+    local var=$1 sock=$2 log=$3 p i
+    shift 3
+    rm -f "$sock"
+    "$@" >>"$log" 2>&1 &
+    p=$!
+    disown "$p" 2>/dev/null
+    printf -v "$var" '%s' "$p"
+    for i in $(seq 1 100); do [ -S "$sock" ] && return 0; sleep 0.1; done
+    echo "lab-test: the vfio-user server did not listen at $sock: $(tail -n 3 "$log")"
+    return 1
+}
+
 # The sample serves one client and exits when it goes, so every boot (a retried one
 # too: lost_mark runs before each) gets a fresh server, killed by the guest's signal.
 start_server() { # MODE
     [ -z "${spid:-}" ] || kill -9 "$spid" 2>/dev/null
-    rm -f "$work/vfu.sock"
-    "$SERVER" -v "$work/vfu.sock" >>"$work/server-$1.log" 2>&1 &
-    spid=$!
-    disown "$spid" 2>/dev/null
-    local i
-    for i in $(seq 1 100); do [ -S "$work/vfu.sock" ] && return 0; sleep 0.1; done
-    echo "lab-test: the vfio-user server did not listen at $work/vfu.sock: $(tail -n 3 "$work/server-$1.log")"
-    return 1
+    start_peer spid "$work/vfu.sock" "$work/server-$1.log" "$SERVER" -v "$work/vfu.sock"
 }
 
 write_config() { # MODE
@@ -81,14 +89,7 @@ t_vfio_user() { # MODE
 TESTDEV=$REPO/tests/lab/vfu-testdev.py
 start_testdev() { # MODE
     [ -z "${tpid:-}" ] || kill -9 "$tpid" 2>/dev/null
-    rm -f "$work/testdev.sock"
-    python3 "$TESTDEV" "$work/testdev.sock" >"$work/testdev-$1.log" 2>&1 &
-    tpid=$!
-    disown "$tpid" 2>/dev/null
-    local i
-    for i in $(seq 1 100); do [ -S "$work/testdev.sock" ] && return 0; sleep 0.1; done
-    echo "lab-test: the test device did not listen at $work/testdev.sock: $(tail -n 3 "$work/testdev-$1.log")"
-    return 1
+    start_peer tpid "$work/testdev.sock" "$work/testdev-$1.log" python3 "$TESTDEV" "$work/testdev.sock"
 }
 t_guest_dma() { # MODE
     local mode=$1 buf=0x10000000
