@@ -194,9 +194,21 @@ public final class VFIOUserDevice: Sendable {
     }
 
     /// INTx through `trigger` (a KVM irqfd). The server signals it once per
-    /// assertion; the line is lowered at the guest's EOI by KVM's resampler,
-    /// so `resample` needs no message to the server.
-    public func enableINTx(trigger: Int32) throws { try switchTo(Self.intxIndex, [trigger], "INTx") }
+    /// assertion; the line is lowered at the guest's EOI by KVM's resampler.
+    /// A server whose INTx is AUTOMASKED (it masks the line at each
+    /// assertion, as kernel VFIO does) waits for an unmask after that EOI:
+    /// it gets `resample`, which KVM signals at the EOI, as its unmask eventfd
+    /// (ACTION_UNMASK | DATA_EVENTFD), as QEMU gives kernel VFIO. A server
+    /// that does not automask (libvfio-user's) needs no message.
+    public func enableINTx(trigger: Int32, resample: Int32? = nil) throws {
+        try switchTo(Self.intxIndex, [trigger], "INTx")
+        if let resample, intxAutomasked {
+            try client.setIRQs(index: Self.intxIndex, action: VFIOUserSetIRQs.actionUnmask, start: 0, eventfds: [resample])
+        }
+    }
+
+    /// Whether the server masks its INTx at each assertion (IRQ_INFO's AUTOMASKED).
+    public var intxAutomasked: Bool { (irqs[Self.intxIndex]?.flags ?? 0) & VFIOUserIRQInfo.flagAutomasked != 0 }
     public func enableMSI(eventfds: [Int32]) throws { try switchTo(Self.msiIndex, eventfds, "MSI") }
     public func enableMSIX(eventfds: [Int32]) throws { try switchTo(Self.msixIndex, eventfds, "MSI-X") }
 

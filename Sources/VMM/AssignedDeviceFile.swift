@@ -66,7 +66,7 @@ extension AssignedVFIODevice: AssignedDeviceFile {
 
 extension VFIOUserDevice: AssignedDeviceFile {
     func regionSize(_ index: UInt32) -> UInt64? { regions[index]?.size }
-    func enableINTx(trigger: Int32, resample: Int32) throws { try enableINTx(trigger: trigger) }
+    func enableINTx(trigger: Int32, resample: Int32) throws { try enableINTx(trigger: trigger, resample: Optional(resample)) }
     func disable(_ mode: AssignedInterruptMode) throws {
         switch mode {
         case .none: break

@@ -70,7 +70,7 @@ enum MachineVFIOUser {
             let dma = entry.dma == .fd
                 ? "DMA by fd: guest RAM's \(ram.slots.count) memfd\(ram.slots.count == 1 ? "" : "s") (\(formatBytes(total))) passed to the server, which can reach all of guest RAM at memory speed"
                 : "DMA by message: no descriptor passed; each DMA_READ/DMA_WRITE is checked against the \(ram.slots.count) window\(ram.slots.count == 1 ? "" : "s") (\(formatBytes(total))) and copied by the VMM"
-            logger.info("vfio-user \(socket): device [\(device.pciID)], \(device.regions.count) regions, interrupts \(device.irqs.keys.sorted().map(irqName).joined(separator: ", ")); \(dma)")
+            logger.info("vfio-user \(socket): device [\(device.pciID)], \(device.regions.count) regions, interrupts \(device.irqs.keys.sorted().map { $0 == 0 && device.intxAutomasked ? "INTx (automasked: unmasked at each guest EOI)" : irqName($0) }.joined(separator: ", ")); \(dma)")
             logger.info("coherency vfio-user \(socket): no IOMMU and no kvm-vfio registration: the server reaches guest RAM only as a process (CPU loads and stores, or the VMM's copies), which are cache-coherent, so it gives the guest's WBINVD nothing to flush")
             if config.viommu != nil {
                 logger.info("vfio-user \(socket): outside the vIOMMU (its DMA windows are all of guest RAM, DMA address == guest physical)")

@@ -18,6 +18,14 @@ final class TestDeviceServerTests: XCTestCase {
                             result = 0x18, irq = 0x1C, count = 0x20, errors = 0x24, chunk = 0x28 }
 
     func start() throws -> (VFIOUserClient, () -> String, Process) {
+        let (socket, log, p) = try launch()
+        let client = try VFIOUserClient.connect(path: socket, name: "testdev", options: .init(), log: { _ in })
+        addTeardownBlock { client.close() }
+        return (client, log, p)
+    }
+
+    /// Starts the script with `options` on a socket in a new directory.
+    func launch(_ options: [String] = []) throws -> (socket: String, log: () -> String, process: Process) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-testdev-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let socket = dir.appendingPathComponent("sock").path
@@ -25,7 +33,7 @@ final class TestDeviceServerTests: XCTestCase {
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [Self.script, socket]
+        p.arguments = [Self.script] + options + [socket]
         let handle = try FileHandle(forWritingTo: output)
         p.standardOutput = handle
         p.standardError = handle
@@ -40,9 +48,7 @@ final class TestDeviceServerTests: XCTestCase {
             guard p.isRunning, Date() < deadline else { throw VFIOUserError.disconnected("vfu-testdev did not listen: \(log())") }
             usleep(10_000)
         }
-        let client = try VFIOUserClient.connect(path: socket, name: "testdev", options: .init(), log: { _ in })
-        addTeardownBlock { client.close() }
-        return (client, log, p)
+        return (socket, log, p)
     }
 
     func reg(_ c: VFIOUserClient, _ r: Reg) throws -> UInt32 {
@@ -134,6 +140,38 @@ final class TestDeviceServerTests: XCTestCase {
         XCTAssertEqual(process.terminationStatus, 0, log())
         XCTAssertTrue(log().contains("fill 5000 bytes at 0x1000100 by \(fd ? "fd" : "message")"), log())
         XCTAssertTrue(log().contains("client gone after 5 commands, 2 failed"), log())
+    }
+
+    /// A server whose INTx is AUTOMASKED signals once, then waits for its
+    /// unmask eventfd: VFIOUserDevice passes the resample eventfd (what KVM
+    /// signals at the guest's EOI) as that, and only then does the next
+    /// interrupt come. libvfio-user's INTx is not automasked: no unmask is sent.
+    func testAutomaskedINTxWaitsForTheResampleEventFD() throws {
+        let (socket, log, process) = try launch(["-a"])
+        let device = try VFIOUserDevice.open(socket: socket, log: { _ in })
+        addTeardownBlock { device.close() }
+        XCTAssertTrue(device.intxAutomasked)
+        let trigger = try EventFD(nonBlocking: true), resample = try EventFD(nonBlocking: true)
+        try device.enableINTx(trigger: trigger.fd.raw, resample: resample.fd.raw)
+        let client = device.client
+        try client.regionWrite(region: 7, offset: 4, data: [0x06, 0x00])
+        let window = try MemfdWindow("vfu-automask", size: 0x10000)
+        try client.dmaMap(address: 0x100_0000, size: 0x10000, flags: [.readable, .writable], memory: window, fd: window.mapping.fd.raw)
+
+        try command(client, 1, at: 0x100_0000, length: 64, seed: 1)
+        XCTAssertTrue(waitForSignal(trigger, seconds: 10), log())
+        try set(client, .irq, 1)
+        try command(client, 1, at: 0x100_0000, length: 64, seed: 2)
+        XCTAssertTrue((0 ..< 200).contains { _ in usleep(5_000); return (try? reg(client, .count)) == 2 })
+        XCTAssertFalse(waitForSignal(trigger, seconds: 0.3), "a second INTx before the unmask")
+        resample.signal() // the guest's EOI
+        XCTAssertTrue(waitForSignal(trigger, seconds: 10), "the INTx pending at the unmask: \(log())")
+        device.close()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning, Date() < deadline { usleep(10_000) }
+        XCTAssertEqual(process.terminationStatus, 0, log())
+        XCTAssertTrue(log().contains("intx unmask eventfd set"), log())
+        XCTAssertTrue(log().contains("client gone after 2 commands, 0 failed, 1 unmasks"), log())
     }
 
     func testFDMode() throws { try run(fd: true) }

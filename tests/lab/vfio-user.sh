@@ -87,12 +87,13 @@ t_vfio_user() { # MODE
 # RAM the guest kept from its kernel (memmap=), a FILL the guest checks byte by byte and a
 # SUM of random bytes it wrote, each with an interrupt, by fd and by message.
 TESTDEV=$REPO/tests/lab/vfu-testdev.py
-start_testdev() { # MODE
+start_testdev() { # NAME [OPTION]
     [ -z "${tpid:-}" ] || kill -9 "$tpid" 2>/dev/null
-    start_peer tpid "$work/testdev.sock" "$work/testdev-$1.log" python3 "$TESTDEV" "$work/testdev.sock"
+    start_peer tpid "$work/testdev.sock" "$work/testdev-$1.log" python3 "$TESTDEV" ${2:+"$2"} "$work/testdev.sock"
 }
-t_guest_dma() { # MODE
-    local mode=$1 buf=0x10000000
+t_guest_dma() { # MODE [automasked]
+    local mode=$1 buf=0x10000000 name=vfio-user-guest-dma-$1${2:+-$2} opt=""
+    [ "${2:-}" != automasked ] || opt=-a
     cat >"$work/dma-$mode.toml" <<TOML
 [machine]
 vcpus = 1
@@ -107,10 +108,10 @@ mode = "terminal"
 socket = "$work/testdev.sock"
 dma = "$mode"
 TOML
-    lost_mark() { start_testdev "$mode"; }
-    vmm "vfudma-$mode" 240 run "$work/dma-$mode.toml"
+    lost_mark() { start_testdev "$name" $opt; }
+    vmm "$name" 240 run "$work/dma-$mode.toml"
     sleep 1
-    local dlog=$work/testdev-$mode.log
+    local dlog=$work/testdev-$name.log
     # In message mode every byte crossed the VMM: 5000 written (2 messages), 4096 read (1).
     local counters="0 reads, 0 writes, 0 bytes, 0 refused"
     [ "$mode" = fd ] || counters="1 reads, 2 writes, 9096 bytes, 0 refused"
@@ -121,17 +122,22 @@ TOML
         && guest_has "^VFUDMA-IRQS: 2 " \
         && grep -q "^fill 5000 bytes at $buf by $mode" "$dlog" && grep -q "^sum 4096 bytes at 0x10002000 by $mode" "$dlog" \
         && grep -q "^client gone after 2 commands, 0 failed" "$dlog" \
-        && has "vfio-user $work/testdev.sock: [0-9]+ requests; the server's DMA messages: $counters"; then
-        pass "vfio-user-guest-dma-$mode" "${SECS}s"
+        && has "vfio-user $work/testdev.sock: [0-9]+ requests; the server's DMA messages: $counters" \
+        && { [ -z "$opt" ] || { has "vfio-user $work/testdev.sock: device .*interrupts INTx \(automasked" && grep -qE "^client gone after 2 commands, 0 failed, [1-9][0-9]* unmasks" "$dlog"; }; }; then
+        pass "$name" "${SECS}s${opt:+; $(grep -oE '[0-9]+ unmasks' "$dlog")}"
         grep -E '^VFUDMA-(FILL|SUM|IRQS)' "$LOG" | sed 's/^/lab-test:   /'
     else
-        fail "vfio-user-guest-dma-$mode" "status $STATUS" "$LOG"
+        fail "$name" "status $STATUS" "$LOG"
         echo "lab-test: test device log:"; tail -n 20 "$dlog" | sed 's/^/lab-test:   /'
     fi
     kill -9 "$tpid" 2>/dev/null
 }
 lab_test vfio-user-guest-dma-fd 300 t_guest_dma fd
 lab_test vfio-user-guest-dma-message 300 t_guest_dma message
+# The same with the device's INTx AUTOMASKED (vfu-testdev.py -a): the second interrupt comes
+# only if the guest's EOI of the first (KVM's resample eventfd) reached the server as its
+# unmask eventfd.
+lab_test vfio-user-guest-dma-fd-automasked 300 t_guest_dma fd automasked
 
 if [ ! -x "$SERVER" ]; then
     fail vfio-user-device-fd "libvfio-user's sample server is not at $SERVER (../shared/vfio-user beside the repository, or SWIFTVMM_SHARED)"

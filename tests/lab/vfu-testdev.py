@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A vfio-user test device a guest can drive: vfu-testdev.py [-v] [-q] SOCKET
+"""A vfio-user test device a guest can drive: vfu-testdev.py [-v] [-q] [-a] SOCKET
 
 libvfio-user's sample server (../shared/vfio-user/) arms its DMA only through an
 8-byte access to an I/O BAR, which no x86 guest can make. This server is a second,
@@ -22,6 +22,10 @@ no code with SwiftVMM's client) whose device a guest's user space can drive:
     0x1c IRQ       reads 1 while an INTx is pending; writing 1 clears it
     0x20 COUNT     commands done               0x24 ERRORS  commands whose DMA failed
     0x28 CHUNK     bytes per DMA message, 0 (4 KiB) .. 1 MiB
+- -a: the INTx is AUTOMASKED (IRQ_INFO flags EVENTFD|MASKABLE|AUTOMASKED), as kernel
+  VFIO's: after each signal the line stays masked until the client's unmask eventfd
+  (SET_IRQS ACTION_UNMASK|DATA_EVENTFD) is signalled; an interrupt raised meanwhile is
+  signalled at the unmask (unless Interrupt Disable is set by then).
 - DMA: straight into a DMA_MAP's mmap-ed fd when it came with one, else by
   DMA_WRITE/DMA_READ messages of at most CHUNK bytes. A command with Bus Master off, or a
   range no mapping covers, does no DMA and counts an error.
@@ -33,13 +37,15 @@ import array
 import json
 import mmap
 import os
+import select
 import socket
 import struct
 import sys
 
 VERBOSE = "-v" in sys.argv[1:]
 QUIET = "-q" in sys.argv[1:]  # no line per command that succeeded (the benchmark)
-ARGS = [a for a in sys.argv[1:] if a not in ("-v", "-q")]
+AUTOMASK = "-a" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a not in ("-v", "-q", "-a")]
 
 # Commands (spec 0.2).
 VERSION, DMA_MAP, DMA_UNMAP, GET_INFO, GET_REGION_INFO, GET_REGION_IO_FDS, GET_IRQ_INFO, \
@@ -73,6 +79,9 @@ class Device:
         self.cfg = cfg
         self.regs = {o: 0 for o in range(0, 0x2C, 4)}
         self.intx = None  # the INTx eventfd
+        self.unmask = None  # the client's unmask eventfd (-a)
+        self.masked = False  # -a: signalled, not unmasked yet
+        self.unmasks = 0
         self.maps = []  # [address, size, mmap or None]
         self.quiet = QUIET
         self.done = self.failed = 0  # commands over the server's life (a reset clears COUNT, not these)
@@ -196,8 +205,21 @@ class Device:
     def raise_intx(self):
         self.regs[0x1C] = 1
         self.cfg[6] |= 0x08  # Status: Interrupt Status
-        if self.intx is not None and not self.cfg[5] & 0x04:  # Command: Interrupt Disable
-            os.write(self.intx, struct.pack("<Q", 1))
+        self.signal()
+
+    def signal(self):
+        """Signals a pending INTx unless Interrupt Disable is set or (-a) the line is masked."""
+        if self.intx is None or self.cfg[5] & 0x04 or not self.regs[0x1C] or self.masked:
+            return
+        os.write(self.intx, struct.pack("<Q", 1))
+        self.masked = AUTOMASK
+
+    def unmasked(self):
+        """The client's unmask eventfd fired (the guest's EOI): signal again if still pending."""
+        os.read(self.unmask, 8)
+        self.unmasks += 1
+        self.masked = False
+        self.signal()
 
     # -- the client's requests --
     def handle(self, m):
@@ -248,16 +270,22 @@ class Device:
             argsz, flags, index = struct.unpack_from("<III", body)
             if index >= NUM_IRQS:
                 raise OSError(EINVAL, "irq index")
-            return struct.pack("<IIII", 16, 0x1, index, 1 if index == 0 else 0)
+            flags = 0x7 if index == 0 and AUTOMASK else 0x1
+            return struct.pack("<IIII", 16, flags, index, 1 if index == 0 else 0)
         if cmd == SET_IRQS:
             argsz, flags, index, start, count = struct.unpack_from("<IIIII", body)
             if index == 0 and flags & 0x24 == 0x24 and count == 1 and fds:
                 self.intx = fds[0]
+                self.masked = False
                 log("intx eventfd set")
+            elif index == 0 and flags & 0x14 == 0x14 and count == 1 and fds and AUTOMASK:
+                self.unmask = fds[0]
+                log("intx unmask eventfd set")
             elif index == 0 and (count == 0 or flags & 0x1):
-                if self.intx is not None:
-                    os.close(self.intx)
-                self.intx = None
+                for f in (self.intx, self.unmask):
+                    if f is not None:
+                        os.close(f)
+                self.intx = self.unmask = None
                 log("intx off")
             else:
                 for f in fds:
@@ -334,6 +362,12 @@ def main():
     dev = Device(conn)
     try:
         while True:
+            waiting = [conn] + ([dev.unmask] if dev.unmask is not None else [])
+            ready, _, _ = select.select(waiting, [], [])
+            if dev.unmask is not None and dev.unmask in ready:
+                dev.unmasked()
+            if conn not in ready:
+                continue
             m = dev.recv()
             if m is None:
                 break
@@ -343,7 +377,7 @@ def main():
     except (IOError, struct.error) as e:
         log("protocol error: %s" % e)
         return 1
-    log("client gone after %d commands, %d failed" % (dev.done, dev.failed))
+    log("client gone after %d commands, %d failed%s" % (dev.done, dev.failed, ", %d unmasks" % dev.unmasks if AUTOMASK else ""))
     return 0
 
 
