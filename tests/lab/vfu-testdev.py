@@ -83,7 +83,7 @@ class Device:
         self.masked = False  # -a: signalled, not unmasked yet
         self.unmasks = 0
         self.maps = []  # [address, size, mmap or None]
-        self.quiet = QUIET
+        self.pending = None  # what the last REGION_WRITE asked for, done after its reply
         self.done = self.failed = 0  # commands over the server's life (a reset clears COUNT, not these)
 
     # -- transport --
@@ -197,7 +197,7 @@ class Device:
             self.regs[0x24] += 1
             if cmd == 2:
                 self.regs[0x18] = 0xFFFFFFFF
-        if not self.quiet or not ok:
+        if not QUIET or not ok:
             log("%s %d bytes at %#x %s" % (name or "command", length, addr, ("by " + how) if ok else "failed: " + how))
         self.regs[0x20] += 1
         self.raise_intx()
@@ -322,8 +322,8 @@ class Device:
                 if o in (4, 5):  # Command
                     was_disabled = self.cfg[5] & 0x04
                     self.cfg[o] = b & (0x07 if o == 4 else 0x04)
-                    if o == 5 and was_disabled and not b & 0x04 and self.regs[0x1C]:
-                        self.pending = "reassert"
+                    if o == 5 and was_disabled and not b & 0x04:
+                        self.pending = "reassert"  # signal() sends it if one is pending
                 elif o == 0x3C:  # Interrupt Line
                     self.cfg[o] = b
             return
@@ -341,9 +341,9 @@ class Device:
 
     def after_write(self):
         """A command runs after the write that asked for it has been answered, as a device's DMA would."""
-        p, self.pending = getattr(self, "pending", None), None
+        p, self.pending = self.pending, None
         if p == "reassert":
-            self.raise_intx()
+            self.signal()
         elif p is not None:
             self.command(p)
 
