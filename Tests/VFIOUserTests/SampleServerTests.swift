@@ -60,15 +60,21 @@ final class SampleServerTests: XCTestCase {
     /// Starts the sample server on a socket in a new directory; the caller
     /// ends it and removes `directory`.
     static func launch(verbose: Bool = true) throws -> (server: Server, directory: URL) {
-        let binary = try serverBinary()
+        try launch(executable: try serverBinary(), what: "the sample server") { verbose ? ["-v", $0] : [$0] }
+    }
+
+    /// Starts a vfio-user server, `executable` with `arguments(socket)`, on a
+    /// socket in a new directory (its output in server.log there), and waits
+    /// up to 10 s for it to listen; the caller ends it and removes `directory`.
+    static func launch(executable: String, what: String, arguments: (String) -> [String]) throws -> (server: Server, directory: URL) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let socket = dir.appendingPathComponent("sock").path
         let output = dir.appendingPathComponent("server.log")
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = verbose ? ["-v", socket] : [socket]
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments(socket)
         let handle = try FileHandle(forWritingTo: output)
         p.standardOutput = handle
         p.standardError = handle
@@ -78,7 +84,7 @@ final class SampleServerTests: XCTestCase {
         while !FileManager.default.fileExists(atPath: socket) {
             guard p.isRunning, Date() < deadline else {
                 if p.isRunning { p.terminate() }
-                throw VFIOUserError.disconnected("the sample server did not listen at \(socket): \(server.log)")
+                throw VFIOUserError.disconnected("\(what) did not listen at \(socket): \(server.log)")
             }
             usleep(10_000)
         }

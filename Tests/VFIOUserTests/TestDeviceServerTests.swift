@@ -26,29 +26,12 @@ final class TestDeviceServerTests: XCTestCase {
 
     /// Starts the script with `options` on a socket in a new directory.
     func launch(_ options: [String] = []) throws -> (socket: String, log: () -> String, process: Process) {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-testdev-\(getpid())-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let socket = dir.appendingPathComponent("sock").path
-        let output = dir.appendingPathComponent("server.log")
-        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [Self.script] + options + [socket]
-        let handle = try FileHandle(forWritingTo: output)
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        let log = { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+        let (server, dir) = try SampleServerTests.launch(executable: "/usr/bin/python3", what: "vfu-testdev") { [Self.script] + options + [$0] }
         addTeardownBlock {
-            if p.isRunning { p.terminate() }
+            if server.process.isRunning { server.process.terminate() }
             try? FileManager.default.removeItem(at: dir)
         }
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socket) {
-            guard p.isRunning, Date() < deadline else { throw VFIOUserError.disconnected("vfu-testdev did not listen: \(log())") }
-            usleep(10_000)
-        }
-        return (socket, log, p)
+        return (server.socket, { server.log }, server.process)
     }
 
     func reg(_ c: VFIOUserClient, _ r: Reg) throws -> UInt32 {
