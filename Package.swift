@@ -76,8 +76,8 @@ let package = Package(
                           linkerSettings: [.unsafeFlags(["-use-ld=lld"])]),
 
         // Fakes the test targets share (recording interrupt line and console, a seeded
-        // generator, the VFIO ioctl performer and device). A regular target because test targets cannot depend on each other.
-        .target(name: "TestFakes", dependencies: ["CShim", "HostSys", "Devices", "VFIO"], path: "Tests/TestFakes"),
+        // generator, the VFIO ioctl performer and device, a virtqueue driver). A regular target because test targets cannot depend on each other.
+        .target(name: "TestFakes", dependencies: ["CShim", "HostSys", "Devices", "GuestMemory", "VFIO", "Virtio"], path: "Tests/TestFakes"),
 
         .testTarget(name: "BitsTests", dependencies: ["Bits"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["TestFakes", "GuestMemory"]),

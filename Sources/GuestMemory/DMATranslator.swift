@@ -46,6 +46,13 @@ public final class DMATranslator: DMAMapping, Sendable {
         try state.withLock { s in _ = try s.table.unmap(iova: iova, size: size) }
     }
 
+    /// Removes exactly these mappings, under one lock (a vIOMMU's UNMAP, as
+    /// its domain's table gave them: the translator of an endpoint in that
+    /// domain holds the same ones); any it does not hold are ignored.
+    public func remove(_ entries: [DMAMappingTable.Entry]) {
+        state.withLock { $0.table.remove(entries) }
+    }
+
     /// Replaces every mapping with `entries` at once (a vIOMMU attaching the
     /// endpoint to another domain): either all of them are installed or,
     /// when one breaks a rule or is not guest RAM, none is and the old

@@ -201,9 +201,7 @@ final class VIOMMUEndpoints: VIOMMUHost {
             for id in (s.members[domain] ?? []).sorted() {
                 switch s.endpoints[id]?.kind {
                 case let .emulated(t)?:
-                    for e in entries {
-                        do { try t.unmap(iova: e.iova, size: e.size) } catch { firstError = firstError ?? error }
-                    }
+                    t.remove(entries)
                 case .assigned?: assigned = true
                 case nil: break
                 }

@@ -600,7 +600,10 @@ public final class VirtioIOMMU: VirtioDevice {
                      _ s: inout State) -> Status {
         guard flags & ~(MapFlag.read | MapFlag.write) == 0 else { return .invalid }
         guard domainRange.contains(domain) else { return .range }
-        guard var d = s.domains[domain] else { return .noEntry }
+        // Out of the dictionary while it changes, so that its table is not
+        // shared, and a change does not copy all of it (copy on write).
+        guard var d = s.domains.removeValue(forKey: domain) else { return .noEntry }
+        defer { s.domains[domain] = d }
         guard !d.bypass else { return .invalid }
         guard virtEnd >= virtStart else { return .invalid }
         let mask = granule - 1
@@ -637,7 +640,6 @@ public final class VirtioIOMMU: VirtioDevice {
             // checkMap passed on this very table: cannot happen.
             return .deviceError
         }
-        s.domains[domain] = d
         s.mappingCount += 1
         return .ok
     }
@@ -651,7 +653,9 @@ public final class VirtioIOMMU: VirtioDevice {
                        _ s: inout State) -> Status {
         guard reserved == 0 else { return .invalid }
         guard domainRange.contains(domain) else { return .range }
-        guard var d = s.domains[domain] else { return .noEntry }
+        // Out of the dictionary while it changes (see `map`).
+        guard var d = s.domains.removeValue(forKey: domain) else { return .noEntry }
+        defer { s.domains[domain] = d }
         guard !d.bypass else { return .invalid }
         guard virtEnd >= virtStart else { return .invalid }
         let gone: [DMAMappingTable.Entry]
@@ -672,7 +676,6 @@ public final class VirtioIOMMU: VirtioDevice {
             return refused(error, &s)
         }
         d.table.remove(gone)
-        s.domains[domain] = d
         s.mappingCount -= gone.count
         return .ok
     }

@@ -126,6 +126,34 @@ final class DMAMappingTableTests: XCTestCase {
         XCTAssertNoThrow(try t.map(iova: 0x2000, size: 0x1000, guestAddress: 0))
     }
 
+    /// `remove` takes out exactly the entries named, by IOVA: a run of
+    /// consecutive ones (one UNMAP's range), scattered ones in any order,
+    /// and ignores those the table does not hold.
+    func testRemoveTakesExactlyTheNamedEntries() throws {
+        var t = DMAMappingTable()
+        for k in 0..<10 { try t.map(iova: UInt64(k) << 12, size: 0x1000, guestAddress: UInt64(k) << 20) }
+        let all = t.entries
+        var run = t
+        run.remove(Array(all[3..<7]))
+        XCTAssertEqual(run.entries, Array(all[0..<3] + all[7...]))
+        var scattered = t
+        scattered.remove([all[8], all[1], all[4]])
+        XCTAssertEqual(scattered.entries.map { $0.iova >> 12 }, [0, 2, 3, 5, 6, 7, 9])
+        var absent = t
+        absent.remove([DMAMappingTable.Entry(iova: 0x10_0000, size: 0x1000, guestAddress: 0), all[9]])
+        XCTAssertEqual(absent.entries, Array(all[0..<9]))
+        var whole = t
+        whole.remove(all)
+        XCTAssertEqual(whole.entries, [])
+        var none = t
+        none.remove([])
+        XCTAssertEqual(none.entries, all)
+        // A run that starts at a held entry but goes on past the table's end.
+        var past = t
+        past.remove([all[8], all[9], DMAMappingTable.Entry(iova: 0xA000, size: 0x1000, guestAddress: 0)])
+        XCTAssertEqual(past.entries, Array(all[0..<8]))
+    }
+
     func testMatchesAReferenceModelOnRandomOperations() throws {
         // A byte-per-page model: the table must accept exactly the maps that
         // touch no mapped page, refuse exactly the unmaps that cut a mapping,

@@ -2,6 +2,7 @@ import Foundation
 import GuestMemory
 @testable import HostSys
 import Synchronization
+import TestFakes
 import Virtio
 import XCTest
 

@@ -1,4 +1,5 @@
 import GuestMemory
+import TestFakes
 import Virtio
 import XCTest
 

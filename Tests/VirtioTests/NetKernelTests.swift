@@ -1,5 +1,6 @@
 import GuestMemory
 import Synchronization
+import TestFakes
 import Virtio
 import XCTest
 

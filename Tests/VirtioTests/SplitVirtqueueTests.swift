@@ -1,4 +1,5 @@
 import GuestMemory
+import TestFakes
 @testable import Virtio
 import XCTest
 
