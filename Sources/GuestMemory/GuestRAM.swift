@@ -1,4 +1,5 @@
 import HostSys
+import Synchronization
 
 /// Guest RAM: one memfd-backed shared mapping per region of a
 /// `GuestMemoryMap`. The only place that turns guest addresses into host
@@ -34,6 +35,47 @@ public final class GuestRAM: GuestMemoryAccess, Sendable {
             slots.append(Slot(guestBase: r.base, size: r.size, mapping: m))
         }
         self.slots = slots
+    }
+
+    /// Bytes each populating thread takes at a time: a multiple of 2 MiB, so
+    /// hugetlb pages are never split between threads.
+    static let populateChunk = 32 << 20
+
+    /// Faults in every page of guest RAM for writing (allocated and zeroed,
+    /// nothing written), with `threads` threads taking `populateChunk`
+    /// bytes at a time. For RAM about to be pinned whole for device DMA,
+    /// which would otherwise fault it in page by page on one thread inside
+    /// IOMMU_IOAS_MAP. Returns the bytes populated; throws the first error
+    /// (a `SysError`; what was populated stays populated).
+    @discardableResult
+    public func populate(threads: Int) throws -> UInt64 {
+        var chunks: [(slot: Int, offset: Int, length: Int)] = []
+        for (i, s) in slots.enumerated() {
+            var offset = 0
+            while offset < s.mapping.size {
+                let n = min(Self.populateChunk, s.mapping.size - offset)
+                chunks.append((i, offset, n))
+                offset += n
+            }
+        }
+        let work = chunks
+        let next = Mutex(0)
+        let failure = Mutex<(any Error)?>(nil)
+        let workers = (0..<max(1, min(threads, work.count))).map { k in
+            KickableThread(name: "populate\(k)") { [slots] in
+                while failure.withLock({ $0 == nil }) {
+                    let i = next.withLock { n in defer { n += 1 }; return n }
+                    guard i < work.count else { return }
+                    let c = work[i]
+                    do { try slots[c.slot].mapping.populate(offset: c.offset, length: c.length) } catch {
+                        failure.withLock { $0 = $0 ?? error }
+                    }
+                }
+            }
+        }
+        for w in workers { w.join() }
+        if let e = failure.withLock({ $0 }) { throw e }
+        return work.reduce(UInt64(0)) { $0 + UInt64($1.length) }
     }
 
     /// The host pointer for `[address, address+length)`, if wholly inside one slot.

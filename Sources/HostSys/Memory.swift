@@ -64,6 +64,27 @@ public final class SharedMemoryMapping: @unchecked Sendable {
     }
 
     deinit { munmap(pointer, size) }
+
+    /// MADV_POPULATE_WRITE (Linux 5.14, include/uapi/asm-generic/mman-common.h).
+    static let madvPopulateWrite: Int32 = 23
+
+    /// Faults in `[offset, offset + length)` for writing, as a first write
+    /// to each page would (allocating and zeroing it), without writing:
+    /// `madvise(MADV_POPULATE_WRITE)`. The range must lie inside the
+    /// mapping; with `hugePages`, offset and length are multiples of 2 MiB.
+    /// Several threads may populate disjoint ranges at once.
+    public func populate(offset: Int, length: Int) throws {
+        guard offset >= 0, length > 0, offset <= size, length <= size - offset else {
+            throw SysError(errno: EINVAL, operation: "populate [\(offset), +\(length)) of a \(size)-byte mapping")
+        }
+        // SAFETY: inside the mapping (checked above).
+        let at = pointer + offset
+        while madvise(at, length, Self.madvPopulateWrite) != 0 {
+            let e = shim_errno()
+            if e == EINTR { continue }
+            throw SysError(errno: e, operation: "madvise(MADV_POPULATE_WRITE) of \(length >> 20) MiB")
+        }
+    }
 }
 
 /// The kernel could not give a hugetlbfs memfd its 2 MiB pages: none (or too

@@ -1,4 +1,5 @@
 import ACPI
+import Bits
 import FoundationEssentials
 import GuestMemory
 import Logging
@@ -83,6 +84,10 @@ final class MachineVIOMMU: Sendable {
         let errors = s.errors.values.reduce(0, +)
         var line = "viommu: \(s.attaches) attach, \(s.detaches) detach, \(s.maps) map, \(s.unmaps) unmap, \(s.probes) probe, "
             + "\(errors) error, \(endpoints.counters.faults) fault; \(s.faultsReported) fault events reported, \(s.faultsDropped) dropped; \(s.polled) requests found by polling"
+        if s.requests > 0 {
+            let us = Double(s.servingNanoseconds) / 1000
+            line += "; \(decimal(us / 1000, digits: 1)) ms serving them (\(decimal(us / Double(s.requests), digits: 1)) us per request)"
+        }
         if !s.errors.isEmpty {
             line += "; errors: " + s.errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         }

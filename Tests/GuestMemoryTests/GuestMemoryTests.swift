@@ -1,3 +1,5 @@
+import Glibc
+import HostSys
 import XCTest
 @testable import GuestMemory
 
@@ -45,5 +47,31 @@ final class GuestMemoryTests: XCTestCase {
         try ram.zero(at: GuestAddress(0), length: 2 << 20)
         XCTAssertEqual(try ram.readBytes(at: GuestAddress(0x1FFFFD), count: 3), [0, 0, 0])
         XCTAssertEqual(ram.slots.count, 1)
+    }
+
+    /// `populate` faults in every page (the memfd's blocks go from none to
+    /// all of it) on several threads, chunk by chunk, writing nothing.
+    func testPopulateFaultsInAllOfGuestRAMWithoutWritingIt() throws {
+        let bytes = 2 * GuestRAM.populateChunk + (4 << 20) // three chunks, the last one short
+        let ram = try GuestRAM(map: GuestMemoryMap(ramBytes: UInt64(bytes)))
+        func resident() -> Int {
+            var st = stat()
+            XCTAssertEqual(fstat(ram.slots[0].mapping.fd.raw, &st), 0)
+            return Int(st.st_blocks) * 512
+        }
+        try ram.writeBytes([7], at: GuestAddress(0x1234))
+        XCTAssertEqual(resident(), 4096, "only the page written")
+        XCTAssertEqual(try ram.populate(threads: 3), UInt64(bytes))
+        XCTAssertEqual(resident(), bytes)
+        XCTAssertEqual(try ram.readBytes(at: GuestAddress(0x1233), count: 3), [0, 7, 0], "contents unchanged")
+        XCTAssertEqual(try ram.readBytes(at: GuestAddress(UInt64(bytes) - 2), count: 2), [0, 0])
+    }
+
+    func testPopulateRefusesARangeOutsideTheMapping() throws {
+        let m = try SharedMemoryMapping(name: "test", size: 1 << 20)
+        XCTAssertThrowsError(try m.populate(offset: 0, length: (1 << 20) + 4096))
+        XCTAssertThrowsError(try m.populate(offset: 1 << 20, length: 4096))
+        XCTAssertThrowsError(try m.populate(offset: -4096, length: 4096))
+        XCTAssertNoThrow(try m.populate(offset: 4096, length: 8192))
     }
 }

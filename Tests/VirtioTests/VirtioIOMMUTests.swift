@@ -440,6 +440,9 @@ final class VirtioIOMMUTests: XCTestCase {
         XCTAssertEqual(st.requests, 8)
         XCTAssertEqual(b.irq.usedQueues, Array(repeating: 0, count: 8), "one interrupt per notification")
         XCTAssertTrue(b.irq.errors.isEmpty)
+        XCTAssertGreaterThan(st.servingNanoseconds, 0, "the time spent serving them is counted")
+        b.device.queueNotified(VirtioIOMMU.requestQueue)
+        XCTAssertEqual(b.device.statistics.servingNanoseconds, st.servingNanoseconds, "a notification with nothing posted serves nothing")
     }
 
     func testABatchGetsOneInterruptAndRequestsSplitAcrossDescriptors() throws {

@@ -9,7 +9,8 @@ CONFIG_IOMMU_DEFAULT_DMA_LAZY): unmaps are batched and their IOTLB flush deferre
   virtio-net  TCP throughput of MIB MiB from the guest to the lab host
   MAP+UNMAP   per second of that traffic: the requests the VMM answered (SwiftVMM's exit
               line; QEMU's virtio_iommu_map/unmap trace events, counted in a separate
-              traced run so tracing does not slow the timed one) over the traffic's time
+              traced run so tracing does not slow the timed one) over the traffic's time;
+              for SwiftVMM also the time it spent serving them (its exit line)
 Prints figures and ratios; asserts nothing."""
 import os, re, statistics, subprocess, tempfile, threading, time
 
@@ -134,6 +135,11 @@ def main():
                 if n:
                     rate[name].append(n / (ws + rs))
                     line += f"; {n} MAP+UNMAP = {n / (ws + rs):.0f}/s"
+                # SwiftVMM's exit line: time spent serving vIOMMU requests (the whole run's,
+                # boot included), against the traffic's time: the VMM's share of it.
+                busy = re.search(r"([\d.]+) ms serving them \(([\d.]+) us per request\)", out)
+                if busy:
+                    line += f"; serving {busy.group(1)} ms ({busy.group(2)} us per request, {float(busy.group(1)) / 10 / (ws + rs):.0f}% of the traffic's time)"
             print(line, flush=True)
             if not NET:
                 continue
