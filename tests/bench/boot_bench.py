@@ -50,10 +50,13 @@ VMMS = [
     ("qemu -M q35", qemu("q35")),
     ("qemu -M microvm", qemu("microvm")),
 ]
-# A second kernel version (scripts/bench: Debian 12's 6.1), booted by swiftvmm and QEMU q35.
+# Other kernel versions (scripts/bench: Debian 12's 6.1 as kernel 2; BENCH_KERNEL3, e.g. a
+# current 7.x), each booted by swiftvmm and QEMU q35.
 KERNEL2 = os.environ.get("BENCH_KERNEL2", "none")
-if KERNEL2 != "none" and os.path.exists(KERNEL2):
-    VMMS += [("swiftvmm (kernel 2)", swiftvmm(KERNEL2)), ("qemu -M q35 (kernel 2)", with_kernel(qemu("q35"), KERNEL2))]
+KERNEL3 = os.environ.get("BENCH_KERNEL3", "none")
+OTHER_KERNELS = [(f"kernel {n}", k) for n, k in ((2, KERNEL2), (3, KERNEL3)) if k != "none" and os.path.exists(k)]
+for tag, k in OTHER_KERNELS:
+    VMMS += [(f"swiftvmm ({tag})", swiftvmm(k)), (f"qemu -M q35 ({tag})", with_kernel(qemu("q35"), k))]
 
 
 def rss_no_shmem(pid):
@@ -211,11 +214,12 @@ def main():
     print(f"{'VMM':26} {'exec->init':>11} {'exec->KVM_RUN':>14} {'VMM RSS':>10}")
     for name, (i, k, r) in results.items():
         print(f"{name:26} {fmt(i, 's'):>11} {fmt(k, 's'):>14} {fmt(r, 'b'):>10}")
-    if len(VMMS) > 4:
-        print(f"kernel 2: {os.path.basename(KERNEL2)}")
+    for tag, k in OTHER_KERNELS:
+        print(f"{tag}: {os.path.basename(k)}")
     print()
     for name, (i, k, r) in results.items():
-        q = results.get("qemu -M q35 (kernel 2)" if name.endswith("(kernel 2)") else "qemu -M q35")
+        tag = next((t for t, _ in OTHER_KERNELS if name.endswith(f"({t})")), None)
+        q = results.get(f"qemu -M q35 ({tag})" if tag else "qemu -M q35")
         if name.startswith("swiftvmm") and q:
             parts = []
             for label, a, b in (("exec->init", i, q[0]), ("exec->KVM_RUN", k, q[1]), ("VMM RSS", r, q[2])):
@@ -223,7 +227,7 @@ def main():
             print(f"bench: {name} vs qemu q35: " + ", ".join(parts))
     m = results.get("qemu -M microvm")
     for name, (i, k, r) in results.items():
-        if name.startswith("swiftvmm") and not name.endswith("(kernel 2)") and m and i and m[0]:
+        if name.startswith("swiftvmm") and "(kernel " not in name and m and i and m[0]:
             print(f"bench: {name} vs qemu microvm: exec->init {i / m[0]:.2f}x")
     print_sizes()
     if os.environ.get("BENCH_PART") != "boot":
