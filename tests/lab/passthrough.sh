@@ -115,7 +115,7 @@ t_msix() {
     nic_checks e1000e-msix-ping PCI-MSIX
     missing=""
     for re in "passthrough $NIC: cdev /dev/vfio/devices/vfio[0-9]+, iommufd device [0-9]+, IOAS [0-9]+, page table [0-9]+" \
-        "IOAS [0-9]+: mapped 512 MiB of guest RAM in [0-9]+ ranges? in [0-9.]+ ms \(4 KiB pages\)" \
+        "IOAS [0-9]+: mapped 512 MiB of guest RAM in [0-9]+ ranges? in [0-9.]+ ms \(4 KiB pages; faulted in first by [0-9]+ threads? in [0-9.]+ ms; [0-9.]+ ms in all\)" \
         "passthrough $NIC: peer-to-peer DMA is off" \
         "pci (0000:)?00:[0-9a-f]{2}\.0: passthrough $NIC \[8086:10d3\]" \
         "passthrough $NIC: reset \\(bus reset\\)$" \
@@ -144,7 +144,7 @@ t_huge() {
     f0=$(dmar_faults)
     vmm nic-huge 240 run "$VMH" --passthrough "$NIC" --cmdline "$BASE swiftvmm.modules=e1000e $NET"
     FAULTS=$(($(dmar_faults) - f0))
-    if [ "$STATUS" -eq 0 ] && has "ping 10.0.0.1 ok" && has "IOAS [0-9]+: mapped 512 MiB of guest RAM in [0-9]+ ranges? in [0-9.]+ ms \(2 MiB pages\)" && [ "$FAULTS" -eq 0 ]; then
+    if [ "$STATUS" -eq 0 ] && has "ping 10.0.0.1 ok" && has "IOAS [0-9]+: mapped 512 MiB of guest RAM in [0-9]+ ranges? in [0-9.]+ ms \(2 MiB pages; faulted in first by [0-9]+ threads? in [0-9.]+ ms; [0-9.]+ ms in all\)" && [ "$FAULTS" -eq 0 ]; then
         pass hugepages-passthrough-ping "$(grep -oE 'IOAS [0-9]+: mapped .*' "$LOG" | head -n 1)"
     else fail hugepages-passthrough-ping "status $STATUS, faults $FAULTS, HugePages_Free $(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" "$LOG"; fi
     echo 0 >/proc/sys/vm/nr_hugepages
