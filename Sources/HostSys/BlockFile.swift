@@ -144,7 +144,7 @@ public final class BlockFile: Sendable {
     static let maxIOVecs = 1024
 
     /// Whether the iovecs and `offset` are all aligned for O_DIRECT.
-    private static func alignedForDirect(_ iov: ArraySlice<iovec>, _ offset: Int64) -> Bool {
+    private static func alignedForDirect<C: Collection<iovec>>(_ iov: C, _ offset: Int64) -> Bool {
         let a = directAlignment
         return offset % Int64(a) == 0 && iov.allSatisfy {
             Int(bitPattern: $0.iov_base) % a == 0 && $0.iov_len % a == 0
@@ -153,7 +153,7 @@ public final class BlockFile: Sendable {
 
     /// The O_DIRECT descriptor when `iov` and `offset` are aligned for it
     /// (and the image has one), else nil: the buffered one is for it.
-    func directDescriptor(for iov: ArraySlice<iovec>, at offset: Int64) -> FileDescriptor? {
+    func directDescriptor<C: Collection<iovec>>(for iov: C, at offset: Int64) -> FileDescriptor? {
         guard let d = directFD, Self.alignedForDirect(iov, offset) else { return nil }
         return d
     }

@@ -112,42 +112,51 @@ public final class BlockFileRing: Sendable {
     /// False, and nothing queued, when `maxInFlight` requests are in flight
     /// or there are more than `maxSegments` buffers.
     public func submitRead(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer], tag: UInt64) -> Bool {
-        prepare(.read, at: offset, buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, tag: tag)
+        prepare(.read, at: offset, buffers.count, buffers.reduce(0) { $0 + $1.count }, tag: tag) { iov in
+            for (i, b) in buffers.enumerated() { iov[i] = iovec(iov_base: b.baseAddress, iov_len: b.count) }
+        }
     }
 
     /// Queues a write of `buffers`, one after the other, from `offset` on.
     /// False as for `submitRead`, and on a read-only image.
     public func submitWrite(at offset: UInt64, from buffers: [UnsafeRawBufferPointer], tag: UInt64) -> Bool {
         guard !file.isReadOnly else { return false }
-        return prepare(.write, at: offset,
-                       buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) },
-                       tag: tag)
+        return prepare(.write, at: offset, buffers.count, buffers.reduce(0) { $0 + $1.count }, tag: tag) { iov in
+            for (i, b) in buffers.enumerated() {
+                iov[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count)
+            }
+        }
     }
 
     /// Queues an `fsync` that starts after everything submitted before it
     /// has completed (IOSQE_IO_DRAIN). False when the ring is full.
     public func submitFlush(tag: UInt64) -> Bool {
-        prepare(.flush, at: 0, [], tag: tag)
+        prepare(.flush, at: 0, 0, 0, tag: tag) { _ in }
     }
 
-    private func prepare(_ kind: Kind, at offset: UInt64, _ iov: [iovec], tag: UInt64) -> Bool {
-        guard iov.count <= Self.maxSegments, kind == .flush || !iov.isEmpty, let start = Int64(exactly: offset) else { return false }
-        let total = iov.reduce(0) { $0 + $1.iov_len }
+    /// Queues a request of `count` buffers, `total` bytes in all, whose
+    /// iovecs `fill` writes straight into the ones handed to the kernel (no
+    /// copy in between: this runs for every request).
+    private func prepare(_ kind: Kind, at offset: UInt64, _ count: Int, _ total: Int, tag: UInt64,
+                         _ fill: (UnsafeMutableBufferPointer<iovec>) -> Void) -> Bool {
+        guard count <= Self.maxSegments, kind == .flush || count > 0, let start = Int64(exactly: offset) else { return false }
         guard !start.addingReportingOverflow(Int64(total)).overflow else { return false }
         return state.withLock { s -> Bool in
             guard !s.closed, s.pending.count < maxInFlight, let sqe = io_uring_get_sqe(s.ring) else { return false }
-            let iovecs = UnsafeMutableBufferPointer<iovec>.allocate(capacity: max(iov.count, 1))
-            _ = iovecs.initialize(from: iov)
+            let iovecs = UnsafeMutableBufferPointer<iovec>.allocate(capacity: max(count, 1))
+            iovecs.initialize(repeating: iovec())
+            fill(iovecs)
             let id = s.nextID
             s.nextID &+= 1
             switch kind {
             case .read, .write:
-                let direct = file.directDescriptor(for: iov[...], at: start)
+                let used = UnsafeMutableBufferPointer(rebasing: iovecs[0..<count])
+                let direct = file.directDescriptor(for: used, at: start)
                 let fd = (direct ?? file.bufferedDescriptor).raw
                 if kind == .read {
-                    io_uring_prep_readv(sqe, fd, iovecs.baseAddress, UInt32(iov.count), UInt64(start))
+                    io_uring_prep_readv(sqe, fd, iovecs.baseAddress, UInt32(count), UInt64(start))
                 } else {
-                    io_uring_prep_writev(sqe, fd, iovecs.baseAddress, UInt32(iov.count), UInt64(start))
+                    io_uring_prep_writev(sqe, fd, iovecs.baseAddress, UInt32(count), UInt64(start))
                 }
                 file.countTransfer(direct: direct != nil)
             case .flush:
@@ -155,7 +164,7 @@ public final class BlockFileRing: Sendable {
                 sqe.pointee.flags |= SHIM_IOSQE_IO_DRAIN
             }
             sqe.pointee.user_data = id
-            s.pending[id] = Pending(tag: tag, kind: kind, offset: offset, iovecs: iovecs, count: iov.count, total: total)
+            s.pending[id] = Pending(tag: tag, kind: kind, offset: offset, iovecs: iovecs, count: count, total: total)
             s.unsubmitted += 1
             return true
         }

@@ -9,14 +9,15 @@ import GuestMemory
 /// O(N + S) however it is chunked. Every segment came from a popped chain:
 /// its `address + length` does not overflow and lies inside guest RAM.
 struct BlockSegmentCursor {
-    private let segments: [DescriptorSegment]
-    private var index = 0
+    private let segments: ArraySlice<DescriptorSegment>
+    private var index: Int
     private var offsetInSegment: UInt64 = 0
     /// Bytes left from the current position to the end of the stream.
     private(set) var remaining: UInt64
 
-    init(_ segments: [DescriptorSegment]) {
+    init(_ segments: ArraySlice<DescriptorSegment>) {
         self.segments = segments
+        index = segments.startIndex
         // A popped chain describes at most 2^32 bytes: no overflow.
         remaining = segments.reduce(0) { $0 + UInt64($1.length) }
     }
@@ -25,7 +26,7 @@ struct BlockSegmentCursor {
     mutating func skip(_ count: UInt64) {
         var left = min(count, remaining)
         remaining -= left
-        while left > 0, index < segments.count {
+        while left > 0, index < segments.endIndex {
             let inSegment = UInt64(segments[index].length) - offsetInSegment
             if left < inSegment {
                 offsetInSegment += left
@@ -47,7 +48,7 @@ struct BlockSegmentCursor {
         }
         var done = 0
         let total = count
-        while done < total, index < segments.count {
+        while done < total, index < segments.endIndex {
             let s = segments[index]
             let inSegment = UInt64(s.length) - offsetInSegment
             if inSegment == 0 { // zero-length segment, or this one is used up

@@ -41,6 +41,14 @@ public struct DescriptorChain: Equatable, Sendable {
         hasReadableAfterWritable = misordered
     }
 
+    /// The readable segments, then the writable ones, without copying: for
+    /// a chain whose readable buffers all come first (check
+    /// `requireReadableBeforeWritable` before relying on it).
+    public var readableThenWritable: (readable: ArraySlice<DescriptorSegment>, writable: ArraySlice<DescriptorSegment>) {
+        let split = segments.firstIndex(where: \.isWritable) ?? segments.endIndex
+        return (segments[..<split], segments[split...])
+    }
+
     public var readableSegments: [DescriptorSegment] { segments.filter { !$0.isWritable } }
     public var writableSegments: [DescriptorSegment] { segments.filter { $0.isWritable } }
     /// Total bytes; cannot overflow, since a popped chain describes at most 2^32 bytes.

@@ -159,6 +159,15 @@ public struct SplitVirtqueue: Sendable {
         let flags: UInt16
         let next: UInt16
 
+        /// From the entry's two little-endian 64-bit words: `addr`, then
+        /// `len`, `flags` and `next` packed.
+        init(words lo: UInt64, _ hi: UInt64) {
+            address = lo
+            length = UInt32(truncatingIfNeeded: hi)
+            flags = UInt16(truncatingIfNeeded: hi >> 32)
+            next = UInt16(truncatingIfNeeded: hi >> 48)
+        }
+
         init(_ b: ArraySlice<UInt8>) {
             let i = b.startIndex
             var a: UInt64 = 0
@@ -207,8 +216,10 @@ public struct SplitVirtqueue: Sendable {
         // index < size, so the entry is inside the table checked at init.
         let a = GuestAddress(descriptorTable.raw + VirtioSpec.SplitRing.descriptorSize * UInt64(index))
         do {
-            let b = try memory.readBytes(at: a, count: Int(VirtioSpec.SplitRing.descriptorSize))
-            return RawDescriptor(b[...])
+            // Read into the stack, not an array: this runs for every descriptor.
+            var words: (UInt64, UInt64) = (0, 0)
+            try withUnsafeMutableBytes(of: &words) { try memory.read(into: $0, at: a) }
+            return RawDescriptor(words: UInt64(littleEndian: words.0), UInt64(littleEndian: words.1))
         } catch {
             throw VirtqueueError.memory("\(error)")
         }
@@ -216,6 +227,8 @@ public struct SplitVirtqueue: Sendable {
 
     private func readChain(head: UInt16, memory: GuestMemoryAccess) throws -> DescriptorChain {
         var builder = Builder(head: head)
+        // Most chains are short (virtio-blk's: header, data, status): one allocation.
+        builder.segments.reserveCapacity(4)
         var index = head
         var visited: UInt32 = 0
         while true {

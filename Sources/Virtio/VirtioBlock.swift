@@ -201,6 +201,9 @@ public final class VirtioBlock: VirtioDevice {
         /// Queues that stopped taking requests because `maxInFlight` were in
         /// flight: served again when some complete.
         var stalled: Set<Int> = []
+        /// A reset waiting for the requests in flight to end
+        /// (`reset(then:)`): called when the last one does.
+        var resetDone: (@Sendable () -> Void)?
     }
 
     /// What became of a request.
@@ -303,12 +306,35 @@ public final class VirtioBlock: VirtioDevice {
     /// Waits for the requests in flight (their results are dropped: the
     /// driver has let go of the queues) before the device forgets them.
     public func reset() {
-        state.withLock { s in
+        let done = state.withLock { s -> (@Sendable () -> Void)? in
             s.active = nil
             if !s.inFlight.isEmpty { async?.waitForAll() }
             s.inFlight = [:]
             s.stalled = []
+            defer { s.resetDone = nil }
+            return s.resetDone
         }
+        done?()
+    }
+
+    /// Stops at once; `done` runs when the requests in flight have ended
+    /// (from `completionsReady`, on the I/O thread), their results dropped,
+    /// or at once when none is. A second reset before then replaces `done`
+    /// after running the first one's (the driver reset twice; both are done
+    /// at the same moment).
+    public func reset(then done: @escaping @Sendable () -> Void) {
+        let now = state.withLock { s -> [@Sendable () -> Void] in
+            s.active = nil
+            s.stalled = []
+            let earlier = s.resetDone.map { [$0] } ?? []
+            if s.inFlight.isEmpty {
+                s.resetDone = nil
+                return earlier + [done]
+            }
+            s.resetDone = { earlier.forEach { $0() }; done() }
+            return []
+        }
+        now.forEach { $0() }
     }
 
     public func queueNotified(_ index: Int) {
@@ -327,18 +353,23 @@ public final class VirtioBlock: VirtioDevice {
     /// (VIRTIO_F_EVENT_IDX), and serves queues that had stopped for room.
     public func completionsReady() {
         guard let async else { return }
-        state.withLock { s in
-            var results: [(tag: UInt64, failed: Bool)] = []
-            async.reap { tag, error in results.append((tag, error != nil)) }
-            var answered = Set<Int>()
-            for r in results {
-                guard let f = s.inFlight.removeValue(forKey: r.tag) else { continue }
-                finish(f, failed: r.failed, &s)
-                answered.insert(f.queue)
+        let resetDone = state.withLock { s -> (@Sendable () -> Void)? in
+            // Bit q: queue q got answers (at most `maxQueues`, 64, queues).
+            var answered: UInt64 = 0
+            async.reap { tag, error in
+                guard let f = s.inFlight.removeValue(forKey: tag) else { return }
+                finish(f, failed: error != nil, &s)
+                answered |= 1 << UInt64(f.queue)
             }
-            guard var a = s.active, !a.broken else { return }
+            if s.active == nil, s.inFlight.isEmpty, let done = s.resetDone {
+                s.resetDone = nil
+                return done
+            }
+            guard var a = s.active, !a.broken else { return nil }
             do {
-                for q in answered.sorted() {
+                while answered != 0 {
+                    let q = answered.trailingZeroBitCount
+                    answered &= answered - 1
                     guard var vq = a.queues[q] else { continue }
                     if try vq.needsNotification(memory: a.memory) { a.interrupt.signalUsedQueue(q) }
                     a.queues[q] = vq
@@ -351,7 +382,9 @@ public final class VirtioBlock: VirtioDevice {
             let stalled = s.stalled.sorted()
             s.stalled = []
             for q in stalled { process(q, &s) }
+            return nil
         }
+        resetDone?()
     }
 
     /// Answers one request the asynchronous backend finished: its status
@@ -391,12 +424,25 @@ public final class VirtioBlock: VirtioDevice {
         guard var a = s.active, !a.broken, var vq = a.queues[q] else { return }
         do {
             var completed = false
-            while true {
+            // The driver need not notify while the queue is being drained
+            // (§2.7.10): each notification it skips is a VM exit saved.
+            // Re-armed before returning, and whatever arrived meanwhile is
+            // drained too, so none is left without a notification coming.
+            try vq.disableNotifications(memory: a.memory)
+            drain: while true {
                 if let async, s.inFlight.count >= async.maxInFlight {
+                    // Completions serve this queue again (`stalled`).
                     s.stalled.insert(q)
+                    _ = try vq.enableNotifications(memory: a.memory)
                     break
                 }
-                guard let chain = try vq.popAvailable(memory: a.memory) else { break }
+                guard let chain = try vq.popAvailable(memory: a.memory) else {
+                    if try vq.enableNotifications(memory: a.memory) {
+                        try vq.disableNotifications(memory: a.memory)
+                        continue drain
+                    }
+                    break
+                }
                 s.statistics.requestsPerQueue[q] += 1
                 if let len = try handle(chain, queue: q, memory: a.memory, &s) {
                     try vq.addUsed(head: chain.head, len: len, memory: a.memory)
@@ -422,8 +468,9 @@ public final class VirtioBlock: VirtioDevice {
     private func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemoryAccess,
                         _ s: inout State) throws -> UInt32? {
         try chain.requireReadableBeforeWritable()
-        var readable = BlockSegmentCursor(chain.readableSegments)
-        var writable = BlockSegmentCursor(chain.writableSegments)
+        let (r, w) = chain.readableThenWritable
+        var readable = BlockSegmentCursor(r)
+        var writable = BlockSegmentCursor(w)
         guard readable.remaining >= Self.headerSize else {
             throw VirtqueueError.device("virtio-blk request at head \(chain.head): \(readable.remaining)-byte header, "
                                         + "§5.2.6 needs \(Self.headerSize) device-readable bytes")
@@ -464,7 +511,7 @@ public final class VirtioBlock: VirtioDevice {
     private func answer(_ status: UInt8, at cursor: inout BlockSegmentCursor, written: UInt64,
                         memory: GuestMemoryAccess, statistics: inout Statistics) -> UInt32 {
         do {
-            try [status].withUnsafeBytes { try cursor.write($0, memory: memory) }
+            try withUnsafeBytes(of: status) { try cursor.write($0, memory: memory) }
         } catch {
             if status != Status.ioError { statistics.dmaFailures += 1 }
             return 0
@@ -477,11 +524,12 @@ public final class VirtioBlock: VirtioDevice {
     private func serve(readable: inout BlockSegmentCursor, writable: inout BlockSegmentCursor,
                        memory: GuestMemoryAccess, written: inout UInt64, tag: UInt64,
                        statistics: inout Statistics) throws -> Outcome {
-        var header = [UInt8](repeating: 0, count: Int(Self.headerSize))
-        try header.withUnsafeMutableBytes { try readable.read(into: $0, memory: memory) }
-        // The header is 16 bytes: both reads are inside it.
-        let type = LE.u32(header, 0) ?? 0
-        let sector = LE.u64(header, 8) ?? 0
+        // The 16-byte header as two little-endian words, on the stack:
+        // type (low 32 bits) and reserved, then sector.
+        var words: (UInt64, UInt64) = (0, 0)
+        try withUnsafeMutableBytes(of: &words) { try readable.read(into: $0, memory: memory) }
+        let type = UInt32(truncatingIfNeeded: UInt64(littleEndian: words.0))
+        let sector = UInt64(littleEndian: words.1)
         // Data the driver gave the device (OUT), and room it gave for data
         // (IN, GET_ID): everything but the header and the status byte.
         let dataOut = readable.remaining

@@ -59,12 +59,25 @@ public protocol VirtioDevice: AnyObject, Sendable {
     /// return to the initial state. Also called when a failed activation is
     /// undone.
     func reset()
+    /// The same reset for a device that may have host I/O in flight on the
+    /// driver's buffers: the device stops at once (no more requests taken,
+    /// nothing answered), and `done` is called, on whichever thread sees the
+    /// last transfer end, once nothing will touch guest memory for the old
+    /// driver any more; at once when nothing is in flight. The transport
+    /// shows device_status 0 only then, so a vCPU never waits for host I/O.
+    /// The default resets synchronously, then calls `done`.
+    func reset(then done: @escaping @Sendable () -> Void)
     /// An available buffer notification for queue `index` (§2.3), only
     /// delivered between `activate` and `reset`.
     func queueNotified(_ index: Int)
 }
 
 extension VirtioDevice {
+    public func reset(then done: @escaping @Sendable () -> Void) {
+        reset()
+        done()
+    }
+
     /// Copies `bytes[offset...]` into `data`, zero-filling past the end: the
     /// usual `readConfig` for a device whose configuration is a byte image.
     public func copyConfig(_ bytes: [UInt8], offset: Int, into data: UnsafeMutableRawBufferPointer) {

@@ -226,8 +226,9 @@ public final class VirtioNetKernel: VirtioDevice {
             var answered = false
             while let chain = try q.popAvailable(memory: memory) {
                 try chain.requireReadableBeforeWritable()
-                var readable = BlockSegmentCursor(chain.readableSegments)
-                var writable = BlockSegmentCursor(chain.writableSegments)
+                let (r, w) = chain.readableThenWritable
+                var readable = BlockSegmentCursor(r)
+                var writable = BlockSegmentCursor(w)
                 guard readable.remaining >= 2, writable.remaining >= 1 else {
                     throw VirtqueueError.device("network control command at head \(chain.head): "
                                                 + "\(readable.remaining) readable bytes (a 2-byte header is needed) "

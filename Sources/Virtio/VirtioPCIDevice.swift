@@ -87,6 +87,11 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         /// activation are dropped.
         var epoch: UInt64 = 0
         var active = false
+        /// 0 was written to device_status and the device has not finished
+        /// its reset (host I/O on the old driver's buffers still in flight):
+        /// device_status still reads the old value, and common-config writes
+        /// are ignored until the reset is done.
+        var resetting = false
     }
 
     public let device: VirtioDevice
@@ -253,7 +258,7 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         switch region * Layout.regionSize {
         case Layout.commonOffset:
             transitions.withLock { _ in
-                let effect = state.withLock { $0.common.write(offset: rel, data: data) }
+                let effect = state.withLock { s in s.resetting ? nil : s.common.write(offset: rel, data: data) }
                 if let e = effect { perform(e) }
             }
         case Layout.deviceConfigOffset:
@@ -292,21 +297,31 @@ public final class VirtioPCIDevice: PCIFunction, @unchecked Sendable {
         case .reset:
             // Stop the device first, then show status 0: "The device MUST
             // reset when 0 is written to device_status, and present a 0 in
-            // device_status once that is done" (§4.1.4.3.1).
+            // device_status once that is done" (§4.1.4.3.1). A device with
+            // host I/O in flight finishes later, on its I/O thread; the
+            // driver polls device_status until it reads 0 (Linux's
+            // vp_modern_reset does), and the vCPU goes back to the guest now.
             state.withLock { s in
                 s.epoch &+= 1
                 s.active = false
+                s.resetting = true
             }
-            device.reset()
-            state.withLock { s in
-                s.common.reset()
-                s.isr = 0
-                setINTx(false)
-            }
+            device.reset { [weak self] in self?.resetDone() }
         case .driverOK:
             activate()
         case let .guestError(message):
             needsReset(.transport(message), epoch: nil)
+        }
+    }
+
+    /// The device has reset: status 0, the common configuration as at
+    /// power-on, no interrupt pending.
+    private func resetDone() {
+        state.withLock { s in
+            s.common.reset()
+            s.isr = 0
+            setINTx(false)
+            s.resetting = false
         }
     }
 

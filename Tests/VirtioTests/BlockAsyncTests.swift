@@ -299,6 +299,52 @@ final class BlockAsyncTests: XCTestCase {
         XCTAssertEqual([try status(r, 0), try status(r, 1)], [0xEE, 0xEE])
     }
 
+    /// The transport's reset: the device stops at once and says it is done
+    /// when the last request in flight ends, without waiting on the
+    /// caller's thread; the results are dropped.
+    func testResetThenIsDoneWhenTheLastRequestInFlightEnds() throws {
+        let r = try rig()
+        for i in 0..<2 { _ = try post(r, i, type: tIn, sector: 0) }
+        r.block.queueNotified(0)
+        let done = LockedList()
+        r.block.reset { done.append(1) }
+        XCTAssertEqual(r.io.waits, 0, "nothing waited on the resetting thread")
+        XCTAssertEqual(done.items.count, 0)
+        XCTAssertEqual(r.block.requestsInFlight, 2)
+        _ = try post(r, 2, type: tIn, sector: 0)
+        r.block.queueNotified(0)
+        XCTAssertEqual(r.io.inFlightTags.count, 2, "a stopped device takes no request")
+
+        try r.io.finish([r.io.inFlightTags[0]])
+        r.block.completionsReady()
+        XCTAssertEqual(done.items.count, 0, "one request still in flight")
+        try r.io.finish()
+        r.block.completionsReady()
+        XCTAssertEqual(done.items.count, 1)
+        r.block.completionsReady()
+        XCTAssertEqual(done.items.count, 1, "done once")
+        XCTAssertTrue(r.drivers[0].takeUsed().isEmpty, "nothing is answered after the reset")
+        XCTAssertEqual([try status(r, 0), try status(r, 1), try status(r, 2)], [0xEE, 0xEE, 0xEE])
+        XCTAssertEqual(r.irq.usedQueues, [])
+
+        // Nothing in flight: done at once.
+        r.block.reset { done.append(1) }
+        XCTAssertEqual(done.items.count, 2)
+    }
+
+    /// A synchronous reset while a deferred one waits finishes both.
+    func testASynchronousResetFinishesAWaitingOne() throws {
+        let r = try rig()
+        _ = try post(r, 0, type: tIn, sector: 0)
+        r.block.queueNotified(0)
+        let done = LockedList()
+        r.block.reset { done.append(1) }
+        r.block.reset()
+        XCTAssertEqual(r.io.waits, 1)
+        XCTAssertEqual(done.items.count, 1)
+        XCTAssertEqual(r.block.requestsInFlight, 0)
+    }
+
     // MARK: when the request stays synchronous
 
     func testMemoryThatCannotLendItsBuffersIsServedSynchronously() throws {

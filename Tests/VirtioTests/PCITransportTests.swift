@@ -32,6 +32,9 @@ final class RecordingDevice: VirtioDevice {
         var resets = 0
         var notified: [Int] = []
         var failActivation = false
+        /// Resets wait for `finishHeldReset()`, as a device with I/O in flight does.
+        var holdResets = false
+        var heldReset: (@Sendable () -> Void)?
     }
     private let recorded = Mutex(Recorded())
 
@@ -58,7 +61,28 @@ final class RecordingDevice: VirtioDevice {
             r.interrupt = interrupt
         }
     }
+    var holdResets: Bool {
+        get { recorded.withLock { $0.holdResets } }
+        set { recorded.withLock { $0.holdResets = newValue } }
+    }
     func reset() { recorded.withLock { $0.resets += 1; $0.interrupt = nil } }
+    func reset(then done: @escaping @Sendable () -> Void) {
+        let now = recorded.withLock { r -> Bool in
+            r.resets += 1
+            r.interrupt = nil
+            if r.holdResets { r.heldReset = done }
+            return !r.holdResets
+        }
+        if now { done() }
+    }
+    /// The held reset is done (its I/O ended).
+    func finishHeldReset() {
+        let done = recorded.withLock { r in
+            defer { r.heldReset = nil }
+            return r.heldReset
+        }
+        done?()
+    }
     func queueNotified(_ index: Int) { recorded.withLock { $0.notified.append(index) } }
 }
 
@@ -347,6 +371,42 @@ final class VirtioPCIDeviceTests: XCTestCase {
         d.notify(0)
         XCTAssertEqual(dev.notified, [])
         XCTAssertNil(dev.interrupt, "the device dropped its interrupt")
+    }
+
+    /// A device whose reset waits for host I/O: the vCPU writing 0 returns
+    /// at once, device_status reads the old value and the driver's other
+    /// writes are ignored until the device is done; then status 0 and the
+    /// power-on configuration.
+    func testStatusReadsZeroOnlyOnceTheDeviceHasFinishedItsReset() throws {
+        let dev = RecordingDevice()
+        let d = try PCIDriver(dev, memory: memory)
+        d.initialize(features: v1, queues: [(0, FakeDriver(memory: memory, size: 8), 0xFFFF)])
+        XCTAssertEqual(d.status, 15)
+        dev.holdResets = true
+        let resetsBefore = dev.resets
+        d.status = 0
+        XCTAssertEqual(dev.resets, resetsBefore + 1)
+        XCTAssertFalse(d.dev.isActive, "stopped at once")
+        XCTAssertEqual(d.status, 15, "not 0 before the device is done")
+        d.notify(0)
+        XCTAssertEqual(dev.notified, [], "no notification reaches a device being reset")
+        // The driver's writes meanwhile change nothing (a hostile one: status bits, a queue).
+        d.status = 15
+        d.barWrite(UInt64(C.queueSelect), 1, 2)
+        d.status = 0
+        XCTAssertEqual(dev.resets, resetsBefore + 1, "a second 0 is the same reset")
+        XCTAssertEqual(d.barRead(UInt64(C.queueSelect), 2), 0)
+        XCTAssertEqual(dev.activations.count, 1)
+
+        dev.finishHeldReset()
+        XCTAssertEqual(d.status, 0)
+        XCTAssertEqual(d.barRead(UInt64(C.queueEnable), 2), 0)
+        XCTAssertEqual(d.barRead(UInt64(C.queueSize), 2), 16, "back to the maximum")
+        // And the device can be brought up again.
+        dev.holdResets = false
+        d.initialize(features: v1, queues: [(0, FakeDriver(memory: memory, size: 8), 0xFFFF)])
+        XCTAssertEqual(d.status, 15)
+        XCTAssertEqual(dev.activations.count, 2)
     }
 
     func testStaleInterruptAfterResetIsDropped() throws {

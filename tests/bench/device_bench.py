@@ -9,7 +9,8 @@ fastest raw-file setup), measuring
   virtio-blk  sequential write and read of MIB MiB with O_DIRECT dd in the guest, then
               random 4 KiB O_DIRECT reads and writes at queue depth 32 (blkrand,
               BENCH_RAND_SECS seconds each, 0 to skip)
-  virtio-net  TCP throughput of MIB MiB from the guest to the lab host
+  virtio-net  TCP throughput of MIB MiB from the guest to the lab host, then from the
+              lab host to the guest (BENCH_NET_RX=0 skips the second)
   CPU         the VMM process's user + system time per GiB the disk moved (all its
               threads, so the guest's own CPU time, which runs on the vCPU threads, too)
 BENCH_VMMS picks variants (comma-separated names as printed; "swiftvmm vhost=off" and
@@ -31,6 +32,8 @@ NET = os.environ.get("BENCH_NET", "1") != "0"
 # BENCH_BLK=0 skips the virtio-blk runs.
 BLK = os.environ.get("BENCH_BLK", "1") != "0"
 RAND_SECS = int(os.environ.get("BENCH_RAND_SECS", "10"))
+# BENCH_NET_RX=0 skips the lab host -> guest transfer.
+NET_RX = os.environ.get("BENCH_NET_RX", "1") != "0"
 # The disk runs use 2 vCPUs (so 2 request queues); the network runs 1: in the nested lab
 # (TCG below) a 2-vCPU guest's TCP stack loses most of its throughput to cross-CPU
 # wake-ups, with either VMM and either data path (4-5 Mbit/s against 65).
@@ -100,6 +103,7 @@ def run(cmd, limit=300, marks=()):
         for mark in marks:
             if mark not in seen and re.search(mark, line):
                 seen[mark] = kvm_stats()
+                seen[mark]["t"] = time.monotonic()
     p.wait()
     timer.cancel()
     out.append(f"\n(killed after {limit} s)" if p.returncode == -9 else f"\n(exit status {p.returncode})")
@@ -141,6 +145,35 @@ def receiver(result, want=None, accept_timeout=60, idle_timeout=30):
         result.append((got, t1 - t0))
 
 
+def sender(result, deadline_s=240):
+    """Connects to the guest's 10.0.2.15:5002 (retrying until it listens, up to
+    `deadline_s`), sends NET_MIB MiB and closes; appends (bytes, monotonic time of the
+    connection) to `result`. The guest's "netbench received" line ends the timing."""
+    deadline = time.monotonic() + deadline_s
+    chunk = bytes(1 << 16)
+    while time.monotonic() < deadline:
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect(("10.0.2.15", 5002))
+        except OSError:
+            s.close()
+            time.sleep(0.5)
+            continue
+        with s:
+            s.settimeout(60)
+            t0, sent = time.monotonic(), 0
+            try:
+                while sent < NET_MIB << 20:
+                    s.sendall(chunk)
+                    sent += len(chunk)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                return
+        result.append((sent, t0))
+        return
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     if not os.path.exists("/sys/kernel/debug/kvm"):
@@ -162,7 +195,7 @@ def main():
         vmms = [v for v in vmms if v[0] in ONLY]
     # Per variant: seq write MiB/s, seq read MiB/s, rand read IOPS, rand write IOPS,
     # CPU s/GiB, net Mbit/s.
-    cols = ("write", "read", "rread", "rwrite", "cpu", "net")
+    cols = ("write", "read", "rread", "rwrite", "cpu", "net", "netrx")
     res = {n: {c: [] for c in cols} for n, _ in vmms}
     def blk_round(r, name, make):
         marks = ("blkbench mib=", "blkrand mode=read", "blkrand mode=write")
@@ -198,15 +231,31 @@ def main():
         t = threading.Thread(target=receiver, args=(result,))
         t.start()
         time.sleep(0.5)
-        out, _, _ = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}", disk, NET_VCPUS))
+        sent = []
+        tx = threading.Thread(target=sender, args=(sent,)) if NET_RX else None
+        if tx:
+            tx.start()
+        out, _, seen = run(make(f"{BASE} swiftvmm.modules=virtio_net swiftvmm.test=netbench swiftvmm.mib={NET_MIB}"
+                                f"{' swiftvmm.recv=1' if NET_RX else ''}", disk, NET_VCPUS), marks=("netbench received",))
         t.join(timeout=90)
+        if tx:
+            tx.join(timeout=90)
         if not result:
-            print(f"bench: round {r + 1} {name}: virtio-net run failed:\n{out[-1500:]}", flush=True)
+            print(f"bench: round {r + 1} {name}: virtio-net run failed (guest to lab host):\n{out[-1500:]}", flush=True)
             return
         got, secs = result[0]
         mbps = got * 8 / secs / 1e6
         res[name]["net"].append(mbps)
-        print(f"bench: round {r + 1} {name}: virtio-net {got >> 20} MiB in {secs:.2f} s = {mbps:.0f} Mbit/s", flush=True)
+        print(f"bench: round {r + 1} {name}: virtio-net guest to lab host {got >> 20} MiB in {secs:.2f} s = {mbps:.0f} Mbit/s", flush=True)
+        if not NET_RX:
+            return
+        if not sent or "netbench received" not in seen:
+            print(f"bench: round {r + 1} {name}: virtio-net run failed (lab host to guest):\n{out[-1500:]}", flush=True)
+            return
+        (bytes_sent, t0), secs = sent[0], seen["netbench received"]["t"] - sent[0][1]
+        mbps = bytes_sent * 8 / secs / 1e6
+        res[name]["netrx"].append(mbps)
+        print(f"bench: round {r + 1} {name}: virtio-net lab host to guest {bytes_sent >> 20} MiB in {secs:.2f} s = {mbps:.0f} Mbit/s", flush=True)
 
     for r in range(RUNS):
         for name, make in vmms:
@@ -219,15 +268,15 @@ def main():
         return statistics.median(xs) if xs else None
     print()
     print(f"bench: medians over {RUNS} runs; blk {BLK_MIB} MiB O_DIRECT dd, 4K random O_DIRECT at QD{QD} for "
-          f"{RAND_SECS} s, net {NET_MIB} MiB TCP guest->lab host; CPU: VMM user+system s per GiB the disk moved")
+          f"{RAND_SECS} s, net {NET_MIB} MiB TCP guest->lab host and lab host->guest; CPU: VMM user+system s per GiB the disk moved")
     rows = {n: {c: med(res[n][c]) for c in cols} for n, _ in vmms}
     f = lambda x, fmt: format(x, fmt) if x else "n/a"
     for n, v in rows.items():
         print(f"{n:20} seq write {f(v['write'], '.1f'):>7} MiB/s  seq read {f(v['read'], '.1f'):>7} MiB/s  "
               f"rand read {f(v['rread'], '.0f'):>6} IOPS  rand write {f(v['rwrite'], '.0f'):>6} IOPS  "
-              f"CPU {f(v['cpu'], '.1f'):>5} s/GiB  net {f(v['net'], '.0f'):>5} Mbit/s")
+              f"CPU {f(v['cpu'], '.1f'):>5} s/GiB  net tx {f(v['net'], '.0f'):>5} Mbit/s  net rx {f(v['netrx'], '.0f'):>5} Mbit/s")
     ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "n/a"
-    qemus = ("qemu q35", "qemu q35 cache=none")
+    qemus = ("qemu q35", "qemu q35 cache=none", "qemu q35 vhost=off")
     # QEMU's best per row: the highest rate, the lowest CPU per GiB.
     best = {}
     for c in cols:
