@@ -192,7 +192,7 @@ t_net_tcp() {
         cat "$peer" >>"$LOG"
         rx=$(grep "tcp-peer: received" "$peer" | tail -n 1); tx=$(grep "tcp-peer: sent" "$peer" | tail -n 1)
         if [ "$STATUS" -eq 0 ] && [[ $rx == "tcp-peer: received 67108864 bytes"* ]] && [[ $tx == "tcp-peer: sent 67108864 bytes"* ]] \
-            && guest_has "netbench received 67108864 bytes"; then
+            && guest_has "netbench received bytes=67108864"; then
             detail="$detail $mode: to the lab host in ${rx##* in }, from it in ${tx##* in };"
         else
             fail virtio-net-tcp-64mib "$mode: status $STATUS, lab host: $(tail -n 4 "$peer" | tr '\n' ' ')" "$LOG"
