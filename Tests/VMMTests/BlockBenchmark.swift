@@ -260,5 +260,7 @@ final class BlockBenchmark: XCTestCase {
             print(String(format: "| io_uring, /dev/shm | %@ | %.0f | %.0f | %.0f | %.2fx |", write ? "write" : "read", alone, both,
                          both - alone, both / alone))
         }
+        print("(the io_uring rows carry the kernel's own variation, tens of percent from run to run on a busy or "
+              + "paravirtual host, which can exceed the device's share; the memory rows are the device's cost)")
     }
 }
