@@ -52,8 +52,9 @@ public struct DescriptorChain: Equatable, Sendable {
     public var readableSegments: [DescriptorSegment] { segments.filter { !$0.isWritable } }
     public var writableSegments: [DescriptorSegment] { segments.filter { $0.isWritable } }
     /// Total bytes; cannot overflow, since a popped chain describes at most 2^32 bytes.
-    public var readableLength: UInt64 { readableSegments.reduce(0) { $0 + UInt64($1.length) } }
-    public var writableLength: UInt64 { writableSegments.reduce(0) { $0 + UInt64($1.length) } }
+    /// Summed in place, with no filtered copy (VirtioNet asks for every frame).
+    public var readableLength: UInt64 { segments.reduce(0) { $1.isWritable ? $0 : $0 + UInt64($1.length) } }
+    public var writableLength: UInt64 { segments.reduce(0) { $1.isWritable ? $0 + UInt64($1.length) : $0 } }
 
     /// Throws `.readableAfterWritable` for devices that parse a request header
     /// followed by a response area (§2.7.4.2).

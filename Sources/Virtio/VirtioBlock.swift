@@ -323,18 +323,15 @@ public final class VirtioBlock: VirtioDevice {
     /// after running the first one's (the driver reset twice; both are done
     /// at the same moment).
     public func reset(then done: @escaping @Sendable () -> Void) {
-        let now = state.withLock { s -> [@Sendable () -> Void] in
+        let now = state.withLock { s -> (@Sendable () -> Void)? in
             s.active = nil
             s.stalled = []
-            let earlier = s.resetDone.map { [$0] } ?? []
-            if s.inFlight.isEmpty {
-                s.resetDone = nil
-                return earlier + [done]
-            }
-            s.resetDone = { earlier.forEach { $0() }; done() }
-            return []
+            let all: @Sendable () -> Void
+            if let earlier = s.resetDone { all = { earlier(); done() } } else { all = done }
+            s.resetDone = s.inFlight.isEmpty ? nil : all
+            return s.inFlight.isEmpty ? all : nil
         }
-        now.forEach { $0() }
+        now?()
     }
 
     public func queueNotified(_ index: Int) {

@@ -17,7 +17,7 @@ BENCH_VMMS picks variants (comma-separated names as printed; "swiftvmm vhost=off
 "qemu q35 vhost=off" only run when named, and only the network part); BENCH_BLK=0 or BENCH_NET=0 skip a part; SWIFTVMM_BASE adds
 "swiftvmm base", another swiftvmm binary (an older build), measured the same way.
 Prints figures and ratios; asserts nothing."""
-import os, re, resource, socket, statistics, subprocess, threading, time
+import importlib.util, os, re, resource, socket, statistics, subprocess, threading, time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.environ.get("SWIFTVMM_CACHE", os.path.join(REPO, ".cache"))
@@ -145,33 +145,19 @@ def receiver(result, want=None, accept_timeout=60, idle_timeout=30):
         result.append((got, t1 - t0))
 
 
-def sender(result, deadline_s=240):
-    """Connects to the guest's 10.0.2.15:5002 (retrying until it listens, up to
-    `deadline_s`), sends NET_MIB MiB and closes; appends (bytes, monotonic time of the
-    connection) to `result`. The guest's "netbench received" line ends the timing."""
-    deadline = time.monotonic() + deadline_s
-    chunk = bytes(1 << 16)
-    while time.monotonic() < deadline:
-        s = socket.socket()
-        s.settimeout(2)
-        try:
-            s.connect(("10.0.2.15", 5002))
-        except OSError:
-            s.close()
-            time.sleep(0.5)
-            continue
-        with s:
-            s.settimeout(60)
-            t0, sent = time.monotonic(), 0
-            try:
-                while sent < NET_MIB << 20:
-                    s.sendall(chunk)
-                    sent += len(chunk)
-                s.shutdown(socket.SHUT_WR)
-            except OSError:
-                return
-        result.append((sent, t0))
-        return
+# The lab host's end of the guest's netbench, shared with the lab test (its send()).
+_spec = importlib.util.spec_from_file_location("tcp_peer", os.path.join(REPO, "tests/lab/tcp-peer.py"))
+tcp_peer = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tcp_peer)
+
+
+def sender(result):
+    """Sends NET_MIB MiB to the guest's 10.0.2.15:5002 once it listens (up to 240 s);
+    appends (bytes, monotonic time of the connection) to `result`. The guest's
+    "netbench received" line ends the timing."""
+    sent = tcp_peer.send("10.0.2.15", NET_MIB << 20, 240)
+    if sent:
+        result.append(sent)
 
 
 def main():

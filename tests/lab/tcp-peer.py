@@ -14,7 +14,7 @@ import sys
 import time
 
 
-def receive(srv, want):
+def receive(srv):
     """One connection's bytes, or None when none came within the listener's timeout."""
     try:
         conn, _ = srv.accept()
@@ -38,6 +38,10 @@ def receive(srv, want):
 
 
 def send(guest, want, timeout):
+    """Connects to GUEST:5002 (retrying until it listens, up to `timeout` s), sends `want`
+    bytes and closes its side. Returns (bytes sent, monotonic time of the connection), or
+    None when it never connected or the transfer failed; says which. tests/bench/
+    device_bench.py times the lab host -> guest row with it too."""
     deadline = time.monotonic() + timeout
     chunk = bytes(1 << 16)
     while True:
@@ -50,18 +54,22 @@ def send(guest, want, timeout):
             s.close()
             if time.monotonic() > deadline:
                 print(f"tcp-peer: {guest}:5002 never listened", flush=True)
-                return False
+                return None
             time.sleep(0.3)
     with s:
         s.settimeout(30)
         sent, t0 = 0, time.monotonic()
-        while sent < want:
-            s.sendall(chunk)
-            sent += len(chunk)
-        s.shutdown(socket.SHUT_WR)
+        try:
+            while sent < want:
+                s.sendall(chunk)
+                sent += len(chunk)
+            s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            print(f"tcp-peer: sending: {e} after {sent} bytes", flush=True)
+            return None
         secs = time.monotonic() - t0
     print(f"tcp-peer: sent {sent} bytes in {secs:.2f} s", flush=True)
-    return sent == want
+    return sent, t0
 
 
 def main():
@@ -73,12 +81,8 @@ def main():
         srv.listen(1)
         srv.settimeout(5)
         while True:
-            if receive(srv, want) is None:
-                continue
-            try:
+            if receive(srv) is not None:
                 send(guest, want, 120)
-            except OSError as e:
-                print(f"tcp-peer: sending: {e}", flush=True)
 
 
 if __name__ == "__main__":
